@@ -148,6 +148,8 @@ class RunConfig:
             (d.schedule in ("linear", "cosine"), f"diffusion.schedule must be 'linear' or 'cosine', not {d.schedule!r}"),
             (d.timesteps >= 2, "diffusion.timesteps must be at least 2"),
             (d.objective in ("eps", "x0", "v"), f"diffusion.objective must be eps, x0 or v, not {d.objective!r}"),
+            (not (d.zero_terminal_snr and d.objective == "eps"),
+             "diffusion.zero_terminal_snr needs objective 'v' or 'x0' (eps is undefined at SNR 0)"),
             (d.loss_weighting in ("none", "min-snr"), "diffusion.loss_weighting must be 'none' or 'min-snr'"),
             (0 < d.beta_start < d.beta_end < 1, "need 0 < diffusion.beta_start < diffusion.beta_end < 1"),
             (t.epochs >= 1 or t.max_steps >= 1, "train.epochs must be at least 1"),

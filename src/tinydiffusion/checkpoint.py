@@ -1,0 +1,186 @@
+"""Crash-safe checkpoints: safetensors weights, a JSON config, and a weights-only training state.
+
+A run directory looks like
+
+    runs/NAME/
+      config.json            the run's RunConfig
+      metrics.jsonl          one JSON object per logged step
+      samples/epoch-001.png  sample grids from the EMA weights
+      checkpoints/
+        step-00002345/       one complete checkpoint (see below)
+        latest               text file naming the newest complete checkpoint
+
+and one checkpoint directory holds model.safetensors, ema.safetensors, config.json and
+training_state.pt (optimizer, counters and RNG states; loaded with weights_only=True, so a file
+that would run code is refused). A checkpoint is written into a temporary directory and renamed
+into place only once every file is on disk, so a crash at any moment leaves the previous complete
+checkpoint as it was: there is never a half-written file under a real name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import FORMAT_VERSION, RunConfig
+from .data import atomic_write_bytes, fsync_dir
+from .errors import UserError
+
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+MODEL_FILE, EMA_FILE, CONFIG_FILE, STATE_FILE, INFO_FILE = (
+    "model.safetensors", "ema.safetensors", "config.json", "training_state.pt", "checkpoint.json")
+BUNDLED = Path(__file__).parent / "assets" / "fashion-mnist.safetensors"
+
+
+def plain_state_dict(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Weights without DistributedDataParallel's `module.` or torch.compile's `_orig_mod.` prefixes."""
+    net = getattr(net, "module", net)
+    net = getattr(net, "_orig_mod", net)
+    return {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+
+
+def _fsynced_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def save_checkpoint(run_dir: Path, step: int, config: RunConfig, model_weights: dict, ema_weights: dict,
+                    training_state: dict, keep: int = 2) -> Path:
+    """Write one checkpoint atomically, point `latest` at it, and keep only the newest `keep`."""
+    root = Path(run_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:08d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    try:
+        save_file(model_weights, str(tmp / MODEL_FILE))
+        save_file(ema_weights, str(tmp / EMA_FILE))
+        (tmp / CONFIG_FILE).write_text(config.to_json())
+        torch.save(training_state, tmp / STATE_FILE)
+        (tmp / INFO_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, "step": step}) + "\n")
+        for f in tmp.iterdir():
+            _fsynced_file(f)
+        fsync_dir(tmp)
+        final = root / name
+        if final.exists():  # re-saving a step (after a resume): move the old one aside first
+            old = root / f".old-{name}"
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+        fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_bytes(root / LATEST, (name + "\n").encode())
+    _prune(root, keep, name)
+    return final
+
+
+def _prune(root: Path, keep: int, newest: str) -> None:
+    complete = sorted(p for p in root.glob("step-*") if p.is_dir())
+    for old in complete[:-keep]:
+        if old.name != newest:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".step-*"):  # temporaries left by a crash
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run: the `latest` pointer, else the newest step dir."""
+    root = Path(run_dir) / CHECKPOINTS
+    pointer = root / LATEST
+    if pointer.is_file():
+        target = root / pointer.read_text().strip()
+        if (target / INFO_FILE).is_file():
+            return target
+    complete = sorted(p for p in root.glob("step-*") if (p / INFO_FILE).is_file())
+    return complete[-1] if complete else None
+
+
+def resolve_checkpoint(path: str | Path | None) -> tuple[Path, Path]:
+    """Accept a run dir, a checkpoint dir or a .safetensors file; return (weights file, config file).
+
+    None means the model bundled with the package. From a checkpoint dir the EMA weights are used.
+    """
+    if path is None:
+        if not BUNDLED.is_file():
+            raise UserError("this installation has no bundled model; pass --checkpoint RUN_DIR.")
+        return BUNDLED, BUNDLED.with_suffix(".json")
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist; pass a run directory, a checkpoint directory or a .safetensors file.")
+    if path.is_dir() and (path / CHECKPOINTS).is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise UserError(f"{path} holds no complete checkpoint yet.")
+        path = found
+    if path.is_dir():
+        weights = path / EMA_FILE if (path / EMA_FILE).is_file() else path / MODEL_FILE
+        if not weights.is_file() or not (path / CONFIG_FILE).is_file():
+            raise UserError(f"{path} is not a checkpoint (no {EMA_FILE}/{MODEL_FILE} with {CONFIG_FILE}).")
+        return weights, path / CONFIG_FILE
+    if path.suffix != ".safetensors":
+        raise UserError(f"{path} is not a .safetensors file; only safetensors weights are loaded.")
+    for config in (path.with_suffix(".json"), path.parent / CONFIG_FILE):
+        if config.is_file():
+            return path, config
+    raise UserError(f"{path} has no config beside it ({path.with_suffix('.json').name} or {CONFIG_FILE}).")
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise UserError(f"{path} is not a readable safetensors file ({err}); it may be truncated or corrupted.") from None
+
+
+def load_into(net: torch.nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
+    """Load weights strictly; a mismatch with the config's network is one clear sentence."""
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(weights) if expected[k].shape != weights[k].shape)
+    if missing or unexpected or wrong:
+        detail = (f"{len(missing)} missing, {len(unexpected)} unexpected and {len(wrong)} wrongly shaped tensors"
+                  f"{' (e.g. ' + (missing + unexpected + wrong)[0] + ')' if missing or unexpected or wrong else ''}")
+        raise UserError(f"the weights in {source} do not match the network its config describes ({detail}).")
+    net.load_state_dict(weights)
+
+
+def load_training_state(checkpoint_dir: Path) -> dict:
+    path = Path(checkpoint_dir) / STATE_FILE
+    info_path = Path(checkpoint_dir) / INFO_FILE
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"{info_path} cannot be read ({err}); the checkpoint is incomplete.") from None
+    if not isinstance(info, dict) or info.get("format_version", 0) > FORMAT_VERSION:
+        raise UserError(f"{checkpoint_dir} was written by a newer tinydiffusion (format "
+                        f"{info.get('format_version') if isinstance(info, dict) else '?'}); upgrade to resume it.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UserError(f"{path} was refused: it holds objects other than tensors and plain data "
+                        f"({str(err).splitlines()[0][:120]}); tinydiffusion never runs code from a file.") from None
+    except (OSError, RuntimeError, EOFError, ValueError) as err:
+        raise UserError(f"{path} cannot be read ({err}); it may be truncated or corrupted.") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise UserError(f"{path} is not a tinydiffusion training state.")
+    return state
+
+
+def load_config(path: Path) -> RunConfig:
+    config = RunConfig.from_json_file(path)
+    config.validate()
+    return config

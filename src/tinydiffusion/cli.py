@@ -1,0 +1,310 @@
+"""Command line: `tinydiffusion train | sample | visualize | evaluate`. It only wires things together."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .config import apply_overrides, config_fields
+from .data import CLASS_NAMES, atomic_write_bytes, class_index, load_dataset
+from .errors import UserError
+from .pipeline import DEFAULT_GUIDANCE
+from .presets import PRESETS, get_preset
+from .samplers import SAMPLERS
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one sentence, no usage dump
+        self.exit(2, f"error: {message} (see '{self.prog} --help').\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} must not be negative")
+    return value
+
+
+# --- train -----------------------------------------------------------------------------------
+
+TRAIN_SHORTCUTS = {  # flag -> config field; the spellings scripts and docs rely on
+    "--data-dir": "data.data_dir", "--epochs": "train.epochs", "--max-steps": "train.max_steps",
+    "--batch-size": "train.batch_size", "--seed": "train.seed", "--lr": "train.lr",
+    "--net": "net.kind", "--checkpoint-every": "train.checkpoint_every", "--keep": "train.keep",
+    "--device": "train.device",
+}
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a diffusion model", description="Train a diffusion model. "
+                       "Any config field can be set as --SECTION.FIELD VALUE (e.g. --train.lr 1e-3).")
+    p.add_argument("--preset", default="fashion-mnist", help=f"starting config: {', '.join(PRESETS)}")
+    p.add_argument("--run-dir", help="where checkpoints, samples and logs go (default runs/<preset>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for flag, dotted in TRAIN_SHORTCUTS.items():
+        p.add_argument(flag, dest=dotted, default=None, help=f"sets {dotted}",
+                       choices=["unet", "dit"] if flag == "--net" else None)
+    for dotted, _ in config_fields():
+        p.add_argument(f"--{dotted}", dest=dotted, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(run=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from .checkpoint import CHECKPOINTS, load_config
+    from .training import train
+
+    overrides = {k: v for k, v in vars(args).items() if "." in k and v is not None}
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.json").is_file():
+            raise UserError(f"{run_dir} is not a run directory (it has no config.json).")
+        saved = load_config(run_dir / "config.json")
+        config = apply_overrides(saved, overrides)
+        if config.net != saved.net or config.diffusion != saved.diffusion:
+            raise UserError("a resumed run keeps its network and diffusion settings; start a new --run-dir to change them.")
+    else:
+        config = get_preset(args.preset)
+        if overrides.get("net.kind") == "dit" and args.preset == "fashion-mnist":
+            config = get_preset("fashion-mnist-dit") if "fashion-mnist-dit" in PRESETS else config
+        config = apply_overrides(config, overrides)
+        run_dir = Path(args.run_dir or f"runs/{config.name}")
+        if (run_dir / CHECKPOINTS).exists() or (run_dir / "config.json").exists():
+            raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+                            "or choose another --run-dir.")
+    config.validate()
+    result = train(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    print(f"done: step {result.step}, final loss {result.final_loss:.4f}, {result.images_per_second:.0f} images/s, "
+          f"{result.wall_seconds:.0f} s; checkpoints in {run_dir}")
+    return 0
+
+
+# --- sample ----------------------------------------------------------------------------------
+
+def add_sampling_options(p, default_num: int) -> None:
+    p.add_argument("--num", type=_positive_int, default=default_num, help="number of images")
+    p.add_argument("--sampler", default="ddim", choices=list(SAMPLERS), help="sampler (default ddim)")
+    p.add_argument("--steps", type=_positive_int, help="sampling steps (default: the sampler's own)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--class", dest="classes", action="append", metavar="NAME",
+                   help=f"class to generate, by name or index (repeatable): {', '.join(CLASS_NAMES)}")
+    p.add_argument("--guidance", type=_non_negative_float, default=None,
+                   help="classifier-free guidance scale (1 = plain conditional; default: the model's)")
+    p.add_argument("--eta", type=_non_negative_float, default=None, help="DDIM noise (0 = deterministic)")
+    p.add_argument("--spacing", choices=["leading", "trailing", "linspace"], default=None,
+                   help="timestep spacing for ddpm/ddim/dpmpp-2m (default trailing)")
+    p.add_argument("--batch-size", type=_positive_int, default=500)
+    p.add_argument("--device", default="auto")
+
+
+def sampler_options(args) -> dict:
+    options = {}
+    if args.eta is not None:
+        if args.sampler != "ddim":
+            raise UserError("--eta applies to the ddim sampler only.")
+        options["eta"] = args.eta
+    if args.spacing is not None:
+        if args.sampler not in ("ddpm", "ddim", "dpmpp-2m"):
+            raise UserError("--spacing applies to the ddpm, ddim and dpmpp-2m samplers only.")
+        options["spacing"] = args.spacing
+    return options
+
+
+def run_sampling(args, model, progress: bool = True, callback=None):
+    from .pipeline import generate  # noqa: I001
+
+    classes = [class_index(c) for c in args.classes] if args.classes else None
+    guidance = args.guidance if args.guidance is not None else (DEFAULT_GUIDANCE if model.num_classes else 1.0)
+    return generate(model, args.num, classes=classes, sampler=args.sampler, steps=args.steps, guidance=guidance,
+                    seed=args.seed, batch_size=args.batch_size, progress=progress, callback=callback,
+                    **sampler_options(args))
+
+
+def add_sample(sub) -> None:
+    p = sub.add_parser("sample", help="generate images", description="Generate images from a trained model "
+                       "(default: the model bundled with the package).")
+    p.add_argument("--checkpoint", help="a run directory, a checkpoint directory or a .safetensors file")
+    add_sampling_options(p, default_num=64)
+    p.add_argument("--out", default="samples.png", help="FILE.png (a grid) or FILE.npz (uint8 arr_0 N x H x W x C)")
+    p.add_argument("--nrow", type=_positive_int, help="images per row in the PNG grid")
+    p.set_defaults(run=cmd_sample)
+
+
+def cmd_sample(args) -> int:
+    from .pipeline import load_model
+    from .viz import save_grid
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".npz"):
+        raise UserError(f"--out must end in .png or .npz, not {out.name!r}.")
+    if not out.parent.exists():
+        raise UserError(f"the folder {out.parent} for --out does not exist.")
+    model = load_model(args.checkpoint, args.device)
+    images, labels = run_sampling(args, model)
+    if out.suffix.lower() == ".npz":
+        save_npz(out, images.numpy(), None if labels is None else labels.numpy())
+    else:
+        nrow = args.nrow or (model.num_classes if args.classes is None and model.num_classes and args.num % model.num_classes == 0 else None)
+        save_grid(images, out, nrow=nrow)
+    print(f"wrote {len(images)} images to {out}")
+    return 0
+
+
+def save_npz(path: Path, images_nchw: np.ndarray, labels: np.ndarray | None) -> None:
+    """The guided-diffusion convention: arr_0 is uint8 N x H x W x C; labels beside it."""
+    arrays = {"arr_0": np.ascontiguousarray(images_nchw.transpose(0, 2, 3, 1))}
+    if labels is not None:
+        arrays["labels"] = labels.astype(np.int64)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+# --- visualize -------------------------------------------------------------------------------
+
+def add_visualize(sub) -> None:
+    p = sub.add_parser("visualize", help="draw the forward or reverse diffusion process")
+    which = p.add_subparsers(dest="what", required=True, parser_class=Parser)
+    fwd = which.add_parser("forward", help="images noised at evenly spaced t from 0 to T")
+    fwd.add_argument("--checkpoint", help="model whose noise schedule to use (default: bundled)")
+    fwd.add_argument("--data-dir", default="data/fashion-mnist")
+    fwd.add_argument("--num-images", type=_positive_int, default=4)
+    fwd.add_argument("--columns", type=_positive_int, default=10)
+    fwd.add_argument("--out", default="forward.png")
+    fwd.set_defaults(run=cmd_visualize_forward)
+    rev = which.add_parser("reverse", help="samples at several steps of the reverse process, and a GIF")
+    rev.add_argument("--checkpoint", help="a run directory, a checkpoint directory or a .safetensors file")
+    add_sampling_options(rev, default_num=8)
+    rev.add_argument("--columns", type=_positive_int, default=10)
+    rev.add_argument("--out", default="reverse.png")
+    rev.add_argument("--gif", help="also write an animated GIF of the denoising to this file")
+    rev.set_defaults(run=cmd_visualize_reverse)
+
+
+def cmd_visualize_forward(args) -> int:
+    from .checkpoint import load_config, resolve_checkpoint
+    from .diffusion import GaussianDiffusion
+    from .viz import forward_strip, save_image
+
+    if args.columns < 2:
+        raise UserError("--columns must be at least 2.")
+    _, config_path = resolve_checkpoint(args.checkpoint)
+    config = load_config(config_path)
+    data = load_dataset(config.data.dataset, args.data_dir, "test", download_missing=True)
+    picks = [int(np.argmax(data.labels.numpy() == c)) for c in range(min(args.num_images, 10))]
+    image = forward_strip(GaussianDiffusion(config.diffusion), data.images[picks], args.columns)
+    save_image(image, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_visualize_reverse(args) -> int:
+    from .pipeline import load_model
+    from .viz import ReverseRecorder, save_image
+
+    if args.columns < 2:
+        raise UserError("--columns must be at least 2.")
+    model = load_model(args.checkpoint, args.device)
+    recorder = ReverseRecorder()
+    run_sampling(args, model, progress=False, callback=recorder)
+    save_image(recorder.figure(args.columns), args.out)
+    print(f"wrote {args.out}")
+    if args.gif:
+        recorder.save_gif(args.gif)
+        print(f"wrote {args.gif}")
+    return 0
+
+
+# --- evaluate --------------------------------------------------------------------------------
+
+def add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score samples: FD (fmnist-classifier features), precision, recall")
+    p.add_argument("checkpoint", nargs="?", help="a run directory, checkpoint directory or .safetensors file "
+                   "(default: the bundled model)")
+    p.add_argument("--samples", help="score the images in this .npz (arr_0: uint8 N x H x W x C) instead")
+    add_sampling_options(p, default_num=10_000)
+    p.add_argument("--data-dir", default="data/fashion-mnist", help="Fashion-MNIST IDX files (the test split is the reference)")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument("--inception", action="store_true", help="also compute Inception FID (needs torch-fidelity and its weights)")
+    p.set_defaults(run=cmd_evaluate)
+
+
+def cmd_evaluate(args) -> int:
+    import json
+    import time
+
+    from . import evaluation
+    from .pipeline import load_model
+
+    started = time.perf_counter()
+    info = {}
+    if args.samples:
+        if args.checkpoint:
+            raise UserError("give either a checkpoint or --samples, not both.")
+        images, labels = evaluation.load_samples_npz(args.samples)
+        info["source"] = str(args.samples)
+    else:
+        model = load_model(args.checkpoint, args.device)
+        samples, labels = run_sampling(args, model)
+        images = samples.numpy().transpose(0, 2, 3, 1)
+        labels = None if labels is None else labels.numpy()
+        info.update(source=str(model.source), sampler=args.sampler, steps=args.steps)
+    result = evaluation.evaluate_samples(images, labels, data_dir=args.data_dir)
+    if args.inception:
+        result["inception_fid"] = evaluation.inception_fid(images, args.data_dir)
+    result.update(info, seconds=time.perf_counter() - started)
+    print(evaluation.format_table(result))
+    if args.json:
+        atomic_write_bytes(Path(args.json), (json.dumps(result, indent=2, default=float) + "\n").encode())
+        print(f"wrote {args.json}")
+    return 0
+
+
+# --- entry point -----------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="tinydiffusion", description="Train, sample, draw and evaluate small diffusion models.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    add_train(sub)
+    add_sample(sub)
+    add_visualize(sub)
+    add_evaluate(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train-classifier"]:
+        from . import evaluation
+
+        return evaluation.main(argv)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Noise schedules: the betas of the forward Markov chain, in float64.
+
+Everything downstream derives from `alphas_cumprod` (written alpha-bar_t in Ho et al. 2020):
+x_t = sqrt(alpha-bar_t) x_0 + sqrt(1 - alpha-bar_t) eps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .config import DiffusionConfig
+from .errors import UserError
+
+
+def linear_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+    """Ho et al. 2020, sec. 4: betas rising linearly from 1e-4 to 0.02 over T = 1000 steps."""
+    return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
+
+
+def cosine_betas(timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
+    """Nichol & Dhariwal 2021, eq. 17: alpha-bar(t) = cos^2(((t/T + s) / (1 + s)) * pi/2).
+
+    beta_t = 1 - alpha-bar(t) / alpha-bar(t - 1), clipped at 0.999 to avoid a singularity at t = T.
+    """
+    steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+    alpha_bar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    betas = 1 - alpha_bar[1:] / alpha_bar[:-1]
+    return betas.clamp(max=max_beta)
+
+
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """Lin et al. 2023, algorithm 1: shift and scale sqrt(alpha-bar) so the last step has SNR 0.
+
+    Then x_T is pure noise, as sampling assumes. Needs the v objective (eps is undefined at SNR 0).
+    """
+    sqrt_ab = torch.cumprod(1 - betas, dim=0).sqrt()
+    first, last = sqrt_ab[0].clone(), sqrt_ab[-1].clone()
+    sqrt_ab = (sqrt_ab - last) * first / (first - last)
+    alphas_cumprod = sqrt_ab**2
+    alphas = torch.cat([alphas_cumprod[:1], alphas_cumprod[1:] / alphas_cumprod[:-1]])
+    return 1 - alphas
+
+
+def make_betas(config: DiffusionConfig) -> torch.Tensor:
+    if config.schedule == "linear":
+        betas = linear_betas(config.timesteps, config.beta_start, config.beta_end)
+    elif config.schedule == "cosine":
+        betas = cosine_betas(config.timesteps, config.cosine_s)
+    else:
+        raise UserError(f"unknown noise schedule {config.schedule!r}; use 'linear' or 'cosine'.")
+    if config.zero_terminal_snr:
+        betas = rescale_zero_terminal_snr(betas)
+    return betas
+
+
+def timestep_spacing(num_train_steps: int, num_steps: int, spacing: str = "trailing") -> list[int]:
+    """The descending subset of training timesteps a sampler visits (Lin et al. 2023, table 2).
+
+    "leading" (DDIM's original): 0, k, 2k, ... so the first step starts below T - 1;
+    "trailing": counted back from T - 1, so sampling starts from the noisiest step;
+    "linspace": evenly spaced from T - 1 down to 0, rounded.
+    """
+    if not 1 <= num_steps <= num_train_steps:
+        raise UserError(f"the number of sampling steps must be between 1 and {num_train_steps}, not {num_steps}.")
+    T = num_train_steps
+    if spacing == "leading":
+        stride = T // num_steps
+        steps = [i * stride for i in range(num_steps)]
+    elif spacing == "trailing":
+        stride = T / num_steps
+        steps = [round(T - i * stride) - 1 for i in range(num_steps)][::-1]
+    elif spacing == "linspace":
+        steps = torch.linspace(0, T - 1, num_steps, dtype=torch.float64).round().long().tolist()
+    else:
+        raise UserError(f"unknown timestep spacing {spacing!r}; use leading, trailing or linspace.")
+    return sorted(set(steps), reverse=True)

@@ -1,0 +1,389 @@
+"""The training loop: AdamW with warm-up, EMA, checkpoints, signals, and DistributedDataParallel.
+
+One process or many (torchrun) run the same code. Every process draws the noise, timesteps and
+label-dropout mask of the whole *global* batch from one shared generator and keeps its own slice,
+so N processes take exactly the steps one process would with the same global batch and seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from . import checkpoint as ckpt
+from .config import RunConfig
+from .data import ImageDataset, atomic_write_bytes, load_dataset, to_model_space
+from .diffusion import GaussianDiffusion
+from .errors import UserError
+from .nets import build_network, count_parameters
+from .pipeline import Model, generate, pick_device
+from .viz import save_grid
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
+    """Join the torchrun job if there is one: NCCL on GPUs, gloo on CPUs."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Distributed(), pick_device(device_name)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        timeout = timedelta(seconds=float(os.environ.get("TINYDIFFUSION_DIST_TIMEOUT", "600")))
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+    return Distributed(dist.get_rank(), world_size, local_rank), device
+
+
+class EMA:
+    """Exponential moving average of the weights, with the usual warm-up of the decay.
+
+    decay_k = min(decay, (1 + k) / (10 + k)): early on the average follows the weights closely,
+    so samples from the EMA are not noise after a few hundred steps.
+    """
+
+    def __init__(self, net: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.net = copy.deepcopy(net).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, net: torch.nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        ema_params = list(self.net.parameters())
+        params = [p.detach() for p in net.parameters()]
+        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+        for ema_buf, buf in zip(self.net.buffers(), net.buffers(), strict=True):
+            ema_buf.copy_(buf)
+
+
+def learning_rate(config, step: int, total_steps: int) -> float:
+    """Linear warm-up, then constant or a cosine decay to lr * min_lr_ratio."""
+    t = config.train
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    if t.lr_schedule == "constant":
+        return t.lr
+    progress = min(1.0, (step - t.warmup_steps) / max(1, total_steps - t.warmup_steps))
+    return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def epoch_order(num_images: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
+    """The permutation of the dataset for one epoch; a function of (seed, epoch) alone, so resumable."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(num_images, generator=generator).to(device)
+
+
+class StopRequest:
+    """SIGINT/SIGTERM: finish the step, checkpoint, exit 0. A second signal exits at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            os._exit(128 + signum)
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _resolve_options(config: RunConfig, device: torch.device) -> dict[str, bool]:
+    """Turn auto/on/off into booleans; "auto" enables each speed option only where it was measured to help."""
+    t, on_gpu = config.train, device.type == "cuda"
+    return {
+        "bf16": t.precision == "bf16" or (t.precision == "auto" and on_gpu),
+        "compile": t.compile == "on",
+        "channels_last": t.channels_last == "on" or (t.channels_last == "auto" and on_gpu),
+    }
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    final_loss: float
+    images_per_second: float
+    wall_seconds: float
+    stopped_early: bool = False
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, run_dir: Path, resume: bool = False,
+                 dataset: ImageDataset | None = None, progress: bool = True):
+        config.validate()
+        self.config, self.run_dir = config, Path(run_dir)
+        t = config.train
+        if t.threads > 0:
+            torch.set_num_threads(t.threads)
+        self.dist, self.device = setup_distributed(t.device)
+        if t.batch_size % self.dist.world_size:
+            raise UserError(f"the global batch size {t.batch_size} must divide evenly over "
+                            f"{self.dist.world_size} processes.")
+        self.local_batch = t.batch_size // self.dist.world_size
+        self.progress = progress and self.dist.is_main
+        self.options = _resolve_options(config, self.device)
+
+        self.dataset = dataset or load_dataset(config.data.dataset, config.data.data_dir, "train", config.data.download)
+        self._check_data_matches_net()
+        self.images = self.dataset.images.to(self.device)  # the whole dataset stays resident
+        self.labels = self.dataset.labels.to(self.device)
+        self.steps_per_epoch = len(self.dataset) // t.batch_size
+        if self.steps_per_epoch == 0:
+            raise UserError(f"the dataset has {len(self.dataset)} images, fewer than one batch of {t.batch_size}.")
+        self.total_steps = t.max_steps or t.epochs * self.steps_per_epoch
+
+        torch.manual_seed(t.seed)
+        self.diffusion = GaussianDiffusion(config.diffusion)
+        self.net = build_network(config.net).to(self.device)
+        if self.options["channels_last"]:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.ema = EMA(self.net, t.ema_decay)
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=t.lr, weight_decay=t.weight_decay,
+                                           betas=(0.9, 0.999), fused=fused)
+        self.generator = torch.Generator(device=self.device).manual_seed(t.seed)
+        self.step = 0
+        if resume:
+            self._restore()
+        self.model_for_step = self.net
+        if self.dist.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model_for_step = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+        if self.options["compile"]:
+            self.model_for_step = torch.compile(self.model_for_step)
+
+    def _check_data_matches_net(self) -> None:
+        _, c, h, w = self.dataset.images.shape
+        n = self.config.net
+        if (c, h, w) != (n.in_channels, n.image_size, n.image_size):
+            raise UserError(f"the data is {c}x{h}x{w} but the network expects "
+                            f"{n.in_channels}x{n.image_size}x{n.image_size}; set --net.in_channels/--net.image_size.")
+
+    # --- checkpoints -------------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        found = ckpt.latest_checkpoint(self.run_dir)
+        if found is None:
+            raise UserError(f"{self.run_dir} has no complete checkpoint to resume from.")
+        state = ckpt.load_training_state(found)
+        ckpt.load_into(self.net, ckpt.load_weights(found / ckpt.MODEL_FILE), found / ckpt.MODEL_FILE)
+        ckpt.load_into(self.ema.net, ckpt.load_weights(found / ckpt.EMA_FILE), found / ckpt.EMA_FILE)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.generator.set_state(state["generator"].to(self.generator.get_state().device))
+            torch.set_rng_state(state["torch_rng"])
+            if self.device.type == "cuda" and "cuda_rng" in state:
+                torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        except (KeyError, ValueError, RuntimeError, TypeError) as err:
+            raise UserError(f"{found} holds a training state that does not fit this run ({err}).") from None
+        self.step = int(state["step"])
+        if self.dist.is_main:
+            print(f"resuming {self.run_dir} from step {self.step} ({found.name})")
+
+    def save(self) -> Path | None:
+        if self.dist.is_main:
+            state = {
+                "step": self.step,
+                "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+            }
+            if self.device.type == "cuda":
+                state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+            try:
+                path = ckpt.save_checkpoint(self.run_dir, self.step, self.config, ckpt.plain_state_dict(self.net),
+                                            ckpt.plain_state_dict(self.ema.net), state, self.config.train.keep)
+            except OSError as err:
+                raise UserError(f"could not write a checkpoint to {self.run_dir} ({err.strerror or err}); "
+                                "the previous checkpoint is untouched. Free some space or choose another --run-dir.") from None
+        else:
+            path = None
+        if self.dist.world_size > 1:
+            dist.barrier()
+        return path
+
+    # --- one step ----------------------------------------------------------------------------
+
+    def _draw_batch(self, order: torch.Tensor, index_in_epoch: int):
+        """This process's slice of the global batch, with the global batch's noise, t and dropout."""
+        t, world = self.config.train, self.dist
+        global_idx = order[index_in_epoch * t.batch_size:(index_in_epoch + 1) * t.batch_size]
+        net_cfg = self.config.net
+        shape = (t.batch_size, net_cfg.in_channels, net_cfg.image_size, net_cfg.image_size)
+        noise = torch.randn(shape, generator=self.generator, device=self.device)
+        timesteps = torch.randint(0, self.diffusion.num_timesteps, (t.batch_size,), generator=self.generator,
+                                  device=self.device)
+        drop = torch.rand(t.batch_size, generator=self.generator, device=self.device) < t.label_dropout
+        mine = slice(world.rank * self.local_batch, (world.rank + 1) * self.local_batch)
+        idx = global_idx[mine]
+        x0 = to_model_space(self.images[idx])
+        y = None
+        if net_cfg.num_classes > 0:
+            y = torch.where(drop[mine], net_cfg.num_classes, self.labels[idx])
+        return x0, y, timesteps[mine], noise[mine]
+
+    def _train_step(self, order: torch.Tensor, index_in_epoch: int) -> float:
+        t = self.config.train
+        x0, y, timesteps, noise = self._draw_batch(order, index_in_epoch)
+        if self.options["channels_last"]:
+            x0, noise = x0.contiguous(memory_format=torch.channels_last), noise.contiguous(memory_format=torch.channels_last)
+        lr = learning_rate(self.config, self.step, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.options["bf16"]):
+            loss = self.diffusion.training_loss(self.model_for_step, x0, timesteps, noise, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), t.grad_clip)
+        value = loss.item()
+        if self.dist.world_size > 1:  # every rank must agree on skipping or stopping
+            flag = torch.tensor([0.0 if math.isfinite(value) else 1.0], device=self.device)
+            dist.all_reduce(flag)
+            finite = flag.item() == 0
+        else:
+            finite = math.isfinite(value)
+        if not finite:
+            if t.on_nan == "stop":
+                last = ckpt.latest_checkpoint(self.run_dir)
+                kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written before it"
+                raise UserError(f"the loss became {value} at step {self.step}; stopped, {kept}. Lower --train.lr, "
+                                "or pass --train.on_nan skip to skip such steps.")
+            self.optimizer.zero_grad(set_to_none=True)
+            return value
+        self.optimizer.step()
+        self.ema.update(self.net, self.step)
+        return value
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        t = self.config.train
+        if self.dist.is_main:
+            self._write_run_files()
+            print(f"training {self.config.name}: {count_parameters(self.net) / 1e6:.2f}M parameters, "
+                  f"{self.total_steps} steps of {t.batch_size} images on {self.device}"
+                  f"{f' x {self.dist.world_size} processes' if self.dist.world_size > 1 else ''}; "
+                  f"run directory {self.run_dir}")
+        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", disable=not self.progress, smoothing=0.05)
+        losses, skipped, stopped = [], 0, False
+        start, window_start, window_steps, images_per_second = time.perf_counter(), time.perf_counter(), 0, 0.0
+        last_loss = float("nan")
+        with StopRequest() as stop:
+            while self.step < self.total_steps:
+                epoch, index_in_epoch = divmod(self.step, self.steps_per_epoch)
+                order = epoch_order(len(self.dataset), t.seed, epoch, self.device)
+                while index_in_epoch < self.steps_per_epoch and self.step < self.total_steps:
+                    value = self._train_step(order, index_in_epoch)
+                    skipped += not math.isfinite(value)
+                    if math.isfinite(value):
+                        losses.append(value)
+                        last_loss = value
+                    self.step += 1
+                    index_in_epoch += 1
+                    window_steps += 1
+                    if self.step % t.log_every == 0 or self.step == self.total_steps:
+                        now = time.perf_counter()
+                        images_per_second = window_steps * t.batch_size / (now - window_start)
+                        self._log({"step": self.step, "epoch": epoch + 1, "loss": sum(losses) / max(1, len(losses)),
+                                   "lr": learning_rate(self.config, self.step - 1, self.total_steps),
+                                   "images_per_second": images_per_second, "skipped_steps": skipped,
+                                   "elapsed_s": now - start})
+                        bar.set_postfix(loss=f"{sum(losses) / max(1, len(losses)):.4f}", img_s=f"{images_per_second:.0f}")
+                        losses, window_start, window_steps = [], now, 0
+                    bar.update(1)
+                    if t.checkpoint_every and self.step % t.checkpoint_every == 0:
+                        self.save()
+                    if self._stop_requested(stop):
+                        stopped = True
+                        break
+                if stopped:
+                    break
+                if index_in_epoch == self.steps_per_epoch:  # an epoch just ended
+                    if not t.checkpoint_every or self.step % t.checkpoint_every:
+                        self.save()
+                    self._sample_grid(epoch + 1)
+        bar.close()
+        path = self.save()
+        wall = time.perf_counter() - start
+        if stopped and self.dist.is_main:
+            print(f"stopped at step {self.step}; checkpoint written to {path}. "
+                  f"Continue with: tinydiffusion train --resume {self.run_dir}")
+        return TrainResult(self.run_dir, self.step, last_loss, images_per_second, wall, stopped)
+
+    def _stop_requested(self, stop: StopRequest) -> bool:
+        if self.dist.world_size == 1:
+            return stop.requested
+        flag = torch.tensor([1.0 if stop.requested else 0.0], device=self.device)
+        dist.all_reduce(flag)
+        return flag.item() > 0
+
+    def _write_run_files(self) -> None:
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.run_dir / "config.json", self.config.to_json().encode())
+        except OSError as err:
+            raise UserError(f"cannot write to the run directory {self.run_dir} ({err.strerror or err}).") from None
+
+    def _log(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return
+        try:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as err:
+            raise UserError(f"cannot write {self.run_dir / 'metrics.jsonl'} ({err.strerror or err}).") from None
+
+    def _sample_grid(self, epoch: int) -> None:
+        t = self.config.train
+        if not (self.dist.is_main and t.sample_every_epoch and t.sample_num > 0):
+            return
+        model = Model(self.ema.net, self.diffusion, self.config, self.run_dir)
+        images, _ = generate(model, t.sample_num, sampler="ddim", steps=min(t.sample_steps, self.diffusion.num_timesteps),
+                             seed=t.seed)
+        save_grid(images, self.run_dir / "samples" / f"epoch-{epoch:03d}.png")
+
+
+def train(config: RunConfig, run_dir: str | Path, resume: bool = False, dataset: ImageDataset | None = None,
+          progress: bool = True) -> TrainResult:
+    """Train (or resume) a run; the command line and tests call this."""
+    trainer = Trainer(config, Path(run_dir), resume=resume, dataset=dataset, progress=progress)
+    try:
+        return trainer.run()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
