@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny generated Fashion-MNIST-format data and a CLI runner.
+
+Tests never need the real dataset (a user's clone has no ../shared); they write small IDX files.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinydiffusion.data import write_idx
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = REPO.parent / "shared" / "data" / "fashion-mnist"
+
+
+def make_idx_dataset(folder: Path, num_train: int = 256, num_test: int = 64, seed: int = 0) -> Path:
+    """Write the four standard IDX files with smooth random blobs (so a model has something to learn)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:28, 0:28]
+    for prefix, n in (("train", num_train), ("t10k", num_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        centres = 6 + 16 * rng.random((n, 2))
+        radius = (3 + labels[:, None, None] * 0.8)
+        dist2 = (yy[None] - centres[:, 0, None, None]) ** 2 + (xx[None] - centres[:, 1, None, None]) ** 2
+        images = (255 * np.exp(-dist2 / (2 * radius**2))).astype(np.uint8)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> Path:
+    return make_idx_dataset(tmp_path_factory.mktemp("fashion-mnist"))
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def run_cli(args: list[str], cwd: Path | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """Run `python -m tinydiffusion ARGS` in a subprocess with one CPU thread."""
+    return subprocess.run([sys.executable, "-m", "tinydiffusion", *map(str, args)], cwd=cwd, env=cli_env(),
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    import torch
+
+    torch.set_num_threads(1)  # the CI machine has two cores; tests run many small models
