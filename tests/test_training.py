@@ -1,0 +1,83 @@
+"""Training: the loss falls, checkpoints round-trip, a resumed run continues bit-identically."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tinydiffusion.checkpoint import latest_checkpoint, resolve_checkpoint
+from tinydiffusion.config import apply_overrides
+from tinydiffusion.data import load_fashion_mnist
+from tinydiffusion.pipeline import generate, load_model
+from tinydiffusion.presets import get_preset
+from tinydiffusion.training import learning_rate, train
+
+
+def smoke_config(data_dir, **overrides):
+    config = get_preset("smoke")
+    return apply_overrides(config, {"data.data_dir": str(data_dir), "train.threads": 1, **overrides})
+
+
+def test_smoke_loss_falls(tiny_data_dir, tmp_path):
+    config = smoke_config(tiny_data_dir, **{"train.epochs": 6, "train.log_every": 16})
+    train(config, tmp_path / "run", progress=False)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 6
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_run_directory_layout_and_checkpoint_round_trip(tiny_data_dir, tmp_path):
+    run = tmp_path / "run"
+    config = smoke_config(tiny_data_dir, **{"train.epochs": 2})
+    result = train(config, run, progress=False)
+    assert result.step == 32
+    assert (run / "config.json").is_file() and (run / "metrics.jsonl").is_file()
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch-001.png", "epoch-002.png"]
+    newest = latest_checkpoint(run)
+    assert newest.name == "step-00000032"
+    # --checkpoint accepts the run dir, the checkpoint dir and the weights file alike
+    assert resolve_checkpoint(run)[0] == resolve_checkpoint(newest)[0] == newest / "ema.safetensors"
+    model = load_model(run, device="cpu")
+    saved = load_file(str(newest / "ema.safetensors"))
+    for name, tensor in model.net.state_dict().items():
+        assert torch.equal(tensor, saved[name])
+    assert model.config == config
+    images, labels = generate(model, 4, sampler="ddim", steps=3)
+    assert images.shape == (4, 1, 28, 28) and images.dtype == torch.uint8
+    assert labels.tolist() == [0, 1, 2, 3]
+
+
+def test_resume_is_bit_identical(tiny_data_dir, tmp_path):
+    config = smoke_config(tiny_data_dir, **{"train.epochs": 2, "train.checkpoint_every": 10, "train.keep": 10})
+    whole = tmp_path / "whole"
+    train(config, whole, progress=False)
+    # Simulate a crash right after the step-20 checkpoint: drop the later ones, then resume.
+    crashed = tmp_path / "crashed"
+    shutil.copytree(whole, crashed)
+    for later in ("step-00000030", "step-00000032"):
+        shutil.rmtree(crashed / "checkpoints" / later)
+    (crashed / "checkpoints" / "latest").write_text("step-00000020\n")
+    result = train(config, crashed, resume=True, progress=False)
+    assert result.step == 32
+    for name in ("model.safetensors", "ema.safetensors"):
+        a = load_file(str(whole / "checkpoints" / "step-00000032" / name))
+        b = load_file(str(crashed / "checkpoints" / "step-00000032" / name))
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_learning_rate_warmup_then_cosine():
+    config = apply_overrides(get_preset("smoke"), {"train.warmup_steps": 10, "train.lr": 1.0,
+                                                   "train.min_lr_ratio": 0.1})
+    assert learning_rate(config, 0, 100) == pytest.approx(0.1)
+    assert learning_rate(config, 9, 100) == pytest.approx(1.0)
+    assert learning_rate(config, 100, 100) == pytest.approx(0.1)
+    assert learning_rate(config, 55, 100) == pytest.approx(0.55)
+
+
+def test_in_memory_dataset(tiny_data_dir):
+    data = load_fashion_mnist(tiny_data_dir, "train", download_missing=False)
+    assert data.images.shape == (256, 1, 28, 28) and data.images.dtype == torch.uint8
+    assert data.labels.shape == (256,) and int(data.labels.max()) <= 9
