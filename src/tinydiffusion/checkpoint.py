@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -79,6 +80,10 @@ def save_checkpoint(run_dir: Path, step: int, config: RunConfig, model_weights: 
         else:
             tmp.rename(final)
         fsync_dir(root)
+    except (SafetensorError, RuntimeError) as err:  # how safetensors and torch.save report a failed write
+        shutil.rmtree(tmp, ignore_errors=True)
+        first_line = str(err).split("\n")[0]
+        raise OSError(f"writing {name} failed: {first_line}") from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -88,22 +93,29 @@ def save_checkpoint(run_dir: Path, step: int, config: RunConfig, model_weights: 
 
 
 def _prune(root: Path, keep: int, newest: str) -> None:
+    for stale in root.glob(".step-*"):  # temporaries left by a crash
+        shutil.rmtree(stale, ignore_errors=True)
     complete = sorted(p for p in root.glob("step-*") if p.is_dir())
     for old in complete[:-keep]:
         if old.name != newest:
-            shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(".step-*"):  # temporaries left by a crash
-        shutil.rmtree(stale, ignore_errors=True)
+            # Renamed first, so a crash during the deletion leaves a temporary, not half a checkpoint.
+            doomed = root / f".{old.name}.deleting"
+            try:
+                old.rename(doomed)
+            except OSError:
+                continue
+            shutil.rmtree(doomed, ignore_errors=True)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete checkpoint of a run: the `latest` pointer, else the newest step dir."""
     root = Path(run_dir) / CHECKPOINTS
-    pointer = root / LATEST
-    if pointer.is_file():
-        target = root / pointer.read_text().strip()
-        if (target / INFO_FILE).is_file():
-            return target
+    try:
+        name = (root / LATEST).read_text().strip()
+    except (OSError, ValueError):  # missing, or damaged into bytes that are not text
+        name = ""
+    if name.startswith("step-") and "/" not in name and (root / name / INFO_FILE).is_file():
+        return root / name
     complete = sorted(p for p in root.glob("step-*") if (p / INFO_FILE).is_file())
     return complete[-1] if complete else None
 
@@ -126,6 +138,8 @@ def resolve_checkpoint(path: str | Path | None) -> tuple[Path, Path]:
             raise UserError(f"{path} holds no complete checkpoint yet.")
         path = found
     if path.is_dir():
+        if (path / INFO_FILE).exists():
+            read_checkpoint_info(path)
         weights = path / EMA_FILE if (path / EMA_FILE).is_file() else path / MODEL_FILE
         if not weights.is_file() or not (path / CONFIG_FILE).is_file():
             raise UserError(f"{path} is not a checkpoint (no {EMA_FILE}/{MODEL_FILE} with {CONFIG_FILE}).")
@@ -158,23 +172,38 @@ def load_into(net: torch.nn.Module, weights: dict[str, torch.Tensor], source: Pa
     net.load_state_dict(weights)
 
 
-def load_training_state(checkpoint_dir: Path) -> dict:
-    path = Path(checkpoint_dir) / STATE_FILE
+def read_checkpoint_info(checkpoint_dir: Path) -> dict:
+    """checkpoint.json, refused if it is damaged or was written by a newer tinydiffusion."""
     info_path = Path(checkpoint_dir) / INFO_FILE
     try:
         info = json.loads(info_path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"{info_path} cannot be read ({err}); the checkpoint is incomplete.") from None
-    if not isinstance(info, dict) or info.get("format_version", 0) > FORMAT_VERSION:
-        raise UserError(f"{checkpoint_dir} was written by a newer tinydiffusion (format "
-                        f"{info.get('format_version') if isinstance(info, dict) else '?'}); upgrade to resume it.")
+    except (OSError, ValueError) as err:  # ValueError: not JSON, or not even text
+        raise UserError(f"{info_path} cannot be read ({err}); the checkpoint is incomplete or damaged.") from None
+    version = info.get("format_version", 0) if isinstance(info, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise UserError(f"{info_path} is not a tinydiffusion checkpoint record (it has no integer format_version).")
+    if version > FORMAT_VERSION:
+        raise UserError(f"{checkpoint_dir} was written by a newer tinydiffusion (format {version}; this one reads "
+                        f"up to {FORMAT_VERSION}); upgrade tinydiffusion to use it.")
+    return info
+
+
+def load_training_state(checkpoint_dir: Path) -> dict:
+    path = Path(checkpoint_dir) / STATE_FILE
+    read_checkpoint_info(checkpoint_dir)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise UserError(f"{path} was refused: it holds objects other than tensors and plain data "
-                        f"({str(err).splitlines()[0][:120]}); tinydiffusion never runs code from a file.") from None
-    except (OSError, RuntimeError, EOFError, ValueError) as err:
-        raise UserError(f"{path} cannot be read ({err}); it may be truncated or corrupted.") from None
+        call = re.search(r"GLOBAL (\S+)", str(err))  # torch names the function the file would have called
+        if call:
+            raise UserError(f"{path} was refused: loading it would call {call.group(1)}, and tinydiffusion "
+                            "never runs code from a file.") from None
+        raise UserError(f"{path} was refused: it holds something other than tensors and plain data, "
+                        "or is damaged.") from None
+    except Exception as err:  # damaged bytes make the weights-only unpickler raise almost anything
+        detail = str(err).split("\n")[0][:200]
+        raise UserError(f"{path} cannot be read ({type(err).__name__}: {detail}); it may be truncated or "
+                        "corrupted.") from None
     if not isinstance(state, dict) or "step" not in state:
         raise UserError(f"{path} is not a tinydiffusion training state.")
     return state

@@ -153,6 +153,7 @@ class RunConfig:
             (d.loss_weighting in ("none", "min-snr"), "diffusion.loss_weighting must be 'none' or 'min-snr'"),
             (0 < d.beta_start < d.beta_end < 1, "need 0 < diffusion.beta_start < diffusion.beta_end < 1"),
             (t.epochs >= 1 or t.max_steps >= 1, "train.epochs must be at least 1"),
+            (t.epochs >= 0, "train.epochs must not be negative"),
             (t.max_steps >= 0, "train.max_steps must be 0 (no limit) or positive"),
             (t.batch_size >= 1, "train.batch_size must be at least 1"),
             (t.lr > 0, "train.lr must be positive"),

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import tempfile
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,13 +101,13 @@ def read_idx(path: str | Path, expected_ndim: int | None = None) -> np.ndarray:
             if ndim == 0 or (expected_ndim is not None and ndim != expected_ndim):
                 raise UserError(f"{path} has {ndim} dimensions; expected {expected_ndim or 'at least 1'}.")
             shape = tuple(int.from_bytes(_read_exactly(stream, 4, path, "header"), "big") for _ in range(ndim))
-            size = int(np.prod(shape, dtype=np.int64)) if shape else 0
+            size = math.prod(shape)  # exact: an int64 product of lying dimensions can wrap to a small number
             if size <= 0 or size > MAX_IDX_BYTES:
                 raise UserError(f"{path} has an implausible shape {shape} in its header.")
             data = _read_exactly(stream, size, path, "data")
             if stream.read(1):
                 raise UserError(f"{path} is longer than its header {shape} says; the file is damaged.")
-    except (OSError, EOFError, gzip.BadGzipFile, ValueError) as err:
+    except (OSError, EOFError, gzip.BadGzipFile, ValueError, zlib.error) as err:
         raise UserError(f"{path} cannot be read ({err}); delete it and download it again.") from None
     return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 

@@ -179,6 +179,7 @@ class Trainer:
         self.step = 0
         if resume:
             self._restore()
+        self._saved_step = self.step if resume else None  # the step whose checkpoint is on disk already
         self.model_for_step = self.net
         if self.dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -198,7 +199,8 @@ class Trainer:
     def _restore(self) -> None:
         found = ckpt.latest_checkpoint(self.run_dir)
         if found is None:
-            raise UserError(f"{self.run_dir} has no complete checkpoint to resume from.")
+            raise UserError(f"{self.run_dir} has no complete checkpoint to resume from (it stopped before its "
+                            "first one); delete it, or choose another --run-dir, and start afresh.")
         state = ckpt.load_training_state(found)
         ckpt.load_into(self.net, ckpt.load_weights(found / ckpt.MODEL_FILE), found / ckpt.MODEL_FILE)
         ckpt.load_into(self.ema.net, ckpt.load_weights(found / ckpt.EMA_FILE), found / ckpt.EMA_FILE)
@@ -208,13 +210,15 @@ class Trainer:
             torch.set_rng_state(state["torch_rng"])
             if self.device.type == "cuda" and "cuda_rng" in state:
                 torch.cuda.set_rng_state(state["cuda_rng"], self.device)
-        except (KeyError, ValueError, RuntimeError, TypeError) as err:
+            self.step = int(state["step"])
+        except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as err:
             raise UserError(f"{found} holds a training state that does not fit this run ({err}).") from None
-        self.step = int(state["step"])
         if self.dist.is_main:
             print(f"resuming {self.run_dir} from step {self.step} ({found.name})")
 
     def save(self) -> Path | None:
+        if self.step == self._saved_step:  # an epoch end and the end of the run often fall on the same step
+            return ckpt.latest_checkpoint(self.run_dir) if self.dist.is_main else None
         if self.dist.is_main:
             state = {
                 "step": self.step,
@@ -234,6 +238,7 @@ class Trainer:
             path = None
         if self.dist.world_size > 1:
             dist.barrier()
+        self._saved_step = self.step
         return path
 
     # --- one step ----------------------------------------------------------------------------
