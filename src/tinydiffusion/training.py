@@ -50,6 +50,9 @@ def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_name)
     if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(f"local process {local_rank} has no GPU of its own ({torch.cuda.device_count()} visible); "
+                            "start at most one process per GPU (--nproc_per_node).")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -97,10 +100,15 @@ def epoch_order(num_images: int, seed: int, epoch: int, device: torch.device) ->
 
 
 class StopRequest:
-    """SIGINT/SIGTERM: finish the step, checkpoint, exit 0. A second signal exits at once."""
+    """SIGINT/SIGTERM: finish the step, checkpoint, exit 0. A second signal exits at once.
+
+    A repeat within a second counts as the same request: SLURM signals every process of a job step
+    and torchrun forwards the signal again, so each worker receives it twice.
+    """
 
     def __init__(self):
         self.requested = False
+        self._first_signal_time = 0.0
         self._previous = {}
 
     def __enter__(self):
@@ -113,21 +121,37 @@ class StopRequest:
 
     def _handle(self, signum, frame):
         if self.requested:
-            os._exit(128 + signum)
-        self.requested = True
+            if time.monotonic() - self._first_signal_time > 1.0:
+                os._exit(128 + signum)
+            return
+        self.requested, self._first_signal_time = True, time.monotonic()
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
 
+def _injected_fault(rank: int, step: int) -> None:
+    """Test hook only: TINYDIFFUSION_FAIL_RANK=r makes rank r raise at step TINYDIFFUSION_FAIL_STEP (default 1),
+    so the tests can check that one failing process ends the whole job promptly."""
+    fail_step = int(os.environ.get("TINYDIFFUSION_FAIL_STEP", "1"))
+    if os.environ.get("TINYDIFFUSION_FAIL_RANK") == str(rank) and step == fail_step:
+        raise RuntimeError(f"injected failure on rank {rank} at step {step} (TINYDIFFUSION_FAIL_RANK is set)")
+
+
 def _resolve_options(config: RunConfig, device: torch.device) -> dict[str, bool]:
-    """Turn auto/on/off into booleans; "auto" enables each speed option only where it was measured to help."""
-    t, on_gpu = config.train, device.type == "cuda"
+    """Turn auto/on/off into booleans; "auto" enables an option only where it was measured to help.
+
+    On an H200 (docs/gpu-h200/results.json) the fashion-mnist preset's step is bound by kernel
+    launches, not arithmetic: bf16 autocast with channels-last ran at 3,265 images/s against 3,555
+    in fp32, so "auto" leaves both off. torch.compile is opt-in everywhere (its warm-up costs more
+    than a 5-epoch run of a small model can win back on a CPU).
+    """
+    t = config.train
     return {
-        "bf16": t.precision == "bf16" or (t.precision == "auto" and on_gpu),
+        "bf16": t.precision == "bf16",
         "compile": t.compile == "on",
-        "channels_last": t.channels_last == "on" or (t.channels_last == "auto" and on_gpu),
+        "channels_last": t.channels_last == "on",
     }
 
 
@@ -139,11 +163,13 @@ class TrainResult:
     images_per_second: float
     wall_seconds: float
     stopped_early: bool = False
+    main_process: bool = True  # rank 0, the one process that reports
 
 
 class Trainer:
     def __init__(self, config: RunConfig, run_dir: Path, resume: bool = False,
-                 dataset: ImageDataset | None = None, progress: bool = True):
+                 dataset: ImageDataset | None = None, progress: bool = True, net: torch.nn.Module | None = None):
+        """`net` replaces the network the config describes (benchmarks train other architectures)."""
         config.validate()
         self.config, self.run_dir = config, Path(run_dir)
         t = config.train
@@ -168,7 +194,7 @@ class Trainer:
 
         torch.manual_seed(t.seed)
         self.diffusion = GaussianDiffusion(config.diffusion)
-        self.net = build_network(config.net).to(self.device)
+        self.net = (net if net is not None else build_network(config.net)).to(self.device)
         if self.options["channels_last"]:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.ema = EMA(self.net, t.ema_decay)
@@ -276,12 +302,11 @@ class Trainer:
         if t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), t.grad_clip)
         value = loss.item()
-        if self.dist.world_size > 1:  # every rank must agree on skipping or stopping
-            flag = torch.tensor([0.0 if math.isfinite(value) else 1.0], device=self.device)
-            dist.all_reduce(flag)
-            finite = flag.item() == 0
-        else:
-            finite = math.isfinite(value)
+        if self.dist.world_size > 1:  # the global batch's loss: every rank logs it and agrees on skipping or stopping
+            total = torch.tensor([value], dtype=torch.float64, device=self.device)
+            dist.all_reduce(total)  # a non-finite loss on any rank makes the sum non-finite
+            value = total.item() / self.dist.world_size
+        finite = math.isfinite(value)
         if not finite:
             if t.on_nan == "stop":
                 last = ckpt.latest_checkpoint(self.run_dir)
@@ -305,14 +330,15 @@ class Trainer:
                   f"{f' x {self.dist.world_size} processes' if self.dist.world_size > 1 else ''}; "
                   f"run directory {self.run_dir}")
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", disable=not self.progress, smoothing=0.05)
-        losses, skipped, stopped = [], 0, False
+        losses, skipped, stopped, out_of_time = [], 0, False, False
         start, window_start, window_steps, images_per_second = time.perf_counter(), time.perf_counter(), 0, 0.0
         last_loss = float("nan")
         with StopRequest() as stop:
-            while self.step < self.total_steps:
+            while self.step < self.total_steps and not out_of_time:
                 epoch, index_in_epoch = divmod(self.step, self.steps_per_epoch)
                 order = epoch_order(len(self.dataset), t.seed, epoch, self.device)
-                while index_in_epoch < self.steps_per_epoch and self.step < self.total_steps:
+                while index_in_epoch < self.steps_per_epoch and self.step < self.total_steps and not out_of_time:
+                    _injected_fault(self.dist.rank, self.step)
                     value = self._train_step(order, index_in_epoch)
                     skipped += not math.isfinite(value)
                     if math.isfinite(value):
@@ -321,7 +347,8 @@ class Trainer:
                     self.step += 1
                     index_in_epoch += 1
                     window_steps += 1
-                    if self.step % t.log_every == 0 or self.step == self.total_steps:
+                    out_of_time = self._out_of_time(start)
+                    if self.step % t.log_every == 0 or self.step == self.total_steps or out_of_time:
                         now = time.perf_counter()
                         images_per_second = window_steps * t.batch_size / (now - window_start)
                         self._log({"step": self.step, "epoch": epoch + 1, "loss": sum(losses) / max(1, len(losses)),
@@ -348,12 +375,24 @@ class Trainer:
         if stopped and self.dist.is_main:
             print(f"stopped at step {self.step}; checkpoint written to {path}. "
                   f"Continue with: tinydiffusion train --resume {self.run_dir}")
-        return TrainResult(self.run_dir, self.step, last_loss, images_per_second, wall, stopped)
+        return TrainResult(self.run_dir, self.step, last_loss, images_per_second, wall, stopped, self.dist.is_main)
 
     def _stop_requested(self, stop: StopRequest) -> bool:
         if self.dist.world_size == 1:
             return stop.requested
         flag = torch.tensor([1.0 if stop.requested else 0.0], device=self.device)
+        dist.all_reduce(flag)
+        return flag.item() > 0
+
+    def _out_of_time(self, start: float) -> bool:
+        """train.max_seconds spent: the run ends as at its last step (final checkpoint; the LR schedule keeps its
+        length, so its decay is cut short). All processes agree, so none is left waiting in a collective."""
+        if self.config.train.max_seconds <= 0:
+            return False
+        over = time.perf_counter() - start >= self.config.train.max_seconds
+        if self.dist.world_size == 1:
+            return over
+        flag = torch.tensor([1.0 if over else 0.0], device=self.device)
         dist.all_reduce(flag)
         return flag.item() > 0
 
