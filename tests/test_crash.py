@@ -189,35 +189,46 @@ def test_kill_9_at_random_moments_then_resume_is_bit_identical(tiny_data_dir, tm
     rng = random.Random(20240611)
     run = tmp_path / "run"
     root = run / ckpt.CHECKPOINTS
-    targets = sorted(rng.sample(range(6, 55), 4))  # kill once the latest checkpoint is at least this step
-    args = train_args(tiny_data_dir, run, *settings)
-    crash_points = []
+    resume = ["train", "--resume", run, "--no-progress", "--train.threads", "1"]
+
     def temporaries() -> set[str]:
         return {p.name for p in root.iterdir() if p.name.startswith(".")} if root.is_dir() else set()
 
-    def writing(names: set[str]) -> bool:  # a checkpoint being written, not an old one being deleted
+    def writing(names) -> bool:  # a checkpoint being written, not an old one being deleted
         return any(n.startswith(".step-") and not n.endswith(".deleting") for n in names)
 
-    for i, target in enumerate(targets):
+    def start_and_kill(target: int, mid_write: bool) -> tuple | None:
+        """Run until the latest checkpoint reaches `target`, then kill; None if the run ended first."""
         stale = temporaries()  # left by the previous kill; the next successful save prunes them
-        proc = start_cli(args, tmp_path / f"log-{i}")
-        wait_until(lambda t=target: latest_step(run) >= t, proc)
-        if i % 2 == 0:  # mid-checkpoint: as soon as a new temporary checkpoint directory appears
-            wait_until(lambda s=stale: writing(temporaries() - s), proc, interval=0.001)
-            time.sleep(rng.uniform(0, 0.002))
+        args = resume if (run / "config.json").exists() else train_args(tiny_data_dir, run, *settings)
+        proc = start_cli(args, tmp_path / f"log-{len(crash_points)}")
+        wait_until(lambda: latest_step(run) >= target, proc)
+        if mid_write:  # as soon as a new temporary checkpoint directory appears
+            wait_until(lambda: writing(temporaries() - stale), proc, interval=0.001)
         else:  # anywhere: mid-step, mid-checkpoint, mid-prune, mid-log
             time.sleep(rng.uniform(0, 0.4))
-        if proc.poll() is not None:  # finished before the kill; nothing left to interrupt
-            break
+        if proc.poll() is not None:
+            return None
         proc.kill()
         proc.wait()
-        crash_points.append((target, latest_step(run), sorted(temporaries() - stale)))
         assert_run_consistent(run)
-        args = ["train", "--resume", run, "--no-progress", "--train.threads", "1"]
-    assert len(crash_points) >= 3, crash_points
-    assert any(writing(set(in_flight)) for *_, in_flight in crash_points), f"no kill landed mid-write: {crash_points}"
+        return target, latest_step(run), sorted(temporaries() - stale)
 
-    code, _, stderr = run_to_end(args, tmp_path / "log-final")
+    crash_points = []
+    for i, target in enumerate(sorted(rng.sample(range(6, 55), 4))):
+        point = start_and_kill(target, mid_write=i % 2 == 0)
+        if point is None:
+            break
+        crash_points.append(point)
+    while not any(writing(left) for *_, left in crash_points) and latest_step(run) < 54:  # a fast disk won
+        point = start_and_kill(latest_step(run) + 1, mid_write=True)
+        if point is None:
+            break
+        crash_points.append(point)
+    assert len(crash_points) >= 3, crash_points
+    assert any(writing(left) for *_, left in crash_points), f"no kill landed mid-write: {crash_points}"
+
+    code, _, stderr = run_to_end(resume, tmp_path / "log-final")
     assert code == 0, stderr
     assert uninterrupted.wait(timeout=300) == 0, (tmp_path / "log-reference" / "stderr").read_text()
     assert assert_run_consistent(run).name == "step-00000060"
