@@ -13,7 +13,7 @@ from .config import apply_overrides, config_fields
 from .data import CLASS_NAMES, atomic_write_bytes, class_index, load_dataset
 from .errors import UserError
 from .pipeline import DEFAULT_GUIDANCE
-from .presets import PRESETS, get_preset
+from .presets import NETWORKS, PRESETS, get_preset, with_network
 from .samplers import SAMPLERS
 
 
@@ -47,7 +47,7 @@ def _non_negative_float(text: str) -> float:
 TRAIN_SHORTCUTS = {  # flag -> config field; the spellings scripts and docs rely on
     "--data-dir": "data.data_dir", "--epochs": "train.epochs", "--max-steps": "train.max_steps",
     "--batch-size": "train.batch_size", "--seed": "train.seed", "--lr": "train.lr",
-    "--net": "net.kind", "--checkpoint-every": "train.checkpoint_every", "--keep": "train.keep",
+    "--checkpoint-every": "train.checkpoint_every", "--keep": "train.keep",
     "--device": "train.device",
 }
 
@@ -59,9 +59,9 @@ def add_train(sub) -> None:
     p.add_argument("--run-dir", help="where checkpoints, samples and logs go (default runs/<preset>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--net", choices=list(NETWORKS), help="network: the UNet or a Transformer (dit = dit-s)")
     for flag, dotted in TRAIN_SHORTCUTS.items():
-        p.add_argument(flag, dest=dotted, default=None, help=f"sets {dotted}",
-                       choices=["unet", "dit"] if flag == "--net" else None)
+        p.add_argument(flag, dest=dotted, default=None, help=f"sets {dotted}")
     for dotted, _ in config_fields():
         p.add_argument(f"--{dotted}", dest=dotted, default=None, help=argparse.SUPPRESS)
     p.set_defaults(run=cmd_train)
@@ -73,17 +73,22 @@ def cmd_train(args) -> int:
 
     overrides = {k: v for k, v in vars(args).items() if "." in k and v is not None}
     if args.resume:
+        if args.net:
+            raise UserError("a resumed run keeps its network; drop --net.")
         run_dir = Path(args.resume)
         if not (run_dir / "config.json").is_file():
             raise UserError(f"{run_dir} is not a run directory (it has no config.json).")
         saved = load_config(run_dir / "config.json")
         config = apply_overrides(saved, overrides)
         if config.net != saved.net or config.diffusion != saved.diffusion:
-            raise UserError("a resumed run keeps its network and diffusion settings; start a new --run-dir to change them.")
+            raise UserError("a resumed run keeps its network and diffusion settings; "
+                            "start a new --run-dir to change them.")
     else:
         config = get_preset(args.preset)
-        if overrides.get("net.kind") == "dit" and args.preset == "fashion-mnist":
-            config = get_preset("fashion-mnist-dit") if "fashion-mnist-dit" in PRESETS else config
+        if args.net == "dit" and args.preset == "fashion-mnist":
+            config = get_preset("fashion-mnist-dit")  # its learning rate suits the Transformer
+        elif args.net:
+            config = with_network(config, args.net)
         config = apply_overrides(config, overrides)
         run_dir = Path(args.run_dir or f"runs/{config.name}")
         if (run_dir / CHECKPOINTS).exists() or (run_dir / "config.json").exists():
@@ -91,8 +96,9 @@ def cmd_train(args) -> int:
                             "or choose another --run-dir.")
     config.validate()
     result = train(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
-    print(f"done: step {result.step}, final loss {result.final_loss:.4f}, {result.images_per_second:.0f} images/s, "
-          f"{result.wall_seconds:.0f} s; checkpoints in {run_dir}")
+    if result.main_process:
+        print(f"done: step {result.step}, final loss {result.final_loss:.4f}, {result.images_per_second:.0f} images/s, "
+              f"{result.wall_seconds:.0f} s; checkpoints in {run_dir}")
     return 0
 
 
@@ -100,7 +106,7 @@ def cmd_train(args) -> int:
 
 def add_sampling_options(p, default_num: int) -> None:
     p.add_argument("--num", type=_positive_int, default=default_num, help="number of images")
-    p.add_argument("--sampler", default="ddim", choices=list(SAMPLERS), help="sampler (default ddim)")
+    p.add_argument("--sampler", default="dpmpp-2m", choices=list(SAMPLERS), help="sampler (default dpmpp-2m)")
     p.add_argument("--steps", type=_positive_int, help="sampling steps (default: the sampler's own)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--class", dest="classes", action="append", metavar="NAME",
@@ -161,7 +167,8 @@ def cmd_sample(args) -> int:
     if out.suffix.lower() == ".npz":
         save_npz(out, images.numpy(), None if labels is None else labels.numpy())
     else:
-        nrow = args.nrow or (model.num_classes if args.classes is None and model.num_classes and args.num % model.num_classes == 0 else None)
+        every_class = args.classes is None and model.num_classes and args.num % model.num_classes == 0
+        nrow = args.nrow or (model.num_classes if every_class else None)
         save_grid(images, out, nrow=nrow)
     print(f"wrote {len(images)} images to {out}")
     return 0
@@ -240,9 +247,11 @@ def add_evaluate(sub) -> None:
                    "(default: the bundled model)")
     p.add_argument("--samples", help="score the images in this .npz (arr_0: uint8 N x H x W x C) instead")
     add_sampling_options(p, default_num=10_000)
-    p.add_argument("--data-dir", default="data/fashion-mnist", help="Fashion-MNIST IDX files (the test split is the reference)")
+    p.add_argument("--data-dir", default="data/fashion-mnist",
+                   help="Fashion-MNIST IDX files (the test split is the reference)")
     p.add_argument("--json", help="also write the figures to this JSON file")
-    p.add_argument("--inception", action="store_true", help="also compute Inception FID (needs torch-fidelity and its weights)")
+    p.add_argument("--inception", action="store_true",
+                   help="also compute Inception FID (needs torch-fidelity and its weights)")
     p.set_defaults(run=cmd_evaluate)
 
 
