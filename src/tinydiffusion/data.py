@@ -151,6 +151,7 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes files private (0600); outputs should read like any other file
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
