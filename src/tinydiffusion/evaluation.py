@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import sys
 import time
@@ -443,6 +444,21 @@ def format_table(result: dict) -> str:
 
 # --- files of samples ----------------------------------------------------------------------
 
+def _npz_array(archive, name: str, path: Path) -> np.ndarray:
+    """One array of an .npz, refused if its header claims more bytes than the archive holds for it.
+
+    numpy allocates the claimed shape before reading, so a 1 kB file could otherwise ask for petabytes.
+    """
+    member = archive.zip.getinfo(name + ".npy" if name + ".npy" in archive.zip.namelist() else name)
+    with archive.zip.open(member) as stream:
+        version = np.lib.format.read_magic(stream)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(stream)
+    if math.prod(shape) * dtype.itemsize > member.file_size:
+        raise UserError(f"{name} in {path} claims shape {shape}, more data than the file holds; it is damaged.")
+    return archive[name]
+
+
 def load_samples_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Read samples in the guided-diffusion layout: `arr_0` uint8 [N, H, W, C], optional `labels` [N]."""
     path = Path(path)
@@ -455,8 +471,8 @@ def load_samples_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         with archive:
             if "arr_0" not in archive.files:
                 raise UserError(f"{path} has no array 'arr_0' (it holds {', '.join(archive.files) or 'nothing'}).")
-            images = archive["arr_0"]
-            labels = archive["labels"] if "labels" in archive.files else None
+            images = _npz_array(archive, "arr_0", path)
+            labels = _npz_array(archive, "labels", path) if "labels" in archive.files else None
     except UserError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
