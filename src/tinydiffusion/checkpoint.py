@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from .config import FORMAT_VERSION, RunConfig
 from .data import atomic_write_bytes, fsync_dir
 from .errors import UserError
+from .nets import build_network
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -156,20 +157,40 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise UserError(f"{path} is not a readable safetensors file ({err}); it may be truncated or corrupted.") from None
+        raise UserError(f"{path} is not a readable safetensors file ({err}); "
+                        "it may be truncated or corrupted.") from None
 
 
-def load_into(net: torch.nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
-    """Load weights strictly; a mismatch with the config's network is one clear sentence."""
-    expected = net.state_dict()
+def check_weights_fit(expected: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], source: Path) -> None:
+    """Names and shapes must agree exactly; a mismatch is one clear sentence."""
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
     wrong = sorted(k for k in set(expected) & set(weights) if expected[k].shape != weights[k].shape)
     if missing or unexpected or wrong:
+        example = (missing + unexpected + wrong)[0]
         detail = (f"{len(missing)} missing, {len(unexpected)} unexpected and {len(wrong)} wrongly shaped tensors"
-                  f"{' (e.g. ' + (missing + unexpected + wrong)[0] + ')' if missing or unexpected or wrong else ''}")
+                  f" (e.g. {example})")
         raise UserError(f"the weights in {source} do not match the network its config describes ({detail}).")
+
+
+def load_into(net: torch.nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
+    """Load weights strictly into `net`."""
+    check_weights_fit(net.state_dict(), weights, source)
     net.load_state_dict(weights)
+
+
+def build_and_load(net_config, weights_path: Path) -> torch.nn.Module:
+    """Build the network a config describes and load weights into it.
+
+    The network is first built on the "meta" device (shapes only, no memory), so a config that
+    describes a huge network is refused by the shape check before anything is allocated.
+    """
+    weights = load_weights(weights_path)
+    with torch.device("meta"):
+        check_weights_fit(build_network(net_config).state_dict(), weights, weights_path)
+    net = build_network(net_config)
+    net.load_state_dict(weights)
+    return net
 
 
 def read_checkpoint_info(checkpoint_dir: Path) -> dict:

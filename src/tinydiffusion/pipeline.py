@@ -12,12 +12,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .checkpoint import load_config, load_into, load_weights, resolve_checkpoint
+from .checkpoint import build_and_load, load_config, resolve_checkpoint
 from .config import RunConfig
 from .data import to_pixels
 from .diffusion import GaussianDiffusion
 from .errors import UserError
-from .nets import build_network
 from .samplers import DEFAULT_STEPS, Denoiser, get_sampler
 
 # The classifier-free guidance scale used when none is given, for class-conditional models.
@@ -52,8 +51,7 @@ def load_model(checkpoint: str | Path | None = None, device: str = "auto") -> Mo
     """Rebuild the network from the config stored beside the weights, and load the (EMA) weights."""
     weights_path, config_path = resolve_checkpoint(checkpoint)
     config = load_config(config_path)
-    net = build_network(config.net)
-    load_into(net, load_weights(weights_path), weights_path)
+    net = build_and_load(config.net, weights_path)
     net.eval().to(pick_device(device))
     return Model(net, GaussianDiffusion(config.diffusion), config, weights_path)
 
