@@ -94,7 +94,9 @@ class ReverseRecorder:
         labels[-1] = "t=0"
         return labelled_rows(rows, labels, scale=2)
 
-    def save_gif(self, path: str | Path, nrow: int | None = None, frame_ms: int = 60) -> None:
-        frames = [grid_image(to_pixels(f), nrow, scale=3) for f in self.frames]
-        frames += [frames[-1]] * 15  # hold the final image
+    def save_gif(self, path: str | Path, nrow: int | None = None, max_frames: int = 60, frame_ms: int = 80) -> None:
+        """At most `max_frames` evenly chosen steps (a 1000-step DDPM would make a 35 MB file)."""
+        picks = sorted({round(i * (len(self.frames) - 1) / (max_frames - 1)) for i in range(max_frames)})
+        frames = [grid_image(to_pixels(self.frames[p]), nrow, scale=2) for p in picks]
+        frames += [frames[-1]] * 12  # hold the final image
         save_image(frames[0], path, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
