@@ -58,6 +58,7 @@ class DiffusionConfig:
 class TrainConfig:
     epochs: int = 5
     max_steps: int = 0  # > 0 stops after this many optimizer steps
+    max_seconds: float = 0.0  # > 0 ends training once this much wall-clock time has passed (0: no limit)
     batch_size: int = 128  # global batch, split across processes
     lr: float = 2e-3
     lr_schedule: str = "cosine"  # "constant" or "cosine" (decays to lr * min_lr_ratio)
@@ -161,6 +162,7 @@ class RunConfig:
             (0.0 <= t.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
             (0.0 <= t.label_dropout < 1.0, "train.label_dropout must be in [0, 1)"),
             (t.warmup_steps >= 0 and t.checkpoint_every >= 0, "step counts must not be negative"),
+            (t.max_seconds >= 0, "train.max_seconds must be 0 (no limit) or positive"),
             (t.keep >= 1, "train.keep must be at least 1"),
             (t.on_nan in ("stop", "skip"), "train.on_nan must be 'stop' or 'skip'"),
             (t.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),
