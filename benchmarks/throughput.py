@@ -18,7 +18,7 @@ Both networks are measured in one run on the same machine, on the CPU in fp32 (b
   images/s (backward taken as twice the forward), as a fraction of it.
 
 Every figure is the median of `--repeats` rounds; each round measures every network in turn, so
-load from other processes falls on both alike. Defaults take about four minutes on two idle cores.
+load from other processes falls on both alike. Defaults take about five minutes on two idle cores.
 
     python benchmarks/throughput.py --data-dir /path/to/fashion-mnist [--repeats 3] [--steps 20]
         [--threads N] [--json out.json] [--markdown docs/throughput.md]

@@ -11,9 +11,9 @@
    `tinydiffusion evaluate --samples` scores both alike: FD (fmnist-classifier features), precision, recall.
 
 Sample grids are off in both runs, so the budget is training time. `--budget-seconds B` skips the 5-epoch
-run and fits both networks to B seconds (for quick checks). On two CPU cores the defaults take about an
-hour: two trainings of about 15 minutes each, then sampling, where the baseline's 2000 images x 20 steps
-x 2 (guidance) network evaluations at full resolution take about 20 minutes.
+run and fits both networks to B seconds (for quick checks). On two idle CPU cores the defaults take about
+45 minutes: two trainings of about 15 minutes each, then sampling, where the baseline's 2000 images x 20
+steps x 2 (guidance) network evaluations at full resolution take about 10 minutes.
 
     python benchmarks/time_to_quality.py --data-dir /path/to/fashion-mnist [--budget-seconds B]
         [--sampler dpmpp-2m] [--steps 20] [--num 2000] [--out-dir runs/time-to-quality]
@@ -127,12 +127,12 @@ def score(name: str, run_dir: Path, args) -> dict:
 
 def header_lines(args, results: dict) -> list[str]:
     seconds = results["diffusers"]["budget_seconds"]
-    budget = f"{seconds:.0f} s, " + ("the preset's 5 epochs" if args.budget_seconds is None else "--budget-seconds")
+    source = "the preset's 5 epochs" if args.budget_seconds is None else "--budget-seconds"
     return [
         f"machine: {machine_description()}; training device {'cuda' if torch.cuda.is_available() else 'cpu'}",
         f"torch {torch.__version__}, torch threads: {torch.get_num_threads()}, "
         f"{datetime.now().astimezone().isoformat(timespec='minutes')}",
-        f"budget: {budget} of training (sample grids off)",
+        f"budget: {seconds:.0f} s of training per network ({source}; sample grids off)",
         f"scored: {args.num} samples, sampler {args.sampler}, {args.steps} steps, guidance {args.guidance:g}, "
         f"seed {SEED}, classes cycled; `tinydiffusion evaluate --samples`",
     ]
