@@ -190,24 +190,8 @@ def _sigma_range(diffusion, sigma_max_cap: float) -> tuple[float, float]:
     return float(finite[0]), min(float(finite[-1]), sigma_max_cap)
 
 
-def sample_euler(denoise, x, diffusion, steps=20, *, rho=7.0, sigma_max=80.0, callback: Callback = None,
-                 generator=None):
-    """Euler steps of the probability-flow ODE on Karras sigmas (Karras et al. 2022, eq. 3)."""
-    sigma_min, sigma_max = _sigma_range(diffusion, sigma_max)
-    sigmas = karras_sigmas(sigma_min, sigma_max, steps, rho)
-    x = x * sigmas[0]
-    for i in range(steps):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        x0 = _edm_denoise(denoise, diffusion, x, sigma)
-        x = x + (sigma_next - sigma) * (x - x0) / sigma
-        if callback is not None:
-            callback(i, _sigma_to_t(diffusion, sigma), x, x0)
-    return x
-
-
-def sample_heun(denoise, x, diffusion, steps=10, *, rho=7.0, sigma_max=80.0, callback: Callback = None,
-                generator=None):
-    """Heun's second-order method (Karras et al. 2022, algorithm 1): 2 * steps - 1 evaluations."""
+def _karras_ode(denoise, x, diffusion, steps, rho, sigma_max, callback: Callback, second_order: bool):
+    """Integrate the probability-flow ODE from sigma_max to 0 on Karras sigmas (Euler or Heun)."""
     sigma_min, sigma_max = _sigma_range(diffusion, sigma_max)
     sigmas = karras_sigmas(sigma_min, sigma_max, steps, rho)
     x = x * sigmas[0]
@@ -216,7 +200,7 @@ def sample_heun(denoise, x, diffusion, steps=10, *, rho=7.0, sigma_max=80.0, cal
         x0 = _edm_denoise(denoise, diffusion, x, sigma)
         slope = (x - x0) / sigma
         x_euler = x + (sigma_next - sigma) * slope
-        if sigma_next > 0:  # second-order correction, skipped on the last step to sigma = 0
+        if second_order and sigma_next > 0:  # Heun's correction; the last step to sigma = 0 stays Euler
             slope_next = (x_euler - _edm_denoise(denoise, diffusion, x_euler, sigma_next)) / sigma_next
             x = x + (sigma_next - sigma) * 0.5 * (slope + slope_next)
         else:
@@ -224,6 +208,18 @@ def sample_heun(denoise, x, diffusion, steps=10, *, rho=7.0, sigma_max=80.0, cal
         if callback is not None:
             callback(i, _sigma_to_t(diffusion, sigma), x, x0)
     return x
+
+
+def sample_euler(denoise, x, diffusion, steps=20, *, rho=7.0, sigma_max=80.0, callback: Callback = None,
+                 generator=None):
+    """Euler steps of the probability-flow ODE on Karras sigmas (Karras et al. 2022, eq. 3)."""
+    return _karras_ode(denoise, x, diffusion, steps, rho, sigma_max, callback, second_order=False)
+
+
+def sample_heun(denoise, x, diffusion, steps=10, *, rho=7.0, sigma_max=80.0, callback: Callback = None,
+                generator=None):
+    """Heun's second-order method (Karras et al. 2022, algorithm 1): 2 * steps - 1 evaluations."""
+    return _karras_ode(denoise, x, diffusion, steps, rho, sigma_max, callback, second_order=True)
 
 
 SAMPLERS = {
