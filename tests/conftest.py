@@ -46,10 +46,11 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], cwd: Path | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    """Run `python -m tinydiffusion ARGS` in a subprocess with one CPU thread."""
-    return subprocess.run([sys.executable, "-m", "tinydiffusion", *map(str, args)], cwd=cwd, env=cli_env(),
-                          capture_output=True, text=True, timeout=timeout, **kwargs)
+def run_cli(args: list[str], cwd: Path | None = None, timeout: float = 300, env: dict | None = None,
+            **kwargs) -> subprocess.CompletedProcess:
+    """Run `python -m tinydiffusion ARGS` in a subprocess with one CPU thread (`env` adds variables)."""
+    return subprocess.run([sys.executable, "-m", "tinydiffusion", *map(str, args)], cwd=cwd,
+                          env={**cli_env(), **(env or {})}, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
 @pytest.fixture(autouse=True, scope="session")

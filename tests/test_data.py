@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from tinydiffusion.data import (FILES, class_index, download, load_fashion_mnist, read_idx, to_model_space,
-                                to_pixels, write_idx)
+from tinydiffusion.data import (
+    FILES,
+    class_index,
+    download,
+    load_fashion_mnist,
+    read_idx,
+    to_model_space,
+    to_pixels,
+    write_idx,
+)
 from tinydiffusion.errors import UserError
 
 

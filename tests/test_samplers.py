@@ -141,7 +141,7 @@ def test_dpmpp_2m_matches_diffusers(steps):
 def test_karras_sigmas_endpoints():
     sigmas = karras_sigmas(0.01, 80.0, 10)
     assert sigmas[0] == pytest.approx(80.0) and sigmas[-2] == pytest.approx(0.01) and sigmas[-1] == 0.0
-    assert all(a > b for a, b in zip(sigmas, sigmas[1:]))
+    assert all(a > b for a, b in zip(sigmas, sigmas[1:], strict=False))
 
 
 class TwoHeadedNet(torch.nn.Module):
