@@ -232,7 +232,8 @@ def class_index(name_or_index: str, class_names: tuple[str, ...] = CLASS_NAMES) 
     if text.isdigit() and int(text) < len(class_names):
         return int(text)
     normalized = text.replace("_", "-").replace(" ", "-").replace("/", "-")
-    aliases = {"t-shirt-top": "t-shirt", "tshirt": "t-shirt", "top": "t-shirt", "boot": "ankle-boot", "ankle": "ankle-boot"}
+    aliases = {"t-shirt-top": "t-shirt", "tshirt": "t-shirt", "top": "t-shirt",
+               "boot": "ankle-boot", "ankle": "ankle-boot"}
     normalized = aliases.get(normalized, normalized)
     if normalized in class_names:
         return class_names.index(normalized)

@@ -259,7 +259,8 @@ class Trainer:
                                             ckpt.plain_state_dict(self.ema.net), state, self.config.train.keep)
             except OSError as err:
                 raise UserError(f"could not write a checkpoint to {self.run_dir} ({err.strerror or err}); "
-                                "the previous checkpoint is untouched. Free some space or choose another --run-dir.") from None
+                                "the previous checkpoint is untouched. Free some space or choose another "
+                                "--run-dir.") from None
         else:
             path = None
         if self.dist.world_size > 1:
@@ -291,7 +292,8 @@ class Trainer:
         t = self.config.train
         x0, y, timesteps, noise = self._draw_batch(order, index_in_epoch)
         if self.options["channels_last"]:
-            x0, noise = x0.contiguous(memory_format=torch.channels_last), noise.contiguous(memory_format=torch.channels_last)
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+            noise = noise.contiguous(memory_format=torch.channels_last)
         lr = learning_rate(self.config, self.step, self.total_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -355,7 +357,8 @@ class Trainer:
                                    "lr": learning_rate(self.config, self.step - 1, self.total_steps),
                                    "images_per_second": images_per_second, "skipped_steps": skipped,
                                    "elapsed_s": now - start})
-                        bar.set_postfix(loss=f"{sum(losses) / max(1, len(losses)):.4f}", img_s=f"{images_per_second:.0f}")
+                        bar.set_postfix(loss=f"{sum(losses) / max(1, len(losses)):.4f}",
+                                        img_s=f"{images_per_second:.0f}")
                         losses, window_start, window_steps = [], now, 0
                     bar.update(1)
                     if t.checkpoint_every and self.step % t.checkpoint_every == 0:
@@ -417,8 +420,8 @@ class Trainer:
         if not (self.dist.is_main and t.sample_every_epoch and t.sample_num > 0):
             return
         model = Model(self.ema.net, self.diffusion, self.config, self.run_dir)
-        images, _ = generate(model, t.sample_num, sampler="ddim", steps=min(t.sample_steps, self.diffusion.num_timesteps),
-                             seed=t.seed)
+        steps = min(t.sample_steps, self.diffusion.num_timesteps)
+        images, _ = generate(model, t.sample_num, sampler="ddim", steps=steps, seed=t.seed)
         save_grid(images, self.run_dir / "samples" / f"epoch-{epoch:03d}.png")
 
 
