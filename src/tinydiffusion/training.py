@@ -160,7 +160,7 @@ class TrainResult:
     run_dir: Path
     step: int
     final_loss: float
-    images_per_second: float
+    images_per_second: float  # averaged over the steps this invocation took
     wall_seconds: float
     stopped_early: bool = False
     main_process: bool = True  # rank 0, the one process that reports
@@ -334,7 +334,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", disable=not self.progress, smoothing=0.05)
         losses, skipped, stopped, out_of_time = [], 0, False, False
         start, window_start, window_steps, images_per_second = time.perf_counter(), time.perf_counter(), 0, 0.0
-        last_loss = float("nan")
+        last_loss, first_step = float("nan"), self.step
         with StopRequest() as stop:
             while self.step < self.total_steps and not out_of_time:
                 epoch, index_in_epoch = divmod(self.step, self.steps_per_epoch)
@@ -375,10 +375,12 @@ class Trainer:
         bar.close()
         path = self.save()
         wall = time.perf_counter() - start
+        average_images_per_second = (self.step - first_step) * t.batch_size / wall if wall > 0 else 0.0
         if stopped and self.dist.is_main:
             print(f"stopped at step {self.step}; checkpoint written to {path}. "
                   f"Continue with: tinydiffusion train --resume {self.run_dir}")
-        return TrainResult(self.run_dir, self.step, last_loss, images_per_second, wall, stopped, self.dist.is_main)
+        return TrainResult(self.run_dir, self.step, last_loss, average_images_per_second, wall, stopped,
+                           self.dist.is_main)
 
     def _stop_requested(self, stop: StopRequest) -> bool:
         if self.dist.world_size == 1:
