@@ -61,6 +61,14 @@ def _alpha_sigma(diffusion: GaussianDiffusion, t: int) -> tuple[float, float]:
     return math.sqrt(ab), math.sqrt(1.0 - ab)
 
 
+def _visited_steps(diffusion, steps: int, spacing: str):
+    """(i, t, t_next, alpha, sigma, alpha_next, sigma_next) for each step; t_next = -1 is the clean image."""
+    timesteps = timestep_spacing(diffusion.num_timesteps, steps, spacing)
+    for i, t in enumerate(timesteps):
+        t_next = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        yield (i, t, t_next, *_alpha_sigma(diffusion, t), *_alpha_sigma(diffusion, t_next))
+
+
 def _clip(x0: torch.Tensor, x_t: torch.Tensor, alpha: float, sigma: float):
     """Clip x_0 to the data range and re-derive eps so (x0, eps) stay consistent with x_t."""
     x0 = x0.clamp(-1.0, 1.0)
@@ -74,11 +82,8 @@ def sample_ddpm(denoise, x, diffusion, steps=None, *, spacing="trailing", clip_x
     With steps < T the chain is respaced (Nichol & Dhariwal 2021, sec. 4): the betas between the
     visited steps follow from alpha-bar. The variance is the posterior's, beta-tilde.
     """
-    timesteps = timestep_spacing(diffusion.num_timesteps, steps or diffusion.num_timesteps, spacing)
-    for i, t in enumerate(timesteps):
-        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-        alpha, sigma = _alpha_sigma(diffusion, t)
-        alpha_prev, sigma_prev = _alpha_sigma(diffusion, t_prev)
+    for i, t, t_prev, alpha, sigma, alpha_prev, _ in _visited_steps(diffusion, steps or diffusion.num_timesteps,
+                                                                    spacing):
         eps, x0 = denoise(x, t, alpha, sigma)
         if clip_x0:
             x0, eps = _clip(x0, x, alpha, sigma)
@@ -98,11 +103,7 @@ def sample_ddpm(denoise, x, diffusion, steps=None, *, spacing="trailing", clip_x
 def sample_ddim(denoise, x, diffusion, steps=50, *, eta=0.0, spacing="trailing", clip_x0=False,
                 callback: Callback = None, generator=None):
     """DDIM (Song et al. 2021, eq. 12): deterministic for eta = 0, DDPM-like for eta = 1 (eq. 16)."""
-    timesteps = timestep_spacing(diffusion.num_timesteps, steps, spacing)
-    for i, t in enumerate(timesteps):
-        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-        alpha, sigma = _alpha_sigma(diffusion, t)
-        alpha_prev, sigma_prev = _alpha_sigma(diffusion, t_prev)
+    for i, t, _, alpha, sigma, alpha_prev, sigma_prev in _visited_steps(diffusion, steps, spacing):
         eps, x0 = denoise(x, t, alpha, sigma)
         if clip_x0:
             x0, eps = _clip(x0, x, alpha, sigma)
@@ -123,12 +124,8 @@ def sample_dpmpp_2m(denoise, x, diffusion, steps=20, *, spacing="trailing",
     The first step has no history and the last step (to the clean image, lambda = +inf) is taken
     first-order, the standard final-step handling that keeps few-step sampling stable.
     """
-    timesteps = timestep_spacing(diffusion.num_timesteps, steps, spacing)
     previous_x0, previous_h = None, None
-    for i, t in enumerate(timesteps):
-        t_next = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-        alpha, sigma = _alpha_sigma(diffusion, t)
-        alpha_next, sigma_next = _alpha_sigma(diffusion, t_next)
+    for i, t, t_next, alpha, sigma, alpha_next, sigma_next in _visited_steps(diffusion, steps, spacing):
         _, x0 = denoise(x, t, alpha, sigma)
         if t_next < 0:
             x = x0  # lambda_next = inf: the first-order update reduces to the data prediction
