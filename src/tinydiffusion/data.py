@@ -112,11 +112,6 @@ def read_idx(path: str | Path, expected_ndim: int | None = None) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 
-def check_idx_header(path: Path) -> None:
-    """Fully read and validate one IDX file; raises UserError naming the file if it is bad."""
-    read_idx(path)
-
-
 # --- download ------------------------------------------------------------------------------
 
 def download(data_dir: str | Path, mirrors: tuple[str, ...] = MIRRORS, files: dict[str, str] = FILES) -> None:

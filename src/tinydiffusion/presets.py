@@ -25,29 +25,26 @@ DIT_B = NetConfig(kind="dit", image_size=28, in_channels=1, num_classes=10, patc
                   depth=12, num_heads=6, mlp_ratio=4.0)
 NETWORKS: dict[str, NetConfig] = {"unet": FASHION_MNIST_UNET, "dit": DIT_S, "dit-s": DIT_S, "dit-b": DIT_B}
 
+# The reference run's process and recipe, shared by the presets derived from it.
+REFERENCE_DIFFUSION = DiffusionConfig(schedule="cosine", objective="v", loss_weighting="min-snr")
+REFERENCE_TRAIN = TrainConfig(epochs=5, batch_size=128, lr=2e-3, warmup_steps=200, ema_decay=0.999)
+
 PRESETS: dict[str, RunConfig] = {
     "fashion-mnist": RunConfig(
-        name="fashion-mnist",
-        net=FASHION_MNIST_UNET,
-        diffusion=DiffusionConfig(schedule="cosine", objective="v", loss_weighting="min-snr"),
-        train=TrainConfig(epochs=5, batch_size=128, lr=2e-3, warmup_steps=200, ema_decay=0.999),
+        name="fashion-mnist", net=FASHION_MNIST_UNET, diffusion=REFERENCE_DIFFUSION, train=REFERENCE_TRAIN,
         data=DataConfig(),
     ),
     # The reference run with a Transformer instead of the UNet, at equal training cost per image.
     "fashion-mnist-dit": RunConfig(
-        name="fashion-mnist-dit",
-        net=DIT_S,
-        diffusion=DiffusionConfig(schedule="cosine", objective="v", loss_weighting="min-snr"),
-        train=TrainConfig(epochs=5, batch_size=128, lr=1e-3, warmup_steps=200, ema_decay=0.999),
-        data=DataConfig(),
+        name="fashion-mnist-dit", net=DIT_S, diffusion=REFERENCE_DIFFUSION,
+        train=dataclasses.replace(REFERENCE_TRAIN, lr=1e-3), data=DataConfig(),
     ),
     # The bundled model: the same design 1.5x wider, trained much longer on a GPU (see the README).
     "fashion-mnist-large": RunConfig(
-        name="fashion-mnist-large",
-        net=dataclasses.replace(FASHION_MNIST_UNET, base_channels=48),
-        diffusion=DiffusionConfig(schedule="cosine", objective="v", loss_weighting="min-snr"),
-        train=TrainConfig(epochs=60, batch_size=256, lr=2e-3, warmup_steps=500, ema_decay=0.9995,
-                          sample_num=100),
+        name="fashion-mnist-large", net=dataclasses.replace(FASHION_MNIST_UNET, base_channels=48),
+        diffusion=REFERENCE_DIFFUSION,
+        train=dataclasses.replace(REFERENCE_TRAIN, epochs=60, batch_size=256, warmup_steps=500, ema_decay=0.9995,
+                                  sample_num=100),
         data=DataConfig(),
     ),
     # Tiny: trains in seconds on a CPU; for tests and for trying the command line.
