@@ -349,7 +349,7 @@ class Trainer:
                     self.step += 1
                     index_in_epoch += 1
                     window_steps += 1
-                    out_of_time = self._out_of_time(start)
+                    stopped, out_of_time = self._end_requested(stop, start)
                     if self.step % t.log_every == 0 or self.step == self.total_steps or out_of_time:
                         now = time.perf_counter()
                         images_per_second = window_steps * t.batch_size / (now - window_start)
@@ -363,8 +363,7 @@ class Trainer:
                     bar.update(1)
                     if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                         self.save()
-                    if self._stop_requested(stop):
-                        stopped = True
+                    if stopped:
                         break
                 if stopped:
                     break
@@ -382,24 +381,17 @@ class Trainer:
         return TrainResult(self.run_dir, self.step, last_loss, average_images_per_second, wall, stopped,
                            self.dist.is_main)
 
-    def _stop_requested(self, stop: StopRequest) -> bool:
+    def _end_requested(self, stop: StopRequest, start: float) -> tuple[bool, bool]:
+        """(a signal asked to stop, train.max_seconds is spent), agreed by all processes in one collective,
+        so none is left waiting alone. A run out of time ends as at its last step (final checkpoint; the LR
+        schedule keeps its length, so its decay is cut short)."""
+        limit = self.config.train.max_seconds
+        flags = [stop.requested, limit > 0 and time.perf_counter() - start >= limit]
         if self.dist.world_size == 1:
-            return stop.requested
-        flag = torch.tensor([1.0 if stop.requested else 0.0], device=self.device)
-        dist.all_reduce(flag)
-        return flag.item() > 0
-
-    def _out_of_time(self, start: float) -> bool:
-        """train.max_seconds spent: the run ends as at its last step (final checkpoint; the LR schedule keeps its
-        length, so its decay is cut short). All processes agree, so none is left waiting in a collective."""
-        if self.config.train.max_seconds <= 0:
-            return False
-        over = time.perf_counter() - start >= self.config.train.max_seconds
-        if self.dist.world_size == 1:
-            return over
-        flag = torch.tensor([1.0 if over else 0.0], device=self.device)
-        dist.all_reduce(flag)
-        return flag.item() > 0
+            return flags[0], flags[1]
+        agreed = torch.tensor([float(f) for f in flags], device=self.device)
+        dist.all_reduce(agreed)
+        return bool(agreed[0] > 0), bool(agreed[1] > 0)
 
     def _write_run_files(self) -> None:
         try:
