@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="to
 # while rank 1 goes on) and, with --checkpoint-every 3, a mid-epoch checkpoint; both use a barrier.
 TRAIN_ARGS = ["--preset", "smoke", "--max-steps", "6", "--batch-size", "64", "--seed", "3",
               "--checkpoint-every", "3", "--train.log_every", "1", "--train.threads", "1",
-              "--device", "cpu", "--no-progress"]
+              "--device", "cpu", "--train.precision", "fp32", "--no-progress"]
 
 
 def env(**extra: str) -> dict[str, str]:

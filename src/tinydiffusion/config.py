@@ -14,6 +14,8 @@ from pathlib import Path
 
 from .errors import UserError
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 # Bumped when the on-disk layout of configs or checkpoints changes incompatibly.
 FORMAT_VERSION = 1
 
@@ -79,7 +81,10 @@ class TrainConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     precision: str = "auto"  # "auto", "fp32" or "bf16" (autocast)
     compile: str = "auto"  # "auto", "on" or "off"
+    compile_mode: str = "default"  # torch.compile's mode: "default", "reduce-overhead", "max-autotune", ...
     channels_last: str = "auto"  # "auto", "on" or "off"
+    fused_adamw: str = "auto"  # "auto", "on" or "off": AdamW's single-kernel implementation
+    cuda_graph: str = "auto"  # "auto", "on" or "off": replay each whole step as one CUDA graph (one GPU)
     threads: int = 0  # CPU threads for torch; 0 leaves torch's default
 
 
@@ -169,6 +174,9 @@ class RunConfig:
             (t.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),
             (t.compile in ("auto", "on", "off"), "train.compile must be auto, on or off"),
             (t.channels_last in ("auto", "on", "off"), "train.channels_last must be auto, on or off"),
+            (t.fused_adamw in ("auto", "on", "off"), "train.fused_adamw must be auto, on or off"),
+            (t.cuda_graph in ("auto", "on", "off"), "train.cuda_graph must be auto, on or off"),
+            (t.compile_mode in COMPILE_MODES, f"train.compile_mode must be one of {', '.join(COMPILE_MODES)}"),
             (t.sample_num >= 0 and t.sample_steps >= 1, "train.sample_num/sample_steps must be positive"),
         ]
         for ok, message in checks:

@@ -72,14 +72,23 @@ class EMA:
         self.decay = decay
         self.net = copy.deepcopy(net).eval().requires_grad_(False)
 
+    def weight_at(self, step: int) -> float:
+        """How far the average moves toward the weights at step k: 1 - decay_k."""
+        return 1.0 - min(self.decay, (1 + step) / (10 + step))
+
     @torch.no_grad()
-    def update(self, net: torch.nn.Module, step: int) -> None:
-        decay = min(self.decay, (1 + step) / (10 + step))
+    def update(self, net: torch.nn.Module, weight: float | torch.Tensor) -> None:
+        """ema += weight * (net - ema). A 0-dim tensor weight stays on the device, so the update can be
+        skipped (weight 0) without the host looking at the loss, and captured in a CUDA graph."""
         ema_params = list(self.net.parameters())
         params = [p.detach() for p in net.parameters()]
-        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
-        for ema_buf, buf in zip(self.net.buffers(), net.buffers(), strict=True):
-            ema_buf.copy_(buf)
+        if isinstance(weight, torch.Tensor):
+            torch._foreach_lerp_(ema_params, params, [weight] * len(params))
+        else:
+            torch._foreach_lerp_(ema_params, params, weight)
+        ema_buffers, buffers = list(self.net.buffers()), list(net.buffers())
+        if buffers:
+            torch._foreach_copy_(ema_buffers, buffers)
 
 
 def learning_rate(config, step: int, total_steps: int) -> float:
@@ -139,20 +148,71 @@ def _injected_fault(rank: int, step: int) -> None:
         raise RuntimeError(f"injected failure on rank {rank} at step {step} (TINYDIFFUSION_FAIL_RANK is set)")
 
 
-def _resolve_options(config: RunConfig, device: torch.device) -> dict[str, bool]:
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Intel Xeon since Sapphire Rapids), on which oneDNN runs bf16."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # a torch without the check: assume not
+        return False
+
+
+def _resolve_options(config: RunConfig, device: torch.device, world_size: int) -> dict[str, bool]:
     """Turn auto/on/off into booleans; "auto" enables an option only where it was measured to help.
 
-    On an H200 (docs/gpu-h200/results.json) the fashion-mnist preset's step is bound by kernel
-    launches, not arithmetic: bf16 autocast with channels-last ran at 3,265 images/s against 3,555
-    in fp32, so "auto" leaves both off. torch.compile is opt-in everywhere (its warm-up costs more
-    than a 5-epoch run of a small model can win back on a CPU).
+    On a CPU with AMX (docs/options.md, 2-core Xeon), bf16 autocast trains the preset about 1.4x as
+    fast as fp32 to the same loss and FD, so "auto" turns it on there; CPUs without AMX have no fast
+    bf16 convolutions and stay in fp32. Channels-last, fused AdamW and torch.compile measured no gain
+    there worth their cost (compile: its first compilation eats what it saves in 5 epochs).
+    On an H200 (docs/gpu-h200/results.json) the step is bound by kernel launches, not arithmetic:
+    bf16 autocast with channels-last ran at 3,265 images/s against 3,555 in fp32, so "auto" leaves
+    both off there and fuses AdamW. CUDA graphs are opt-in until measured.
     """
     t = config.train
-    return {
-        "bf16": t.precision == "bf16",
+    on_gpu = device.type == "cuda"
+    options = {
+        "bf16": t.precision == "bf16" or (t.precision == "auto" and device.type == "cpu" and cpu_has_amx()),
         "compile": t.compile == "on",
         "channels_last": t.channels_last == "on",
+        "fused_adamw": t.fused_adamw == "on" or (t.fused_adamw == "auto" and on_gpu),
+        "cuda_graph": t.cuda_graph == "on",
     }
+    if options["cuda_graph"]:
+        problems = [why for bad, why in ((not on_gpu, "a GPU (--train.device cuda)"),
+                                         (world_size > 1, "a single process (not torchrun)"),
+                                         (t.fused_adamw == "off", "fused AdamW (--train.fused_adamw on)"),
+                                         (options["compile"], "torch.compile off (or compile_mode reduce-overhead "
+                                                              "instead, which makes its own graphs)")) if bad]
+        if problems:
+            raise UserError(f"--train.cuda_graph on needs {' and '.join(problems)}.")
+        options["fused_adamw"] = True
+    return options
+
+
+class _CapturedStep:
+    """A whole training step (forward, backward, clipping, AdamW, EMA) recorded once as a CUDA graph and
+    replayed for every later step: "whole-network capture" in PyTorch's CUDA graphs notes.
+
+    The preset's step is some 1,500 small kernels; on a GPU their launches, not their arithmetic,
+    set its speed (docs/gpu-h200), and a replay launches them all at once. Batches are drawn eagerly
+    and copied into the graph's fixed input tensors; the LR and EMA weight are device tensors the
+    Trainer refills before each replay. Capture records without running, so replay follows at once.
+    """
+
+    WARMUP_STEPS = 3  # eager steps on a side stream first, as capture requires
+
+    def __init__(self, trainer: Trainer, x0, y, timesteps, noise):
+        self.inputs = [x0.clone(), None if y is None else y.clone(), timesteps.clone(), noise.clone()]
+        self.graph = torch.cuda.CUDAGraph()
+        trainer.optimizer.zero_grad(set_to_none=True)  # gradients are allocated from the graph's memory pool
+        with torch.cuda.graph(self.graph):
+            self.loss = trainer._forward_backward_update(*self.inputs)
+
+    def replay(self, *batch) -> torch.Tensor:
+        for static, value in zip(self.inputs, batch, strict=True):
+            if static is not None:
+                static.copy_(value)
+        self.graph.replay()
+        return self.loss.clone()  # the next replay overwrites self.loss
 
 
 @dataclass
@@ -181,7 +241,7 @@ class Trainer:
                             f"{self.dist.world_size} processes.")
         self.local_batch = t.batch_size // self.dist.world_size
         self.progress = progress and self.dist.is_main
-        self.options = _resolve_options(config, self.device)
+        self.options = _resolve_options(config, self.device, self.dist.world_size)
 
         self.dataset = dataset or load_dataset(config.data.dataset, config.data.data_dir, "train", config.data.download)
         self._check_data_matches_net()
@@ -198,9 +258,18 @@ class Trainer:
         if self.options["channels_last"]:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.ema = EMA(self.net, t.ema_decay)
-        fused = self.device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=t.lr, weight_decay=t.weight_decay,
-                                           betas=(0.9, 0.999), fused=fused)
+        graph = self.options["cuda_graph"]  # a captured optimizer reads its LR from a tensor
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=torch.tensor(t.lr, device=self.device) if graph
+                                           else t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.999),
+                                           fused=self.options["fused_adamw"], capturable=graph)
+        # Per-step values the device reads, so that a step needs no host-device synchronisation.
+        self._found_inf = torch.zeros((), device=self.device)  # 1.0: skip this step's update (fused AdamW)
+        self._ema_weight = torch.zeros((), device=self.device)
+        self._pending: list[tuple[int, torch.Tensor]] = []  # (step, loss) the host has not read yet
+        self._graph: _CapturedStep | None = None
+        self._warm_steps = 0  # eager steps taken before capturing the CUDA graph
+        self._window_losses: list[float] = []  # finite losses read since the last log line
+        self._skipped, self._last_loss = 0, float("nan")
         self.generator = torch.Generator(device=self.device).manual_seed(t.seed)
         self.step = 0
         if resume:
@@ -211,7 +280,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model_for_step = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         if self.options["compile"]:
-            self.model_for_step = torch.compile(self.model_for_step)
+            self.model_for_step = torch.compile(self.model_for_step, mode=t.compile_mode)
 
     def _check_data_matches_net(self) -> None:
         _, c, h, w = self.dataset.images.shape
@@ -232,6 +301,7 @@ class Trainer:
         ckpt.load_into(self.ema.net, ckpt.load_weights(found / ckpt.EMA_FILE), found / ckpt.EMA_FILE)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
+            self._match_optimizer_to_options()
             self.generator.set_state(state["generator"].to(self.generator.get_state().device))
             torch.set_rng_state(state["torch_rng"])
             if self.device.type == "cuda" and "cuda_rng" in state:
@@ -242,7 +312,22 @@ class Trainer:
         if self.dist.is_main:
             print(f"resuming {self.run_dir} from step {self.step} ({found.name})")
 
+    def _match_optimizer_to_options(self) -> None:
+        """A loaded optimizer state carries the saving run's implementation flags and LR type; this run's
+        options win, so a run started without fused AdamW or CUDA graphs can resume with them and back."""
+        graph, fused = self.options["cuda_graph"], self.options["fused_adamw"]
+        for group in self.optimizer.param_groups:
+            lr = float(group["lr"])
+            group["lr"] = torch.tensor(lr, device=self.device) if graph else lr
+            group.update(fused=fused, capturable=graph, foreach=None if fused else group.get("foreach"))
+        for param_state in self.optimizer.state.values():
+            if "step" in param_state:
+                on_device = fused or graph
+                param_state["step"] = param_state["step"].to(dtype=torch.float32,
+                                                              device=self.device if on_device else "cpu")
+
     def save(self) -> Path | None:
+        self._absorb(self._read_losses())  # a non-finite loss under on_nan "stop" ends the run before this save
         if self.step == self._saved_step:  # an epoch end and the end of the run often fall on the same step
             return ckpt.latest_checkpoint(self.run_dir) if self.dist.is_main else None
         if self.dist.is_main:
@@ -288,38 +373,82 @@ class Trainer:
             y = torch.where(drop[mine], net_cfg.num_classes, self.labels[idx])
         return x0, y, timesteps[mine], noise[mine]
 
-    def _train_step(self, order: torch.Tensor, index_in_epoch: int) -> float:
-        t = self.config.train
+    def _train_step(self, order: torch.Tensor, index_in_epoch: int) -> None:
+        """Queue one step; its loss joins the pending ones, which the host reads later (_read_losses)."""
         x0, y, timesteps, noise = self._draw_batch(order, index_in_epoch)
         if self.options["channels_last"]:
             x0 = x0.contiguous(memory_format=torch.channels_last)
             noise = noise.contiguous(memory_format=torch.channels_last)
-        lr = learning_rate(self.config, self.step, self.total_steps)
+        self._set_learning_rate(learning_rate(self.config, self.step, self.total_steps))
+        self._ema_weight.fill_(self.ema.weight_at(self.step))
+        if self._graph is not None:
+            loss = self._graph.replay(x0, y, timesteps, noise)
+        elif self.options["cuda_graph"] and self._warm_steps >= _CapturedStep.WARMUP_STEPS:
+            self._graph = _CapturedStep(self, x0, y, timesteps, noise)
+            loss = self._graph.replay(x0, y, timesteps, noise)
+        elif self.options["cuda_graph"]:  # warm-up steps run eagerly on a side stream, as capture requires
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                loss = self._forward_backward_update(x0, y, timesteps, noise)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            self._warm_steps += 1
+        else:
+            loss = self._forward_backward_update(x0, y, timesteps, noise)
+        self._pending.append((self.step, loss))
+
+    def _set_learning_rate(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.options["bf16"]):
-            loss = self.diffusion.training_loss(self.model_for_step, x0, timesteps, noise, y)
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+
+    def _forward_backward_update(self, x0, y, timesteps, noise) -> torch.Tensor:
+        """One step on one batch: the global batch's loss (0-dim, on the device), and an update skipped
+        when that loss is not finite. With fused AdamW the skip is decided on the device (found_inf, as
+        torch.amp.GradScaler does it), so nothing here waits for the GPU and a CUDA graph can hold it all."""
+        t = self.config.train
         self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.options["bf16"],
+                            cache_enabled=not self.options["cuda_graph"]):
+            loss = self.diffusion.training_loss(self.model_for_step, x0, timesteps, noise, y)
         loss.backward()
         if t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), t.grad_clip)
-        value = loss.item()
-        if self.dist.world_size > 1:  # the global batch's loss: every rank logs it and agrees on skipping or stopping
-            total = torch.tensor([value], dtype=torch.float64, device=self.device)
-            dist.all_reduce(total)  # a non-finite loss on any rank makes the sum non-finite
-            value = total.item() / self.dist.world_size
-        finite = math.isfinite(value)
-        if not finite:
-            if t.on_nan == "stop":
+        global_loss = loss.detach().float()
+        if self.dist.world_size > 1:  # every rank logs the global batch's loss and agrees on skipping
+            dist.all_reduce(global_loss)  # a non-finite loss on any rank makes the sum non-finite
+            global_loss = global_loss / self.dist.world_size
+        finite = torch.isfinite(global_loss)
+        if self.options["fused_adamw"]:
+            self._found_inf.copy_(~finite)
+            self.optimizer.found_inf = self._found_inf
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf
+        elif finite:  # the host decides: this waits for the device
+            self.optimizer.step()
+        self.ema.update(self.net, self._ema_weight * finite)
+        return global_loss
+
+    def _read_losses(self, keep_last: bool = False) -> list[float]:
+        """Read the pending losses (one host-device synchronisation for all of them) and act on a
+        non-finite one. The update of such a step was skipped already; "stop" ends the run here.
+        keep_last leaves the newest unread, so the host stays a step ahead of the GPU."""
+        pending = self._pending[:-1] if keep_last else self._pending
+        if not pending:
+            return []
+        self._pending = self._pending[len(pending):]
+        values = torch.stack([loss for _, loss in pending]).tolist()
+        for (step, _), value in zip(pending, values, strict=True):
+            if not math.isfinite(value) and self.config.train.on_nan == "stop":
                 last = ckpt.latest_checkpoint(self.run_dir)
                 kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written before it"
-                raise UserError(f"the loss became {value} at step {self.step}; stopped, {kept}. Lower --train.lr, "
+                raise UserError(f"the loss became {value} at step {step}; stopped, {kept}. Lower --train.lr, "
                                 "or pass --train.on_nan skip to skip such steps.")
-            self.optimizer.zero_grad(set_to_none=True)
-            return value
-        self.optimizer.step()
-        self.ema.update(self.net, self.step)
-        return value
+        return values
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -332,34 +461,33 @@ class Trainer:
                   f"{f' x {self.dist.world_size} processes' if self.dist.world_size > 1 else ''}; "
                   f"run directory {self.run_dir}")
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", disable=not self.progress, smoothing=0.05)
-        losses, skipped, stopped, out_of_time = [], 0, False, False
+        stopped, out_of_time = False, False
         start, window_start, window_steps, images_per_second = time.perf_counter(), time.perf_counter(), 0, 0.0
-        last_loss, first_step = float("nan"), self.step
+        first_step = self.step
         with StopRequest() as stop:
             while self.step < self.total_steps and not out_of_time:
                 epoch, index_in_epoch = divmod(self.step, self.steps_per_epoch)
                 order = epoch_order(len(self.dataset), t.seed, epoch, self.device)
                 while index_in_epoch < self.steps_per_epoch and self.step < self.total_steps and not out_of_time:
                     _injected_fault(self.dist.rank, self.step)
-                    value = self._train_step(order, index_in_epoch)
-                    skipped += not math.isfinite(value)
-                    if math.isfinite(value):
-                        losses.append(value)
-                        last_loss = value
+                    self._train_step(order, index_in_epoch)
+                    if t.on_nan == "stop":  # look at the previous step's loss: the GPU is busy with this one
+                        self._absorb(self._read_losses(keep_last=True))
                     self.step += 1
                     index_in_epoch += 1
                     window_steps += 1
                     stopped, out_of_time = self._end_requested(stop, start)
                     if self.step % t.log_every == 0 or self.step == self.total_steps or out_of_time:
+                        self._absorb(self._read_losses())
                         now = time.perf_counter()
                         images_per_second = window_steps * t.batch_size / (now - window_start)
-                        self._log({"step": self.step, "epoch": epoch + 1, "loss": sum(losses) / max(1, len(losses)),
+                        mean_loss = sum(self._window_losses) / max(1, len(self._window_losses))
+                        self._log({"step": self.step, "epoch": epoch + 1, "loss": mean_loss,
                                    "lr": learning_rate(self.config, self.step - 1, self.total_steps),
-                                   "images_per_second": images_per_second, "skipped_steps": skipped,
+                                   "images_per_second": images_per_second, "skipped_steps": self._skipped,
                                    "elapsed_s": now - start})
-                        bar.set_postfix(loss=f"{sum(losses) / max(1, len(losses)):.4f}",
-                                        img_s=f"{images_per_second:.0f}")
-                        losses, window_start, window_steps = [], now, 0
+                        bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_second:.0f}")
+                        self._window_losses, window_start, window_steps = [], now, 0
                     bar.update(1)
                     if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                         self.save()
@@ -378,8 +506,17 @@ class Trainer:
         if stopped and self.dist.is_main:
             print(f"stopped at step {self.step}; checkpoint written to {path}. "
                   f"Continue with: tinydiffusion train --resume {self.run_dir}")
-        return TrainResult(self.run_dir, self.step, last_loss, average_images_per_second, wall, stopped,
+        return TrainResult(self.run_dir, self.step, self._last_loss, average_images_per_second, wall, stopped,
                            self.dist.is_main)
+
+    def _absorb(self, values: list[float]) -> None:
+        """Losses read from the device join the logging window; non-finite ones count as skipped steps."""
+        for value in values:
+            if math.isfinite(value):
+                self._window_losses.append(value)
+                self._last_loss = value
+            else:
+                self._skipped += 1
 
     def _end_requested(self, stop: StopRequest, start: float) -> tuple[bool, bool]:
         """(a signal asked to stop, train.max_seconds is spent), agreed by all processes in one collective,
