@@ -4,9 +4,13 @@ Run on a lent GPU machine from the repository root (PYTHONPATH=src), with the Fa
 files in --data-dir. Every stage writes its results to OUT/results.json as soon as it ends, so a
 session cut short still returns what it measured. Stages:
 
-  speed     training images/s of the fashion-mnist preset for each option set (fp32; bf16 autocast +
-            channels-last; the same plus torch.compile), steady state and including warm-up;
-  preset    the fashion-mnist preset's full 5 epochs through the command line, with the faster options;
+  graph_check  the whole-step CUDA graph against the eager step (same losses and weights, and a
+            non-finite step skipped on the device);
+  speed     benchmarks/options.py on the GPU: the preset's training images/s, warm-up and 5-epoch
+            estimate for each option set (fused AdamW, bf16 + channels-last, CUDA graphs, and with
+            --compile torch.compile and its reduce-overhead mode);
+  preset    the fashion-mnist preset's full 5 epochs through the command line, with the option set
+            the speed stage estimates fastest (warm-up included);
   sampling  10,000 images with DPM-Solver++(2M) at 20 network evaluations, fp32 and bf16;
   bundled   the fashion-mnist-large preset for as many epochs as fit in --bundled-seconds;
   quality   benchmarks/quality.py's sweeps on the bundled model (samplers x steps, guidance scales).
@@ -32,6 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+import options  # noqa: E402
 import quality  # noqa: E402
 
 from tinydiffusion import evaluation  # noqa: E402
@@ -79,34 +84,54 @@ def preset_config(args, name="fashion-mnist", **overrides):
     return apply_overrides(get_preset(name), {**base, **overrides})
 
 
-def speed(args, out: Path) -> dict:
-    """Images/s of the whole training loop for each option set, from metrics.jsonl windows."""
-    option_sets = {
-        "fp32": {"train.precision": "fp32", "train.channels_last": "off", "train.compile": "off"},
-        "bf16+channels_last": {"train.precision": "bf16", "train.channels_last": "on", "train.compile": "off"},
-        "bf16+channels_last+compile": {"train.precision": "bf16", "train.channels_last": "on", "train.compile": "on"},
-    }
-    if not args.compile:
-        del option_sets["bf16+channels_last+compile"]
-    results = {}
-    for label, options in option_sets.items():
-        config = preset_config(args, **options, **{"train.max_steps": args.speed_steps, "train.log_every": 50})
-        run = out / "work" / f"speed-{label}"
+def graph_check(args, out: Path) -> dict:
+    """The CUDA-graph step against the eager one: 40 steps each from one seed, NaN noise at step 20
+    (a replayed step) so the device-side skip is exercised; losses and final weights compared."""
+    bad_step = 20
+    if not torch.cuda.is_available():
+        return {"skipped": "no GPU"}
+
+    class PoisonedTrainer(Trainer):
+        def _draw_batch(self, order, index_in_epoch):
+            x0, y, timesteps, noise = super()._draw_batch(order, index_in_epoch)
+            return (x0, y, timesteps, noise * float("nan") if self.step == bad_step else noise)
+
+    runs = {}
+    for graph in ("off", "on"):
+        config = preset_config(args, **{"train.max_steps": 40, "train.log_every": 10, "train.cuda_graph": graph,
+                                        "train.fused_adamw": "on", "train.on_nan": "skip", "train.precision": "fp32"})
+        run = out / "work" / f"graph-check-{graph}"
         shutil.rmtree(run, ignore_errors=True)
-        started = time.perf_counter()
-        result = Trainer(config, run, progress=False).run()
-        wall = time.perf_counter() - started
-        windows = [json.loads(line)["images_per_second"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-        results[label] = {"steady_images_per_second": round(statistics.median(windows[2:] or windows), 1),
-                          "first_window_images_per_second": round(windows[0], 1), "steps": result.step,
-                          "wall_seconds": round(wall, 1)}
-    return results
+        trainer = PoisonedTrainer(config, run, progress=False)
+        trainer.run()
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        runs[graph] = (records, {k: v.detach().clone() for k, v in trainer.net.state_dict().items()})
+    (eager_records, eager), (graph_records, graph) = runs["off"], runs["on"]
+    max_diff = max((eager[k].float() - graph[k].float()).abs().max().item() for k in eager)
+    return {"eager_losses": [r["loss"] for r in eager_records], "graph_losses": [r["loss"] for r in graph_records],
+            "skipped": [r["skipped_steps"] for r in graph_records], "max_weight_difference": max_diff,
+            "same": max_diff < 1e-3 and [r["skipped_steps"] for r in graph_records][-1] == 1}
 
 
-def preset_run(args, out: Path, options: dict) -> dict:
+def speed(args, out: Path) -> dict:
+    """benchmarks/options.py on this GPU: each option set's steady images/s, warm-up and 5-epoch estimate."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    sets = options.DEFAULT_SETS[device]
+    if not args.compile:
+        sets = [label for label in sets if "compile" not in label]
+    opts = argparse.Namespace(data_dir=args.data_dir, rounds=1 if args.tiny else 2, compile_rounds=1,
+                              steps=args.speed_steps, log_every=5 if args.tiny else 25, threads=0, device=device,
+                              sets=",".join(sets))
+    results = options.measure(opts)
+    summary = options.summarize(results)
+    (out / "options.md").write_text(options.format_markdown(results, summary))
+    return {"summary": summary}
+
+
+def preset_run(args, out: Path, chosen: dict) -> dict:
     run = out / "work" / "preset"
     shutil.rmtree(run, ignore_errors=True)
-    flags = [f"--{k}={v}" for k, v in options.items()]
+    flags = [f"--{k}={v}" for k, v in chosen.items()]
     command = [sys.executable, "-m", "tinydiffusion", "train", "--preset", "fashion-mnist", "--data-dir",
                args.data_dir, "--run-dir", str(run), "--no-progress", *flags]
     if args.tiny:
@@ -120,7 +145,7 @@ def preset_run(args, out: Path, options: dict) -> dict:
     grids = sorted((run / "samples").glob("*.png"))
     if grids:
         shutil.copy(grids[-1], out / "work" / "preset-samples.png")
-    return {"options": options, "wall_seconds_including_startup": round(wall, 1), "stdout_tail": proc.stdout[-600:],
+    return {"options": chosen, "wall_seconds_including_startup": round(wall, 1), "stdout_tail": proc.stdout[-600:],
             "final_metrics": last}
 
 
@@ -202,39 +227,36 @@ def main() -> None:
     parser.add_argument("--data-dir", default="gpu_data")
     parser.add_argument("--out", default="gpu_out")
     parser.add_argument("--tiny", action="store_true", help="a quick dry run of every stage")
-    parser.add_argument("--speed-steps", type=int, default=400)
+    parser.add_argument("--speed-steps", type=int, default=300)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to warm up)")
     parser.add_argument("--bundled-seconds", type=float, default=200)
     parser.add_argument("--num", type=int, default=10_000)
     parser.add_argument("--rows", default=quality.DEFAULT_ROWS)
     parser.add_argument("--guidance-scales", default=quality.DEFAULT_GUIDANCE_SCALES)
     parser.add_argument("--batch-size", type=int, default=5000)
-    parser.add_argument("--stages", default="speed,preset,sampling,bundled,quality")
+    parser.add_argument("--stages", default="graph_check,speed,preset,sampling,bundled,quality")
     parser.add_argument("--deadline-seconds", type=float, default=520, help="start no quality row after this")
     args = parser.parse_args()
     started = time.perf_counter()
     if args.tiny:
-        args.speed_steps = 20
+        args.speed_steps = 15
     out = Path(args.out)
     (out / "work").mkdir(parents=True, exist_ok=True)
     stages = args.stages.split(",")
     record(out, "environment", environment())
 
-    options = {"train.precision": "auto", "train.channels_last": "auto", "train.compile": "off"}
+    chosen = {}  # the preset runs with the option set whose 5 epochs (warm-up included) are estimated fastest
+    if "graph_check" in stages:
+        stage(out, "graph_check", graph_check, args, out)
     if "speed" in stages:
         measured = stage(out, "speed", speed, args, out)
         if measured:
-            best = max(measured, key=lambda k: measured[k]["steady_images_per_second"])
-            steps_5_epochs = 5 * 468
-            # compile only if its steady-state gain pays for its warm-up within the 5 epochs
-            if "compile" in best:
-                with_compile, without = measured[best], measured["bf16+channels_last"]
-                saved = steps_5_epochs * 128 * (1 / without["steady_images_per_second"]
-                                                - 1 / with_compile["steady_images_per_second"])
-                warmup = with_compile["wall_seconds"] - without["wall_seconds"]
-                options["train.compile"] = "on" if saved > warmup else "off"
+            summary = measured["summary"]
+            best = min(summary, key=lambda label: summary[label]["five_epoch_seconds"])
+            chosen = {**options.OFF, **options.OPTION_SETS[best]}
+            record(out, "chosen_options", {"set": best, "options": chosen})
     if "preset" in stages:
-        stage(out, "preset_5_epochs", preset_run, args, out, options)
+        stage(out, "preset_5_epochs", preset_run, args, out, chosen)
     if "bundled" in stages and stage(out, "bundled", bundled, args, out):
         pack_bundled(out)
         pack_extras(out)

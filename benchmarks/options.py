@@ -3,7 +3,7 @@
 The options are bf16 autocast, channels-last, fused AdamW and torch.compile (`--train.precision`,
 `--train.channels_last`, `--train.fused_adamw`, `--train.compile`). For each option set a fresh
 subprocess runs the project's whole Trainer loop on the `fashion-mnist` preset (real data, sample
-grids off) for `--steps` steps and logs a metrics.jsonl window every LOG_EVERY steps. From it:
+grids off) for `--steps` steps and logs a metrics.jsonl window every `--log-every` steps. From it:
 
   steady images/s: the median window after the first (the first holds warm-up: allocation,
       oneDNN primitive creation, torch.compile's compilation);
@@ -54,6 +54,17 @@ OPTION_SETS = {
     "bf16+fused_adamw": {"train.precision": "bf16", "train.fused_adamw": "on"},
     "compile": {"train.compile": "on"},
     "bf16+compile": {"train.precision": "bf16", "train.compile": "on"},
+    # GPU only: the whole step as one CUDA graph, by hand or by torch.compile's cudagraph trees
+    "cuda_graph": {"train.cuda_graph": "on", "train.fused_adamw": "on"},
+    "bf16+cuda_graph": {"train.precision": "bf16", "train.cuda_graph": "on", "train.fused_adamw": "on"},
+    "compile_reduce_overhead": {"train.compile": "on", "train.compile_mode": "reduce-overhead",
+                                "train.fused_adamw": "on"},
+}
+DEFAULT_SETS = {
+    "cpu": ["fp32", "bf16", "channels_last", "bf16+channels_last", "fused_adamw", "bf16+fused_adamw", "compile",
+            "bf16+compile"],
+    "cuda": ["fp32", "fused_adamw", "bf16+channels_last", "cuda_graph", "bf16+cuda_graph", "compile",
+             "compile_reduce_overhead"],
 }
 
 
@@ -68,21 +79,25 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
-def worker(label: str, steps: int, threads: int, device: str, data_dir: str) -> dict:
+def worker(label: str, steps: int, threads: int, device: str, data_dir: str, preset: str = "fashion-mnist",
+           log_every: int = LOG_EVERY) -> dict:
     """The whole loop for one option set; returns its metrics.jsonl windows."""
     overrides = {**OFF, **OPTION_SETS[label], "data.data_dir": data_dir, "data.download": False,
-                 "train.max_steps": steps, "train.log_every": LOG_EVERY, "train.sample_every_epoch": False,
+                 "train.max_steps": steps, "train.log_every": log_every, "train.sample_every_epoch": False,
                  "train.threads": threads, "train.device": device}
-    config = apply_overrides(get_preset("fashion-mnist"), overrides)
+    config = apply_overrides(get_preset(preset), overrides)
     with tempfile.TemporaryDirectory() as run_dir:
         result = Trainer(config, Path(run_dir), progress=False).run()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
         records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
     return {"windows": records, "final_loss": result.final_loss, "threads": torch.get_num_threads()}
 
 
 def run_worker(label: str, args, cache_root: Path) -> dict:
     command = [sys.executable, __file__, "--worker", label, "--steps", str(args.steps), "--threads",
-               str(args.threads), "--device", args.device, "--data-dir", args.data_dir]
+               str(args.threads), "--device", args.device, "--data-dir", args.data_dir, "--log-every",
+               str(args.log_every)]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache_root / label)}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -105,7 +120,7 @@ def measure(args) -> dict:
                            "torch": torch.__version__, "device": args.device,
                            "date": datetime.now().astimezone().isoformat(timespec="minutes"),
                            "load_average_at_start": os.getloadavg()[0]},
-               "settings": {"steps": args.steps, "log_every": LOG_EVERY, "rounds": args.rounds,
+               "settings": {"steps": args.steps, "log_every": args.log_every, "rounds": args.rounds,
                             "compile_rounds": args.compile_rounds, "threads": args.threads},
                "sets": {label: [] for label in sets}}
     with tempfile.TemporaryDirectory() as cache_root:
@@ -175,19 +190,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--compile-rounds", type=int, default=2,
                         help="rounds that include compiled sets (the first compiles from scratch)")
-    parser.add_argument("--steps", type=int, default=30, help=f"steps per run (at least {3 * LOG_EVERY})")
+    parser.add_argument("--steps", type=int, default=30, help="steps per run (at least 3 windows)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 keeps torch's default")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--sets", default=",".join(OPTION_SETS), help="comma-separated option sets; fp32 first")
+    parser.add_argument("--log-every", type=int, default=LOG_EVERY, help="steps per timed window")
+    parser.add_argument("--sets", help=f"comma-separated option sets, fp32 first (of {', '.join(OPTION_SETS)}); "
+                        "default: those that apply to the device")
     parser.add_argument("--json", help="write every measurement to this JSON file")
     parser.add_argument("--markdown", help="write the table to this Markdown file")
     parser.add_argument("--worker", choices=list(OPTION_SETS), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.sets = args.sets or ",".join(DEFAULT_SETS["cuda" if args.device.startswith("cuda") else "cpu"])
     unknown = [s for s in args.sets.split(",") if s not in OPTION_SETS]
-    if args.steps < 3 * LOG_EVERY or args.rounds < 1 or unknown:
-        parser.error(f"--steps must be at least {3 * LOG_EVERY}, --rounds at least 1; unknown sets: {unknown}")
+    if args.log_every < 1 or args.steps < 3 * args.log_every or args.rounds < 1 or unknown:
+        parser.error(f"--steps must be at least 3 windows (--log-every), --rounds at least 1; unknown sets: {unknown}")
     if args.worker:
-        print(json.dumps(worker(args.worker, args.steps, args.threads, args.device, args.data_dir)))
+        print(json.dumps(worker(args.worker, args.steps, args.threads, args.device, args.data_dir,
+                                log_every=args.log_every)))
         return
     results = measure(args)
     summary = summarize(results)

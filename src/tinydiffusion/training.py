@@ -471,8 +471,8 @@ class Trainer:
                 while index_in_epoch < self.steps_per_epoch and self.step < self.total_steps and not out_of_time:
                     _injected_fault(self.dist.rank, self.step)
                     self._train_step(order, index_in_epoch)
-                    if t.on_nan == "stop":  # look at the previous step's loss: the GPU is busy with this one
-                        self._absorb(self._read_losses(keep_last=True))
+                    if t.on_nan == "stop" or len(self._pending) > 256:  # read the previous step's loss, not
+                        self._absorb(self._read_losses(keep_last=True))  # this one's: the GPU is busy with it
                     self.step += 1
                     index_in_epoch += 1
                     window_steps += 1

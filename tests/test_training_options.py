@@ -1,0 +1,259 @@
+"""The training loop's speed options: what "auto" picks, and that each option trains the same model.
+
+The step leaves nothing for the host to wait on: with fused AdamW a non-finite loss skips the update on
+the device (found_inf), and the host reads the losses later. These tests hold that path to the same
+results as the host-side skip, and check that runs resume across a change of options.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tinydiffusion import training
+from tinydiffusion.checkpoint import EMA_FILE, MODEL_FILE, latest_checkpoint, load_weights
+from tinydiffusion.config import apply_overrides
+from tinydiffusion.diffusion import GaussianDiffusion
+from tinydiffusion.errors import UserError
+from tinydiffusion.presets import get_preset
+from tinydiffusion.training import EMA, Trainer, _resolve_options, train
+
+CPU = torch.device("cpu")
+
+
+def smoke_config(data_dir, **overrides):
+    return apply_overrides(get_preset("smoke"), {"data.data_dir": str(data_dir), "train.threads": 1,
+                                                 "train.sample_every_epoch": False, "train.precision": "fp32",
+                                                 **overrides})
+
+
+def poison_loss(monkeypatch, bad_calls: set[int]) -> None:
+    real_loss, calls = GaussianDiffusion.training_loss, []
+
+    def loss(self, *args, **kwargs):
+        calls.append(None)
+        result = real_loss(self, *args, **kwargs)
+        return result * float("nan") if len(calls) - 1 in bad_calls else result
+
+    monkeypatch.setattr(GaussianDiffusion, "training_loss", loss)
+
+
+def final_weights(run: Path) -> dict[str, dict[str, torch.Tensor]]:
+    found = latest_checkpoint(run)
+    return {name: load_weights(found / name) for name in (MODEL_FILE, EMA_FILE)}
+
+
+def assert_same_weights(a, b, atol=1e-6) -> None:
+    for name in a:
+        for key in a[name]:
+            torch.testing.assert_close(a[name][key], b[name][key], atol=atol, rtol=1e-5, msg=f"{name} {key}")
+
+
+# --- what "auto" resolves to ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("has_amx", [True, False])
+def test_auto_precision_is_bf16_on_cpus_with_amx_only(monkeypatch, has_amx):
+    monkeypatch.setattr(training, "cpu_has_amx", lambda: has_amx)
+    config = get_preset("fashion-mnist")
+    options = _resolve_options(config, CPU, 1)
+    assert options["bf16"] is has_amx
+    assert not options["channels_last"] and not options["compile"] and not options["fused_adamw"]
+    config.train.precision = "fp32"
+    assert _resolve_options(config, CPU, 1)["bf16"] is False  # an explicit choice wins
+
+
+def test_auto_fuses_adamw_on_gpus():
+    config = get_preset("fashion-mnist")
+    assert _resolve_options(config, torch.device("cuda"), 1)["fused_adamw"] is True
+    assert _resolve_options(config, torch.device("cuda"), 1)["cuda_graph"] is False  # opt-in until measured
+
+
+@pytest.mark.parametrize("overrides, device, world, needs", [
+    ({}, "cpu", 1, "a GPU"),
+    ({}, "cuda", 2, "a single process"),
+    ({"train.fused_adamw": "off"}, "cuda", 1, "fused AdamW"),
+    ({"train.compile": "on"}, "cuda", 1, "torch.compile off"),
+])
+def test_cuda_graph_refuses_what_it_cannot_capture(overrides, device, world, needs):
+    config = apply_overrides(get_preset("fashion-mnist"), {"train.cuda_graph": "on", **overrides})
+    with pytest.raises(UserError, match=needs):
+        _resolve_options(config, torch.device(device), world)
+
+
+def test_cuda_graph_on_a_cpu_is_one_clear_error(tiny_data_dir, tmp_path, capsys):
+    from tinydiffusion.cli import main
+
+    code = main(["train", "--preset", "smoke", "--data-dir", str(tiny_data_dir), "--run-dir", str(tmp_path / "r"),
+                 "--device", "cpu", "--train.cuda_graph", "on", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "a GPU" in err and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("field", ["fused_adamw", "cuda_graph", "compile_mode"])
+def test_option_values_are_checked(field):
+    with pytest.raises(UserError, match=f"train.{field}"):
+        apply_overrides(get_preset("smoke"), {f"train.{field}": "sometimes"}).validate()
+
+
+# --- the EMA update -------------------------------------------------------------------------
+
+
+def test_ema_tensor_weight_matches_float_and_zero_skips():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 3)
+    by_float, by_tensor = EMA(net, 0.9), EMA(net, 0.9)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    weight = by_float.weight_at(5)
+    assert weight == pytest.approx(1 - 6 / 15)  # the warm-up: decay_k = (1 + k) / (10 + k)
+    by_float.update(net, weight)
+    by_tensor.update(net, torch.tensor(weight))
+    for a, b in zip(by_float.net.parameters(), by_tensor.net.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    before = [p.clone() for p in by_tensor.net.parameters()]
+    by_tensor.update(net, torch.tensor(weight) * torch.tensor(False))  # a skipped step
+    assert all(torch.equal(a, b) for a, b in zip(before, by_tensor.net.parameters(), strict=True))
+
+
+# --- the same training whatever the options -------------------------------------------------
+
+
+def test_device_side_skip_matches_the_host_side_skip(tiny_data_dir, tmp_path, monkeypatch):
+    """A non-finite step leaves the weights, EMA and AdamW state as if it never happened, either way."""
+    runs = {}
+    for fused in ("on", "off"):
+        poison_loss(monkeypatch, {2, 3})
+        run = tmp_path / fused
+        result = train(smoke_config(tiny_data_dir, **{"train.max_steps": 7, "train.on_nan": "skip",
+                                                       "train.fused_adamw": fused, "train.log_every": 7}),
+                       run, progress=False)
+        assert result.step == 7 and result.final_loss == result.final_loss
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert records[-1]["skipped_steps"] == 2
+        runs[fused] = final_weights(run)
+    assert_same_weights(runs["on"], runs["off"], atol=1e-5)  # fused and foreach AdamW round differently
+
+
+def test_fused_and_unfused_adamw_train_the_same_model(tiny_data_dir, tmp_path):
+    runs = {}
+    for fused in ("on", "off"):
+        train(smoke_config(tiny_data_dir, **{"train.max_steps": 6, "train.fused_adamw": fused}), tmp_path / fused,
+              progress=False)
+        runs[fused] = final_weights(tmp_path / fused)
+    assert_same_weights(runs["on"], runs["off"], atol=1e-5)
+
+
+@pytest.mark.parametrize("first, second", [("off", "on"), ("on", "off")])
+def test_resume_across_a_change_of_adamw_implementation(tiny_data_dir, tmp_path, first, second):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(smoke_config(tiny_data_dir, **{"train.max_steps": 6, "train.fused_adamw": second}), straight,
+          progress=False)
+    train(smoke_config(tiny_data_dir, **{"train.max_steps": 3, "train.fused_adamw": first}), split, progress=False)
+    resumed = Trainer(smoke_config(tiny_data_dir, **{"train.max_steps": 6, "train.fused_adamw": second}), split,
+                      resume=True, progress=False)
+    group = resumed.optimizer.param_groups[0]
+    assert group["fused"] is (second == "on")
+    steps = [state["step"] for state in resumed.optimizer.state.values()]
+    assert all(s.dtype == torch.float32 and float(s) == 3 for s in steps)
+    resumed.run()
+    assert_same_weights(final_weights(straight), final_weights(split), atol=1e-5)
+
+
+@pytest.mark.parametrize("fused", ["on", "off"])
+def test_stop_on_a_non_finite_loss_names_its_step_with_either_adamw(tiny_data_dir, tmp_path, monkeypatch, fused):
+    """The host reads a step's loss while the next is queued; the non-finite step's update was skipped
+    already, and the run stops before any later checkpoint."""
+    run = tmp_path / "run"
+    poison_loss(monkeypatch, {5})  # step 5; checkpoints every 3 steps, so the last good one is step 3
+    config = smoke_config(tiny_data_dir, **{"train.max_steps": 10, "train.checkpoint_every": 3,
+                                            "train.fused_adamw": fused})
+    with pytest.raises(UserError, match=r"at step 5\b.*step-00000003"):
+        train(config, run, progress=False)
+    assert latest_checkpoint(run).name == "step-00000003"
+
+
+@pytest.mark.parametrize("poisoned, last_good", [(1, None), (2, "step-00000002"), (3, "step-00000002")],
+                         ids=["before-a-checkpoint", "after-a-checkpoint", "the-last-step"])
+def test_no_checkpoint_is_written_after_a_non_finite_loss(tiny_data_dir, tmp_path, monkeypatch, poisoned, last_good):
+    """A checkpoint (step 2 here) and the end of the run read every pending loss before anything is saved."""
+    run = tmp_path / "run"
+    poison_loss(monkeypatch, {poisoned})
+    config = smoke_config(tiny_data_dir, **{"train.max_steps": 4, "train.checkpoint_every": 2,
+                                            "train.fused_adamw": "on", "train.log_every": 100})
+    with pytest.raises(UserError, match=rf"at step {poisoned}\b"):
+        train(config, run, progress=False)
+    found = latest_checkpoint(run)
+    assert (found.name if found else None) == last_good
+
+
+# --- CUDA graphs (run where a GPU is present) ----------------------------------------------------
+
+
+def poison_noise(monkeypatch, bad_steps: set[int]) -> None:
+    """NaN noise for the given steps. The batch is drawn outside the CUDA graph, so this reaches a step
+    that is replayed, where a patched Python function would not run."""
+    real_draw = Trainer._draw_batch
+
+    def draw(self, order, index_in_epoch):
+        x0, y, timesteps, noise = real_draw(self, order, index_in_epoch)
+        return (x0, y, timesteps, noise * float("nan")) if self.step in bad_steps else (x0, y, timesteps, noise)
+
+    monkeypatch.setattr(Trainer, "_draw_batch", draw)
+
+
+def graph_runs(data_dir, tmp_path, monkeypatch, device: str, graphs: list[str], bad_steps: set[int]):
+    poison_noise(monkeypatch, bad_steps)
+    runs = {}
+    for graph in graphs:
+        config = smoke_config(data_dir, **{"train.device": device, "train.max_steps": 12, "train.cuda_graph": graph,
+                                           "train.fused_adamw": "on", "train.on_nan": "skip", "train.log_every": 4})
+        train(config, tmp_path / graph, progress=False)
+        records = [json.loads(line) for line in (tmp_path / graph / "metrics.jsonl").read_text().splitlines()]
+        runs[graph] = (final_weights(tmp_path / graph), records)
+    return runs
+
+
+def test_nan_noise_is_skipped_on_the_device(tiny_data_dir, tmp_path, monkeypatch):
+    runs = graph_runs(tiny_data_dir, tmp_path, monkeypatch, "cpu", ["off"], bad_steps={6})
+    weights, records = runs["off"]
+    assert [r["skipped_steps"] for r in records] == [0, 1, 1]
+    assert all(torch.isfinite(w).all() for group in weights.values() for w in group.values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_graph_trains_like_eager_and_skips_on_the_device(tiny_data_dir, tmp_path, monkeypatch):
+    """Step 6 comes after the warm-up steps and the capture, so it is a replay."""
+    runs = graph_runs(tiny_data_dir, tmp_path, monkeypatch, "cuda", ["off", "on"], bad_steps={6})
+    (eager, eager_records), (graph, graph_records) = runs["off"], runs["on"]
+    assert [r["skipped_steps"] for r in graph_records] == [0, 1, 1]
+    for a, b in zip(eager_records, graph_records, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-3)
+    assert_same_weights(eager, graph, atol=1e-4)
+
+
+# --- the options benchmark ---------------------------------------------------------------------
+
+
+def test_options_benchmark_measures_each_set(tiny_data_dir):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import options
+
+    run = options.worker("fused_adamw", steps=15, threads=1, device="cpu", data_dir=str(tiny_data_dir),
+                         preset="smoke")
+    assert [w["step"] for w in run["windows"]] == [5, 10, 15]
+    steady, warmup = options.rates(run)
+    assert steady > 0 and warmup >= 0
+    results = {"sets": {"fp32": [dict(run, cold_cache=True)], "fused_adamw": [dict(run, cold_cache=True)]},
+               "machine": {"cpu": "x", "logical_cpus": 1, "torch": "t", "device": "cpu", "date": "d",
+                           "load_average_at_start": 0.0, "load_average_at_end": 0.0},
+               "settings": {"steps": 15, "log_every": 5, "rounds": 1, "compile_rounds": 1, "threads": 1}}
+    summary = options.summarize(results)
+    assert summary["fused_adamw"]["speed_vs_fp32"] == pytest.approx(1.0)
+    assert "| fused_adamw | 1 |" in options.format_markdown(results, summary)
