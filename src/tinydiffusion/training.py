@@ -82,8 +82,10 @@ class EMA:
         skipped (weight 0) without the host looking at the loss, and captured in a CUDA graph."""
         ema_params = list(self.net.parameters())
         params = [p.detach() for p in net.parameters()]
-        if isinstance(weight, torch.Tensor):
-            torch._foreach_lerp_(ema_params, params, [weight] * len(params))
+        if isinstance(weight, torch.Tensor):  # _foreach_mul_ takes a tensor scalar in one fused kernel on a GPU
+            step = torch._foreach_sub(params, ema_params)
+            torch._foreach_mul_(step, weight)
+            torch._foreach_add_(ema_params, step)
         else:
             torch._foreach_lerp_(ema_params, params, weight)
         ema_buffers, buffers = list(self.net.buffers()), list(net.buffers())
@@ -192,7 +194,7 @@ class _CapturedStep:
     """A whole training step (forward, backward, clipping, AdamW, EMA) recorded once as a CUDA graph and
     replayed for every later step: "whole-network capture" in PyTorch's CUDA graphs notes.
 
-    The preset's step is some 1,500 small kernels; on a GPU their launches, not their arithmetic,
+    The preset's step is hundreds of small kernels; on a GPU their launches, not their arithmetic,
     set its speed (docs/gpu-h200), and a replay launches them all at once. Batches are drawn eagerly
     and copied into the graph's fixed input tensors; the LR and EMA weight are device tensors the
     Trainer refills before each replay. Capture records without running, so replay follows at once.
