@@ -44,7 +44,8 @@ from tinydiffusion.training import Trainer
 LOG_EVERY = 5
 PRESET_STEPS = 5 * (60_000 // 128)  # the fashion-mnist preset's 5 epochs
 BATCH = 128
-OFF = {"train.precision": "fp32", "train.channels_last": "off", "train.fused_adamw": "off", "train.compile": "off"}
+OFF = {"train.precision": "fp32", "train.channels_last": "off", "train.fused_adamw": "off", "train.compile": "off",
+       "train.cuda_graph": "off"}
 OPTION_SETS = {
     "fp32": {},
     "bf16": {"train.precision": "bf16"},

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from tinydiffusion import training
 from tinydiffusion.checkpoint import EMA_FILE, MODEL_FILE, latest_checkpoint, load_weights
 from tinydiffusion.config import apply_overrides
 from tinydiffusion.diffusion import GaussianDiffusion
@@ -56,15 +55,13 @@ def assert_same_weights(a, b, atol=1e-6) -> None:
 # --- what "auto" resolves to ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("has_amx", [True, False])
-def test_auto_precision_is_bf16_on_cpus_with_amx_only(monkeypatch, has_amx):
-    monkeypatch.setattr(training, "cpu_has_amx", lambda: has_amx)
+def test_auto_is_plain_fp32_on_a_cpu():
     config = get_preset("fashion-mnist")
     options = _resolve_options(config, CPU, 1)
-    assert options["bf16"] is has_amx
-    assert not options["channels_last"] and not options["compile"] and not options["fused_adamw"]
-    config.train.precision = "fp32"
-    assert _resolve_options(config, CPU, 1)["bf16"] is False  # an explicit choice wins
+    assert not any(options.values())
+    config.train.precision, config.train.fused_adamw = "bf16", "on"
+    options = _resolve_options(config, CPU, 1)
+    assert options["bf16"] and options["fused_adamw"]  # an explicit choice wins
 
 
 def test_auto_fuses_adamw_on_gpus():

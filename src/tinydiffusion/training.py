@@ -150,29 +150,22 @@ def _injected_fault(rank: int, step: int) -> None:
         raise RuntimeError(f"injected failure on rank {rank} at step {step} (TINYDIFFUSION_FAIL_RANK is set)")
 
 
-def cpu_has_amx() -> bool:
-    """Whether this CPU has AMX tiles (Intel Xeon since Sapphire Rapids), on which oneDNN runs bf16."""
-    try:
-        return bool(torch.cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError):  # a torch without the check: assume not
-        return False
-
-
 def _resolve_options(config: RunConfig, device: torch.device, world_size: int) -> dict[str, bool]:
     """Turn auto/on/off into booleans; "auto" enables an option only where it was measured to help.
 
-    On a CPU with AMX (docs/options.md, 2-core Xeon), bf16 autocast trains the preset about 1.4x as
-    fast as fp32 to the same loss and FD, so "auto" turns it on there; CPUs without AMX have no fast
-    bf16 convolutions and stay in fp32. Channels-last, fused AdamW and torch.compile measured no gain
-    there worth their cost (compile: its first compilation eats what it saves in 5 epochs).
+    On a 2-core Xeon with AMX (docs/options.md), bf16 autocast trains the preset 1.4x as fast as fp32
+    but its models score worse at equal epochs (FD 1.87 against 1.68 at N = 1,000, mean of two seeds;
+    README), so "auto" stays fp32. Channels-last, fused AdamW and torch.compile gained too little there
+    to pay for their cost (compile: its first compilation eats what it saves in 5 epochs).
     On an H200 (docs/gpu-h200/results.json) the step is bound by kernel launches, not arithmetic:
     bf16 autocast with channels-last ran at 3,265 images/s against 3,555 in fp32, so "auto" leaves
-    both off there and fuses AdamW. CUDA graphs are opt-in until measured.
+    both off there; it fuses AdamW, so that a non-finite step is skipped without the host waiting.
+    CUDA graphs are opt-in until measured on a GPU.
     """
     t = config.train
     on_gpu = device.type == "cuda"
     options = {
-        "bf16": t.precision == "bf16" or (t.precision == "auto" and device.type == "cpu" and cpu_has_amx()),
+        "bf16": t.precision == "bf16",
         "compile": t.compile == "on",
         "channels_last": t.channels_last == "on",
         "fused_adamw": t.fused_adamw == "on" or (t.fused_adamw == "auto" and on_gpu),
