@@ -135,6 +135,7 @@ def loop_worker(name: str, steps: int, threads: int, data_dir: str) -> dict:
     config = apply_overrides(get_preset("fashion-mnist"), {
         "data.data_dir": data_dir, "data.download": False, "train.max_steps": steps, "train.log_every": LOG_EVERY,
         "train.sample_every_epoch": False, "train.threads": threads, "train.device": "cpu", "train.precision": "fp32",
+        "train.channels_last": "off",  # the bare step below is plain NCHW: like with like
     })
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = CpuTimedTrainer(config, Path(run_dir), progress=False, net=build(name))

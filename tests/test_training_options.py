@@ -55,13 +55,16 @@ def assert_same_weights(a, b, atol=1e-6) -> None:
 # --- what "auto" resolves to ------------------------------------------------------------------
 
 
-def test_auto_is_plain_fp32_on_a_cpu():
+def test_auto_on_a_cpu_is_fp32_with_channels_last():
     config = get_preset("fashion-mnist")
     options = _resolve_options(config, CPU, 1)
-    assert not any(options.values())
-    config.train.precision, config.train.fused_adamw = "bf16", "on"
+    assert options == {"bf16": False, "compile": False, "channels_last": True, "fused_adamw": False,
+                       "cuda_graph": False}
+    config.train.precision = "bf16"  # channels-last made bf16 slower
+    assert _resolve_options(config, CPU, 1)["channels_last"] is False
+    config.train.channels_last, config.train.fused_adamw = "on", "on"
     options = _resolve_options(config, CPU, 1)
-    assert options["bf16"] and options["fused_adamw"]  # an explicit choice wins
+    assert options["bf16"] and options["channels_last"] and options["fused_adamw"]  # explicit choices win
 
 
 def test_auto_fuses_adamw_on_gpus():

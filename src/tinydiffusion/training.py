@@ -153,10 +153,12 @@ def _injected_fault(rank: int, step: int) -> None:
 def _resolve_options(config: RunConfig, device: torch.device, world_size: int) -> dict[str, bool]:
     """Turn auto/on/off into booleans; "auto" enables an option only where it was measured to help.
 
-    On a 2-core Xeon with AMX (docs/options.md), bf16 autocast trains the preset 1.4x as fast as fp32
-    but its models score worse at equal epochs (FD 1.87 against 1.68 at N = 1,000, mean of two seeds;
-    README), so "auto" stays fp32. Channels-last, fused AdamW and torch.compile gained too little there
-    to pay for their cost (compile: its first compilation eats what it saves in 5 epochs).
+    On a 2-core Xeon (docs/options.md, paired rounds) channels-last made the fp32 loop 7-10% faster,
+    so "auto" turns it on for CPUs in fp32; with bf16 it made the loop slower. bf16 autocast
+    trained the preset 1.4x as fast (that Xeon has AMX), but its models scored worse at equal
+    epochs (FD 1.87 against 1.68 at N = 1,000, mean of two seeds; README), so "auto" stays fp32.
+    Fused AdamW gained 0-3%, inside the noise; torch.compile's first compilation (73 s) eats what it
+    saves in 5 epochs.
     On an H200 (docs/gpu-h200/results.json) the step is bound by kernel launches, not arithmetic:
     bf16 autocast with channels-last ran at 3,265 images/s against 3,555 in fp32, so "auto" leaves
     both off there; it fuses AdamW, so that a non-finite step is skipped without the host waiting.
@@ -164,10 +166,11 @@ def _resolve_options(config: RunConfig, device: torch.device, world_size: int) -
     """
     t = config.train
     on_gpu = device.type == "cuda"
+    bf16 = t.precision == "bf16"
     options = {
-        "bf16": t.precision == "bf16",
+        "bf16": bf16,
         "compile": t.compile == "on",
-        "channels_last": t.channels_last == "on",
+        "channels_last": t.channels_last == "on" or (t.channels_last == "auto" and not on_gpu and not bf16),
         "fused_adamw": t.fused_adamw == "on" or (t.fused_adamw == "auto" and on_gpu),
         "cuda_graph": t.cuda_graph == "on",
     }
