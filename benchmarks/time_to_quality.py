@@ -139,12 +139,19 @@ def score(name: str, run_dir: Path, args) -> dict:
 
 def header_lines(args, results: dict) -> list[str]:
     seconds = results["diffusers"]["budget_seconds"]
-    source = "the preset's 5 epochs" if args.budget_seconds is None else "--budget-seconds"
+    if args.budget_seconds is not None:
+        budget = f"budget: {seconds:.0f} s of training per network (--budget-seconds; sample grids off)"
+    elif args.ours_run:
+        budget = (f"budget: {seconds:.0f} s of training per network: the training time of the finished preset run "
+                  f"`{args.ours_run}` (5 epochs, its epoch-end sample grids included), reused with --ours-run; "
+                  "the baseline ran with sample grids off")
+    else:
+        budget = f"budget: {seconds:.0f} s of training per network (the preset's 5 epochs; sample grids off)"
     return [
         f"machine: {machine_description()}; training device {'cuda' if torch.cuda.is_available() else 'cpu'}",
         f"torch {torch.__version__}, torch threads: {torch.get_num_threads()}, "
         f"{datetime.now().astimezone().isoformat(timespec='minutes')}",
-        f"budget: {seconds:.0f} s of training per network ({source}; sample grids off)",
+        budget,
         f"scored: {args.num} samples, sampler {args.sampler}, {args.steps} steps, guidance {args.guidance:g}, "
         f"seed {SEED}, classes cycled; `tinydiffusion evaluate --samples`",
     ]
