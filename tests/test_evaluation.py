@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REAL_DATA
 
 from tinydiffusion import evaluation
 from tinydiffusion.data import load_fashion_mnist, write_idx
@@ -21,8 +22,6 @@ from tinydiffusion.evaluation import (
     precision_recall,
 )
 from tinydiffusion.nets.classifier import ClassifierConfig, FashionClassifier
-
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-mnist"
 
 
 @pytest.fixture(autouse=True)
@@ -141,9 +140,9 @@ def test_features_accept_the_three_layouts(tiny_classifier):
     nchw = extract_features(tiny_classifier, images[:, None])
     np.testing.assert_array_equal(extract_features(tiny_classifier, images), nchw)
     np.testing.assert_array_equal(extract_features(tiny_classifier, images[..., None]), nchw)
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="must be uint8"):
         extract_features(tiny_classifier, images.astype(np.float32))
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="have shape"):
         extract_features(tiny_classifier, np.zeros((2, 32, 32, 3), np.uint8))
 
 
@@ -232,7 +231,7 @@ def test_train_classifier_command_line_reports_missing_data(tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
 
 
-def test_evaluate_samples_returns_every_key_and_caches(fake_data_dir, tiny_classifier, private_cache):
+def test_evaluate_samples_returns_every_key_and_caches(fake_data_dir, tiny_classifier, private_cache, monkeypatch):
     images, labels = fake_images(60, seed=5)
     result = evaluation.evaluate_samples(images[..., None], labels, data_dir=fake_data_dir,
                                          classifier=tiny_classifier, progress=False)
@@ -243,15 +242,23 @@ def test_evaluate_samples_returns_every_key_and_caches(fake_data_dir, tiny_class
     assert 0.0 <= result["precision"] <= 1.0 and 0.0 <= result["class_accuracy"] <= 1.0
     cached = sorted(p.name for p in private_cache.iterdir())
     assert [name.split("-")[1] for name in cached] == ["floor", "reference"]
+    real_extract, extracted = evaluation.extract_features, []
+
+    def counting(classifier, batch, *args, **kwargs):
+        extracted.append(len(batch))
+        return real_extract(classifier, batch, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "extract_features", counting)
     again = evaluation.evaluate_samples(images, labels, data_dir=fake_data_dir,
                                         classifier=tiny_classifier, progress=False)
+    assert extracted == [60], "the reference and floor features were not read from the cache"
     assert again["fd"] == result["fd"] and again["fd_floor"] == result["fd_floor"]
     assert sorted(p.name for p in private_cache.iterdir()) == cached
     table = evaluation.format_table(result)
     assert "FD (fmnist-classifier features)" in table and "N=60" in table
 
 
-def test_evaluate_samples_of_real_images_is_near_its_floor(fake_data_dir, tiny_classifier):
+def test_evaluate_samples_of_the_reference_images_scores_zero(fake_data_dir, tiny_classifier):
     test_images = load_fashion_mnist(fake_data_dir, "test", download_missing=False).images
     result = evaluation.evaluate_samples(test_images, data_dir=fake_data_dir, classifier=tiny_classifier,
                                          num_floor=100, progress=False)

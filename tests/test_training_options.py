@@ -8,6 +8,7 @@ results as the host-side skip, and check that runs resume across a change of opt
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def final_weights(run: Path) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def assert_same_weights(a, b, atol=1e-6) -> None:
+    assert a.keys() == b.keys() and all(a[name].keys() == b[name].keys() for name in a)
     for name in a:
         for key in a[name]:
             torch.testing.assert_close(a[name][key], b[name][key], atol=atol, rtol=1e-5, msg=f"{name} {key}")
@@ -129,12 +131,13 @@ def test_device_side_skip_matches_the_host_side_skip(tiny_data_dir, tmp_path, mo
     """A non-finite step leaves the weights, EMA and AdamW state as if it never happened, either way."""
     runs = {}
     for fused in ("on", "off"):
-        poison_loss(monkeypatch, {2, 3})
-        run = tmp_path / fused
-        result = train(smoke_config(tiny_data_dir, **{"train.max_steps": 7, "train.on_nan": "skip",
-                                                       "train.fused_adamw": fused, "train.log_every": 7}),
-                       run, progress=False)
-        assert result.step == 7 and result.final_loss == result.final_loss
+        with monkeypatch.context() as patch:  # a fresh count of calls for each run
+            poison_loss(patch, {2, 3})
+            run = tmp_path / fused
+            result = train(smoke_config(tiny_data_dir, **{"train.max_steps": 7, "train.on_nan": "skip",
+                                                           "train.fused_adamw": fused, "train.log_every": 7}),
+                           run, progress=False)
+        assert result.step == 7 and math.isfinite(result.final_loss)
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert records[-1]["skipped_steps"] == 2
         runs[fused] = final_weights(run)
@@ -161,6 +164,7 @@ def test_resume_across_a_change_of_adamw_implementation(tiny_data_dir, tmp_path,
     group = resumed.optimizer.param_groups[0]
     assert group["fused"] is (second == "on")
     steps = [state["step"] for state in resumed.optimizer.state.values()]
+    assert len(steps) == len(list(resumed.net.parameters()))
     assert all(s.dtype == torch.float32 and float(s) == 3 for s in steps)
     resumed.run()
     assert_same_weights(final_weights(straight), final_weights(split), atol=1e-5)
