@@ -13,7 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tinydiffusion.checkpoint import EMA_FILE, MODEL_FILE, latest_checkpoint, load_weights
+from tinydiffusion.config import RunConfig, apply_overrides
 from tinydiffusion.data import write_idx
+from tinydiffusion.diffusion import GaussianDiffusion
+from tinydiffusion.presets import get_preset
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data" / "fashion-mnist"
@@ -58,3 +62,40 @@ def _one_thread():
     import torch
 
     torch.set_num_threads(1)  # the CI machine has two cores; tests run many small models
+
+
+# --- helpers the training, crash and hostile-input tests share ----------------------------------
+
+
+def smoke_config(data_dir, **overrides) -> RunConfig:
+    """The smoke preset on the tiny data, one thread, no sample grids."""
+    return apply_overrides(get_preset("smoke"), {"data.data_dir": str(data_dir), "train.threads": 1,
+                                                 "train.sample_every_epoch": False, **overrides})
+
+
+def train_args(data_dir, run_dir, *extra) -> list:
+    """`tinydiffusion train` arguments for a smoke run."""
+    return ["train", "--preset", "smoke", "--data-dir", data_dir, "--run-dir", run_dir, "--no-progress",
+            "--train.threads", "1", *extra]
+
+
+def files_of(run: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def final_weights(run_dir: Path) -> dict[str, dict]:
+    """The latest checkpoint's model and EMA weights."""
+    found = latest_checkpoint(run_dir)
+    return {name: load_weights(found / name) for name in (MODEL_FILE, EMA_FILE)}
+
+
+def poison_loss(monkeypatch, bad_calls: set[int], value: float = float("nan")) -> None:
+    """Make GaussianDiffusion.training_loss non-finite on the given (0-based) calls."""
+    real_loss, calls = GaussianDiffusion.training_loss, []
+
+    def loss(self, *args, **kwargs):
+        calls.append(None)
+        result = real_loss(self, *args, **kwargs)
+        return result * value if len(calls) - 1 in bad_calls else result
+
+    monkeypatch.setattr(GaussianDiffusion, "training_loss", loss)

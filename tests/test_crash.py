@@ -20,23 +20,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_env
+from conftest import cli_env, files_of, poison_loss, smoke_config, train_args
 from PIL import Image
 from safetensors.torch import load_file
 
 from tinydiffusion import checkpoint as ckpt
 from tinydiffusion.config import RunConfig, apply_overrides
-from tinydiffusion.diffusion import GaussianDiffusion
 from tinydiffusion.errors import UserError
-from tinydiffusion.presets import get_preset
 from tinydiffusion.training import train
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def smoke_config(data_dir, **overrides) -> RunConfig:
-    return apply_overrides(get_preset("smoke"), {"data.data_dir": str(data_dir), "train.threads": 1,
-                                                 "train.sample_every_epoch": False, **overrides})
 
 
 _started: list[subprocess.Popen] = []
@@ -95,10 +88,6 @@ def training_started(run: Path) -> bool:
     return metrics.is_file() and metrics.stat().st_size > 0
 
 
-def files_of(run: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
-
-
 def assert_run_consistent(run: Path) -> Path:
     """Everything under a real name is complete; the latest checkpoint loads; returns it."""
     json.loads((run / "config.json").read_text())
@@ -125,11 +114,6 @@ def assert_run_consistent(run: Path) -> Path:
     found = ckpt.latest_checkpoint(run)
     assert found is not None and found.name == pointer
     return found
-
-
-def train_args(data_dir, run: Path, *extra) -> list:
-    return ["train", "--preset", "smoke", "--data-dir", data_dir, "--run-dir", run, "--no-progress",
-            "--train.threads", "1", *extra]
 
 
 # --- signals ---------------------------------------------------------------------------------
@@ -288,18 +272,6 @@ def test_resume_of_a_run_that_crashed_before_its_first_checkpoint(tiny_data_dir,
 
 
 # --- a non-finite loss -----------------------------------------------------------------------
-
-
-def poison_loss(monkeypatch, bad_calls: set[int], value: float = float("nan")) -> None:
-    """Make GaussianDiffusion.training_loss non-finite on the given (0-based) calls."""
-    real_loss, calls = GaussianDiffusion.training_loss, []
-
-    def loss(self, *args, **kwargs):
-        calls.append(None)
-        result = real_loss(self, *args, **kwargs)
-        return result * value if len(calls) - 1 in bad_calls else result
-
-    monkeypatch.setattr(GaussianDiffusion, "training_loss", loss)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])

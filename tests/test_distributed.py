@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import final_weights
 
-from tinydiffusion.checkpoint import EMA_FILE, MODEL_FILE, latest_checkpoint, load_weights
+from tinydiffusion.checkpoint import EMA_FILE, MODEL_FILE, latest_checkpoint
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
 
@@ -55,11 +56,6 @@ def assert_ok(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr[-3000:]}"
 
 
-def weights(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
-    found = latest_checkpoint(run_dir)
-    return {name: load_weights(found / name) for name in (MODEL_FILE, EMA_FILE)}
-
-
 def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -76,7 +72,7 @@ def runs(tiny_data_dir, tmp_path_factory) -> dict:
 
 
 def test_two_processes_take_the_steps_of_one(runs):
-    two, one = weights(runs["two"]), weights(runs["one"])
+    two, one = final_weights(runs["two"]), final_weights(runs["one"])
     for name in (MODEL_FILE, EMA_FILE):
         assert two[name].keys() == one[name].keys()
         for key in one[name]:
@@ -108,7 +104,7 @@ def test_a_two_process_checkpoint_resumes_and_samples_in_one_process(runs, tmp_p
         assert "resuming" in resumed.stdout and "from step 6" in resumed.stdout
         assert latest_checkpoint(run_dir).name == "step-00000010"
     assert [m["step"] for m in metrics(copies["two"])] == list(range(1, 11))
-    two, one = weights(copies["two"]), weights(copies["one"])
+    two, one = final_weights(copies["two"]), final_weights(copies["one"])
     for key in one[MODEL_FILE]:
         torch.testing.assert_close(two[MODEL_FILE][key], one[MODEL_FILE][key], atol=1e-5, rtol=1e-4, msg=key)
 

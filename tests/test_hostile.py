@@ -22,27 +22,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import run_cli, smoke_config, train_args
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tinydiffusion import checkpoint as ckpt
 from tinydiffusion.cli import main
-from tinydiffusion.config import apply_overrides
 from tinydiffusion.data import MAX_IDX_BYTES, load_fashion_mnist, read_idx, write_idx
 from tinydiffusion.errors import UserError
 from tinydiffusion.evaluation import load_samples_npz
-from tinydiffusion.presets import get_preset
 from tinydiffusion.training import train
 
 # --- helpers ---------------------------------------------------------------------------------
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def smoke_config(data_dir, **overrides):
-    return apply_overrides(get_preset("smoke"), {"data.data_dir": str(data_dir), "train.threads": 1,
-                                                 "train.sample_every_epoch": False, **overrides})
 
 
 def cli(capsys, *args) -> tuple[int, str, str]:
@@ -531,11 +524,6 @@ def test_npz_fuzz(fuzz_dir, data, cut, flip):
 # --- bad arguments: rejected before any work starts -------------------------------------------
 
 
-def _train_args(data_dir, run_dir, *extra):
-    return ["train", "--preset", "smoke", "--data-dir", data_dir, "--run-dir", run_dir, "--no-progress",
-            "--train.threads", "1", *extra]
-
-
 BAD_TRAIN_ARGS = {  # name -> (extra arguments, words the error must contain)
     "epochs-zero": (["--epochs", "0"], "epochs"),
     "epochs-negative": (["--epochs", "-1"], "epochs"),
@@ -570,7 +558,7 @@ BAD_TRAIN_ARGS = {  # name -> (extra arguments, words the error must contain)
 def test_bad_train_arguments_are_rejected_before_any_work(tiny_data_dir, tmp_path, capsys, monkeypatch, kind):
     monkeypatch.chdir(tmp_path)
     extra, words = BAD_TRAIN_ARGS[kind]
-    code, _, err = cli(capsys, *_train_args(tiny_data_dir, tmp_path / "run"), *extra)
+    code, _, err = cli(capsys, *train_args(tiny_data_dir, tmp_path / "run"), *extra)
     assert_one_error_line(code, err, words)
     assert list(tmp_path.iterdir()) == [], "a bad argument still created files"
 
@@ -579,7 +567,7 @@ def test_existing_run_dir_without_resume_is_left_untouched(trained_run, tiny_dat
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
-    code, _, err = cli(capsys, *_train_args(tiny_data_dir, run, "--max-steps", "3"))
+    code, _, err = cli(capsys, *train_args(tiny_data_dir, run, "--max-steps", "3"))
     assert_one_error_line(code, err, "--resume")
     assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
 
@@ -661,7 +649,7 @@ def test_cli_errors_in_a_real_process(trained_run, tiny_data_dir, tmp_path):
     before = sorted(tmp_path.rglob("*"))
     cases = [
         (["sample", "--checkpoint", damaged, "--num", 2, "--steps", 2, "--out", tmp_path / "f.png"], "safetensors"),
-        (_train_args(tiny_data_dir, tmp_path / "new-run", "--train.lr", "abc"), "train.lr"),
+        (train_args(tiny_data_dir, tmp_path / "new-run", "--train.lr", "abc"), "train.lr"),
     ]
     for args, words in cases:
         result = run_cli(args, cwd=tmp_path, timeout=120)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import final_weights, poison_loss, smoke_config
 
-from tinydiffusion.checkpoint import EMA_FILE, MODEL_FILE, latest_checkpoint, load_weights
+from tinydiffusion.checkpoint import latest_checkpoint
 from tinydiffusion.config import apply_overrides
-from tinydiffusion.diffusion import GaussianDiffusion
 from tinydiffusion.errors import UserError
 from tinydiffusion.presets import get_preset
 from tinydiffusion.training import EMA, Trainer, _resolve_options, train
@@ -25,26 +25,9 @@ from tinydiffusion.training import EMA, Trainer, _resolve_options, train
 CPU = torch.device("cpu")
 
 
-def smoke_config(data_dir, **overrides):
-    return apply_overrides(get_preset("smoke"), {"data.data_dir": str(data_dir), "train.threads": 1,
-                                                 "train.sample_every_epoch": False, "train.precision": "fp32",
-                                                 **overrides})
-
-
-def poison_loss(monkeypatch, bad_calls: set[int]) -> None:
-    real_loss, calls = GaussianDiffusion.training_loss, []
-
-    def loss(self, *args, **kwargs):
-        calls.append(None)
-        result = real_loss(self, *args, **kwargs)
-        return result * float("nan") if len(calls) - 1 in bad_calls else result
-
-    monkeypatch.setattr(GaussianDiffusion, "training_loss", loss)
-
-
-def final_weights(run: Path) -> dict[str, dict[str, torch.Tensor]]:
-    found = latest_checkpoint(run)
-    return {name: load_weights(found / name) for name in (MODEL_FILE, EMA_FILE)}
+def fp32_smoke(data_dir, **overrides):
+    """The smoke preset in fp32: these tests compare numbers across options."""
+    return smoke_config(data_dir, **{"train.precision": "fp32", **overrides})
 
 
 def assert_same_weights(a, b, atol=1e-6) -> None:
@@ -134,7 +117,7 @@ def test_device_side_skip_matches_the_host_side_skip(tiny_data_dir, tmp_path, mo
         with monkeypatch.context() as patch:  # a fresh count of calls for each run
             poison_loss(patch, {2, 3})
             run = tmp_path / fused
-            result = train(smoke_config(tiny_data_dir, **{"train.max_steps": 7, "train.on_nan": "skip",
+            result = train(fp32_smoke(tiny_data_dir, **{"train.max_steps": 7, "train.on_nan": "skip",
                                                            "train.fused_adamw": fused, "train.log_every": 7}),
                            run, progress=False)
         assert result.step == 7 and math.isfinite(result.final_loss)
@@ -147,7 +130,7 @@ def test_device_side_skip_matches_the_host_side_skip(tiny_data_dir, tmp_path, mo
 def test_fused_and_unfused_adamw_train_the_same_model(tiny_data_dir, tmp_path):
     runs = {}
     for fused in ("on", "off"):
-        train(smoke_config(tiny_data_dir, **{"train.max_steps": 6, "train.fused_adamw": fused}), tmp_path / fused,
+        train(fp32_smoke(tiny_data_dir, **{"train.max_steps": 6, "train.fused_adamw": fused}), tmp_path / fused,
               progress=False)
         runs[fused] = final_weights(tmp_path / fused)
     assert_same_weights(runs["on"], runs["off"], atol=1e-5)
@@ -156,10 +139,10 @@ def test_fused_and_unfused_adamw_train_the_same_model(tiny_data_dir, tmp_path):
 @pytest.mark.parametrize("first, second", [("off", "on"), ("on", "off")])
 def test_resume_across_a_change_of_adamw_implementation(tiny_data_dir, tmp_path, first, second):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    train(smoke_config(tiny_data_dir, **{"train.max_steps": 6, "train.fused_adamw": second}), straight,
+    train(fp32_smoke(tiny_data_dir, **{"train.max_steps": 6, "train.fused_adamw": second}), straight,
           progress=False)
-    train(smoke_config(tiny_data_dir, **{"train.max_steps": 3, "train.fused_adamw": first}), split, progress=False)
-    resumed = Trainer(smoke_config(tiny_data_dir, **{"train.max_steps": 6, "train.fused_adamw": second}), split,
+    train(fp32_smoke(tiny_data_dir, **{"train.max_steps": 3, "train.fused_adamw": first}), split, progress=False)
+    resumed = Trainer(fp32_smoke(tiny_data_dir, **{"train.max_steps": 6, "train.fused_adamw": second}), split,
                       resume=True, progress=False)
     group = resumed.optimizer.param_groups[0]
     assert group["fused"] is (second == "on")
@@ -176,7 +159,7 @@ def test_stop_on_a_non_finite_loss_names_its_step_with_either_adamw(tiny_data_di
     already, and the run stops before any later checkpoint."""
     run = tmp_path / "run"
     poison_loss(monkeypatch, {5})  # step 5; checkpoints every 3 steps, so the last good one is step 3
-    config = smoke_config(tiny_data_dir, **{"train.max_steps": 10, "train.checkpoint_every": 3,
+    config = fp32_smoke(tiny_data_dir, **{"train.max_steps": 10, "train.checkpoint_every": 3,
                                             "train.fused_adamw": fused})
     with pytest.raises(UserError, match=r"at step 5\b.*step-00000003"):
         train(config, run, progress=False)
@@ -189,7 +172,7 @@ def test_no_checkpoint_is_written_after_a_non_finite_loss(tiny_data_dir, tmp_pat
     """A checkpoint (step 2 here) and the end of the run read every pending loss before anything is saved."""
     run = tmp_path / "run"
     poison_loss(monkeypatch, {poisoned})
-    config = smoke_config(tiny_data_dir, **{"train.max_steps": 4, "train.checkpoint_every": 2,
+    config = fp32_smoke(tiny_data_dir, **{"train.max_steps": 4, "train.checkpoint_every": 2,
                                             "train.fused_adamw": "on", "train.log_every": 100})
     with pytest.raises(UserError, match=rf"at step {poisoned}\b"):
         train(config, run, progress=False)
@@ -216,7 +199,7 @@ def graph_runs(data_dir, tmp_path, monkeypatch, device: str, graphs: list[str], 
     poison_noise(monkeypatch, bad_steps)
     runs = {}
     for graph in graphs:
-        config = smoke_config(data_dir, **{"train.device": device, "train.max_steps": 12, "train.cuda_graph": graph,
+        config = fp32_smoke(data_dir, **{"train.device": device, "train.max_steps": 12, "train.cuda_graph": graph,
                                            "train.fused_adamw": "on", "train.on_nan": "skip", "train.log_every": 4})
         train(config, tmp_path / graph, progress=False)
         records = [json.loads(line) for line in (tmp_path / graph / "metrics.jsonl").read_text().splitlines()]
