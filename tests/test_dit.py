@@ -143,3 +143,14 @@ def test_unpatchify_returns_each_patch_to_its_place():
     inside[row * p : (row + 1) * p, col * p : (col + 1) * p] = True
     assert influence[inside].min() > 0
     assert influence[~inside].max() == 0
+
+
+def test_both_names_of_the_small_transformer_take_the_transformer_recipe():
+    from tinydiffusion.presets import get_preset, preset_with_network
+
+    recipe = get_preset("fashion-mnist-dit")
+    for name in ("dit", "dit-s"):
+        assert preset_with_network("fashion-mnist", name) == recipe, name
+    assert preset_with_network("fashion-mnist", "dit-b").train == get_preset("fashion-mnist").train
+    assert preset_with_network("fashion-mnist", None) == get_preset("fashion-mnist")
+    assert preset_with_network("smoke", "dit").net.kind == "dit"  # other presets only swap the network

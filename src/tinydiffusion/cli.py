@@ -13,7 +13,7 @@ from .config import apply_overrides, config_fields
 from .data import CLASS_NAMES, atomic_write_bytes, class_index, load_dataset
 from .errors import UserError
 from .pipeline import DEFAULT_GUIDANCE
-from .presets import NETWORKS, PRESETS, get_preset, with_network
+from .presets import NETWORKS, PRESETS, preset_with_network
 from .samplers import SAMPLERS
 
 
@@ -84,12 +84,7 @@ def cmd_train(args) -> int:
             raise UserError("a resumed run keeps its network and diffusion settings; "
                             "start a new --run-dir to change them.")
     else:
-        config = get_preset(args.preset)
-        if args.net == "dit" and args.preset == "fashion-mnist":
-            config = get_preset("fashion-mnist-dit")  # its learning rate suits the Transformer
-        elif args.net:
-            config = with_network(config, args.net)
-        config = apply_overrides(config, overrides)
+        config = apply_overrides(preset_with_network(args.preset, args.net), overrides)
         run_dir = Path(args.run_dir or f"runs/{config.name}")
         if (run_dir / CHECKPOINTS).exists() or (run_dir / "config.json").exists():
             raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "

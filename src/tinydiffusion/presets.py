@@ -69,6 +69,18 @@ def with_network(config: RunConfig, name: str) -> RunConfig:
     return dataclasses.replace(config, net=net)
 
 
+def preset_with_network(preset: str, net: str | None) -> RunConfig:
+    """A preset with `--net`'s network swapped in. The reference run with its Transformer is the
+    fashion-mnist-dit preset (its learning rate suits the Transformer), whichever alias names the net."""
+    config = get_preset(preset)
+    if net is None:
+        return config
+    config = with_network(config, net)
+    if preset == "fashion-mnist" and config.net == PRESETS["fashion-mnist-dit"].net:
+        return get_preset("fashion-mnist-dit")
+    return config
+
+
 def get_preset(name: str) -> RunConfig:
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}.")
