@@ -85,9 +85,15 @@ class ReverseRecorder:
             self.frames.append(x_t.detach().float().cpu())
             self.timesteps.append(t)
 
+    def _even_picks(self, k: int) -> list[int]:
+        """Up to k recorded steps, evenly spread, always the first and the last."""
+        if k < 2:
+            return [len(self.frames) - 1]
+        return sorted({round(i * (len(self.frames) - 1) / (k - 1)) for i in range(k)})
+
     def figure(self, columns: int = 10) -> Image.Image:
         """Rows: samples; columns: evenly chosen recorded steps, the last being the final image."""
-        picks = sorted({round(i * (len(self.frames) - 1) / (columns - 1)) for i in range(columns)})
+        picks = self._even_picks(columns)
         frames = [to_pixels(self.frames[p]) for p in picks]
         rows = [torch.stack([f[j] for f in frames]) for j in range(frames[0].shape[0])]
         labels = [f"t={int(self.timesteps[p])}" for p in picks]
@@ -96,7 +102,7 @@ class ReverseRecorder:
 
     def save_gif(self, path: str | Path, nrow: int | None = None, max_frames: int = 60, frame_ms: int = 80) -> None:
         """At most `max_frames` evenly chosen steps (a 1000-step DDPM would make a 35 MB file)."""
-        picks = sorted({round(i * (len(self.frames) - 1) / (max_frames - 1)) for i in range(max_frames)})
+        picks = self._even_picks(max_frames)
         frames = [grid_image(to_pixels(self.frames[p]), nrow, scale=2) for p in picks]
         frames += [frames[-1]] * 12  # hold the final image
         save_image(frames[0], path, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
