@@ -32,10 +32,9 @@ import numpy as np
 import scipy.linalg
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from .checkpoint import load_into, load_weights, plain_state_dict
 from .data import CLASS_NAMES, atomic_write_bytes, load_fashion_mnist, to_model_space
 from .errors import UserError
 from .nets.classifier import ClassifierConfig, FashionClassifier
@@ -128,7 +127,7 @@ def save_classifier(model: FashionClassifier, path: str | Path, info: dict) -> N
     """Weights as safetensors at `path`, config and provenance as JSON beside it, both atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    state = plain_state_dict(model)
     info = {"format": "tinydiffusion-classifier", "version": 1, **info, "weights_sha256": weights_checksum(model)}
     atomic_write_bytes(path, save_safetensors(state))
     atomic_write_bytes(path.with_suffix(".json"), (json.dumps(info, indent=2) + "\n").encode())
@@ -146,9 +145,9 @@ def load_classifier(path: str | Path | None = None) -> FashionClassifier:
         info = json.loads(info_path.read_text())
         config = ClassifierConfig(**{**info["config"], "channels": tuple(info["config"]["channels"])})
         model = FashionClassifier(config)
-        model.load_state_dict(load_safetensors(path.read_bytes()))
-    except (ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
+    except (ValueError, KeyError, TypeError) as err:
         raise UserError(f"{path} is not a classifier this version can load ({err}).") from None
+    load_into(model, load_weights(path), path)  # a damaged or mismatched file is one sentence from these
     if weights_checksum(model) != info.get("weights_sha256"):
         raise UserError(f"{path} does not match the checksum in {info_path.name}; the files are damaged.")
     model.info = info
