@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from tinydiffusion.config import apply_overrides
-from tinydiffusion.data import atomic_write_bytes
+from tinydiffusion.files import atomic_write_bytes
 from tinydiffusion.presets import get_preset
 from tinydiffusion.training import Trainer
 

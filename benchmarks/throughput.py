@@ -44,7 +44,7 @@ from baselines import NETWORKS, build, machine_description
 from torch.utils.flop_counter import FlopCounterMode
 
 from tinydiffusion.config import apply_overrides
-from tinydiffusion.data import atomic_write_bytes
+from tinydiffusion.files import atomic_write_bytes
 from tinydiffusion.nets import count_parameters
 from tinydiffusion.presets import get_preset
 from tinydiffusion.training import Trainer

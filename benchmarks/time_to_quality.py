@@ -36,10 +36,11 @@ from baselines import NETWORKS, build, machine_description
 
 from tinydiffusion.checkpoint import EMA_FILE, latest_checkpoint, load_config, load_into, load_weights
 from tinydiffusion.cli import save_npz
-from tinydiffusion.config import RunConfig, apply_overrides
-from tinydiffusion.data import atomic_write_bytes, load_dataset
+from tinydiffusion.config import DataConfig, RunConfig, apply_overrides
+from tinydiffusion.data import load_data
 from tinydiffusion.diffusion import GaussianDiffusion
 from tinydiffusion.errors import UserError
+from tinydiffusion.files import atomic_write_bytes
 from tinydiffusion.nets import count_parameters
 from tinydiffusion.pipeline import DEFAULT_GUIDANCE, Model, generate
 from tinydiffusion.presets import get_preset
@@ -222,7 +223,7 @@ def main() -> None:
             parser.error(f"{args.out_dir / name} already holds a run; choose another --out-dir or delete it")
 
     try:
-        dataset = load_dataset("fashion-mnist", args.data_dir, "train", download_missing=False)
+        dataset = load_data(DataConfig(data_dir=str(args.data_dir), download=False))
         if args.ours_run:
             results = {"ours": finished_run(args.ours_run)}
         else:

@@ -58,6 +58,20 @@ def run_cli(args: list[str], cwd: Path | None = None, timeout: float = 300, env:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Prepared data, downloads and FD statistics go to a fresh folder, never the user's ~/.cache; the
+    environment variable reaches the CLI subprocesses too."""
+    folder = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("TINYDIFFUSION_CACHE")
+    os.environ["TINYDIFFUSION_CACHE"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("TINYDIFFUSION_CACHE", None)
+    else:
+        os.environ["TINYDIFFUSION_CACHE"] = old
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     import torch
 

@@ -7,17 +7,21 @@ import numpy as np
 import pytest
 import torch
 
-from tinydiffusion.data import (
-    FILES,
-    class_index,
-    download,
-    load_fashion_mnist,
-    read_idx,
-    to_model_space,
-    to_pixels,
-    write_idx,
-)
+from tinydiffusion.config import DataConfig
+from tinydiffusion.data import class_index, load_data, read_idx, to_model_space, to_pixels, write_idx
+from tinydiffusion.data.download import download_files
+from tinydiffusion.data.named import FASHION_MNIST
 from tinydiffusion.errors import UserError
+
+FILES = FASHION_MNIST.files
+
+
+def load_fashion_mnist(folder, split):
+    return load_data(DataConfig(data_dir=str(folder), download=False), split, progress=False)
+
+
+def download(folder, mirrors, files):
+    download_files(folder, mirrors, files, "Fashion-MNIST", progress=False)
 
 
 def test_pixel_round_trip_is_exact():
@@ -61,14 +65,14 @@ def test_bad_idx_files_name_the_file(tmp_path, payload, message):
 
 def test_missing_data_directory_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="--data-dir"):
-        load_fashion_mnist(tmp_path / "nowhere", "train", download_missing=False)
+        load_fashion_mnist(tmp_path / "nowhere", "train")
 
 
 def test_images_and_labels_must_agree(tmp_path):
     write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((4, 28, 28), np.uint8))
     write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.zeros(3, np.uint8))
     with pytest.raises(UserError, match="do not belong together"):
-        load_fashion_mnist(tmp_path, "train", download_missing=False)
+        load_fashion_mnist(tmp_path, "train")
 
 
 def make_mirror(tmp_path):
@@ -87,7 +91,7 @@ def test_download_verifies_md5_and_writes_atomically(tmp_path):
     target = tmp_path / "data"
     download(target, mirrors=(mirror.as_uri() + "/",), files=sums)
     assert sorted(p.name for p in target.iterdir()) == sorted(FILES)  # no temporaries left behind
-    assert load_fashion_mnist(target, "test", download_missing=False).images.shape == (3, 1, 28, 28)
+    assert load_fashion_mnist(target, "test").images.shape == (3, 1, 28, 28)
 
 
 def test_download_rejects_a_wrong_checksum_and_writes_nothing(tmp_path):
@@ -111,9 +115,9 @@ def test_download_keeps_files_already_present(tmp_path):
 
 @pytest.mark.parametrize("text,index", [("sneaker", 7), ("Sneaker", 7), ("7", 7), ("ankle boot", 9), ("T-shirt", 0)])
 def test_class_names_and_indices(text, index):
-    assert class_index(text) == index
+    assert class_index(text, FASHION_MNIST.class_names, FASHION_MNIST.class_aliases) == index
 
 
 def test_unknown_class_lists_the_valid_ones():
     with pytest.raises(UserError, match="sneaker.*ankle-boot"):
-        class_index("sandwich")
+        class_index("sandwich", FASHION_MNIST.class_names)

@@ -11,7 +11,8 @@ import torch
 from conftest import REAL_DATA
 
 from tinydiffusion import evaluation
-from tinydiffusion.data import load_fashion_mnist, write_idx
+from tinydiffusion.config import DataConfig
+from tinydiffusion.data import load_data, write_idx
 from tinydiffusion.errors import UserError
 from tinydiffusion.evaluation import (
     extract_features,
@@ -208,7 +209,7 @@ def test_damaged_classifier_file_is_a_user_error(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason="real Fashion-MNIST not at ../shared/data/fashion-mnist")
 def test_bundled_classifier_is_accurate_on_the_real_test_split():
-    test = load_fashion_mnist(REAL_DATA, "test", download_missing=False)
+    test = load_data(DataConfig(data_dir=str(REAL_DATA), download=False), "test", progress=False)
     accuracy = evaluation.classifier_accuracy(load_classifier(), test.images, test.labels)
     assert accuracy >= 0.92
 
@@ -259,7 +260,7 @@ def test_evaluate_samples_returns_every_key_and_caches(fake_data_dir, tiny_class
 
 
 def test_evaluate_samples_of_the_reference_images_scores_zero(fake_data_dir, tiny_classifier):
-    test_images = load_fashion_mnist(fake_data_dir, "test", download_missing=False).images
+    test_images = load_data(DataConfig(data_dir=str(fake_data_dir), download=False), "test", progress=False).images
     result = evaluation.evaluate_samples(test_images, data_dir=fake_data_dir, classifier=tiny_classifier,
                                          num_floor=100, progress=False)
     assert abs(result["fd"]) < 1e-6  # the samples are the reference set itself

@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 
 from tinydiffusion import checkpoint as ckpt
 from tinydiffusion.cli import main
-from tinydiffusion.data import MAX_IDX_BYTES, load_fashion_mnist, read_idx, write_idx
+from tinydiffusion.config import DataConfig
+from tinydiffusion.data import MAX_IDX_BYTES, load_data, read_idx, write_idx
 from tinydiffusion.errors import UserError
 from tinydiffusion.evaluation import load_samples_npz
 from tinydiffusion.training import train
@@ -438,7 +439,7 @@ def test_dataset_loader_errors_name_the_file(tmp_path, damage):
         raw = bad.read_bytes()
         bad.write_bytes(raw[:12] + b"\xff" * 20 + raw[32:])
     with pytest.raises(UserError) as info:
-        load_fashion_mnist(tmp_path, "train", download_missing=False)
+        load_data(DataConfig(data_dir=str(tmp_path), download=False), "train", progress=False)
     assert str(bad) in str(info.value)
 
 
@@ -549,7 +550,7 @@ BAD_TRAIN_ARGS = {  # name -> (extra arguments, words the error must contain)
     "image-size-mismatch": (["--net.image_size", "32"], "28x28"),
     "channels-mismatch": (["--net.in_channels", "3"], "in_channels"),
     "unknown-device": (["--device", "tpu:7"], "device"),
-    "unknown-dataset": (["--data.dataset", "cifar10"], "dataset"),
+    "unknown-dataset": (["--data", "imagenet-1k"], "imagenet-1k does not exist"),
     "missing-data-no-download": (["--data.download", "false", "--data-dir", "/nonexistent/fmnist"], "data-dir"),
 }
 

@@ -1,5 +1,6 @@
 """Training: the loss falls, checkpoints round-trip, a resumed run continues bit-identically."""
 
+import dataclasses
 import json
 import shutil
 
@@ -8,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from tinydiffusion.checkpoint import latest_checkpoint, resolve_checkpoint
-from tinydiffusion.config import apply_overrides
-from tinydiffusion.data import load_fashion_mnist
+from tinydiffusion.config import DataConfig, apply_overrides
+from tinydiffusion.data import load_data
 from tinydiffusion.pipeline import generate, load_model
 from tinydiffusion.presets import get_preset
 from tinydiffusion.training import learning_rate, train
@@ -43,7 +44,10 @@ def test_run_directory_layout_and_checkpoint_round_trip(tiny_data_dir, tmp_path)
     saved = load_file(str(newest / "ema.safetensors"))
     for name, tensor in model.net.state_dict().items():
         assert torch.equal(tensor, saved[name])
-    assert model.config == config
+    recorded = model.config.data  # the run records what it trained on
+    assert (recorded.num_images, recorded.image_shape, recorded.class_names[7]) == (256, (1, 28, 28), "sneaker")
+    assert len(recorded.prepared_sha256) == 64
+    assert model.config == dataclasses.replace(config, data=recorded)
     images, labels = generate(model, 4, sampler="ddim", steps=3)
     assert images.shape == (4, 1, 28, 28) and images.dtype == torch.uint8
     assert labels.tolist() == [0, 1, 2, 3]
@@ -78,6 +82,6 @@ def test_learning_rate_warmup_then_cosine():
 
 
 def test_in_memory_dataset(tiny_data_dir):
-    data = load_fashion_mnist(tiny_data_dir, "train", download_missing=False)
+    data = load_data(DataConfig(data_dir=str(tiny_data_dir), download=False), "train", progress=False)
     assert data.images.shape == (256, 1, 28, 28) and data.images.dtype == torch.uint8
     assert data.labels.shape == (256,) and int(data.labels.max()) <= 9

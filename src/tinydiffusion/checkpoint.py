@@ -32,8 +32,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import FORMAT_VERSION, RunConfig
-from .data import atomic_write_bytes, fsync_dir
 from .errors import UserError
+from .files import atomic_write_bytes, fsync_dir
 from .nets import build_network
 
 CHECKPOINTS = "checkpoints"

@@ -1,19 +1,21 @@
-"""Command line: `tinydiffusion train | sample | visualize | evaluate`. It only wires things together."""
+"""Command line: `tinydiffusion train | prepare | sample | visualize | evaluate`. It only wires things together."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from .config import apply_overrides, config_fields
-from .data import CLASS_NAMES, atomic_write_bytes, class_index, load_dataset
+from .config import DataConfig, RunConfig, apply_overrides, config_fields
+from .data import NAMED
 from .errors import UserError
+from .files import atomic_write_bytes
 from .pipeline import DEFAULT_GUIDANCE
-from .presets import NETWORKS, PRESETS, preset_with_network
+from .presets import NETWORKS, PRESETS, config_for_data, get_preset, preset_for_source
 from .samplers import SAMPLERS
 
 
@@ -45,8 +47,8 @@ def _non_negative_float(text: str) -> float:
 # --- train -----------------------------------------------------------------------------------
 
 TRAIN_SHORTCUTS = {  # flag -> config field; the spellings scripts and docs rely on
-    "--data-dir": "data.data_dir", "--epochs": "train.epochs", "--max-steps": "train.max_steps",
-    "--batch-size": "train.batch_size", "--seed": "train.seed", "--lr": "train.lr",
+    "--data": "data.source", "--data-dir": "data.data_dir", "--epochs": "train.epochs",
+    "--max-steps": "train.max_steps", "--batch-size": "train.batch_size", "--seed": "train.seed", "--lr": "train.lr",
     "--checkpoint-every": "train.checkpoint_every", "--keep": "train.keep",
     "--device": "train.device",
 }
@@ -55,7 +57,8 @@ TRAIN_SHORTCUTS = {  # flag -> config field; the spellings scripts and docs rely
 def add_train(sub) -> None:
     p = sub.add_parser("train", help="train a diffusion model", description="Train a diffusion model. "
                        "Any config field can be set as --SECTION.FIELD VALUE (e.g. --train.lr 1e-3).")
-    p.add_argument("--preset", default="fashion-mnist", help=f"starting config: {', '.join(PRESETS)}")
+    p.add_argument("--preset", help=f"starting config: {', '.join(PRESETS)} (default: the named dataset's own, "
+                   "fashion-mnist without --data, or one chosen for the images' size)")
     p.add_argument("--run-dir", help="where checkpoints, samples and logs go (default runs/<preset>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -69,6 +72,7 @@ def add_train(sub) -> None:
 
 def cmd_train(args) -> int:
     from .checkpoint import CHECKPOINTS, load_config
+    from .data import load_data
     from .training import train
 
     overrides = {k: v for k, v in vars(args).items() if "." in k and v is not None}
@@ -83,17 +87,59 @@ def cmd_train(args) -> int:
         if config.net != saved.net or config.diffusion != saved.diffusion:
             raise UserError("a resumed run keeps its network and diffusion settings; "
                             "start a new --run-dir to change them.")
+        config.validate()
+        dataset = load_data(config.data, "train", progress=not args.no_progress)
     else:
-        config = apply_overrides(preset_with_network(args.preset, args.net), overrides)
-        run_dir = Path(args.run_dir or f"runs/{config.name}")
+        source = str(overrides.get("data.source", "fashion-mnist"))
+        preset = args.preset or preset_for_source(source)
+        if preset != "auto":
+            get_preset(preset)  # an unknown name is refused before any work
+        run_dir = Path(args.run_dir or f"runs/{args.preset or Path(source).stem or 'run'}")
         if (run_dir / CHECKPOINTS).exists() or (run_dir / "config.json").exists():
             raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                             "or choose another --run-dir.")
-    config.validate()
-    result = train(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+        config_for_data(preset, args.net, overrides).validate()  # every flag checked before any work
+        dataset = load_data(config_for_data(preset, args.net, overrides).data, "train", progress=not args.no_progress)
+        classes = len(dataset.class_names) if dataset.labels is not None else 0
+        config = config_for_data(preset, args.net, overrides, (tuple(dataset.images.shape[1:]), classes, len(dataset)))
+        if preset == "auto":
+            config = dataclasses.replace(config, name=run_dir.name)
+        config.validate()
+    result = train(config, run_dir, resume=bool(args.resume), dataset=dataset, progress=not args.no_progress)
     if result.main_process:
         print(f"done: step {result.step}, final loss {result.final_loss:.4f}, {result.images_per_second:.0f} images/s, "
               f"{result.wall_seconds:.0f} s; checkpoints in {run_dir}")
+    return 0
+
+
+# --- prepare ---------------------------------------------------------------------------------
+
+def add_prepare(sub) -> None:
+    p = sub.add_parser("prepare", help="decode a dataset once into a prepared array (.npy + JSON manifest)",
+                       description="Decode a source of images into a prepared uint8 array ahead of training "
+                       "(on a cluster's login node, say); then train with --data FILE.")
+    p.add_argument("source", help=f"a folder of images, a .zip, an .npz/.npy, or a named dataset ({', '.join(NAMED)})")
+    p.add_argument("--out", required=True, help="the prepared file, FILE.npy (FILE.labels.npy and FILE.json beside it)")
+    p.add_argument("--data-dir", dest="data.data_dir", default=None, help="where a named dataset's files are")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for dotted in ("data.image_size", "data.channels", "data.alpha_background", "data.download"):
+        p.add_argument(f"--{dotted}", dest=dotted, default=None, help=f"sets {dotted}")
+    p.set_defaults(run=cmd_prepare)
+
+
+def cmd_prepare(args) -> int:
+    from .data import prepare_source
+
+    out = Path(args.out)
+    if out.suffix != ".npy":
+        raise UserError(f"--out must end in .npy, not {out.name!r}.")
+    if not out.parent.is_dir():
+        raise UserError(f"the folder {out.parent} for --out does not exist.")
+    overrides = {k: v for k, v in vars(args).items() if "." in k and v is not None}
+    config = apply_overrides(RunConfig(data=DataConfig(source=args.source)), overrides)
+    config.validate()
+    prepare_source(config.data, out, progress=not args.no_progress)
+    print(f"wrote {out} (use it with: tinydiffusion train --data {out})")
     return 0
 
 
@@ -105,7 +151,7 @@ def add_sampling_options(p, default_num: int) -> None:
     p.add_argument("--steps", type=_positive_int, help="sampling steps (default: the sampler's own)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--class", dest="classes", action="append", metavar="NAME",
-                   help=f"class to generate, by name or index (repeatable): {', '.join(CLASS_NAMES)}")
+                   help="class to generate, by the model's class name or index (repeatable)")
     p.add_argument("--guidance", type=_non_negative_float, default=None,
                    help="classifier-free guidance scale (1 = plain conditional; default: the model's)")
     p.add_argument("--eta", type=_non_negative_float, default=None, help="DDIM noise (0 = deterministic)")
@@ -131,7 +177,7 @@ def sampler_options(args) -> dict:
 def run_sampling(args, model, progress: bool = True, callback=None):
     from .pipeline import generate  # noqa: I001
 
-    classes = [class_index(c) for c in args.classes] if args.classes else None
+    classes = [model.class_index(c) for c in args.classes] if args.classes else None
     guidance = args.guidance if args.guidance is not None else (DEFAULT_GUIDANCE if model.num_classes else 1.0)
     return generate(model, args.num, classes=classes, sampler=args.sampler, steps=args.steps, guidance=guidance,
                     seed=args.seed, batch_size=args.batch_size, progress=progress, callback=callback,
@@ -186,7 +232,7 @@ def add_visualize(sub) -> None:
     which = p.add_subparsers(dest="what", required=True, parser_class=Parser)
     fwd = which.add_parser("forward", help="images noised at evenly spaced t from 0 to T")
     fwd.add_argument("--checkpoint", help="model whose noise schedule to use (default: bundled)")
-    fwd.add_argument("--data-dir", default="data/fashion-mnist")
+    fwd.add_argument("--data-dir", help="where the model's named dataset is (default: where training put it)")
     fwd.add_argument("--num-images", type=_positive_int, default=4)
     fwd.add_argument("--columns", type=_positive_int, default=10)
     fwd.add_argument("--out", default="forward.png")
@@ -202,6 +248,7 @@ def add_visualize(sub) -> None:
 
 def cmd_visualize_forward(args) -> int:
     from .checkpoint import load_config, resolve_checkpoint
+    from .data import load_data
     from .diffusion import GaussianDiffusion
     from .viz import forward_strip, save_image
 
@@ -209,8 +256,13 @@ def cmd_visualize_forward(args) -> int:
         raise UserError("--columns must be at least 2.")
     _, config_path = resolve_checkpoint(args.checkpoint)
     config = load_config(config_path)
-    data = load_dataset(config.data.dataset, args.data_dir, "test", download_missing=True)
-    picks = [int(np.argmax(data.labels.numpy() == c)) for c in range(min(args.num_images, 10))]
+    data_config = dataclasses.replace(config.data, data_dir=args.data_dir) if args.data_dir else config.data
+    data = load_data(data_config, "test") or load_data(data_config, "train")
+    if data.labels is not None:  # one image of each class in turn
+        picks = [int(np.argmax(data.labels.numpy() == c)) for c in range(len(data.class_names))
+                 if (data.labels == c).any()][:args.num_images]
+    else:
+        picks = list(range(min(args.num_images, len(data))))
     image = forward_strip(GaussianDiffusion(config.diffusion), data.images[picks], args.columns)
     save_image(image, args.out)
     print(f"wrote {args.out}")
@@ -287,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="tinydiffusion", description="Train, sample, draw and evaluate small diffusion models.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     add_train(sub)
+    add_prepare(sub)
     add_sample(sub)
     add_visualize(sub)
     add_evaluate(sub)

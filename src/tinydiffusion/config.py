@@ -17,7 +17,8 @@ from .errors import UserError
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 # Bumped when the on-disk layout of configs or checkpoints changes incompatibly.
-FORMAT_VERSION = 1
+# 2: `data.dataset` became `data.source`, and a run records the data it was trained on.
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -90,9 +91,21 @@ class TrainConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "fashion-mnist"
-    data_dir: str = "data/fashion-mnist"
+    # A named dataset (fashion-mnist, mnist, cifar10), a folder of images (sub-folders are classes),
+    # a .zip of one, an .npz/.npy array, or a file written by `tinydiffusion prepare`.
+    source: str = "fashion-mnist"
+    data_dir: str = ""  # where a named dataset's files are, or are downloaded to ("": the cache)
     download: bool = True
+    image_size: int = 0  # resize the shorter side to this, then centre-crop (0: the source's own)
+    channels: int = 0  # 1 or 3 to convert (0: the source's own)
+    alpha_background: str = "white"  # transparent pixels are composited onto this: "white" or "black"
+    hflip: bool = False  # random horizontal flips in training (not for digits or text)
+    memory_limit_mb: float = 0.0  # a larger prepared array is memory-mapped (0: half the machine's memory)
+    # What the run was trained on, recorded by training (not settings):
+    num_images: int = 0
+    image_shape: tuple[int, ...] = ()  # C, H, W
+    class_names: tuple[str, ...] = ()
+    prepared_sha256: str = ""
 
 
 @dataclass
@@ -120,6 +133,8 @@ class RunConfig:
                 f"the config has format version {version}, newer than this tinydiffusion understands "
                 f"({FORMAT_VERSION}); upgrade tinydiffusion to read it."
             )
+        if version < 2 and isinstance(data.get("data"), dict):
+            data = _from_version_1(data)
         return _build(cls, data, "config")
 
     @classmethod
@@ -178,10 +193,26 @@ class RunConfig:
             (t.cuda_graph in ("auto", "on", "off"), "train.cuda_graph must be auto, on or off"),
             (t.compile_mode in COMPILE_MODES, f"train.compile_mode must be one of {', '.join(COMPILE_MODES)}"),
             (t.sample_num >= 0 and t.sample_steps >= 1, "train.sample_num/sample_steps must be positive"),
+            (bool(self.data.source.strip()), "data.source must name a dataset, a folder or a file"),
+            (self.data.image_size == 0 or 4 <= self.data.image_size <= 1024,
+             "data.image_size must be 0 (the source's own) or between 4 and 1024"),
+            (self.data.channels in (0, 1, 3), "data.channels must be 0 (the source's own), 1 or 3"),
+            (self.data.alpha_background in ("white", "black"), "data.alpha_background must be white or black"),
+            (self.data.memory_limit_mb >= 0, "data.memory_limit_mb must not be negative"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UserError(message + ".")
+
+
+def _from_version_1(data: dict) -> dict:
+    """Version 1 named its (only) dataset `data.dataset` and kept it in `data/fashion-mnist` by default."""
+    section = dict(data["data"])
+    if "dataset" in section:
+        section["source"] = section.pop("dataset")
+    if section.get("data_dir") == "data/fashion-mnist":
+        section["data_dir"] = ""
+    return {**data, "data": section, "format_version": FORMAT_VERSION}
 
 
 def _build(cls, data: dict, where: str):
@@ -207,11 +238,12 @@ def _coerce(value, hint, where: str):
     """Check a JSON value against a field's type; accept strings (from the command line) too."""
     origin = typing.get_origin(hint)
     if origin is tuple:
+        item = typing.get_args(hint)[0]
         if isinstance(value, str):
             value = [v for v in value.replace(",", " ").split() if v]
         if not isinstance(value, (list, tuple)):
-            raise UserError(f"{where} must be a list of integers.")
-        return tuple(_coerce(v, int, where) for v in value)
+            raise UserError(f"{where} must be a list of {'integers' if item is int else 'strings'}.")
+        return tuple(_coerce(v, item, where) for v in value)
     try:
         if hint is bool:
             if isinstance(value, str):

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from .checkpoint import build_and_load, load_config, resolve_checkpoint
 from .config import RunConfig
-from .data import to_pixels
+from .data import NAMED, class_aliases, class_index, to_pixels
 from .diffusion import GaussianDiffusion
 from .errors import UserError
 from .samplers import DEFAULT_STEPS, Denoiser, get_sampler
@@ -36,6 +36,19 @@ class Model:
     @property
     def num_classes(self) -> int:
         return self.config.net.num_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The names of the classes the model was trained on (numbers where a run did not record them)."""
+        if self.num_classes == 0:
+            return ()
+        named = NAMED.get(self.config.data.source)
+        names = self.config.data.class_names or (named.class_names if named else ())
+        return tuple(names) if len(names) == self.num_classes else tuple(str(i) for i in range(self.num_classes))
+
+    def class_index(self, name_or_index: str) -> int:
+        """A class by its name (as the model's data named it) or index; one sentence if there is none."""
+        return class_index(name_or_index, self.class_names, class_aliases(self.config.data.source))
 
 
 def pick_device(name: str = "auto") -> torch.device:

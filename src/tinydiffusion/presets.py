@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 
-from .config import DataConfig, DiffusionConfig, NetConfig, RunConfig, TrainConfig
+from .config import DataConfig, DiffusionConfig, NetConfig, RunConfig, TrainConfig, apply_overrides
 from .errors import UserError
 
 # The reference run: 5 epochs of Fashion-MNIST on a 2-core CPU in under 15 minutes.
@@ -47,6 +48,24 @@ PRESETS: dict[str, RunConfig] = {
                                   sample_num=100),
         data=DataConfig(),
     ),
+    # MNIST digits: the reference run's network and recipe. 20 epochs, because the folder of digits people
+    # try first (a tenth of MNIST, like ../shared/data/mnist-10k) then gets 1,400 steps, about what the
+    # reference run takes; on the full 60,000 digits, --epochs 5 is the reference run's length.
+    "mnist": RunConfig(
+        name="mnist", net=FASHION_MNIST_UNET, diffusion=REFERENCE_DIFFUSION,
+        train=dataclasses.replace(REFERENCE_TRAIN, epochs=20), data=DataConfig(source="mnist"),
+    ),
+    # CIFAR-10, 32x32 RGB: DDPM's CIFAR-10 UNet (Ho et al. 2020, appendix B) at half its width, at full
+    # resolution, with random flips. A GPU recipe: see docs/datasets.md for its cost per epoch.
+    "cifar10": RunConfig(
+        name="cifar10",
+        net=NetConfig(kind="unet", image_size=32, in_channels=3, num_classes=10, base_channels=64,
+                      channel_mults=(1, 2, 2, 2), num_res_blocks=2, attention_levels=(1,), stem_patch=1,
+                      dropout=0.1),
+        diffusion=REFERENCE_DIFFUSION,
+        train=dataclasses.replace(REFERENCE_TRAIN, epochs=100, lr=1e-3, warmup_steps=1000, ema_decay=0.9995),
+        data=DataConfig(source="cifar10", hflip=True),
+    ),
     # Tiny: trains in seconds on a CPU; for tests and for trying the command line.
     "smoke": RunConfig(
         name="smoke",
@@ -79,6 +98,58 @@ def preset_with_network(preset: str, net: str | None) -> RunConfig:
     if preset == "fashion-mnist" and config.net == PRESETS["fashion-mnist-dit"].net:
         return get_preset("fashion-mnist-dit")
     return config
+
+
+MIN_AUTO_STEPS = 2000  # a folder with no preset trains at least this long (5 epochs of a small folder is nothing)
+
+
+def preset_for_source(source: str) -> str:
+    """The preset a `train --data SOURCE` without --preset starts from: the named dataset's own, or "auto"."""
+    name = source.strip().lower()
+    return name if name in PRESETS and PRESETS[name].data.source == name else "auto"
+
+
+def auto_config(image_size: int) -> RunConfig:
+    """A sensible start for images of this size: the reference run's UNet and recipe, with the pixel-unshuffle
+    stem up to 32 pixels and a fourth level at 64 (so the lowest resolution stays 4 to 8 pixels)."""
+    net = dataclasses.replace(FASHION_MNIST_UNET, image_size=image_size)
+    if image_size > 32:
+        net = dataclasses.replace(net, channel_mults=(1, 2, 2, 2), attention_levels=(2, 3))
+    return RunConfig(name="auto", net=net, diffusion=REFERENCE_DIFFUSION, train=REFERENCE_TRAIN, data=DataConfig())
+
+
+def config_for_data(preset: str, net: str | None, overrides: dict,
+                    data: tuple[tuple[int, int, int], int, int] | None = None) -> RunConfig:
+    """The run's config: the preset (or "auto": one chosen for the images' size), `--net` and the flags, then
+    the network fitted to the data, given as (image shape C x H x W, number of classes, number of images).
+    Without `data` it is the config before the data is read, for checking every flag first."""
+    auto = preset == "auto"
+    size = data[0][1] if data else FASHION_MNIST_UNET.image_size
+    config = auto_config(size) if auto else preset_with_network(preset, net)
+    if auto and net:
+        config = with_network(config, net)
+    config = apply_overrides(config, overrides)
+    if data is None:
+        return config
+    return fit_to_data(config, *data, explicit=set(overrides), auto=auto)
+
+
+def fit_to_data(config: RunConfig, image_shape: tuple[int, int, int], num_classes: int, num_images: int,
+                explicit: set[str], auto: bool = False) -> RunConfig:
+    """Give the network the data's shape and classes (unless a flag set them explicitly); an auto config also
+    trains for at least MIN_AUTO_STEPS steps."""
+    channels, size, _ = image_shape
+    facts = {"net.in_channels": channels, "net.image_size": size, "net.num_classes": num_classes}
+    net = dataclasses.replace(config.net, **{k.split(".")[1]: v for k, v in facts.items() if k not in explicit})
+    if net.kind == "dit" and "net.patch_size" not in explicit and net.image_size % net.patch_size:
+        net = dataclasses.replace(net, patch_size=next(p for p in (4, 2, 1) if net.image_size % p == 0))
+    if net.kind == "unet" and "net.stem_patch" not in explicit and net.image_size % net.stem_patch:
+        net = dataclasses.replace(net, stem_patch=1)
+    train = config.train
+    if auto and "train.epochs" not in explicit and "train.max_steps" not in explicit:
+        steps_per_epoch = max(1, num_images // train.batch_size)
+        train = dataclasses.replace(train, epochs=max(train.epochs, math.ceil(MIN_AUTO_STEPS / steps_per_epoch)))
+    return dataclasses.replace(config, net=net, train=train)
 
 
 def get_preset(name: str) -> RunConfig:

@@ -8,6 +8,7 @@ so N processes take exactly the steps one process would with the same global bat
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -23,9 +24,10 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from .config import RunConfig
-from .data import ImageDataset, atomic_write_bytes, load_dataset, to_model_space
+from .data import ImageDataset, load_data, to_model_space
 from .diffusion import GaussianDiffusion
 from .errors import UserError
+from .files import atomic_write_bytes
 from .nets import build_network, count_parameters
 from .pipeline import Model, generate, pick_device
 from .viz import save_grid
@@ -241,10 +243,15 @@ class Trainer:
         self.progress = progress and self.dist.is_main
         self.options = _resolve_options(config, self.device, self.dist.world_size)
 
-        self.dataset = dataset or load_dataset(config.data.dataset, config.data.data_dir, "train", config.data.download)
+        self.dataset = dataset or self._load_data()
         self._check_data_matches_net()
-        self.images = self.dataset.images.to(self.device)  # the whole dataset stays resident
-        self.labels = self.dataset.labels.to(self.device)
+        self.config = config = record_data(config, self.dataset)
+        # The whole dataset stays resident on the device, unless it is memory-mapped (too big for memory):
+        # then batches are gathered on the host and copied over.
+        on_host = self.dataset.memory_mapped
+        self.images = self.dataset.images if on_host else self.dataset.images.to(self.device)
+        labels = self.dataset.labels
+        self.labels = None if labels is None else (labels if on_host else labels.to(self.device))
         self.steps_per_epoch = len(self.dataset) // t.batch_size
         if self.steps_per_epoch == 0:
             raise UserError(f"the dataset has {len(self.dataset)} images, fewer than one batch of {t.batch_size}.")
@@ -280,12 +287,31 @@ class Trainer:
         if self.options["compile"]:
             self.model_for_step = torch.compile(self.model_for_step, mode=t.compile_mode)
 
+    def _load_data(self) -> ImageDataset:
+        """The prepared training data; under torchrun rank 0 prepares it first, so only one process decodes."""
+        if self.dist.world_size > 1 and not self.dist.is_main:
+            dist.barrier()
+        dataset = load_data(self.config.data, "train", progress=self.progress)
+        if self.dist.world_size > 1 and self.dist.is_main:
+            dist.barrier()
+        return dataset
+
     def _check_data_matches_net(self) -> None:
         _, c, h, w = self.dataset.images.shape
         n = self.config.net
         if (c, h, w) != (n.in_channels, n.image_size, n.image_size):
             raise UserError(f"the data is {c}x{h}x{w} but the network expects "
                             f"{n.in_channels}x{n.image_size}x{n.image_size}; set --net.in_channels/--net.image_size.")
+        if n.num_classes > 0 and self.dataset.labels is None:
+            raise UserError(f"{self.config.data.source} is unlabelled (no class folders), but the network is "
+                            f"class-conditional ({n.num_classes} classes); set --net.num_classes 0.")
+        if n.num_classes > 0 and len(self.dataset.class_names) > n.num_classes:
+            raise UserError(f"{self.config.data.source} has {len(self.dataset.class_names)} classes but the network "
+                            f"has {n.num_classes}; set --net.num_classes {len(self.dataset.class_names)}.")
+        recorded = self.config.data.prepared_sha256
+        if recorded and recorded != self.dataset.manifest.get("sha256", recorded):
+            raise UserError(f"the data of this run ({self.config.data.source}) has changed since it started; "
+                            "a resumed run needs the same images. Start a new --run-dir to train on the new data.")
 
     # --- checkpoints -------------------------------------------------------------------------
 
@@ -365,10 +391,14 @@ class Trainer:
         drop = torch.rand(t.batch_size, generator=self.generator, device=self.device) < t.label_dropout
         mine = slice(world.rank * self.local_batch, (world.rank + 1) * self.local_batch)
         idx = global_idx[mine]
-        x0 = to_model_space(self.images[idx])
+        host_idx = idx.cpu() if self.dataset.memory_mapped else idx
+        x0 = to_model_space(self.images[host_idx].to(self.device, non_blocking=True))
+        if self.config.data.hflip:  # drawn for the whole global batch, like the noise, so any process count agrees
+            flip = (torch.rand(t.batch_size, generator=self.generator, device=self.device) < 0.5)[mine]
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
         y = None
         if net_cfg.num_classes > 0:
-            y = torch.where(drop[mine], net_cfg.num_classes, self.labels[idx])
+            y = torch.where(drop[mine], net_cfg.num_classes, self.labels[host_idx].to(self.device))
         return x0, y, timesteps[mine], noise[mine]
 
     def _train_step(self, order: torch.Tensor, index_in_epoch: int) -> None:
@@ -552,6 +582,16 @@ class Trainer:
         steps = min(t.sample_steps, self.diffusion.num_timesteps)
         images, _ = generate(model, t.sample_num, sampler="ddim", steps=steps, seed=t.seed)
         save_grid(images, self.run_dir / "samples" / f"epoch-{epoch:03d}.png")
+
+
+def record_data(config: RunConfig, dataset: ImageDataset) -> RunConfig:
+    """The config with what the run trains on written into it, so config.json says (and sampling knows)
+    the data's size, shape, class names and the prepared array's hash."""
+    manifest = dataset.manifest
+    data = dataclasses.replace(config.data, num_images=len(dataset), image_shape=tuple(dataset.images.shape[1:]),
+                               class_names=tuple(dataset.class_names) if dataset.labels is not None else (),
+                               prepared_sha256=manifest.get("sha256", ""))
+    return dataclasses.replace(config, data=data)
 
 
 def train(config: RunConfig, run_dir: str | Path, resume: bool = False, dataset: ImageDataset | None = None,

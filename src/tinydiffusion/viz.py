@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from .data import atomic_write_bytes, to_model_space, to_pixels
+from .data.pixels import to_model_space, to_pixels
 from .diffusion import GaussianDiffusion
+from .files import atomic_write_bytes
 
 
 def grid_image(images: torch.Tensor, nrow: int | None = None, padding: int = 2, scale: int = 1) -> Image.Image:

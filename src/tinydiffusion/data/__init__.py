@@ -1,0 +1,204 @@
+"""Data: any source of images, prepared once into a uint8 array, and the one pixel <-> [-1, 1] map.
+
+A source is a named dataset (fashion-mnist, mnist, cifar10: downloaded when missing), a folder of
+images (sub-folders are classes), a .zip of one, an .npz/.npy array, or a file written by `prepare`.
+The first use decodes it into a prepared array in the cache (`prepared.py`); every later use of the
+unchanged source reads that array, held in memory when it fits and memory-mapped when it does not.
+Training draws batches from it by index: no per-image Python work in the training loop.
+
+    dataset = load_data(DataConfig(source="path/to/folder"))   # ImageDataset: images uint8 [N, C, H, W]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import DataConfig
+from ..errors import UserError
+from ..files import atomic_directory, cache_dir
+from . import prepared as store
+from .download import download_files
+from .formats import find_format
+from .formats.base import held_out_sibling
+from .idx import MAX_IDX_BYTES, read_idx, write_idx
+from .named import NAMED, NamedDataset
+from .pixels import to_model_space, to_pixels
+
+__all__ = ["MAX_IDX_BYTES", "NAMED", "ImageDataset", "class_index", "load_data", "prepare_source", "read_idx",
+           "to_model_space", "to_pixels", "write_idx"]
+
+
+@dataclass
+class ImageDataset:
+    """A whole split: images uint8 [N, C, H, W] (a view of the prepared N x H x W x C array), labels int64 [N]
+    (None when unlabelled), the class names, and the prepared data's manifest."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    class_names: tuple[str, ...] = ()
+    manifest: dict = field(default_factory=dict)
+    memory_mapped: bool = False
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+# --- naming a source -------------------------------------------------------------------------
+
+def named_dataset(config: DataConfig) -> NamedDataset | None:
+    return NAMED.get(config.source.strip().lower())
+
+
+def dataset_folder(config: DataConfig) -> Path:
+    """Where a named dataset's files are: --data-dir, else the cache (the same for train and evaluate)."""
+    named = named_dataset(config)
+    return Path(config.data_dir).expanduser() if config.data_dir else named.default_folder()
+
+
+def _named_source(named: NamedDataset, config: DataConfig, split: str, progress: bool) -> Path:
+    folder = dataset_folder(config)
+    missing = {name: md5 for name, md5 in named.files_for(split).items()
+               if not (folder / name).exists() and not (folder / Path(name).stem).exists()}
+    if missing:
+        if not config.download:
+            raise UserError(f"{named.title} is not in {folder} (missing {', '.join(missing)}); point --data-dir at "
+                            f"the folder holding its files, or allow downloading (--data.download true).")
+        download_files(folder, named.mirrors, missing, named.title, progress)
+    return named.source_in(folder)
+
+
+def _locate(config: DataConfig, split: str, progress: bool):
+    """(format, path, split to read) for the requested split, or None when the source has no such split."""
+    named = named_dataset(config)
+    if named is not None:
+        path = _named_source(named, config, split, progress)
+    else:
+        path = Path(config.source).expanduser()
+        if not path.exists():
+            raise UserError(f"{path} does not exist; --data takes a folder of images, a .zip, an .npz/.npy file, or "
+                            f"a named dataset ({', '.join(NAMED)}).")
+    if store.is_prepared(path):
+        if split == "train":
+            return None, path, split
+        sibling = held_out_sibling(path)
+        return (None, sibling, "train") if sibling is not None and store.is_prepared(sibling) else None
+    fmt = find_format(path)
+    if split == "train" or fmt.SPLITS_INSIDE:
+        return fmt, path, split
+    sibling = held_out_sibling(path)
+    return None if sibling is None else (find_format(sibling), sibling, "train")
+
+
+# --- preparing and loading -------------------------------------------------------------------
+
+def _cache_entry(fmt, path: Path, split: str, config: DataConfig) -> tuple[Path, str]:
+    """The cache folder of this source, split and shape; its name changes whenever any file of the source does."""
+    fingerprint = fmt.fingerprint(path, split)
+    key = hashlib.sha256(json.dumps([store.VERSION, fmt.NAME, str(path.resolve()), split, fingerprint,
+                                     config.image_size, config.channels, config.alpha_background]).encode())
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", path.name)[:40] or "data"
+    return cache_dir() / "prepared" / f"{slug}-{split}-{key.hexdigest()[:16]}", hashlib.sha256(
+        fingerprint.encode()).hexdigest()
+
+
+def _prepare(fmt, path: Path, split: str, config: DataConfig, stem: Path, input_hash: str, progress: bool) -> dict:
+    started = time.perf_counter()
+    found = fmt.read(path, split)
+    named = named_dataset(config)
+    if named is not None:
+        if found.labels is not None and found.labels.size and found.labels.max() >= len(named.class_names):
+            raise UserError(f"{found.labels_from or path} holds label {found.labels.max()}; {named.title} labels are "
+                            f"0-{len(named.class_names) - 1}. Delete the file and download it again.")
+        found.class_names = named.class_names
+    shape = store.choose_shape(found, config.image_size, config.channels, config.alpha_background)
+    description = {"source": config.source if named else str(path), "resolved": str(path.resolve()),
+                   "reader": fmt.NAME, "split": split, "input_hash": input_hash,
+                   "read_seconds": time.perf_counter() - started}
+    manifest = store.prepare(found, stem, shape, description, progress)
+    print(store.summary(manifest))
+    for name, count in zip(manifest["class_names"], manifest["class_counts"] or [], strict=False):
+        if count < 2:
+            print(f"warning: class {name!r} of {manifest['source']} has {count} image{'s' * (count != 1)}; "
+                  "the model will hardly learn it.")
+    return manifest
+
+
+def prepared_path(config: DataConfig, split: str = "train", progress: bool = True) -> Path | None:
+    """The prepared .npy of a source's split, preparing it first if the cache has no current one."""
+    located = _locate(config, split, progress)
+    if located is None:
+        return None
+    fmt, path, split = located
+    if fmt is None:  # already a prepared file
+        return path
+    entry, input_hash = _cache_entry(fmt, path, split, config)
+    if not (entry / "data.json").is_file():
+        try:
+            with atomic_directory(entry) as tmp:
+                _prepare(fmt, path, split, config, tmp / "data", input_hash, progress)
+        except OSError as err:
+            raise UserError(f"cannot write prepared data to the cache {entry.parent} ({err.strerror or err}); "
+                            "set TINYDIFFUSION_CACHE to a writable folder.") from None
+    return entry / "data.npy"
+
+
+def load_data(config: DataConfig, split: str = "train", progress: bool = True) -> ImageDataset | None:
+    """One split of a source as an ImageDataset (None when the source has no such split)."""
+    path = prepared_path(config, split, progress)
+    if path is None:
+        return None
+    limit = int(config.memory_limit_mb * 2**20) if config.memory_limit_mb > 0 else None
+    data = store.open_prepared(path, limit)
+    named = named_dataset(config)
+    class_names = named.class_names if named else tuple(data.manifest["class_names"])
+    images = torch.from_numpy(data.images).permute(0, 3, 1, 2)  # N x C x H x W, a view: no copy
+    labels = torch.from_numpy(data.labels) if data.labels is not None else None
+    return ImageDataset(images, labels, class_names, data.manifest, data.memory_mapped)
+
+
+def prepare_source(config: DataConfig, out: Path, progress: bool = True) -> dict:
+    """`tinydiffusion prepare`: write a source's train split as a prepared file at `out` (an .npy)."""
+    located = _locate(config, "train", progress)
+    fmt, path, split = located
+    if fmt is None:
+        raise UserError(f"{path} is prepared already; use it with --data {path}.")
+    _, input_hash = _cache_entry(fmt, path, split, config)
+    try:
+        return _prepare(fmt, path, split, config, out, input_hash, progress)
+    except OSError as err:
+        raise UserError(f"cannot write {out} ({err.strerror or err}).") from None
+
+
+# --- class names -----------------------------------------------------------------------------
+
+def class_index(name_or_index: str, class_names: tuple[str, ...], aliases: dict[str, str] | None = None) -> int:
+    """'sneaker', 'Sneaker' or '7' -> 7; an unknown name lists the valid ones."""
+    if not class_names:
+        raise UserError("this model is unconditional (it was trained without classes); drop --class.")
+    text = str(name_or_index).strip()
+    lowered = {n.lower(): i for i, n in enumerate(class_names)}
+    if text.lower() in lowered:
+        return lowered[text.lower()]
+    if text.isdigit() and int(text) < len(class_names):
+        return int(text)
+    normalized = text.lower().replace("_", "-").replace(" ", "-").replace("/", "-")
+    normalized = (aliases or {}).get(normalized, normalized)
+    if normalized in lowered:
+        return lowered[normalized]
+    raise UserError(f"unknown class {name_or_index!r}; choose one of {', '.join(class_names)} "
+                    f"or an index 0-{len(class_names) - 1}.")
+
+
+def class_aliases(source: str) -> dict[str, str]:
+    named = NAMED.get(source.strip().lower())
+    return named.class_aliases if named else {}
+
+
+

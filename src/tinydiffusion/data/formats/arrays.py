@@ -1,0 +1,93 @@
+"""Arrays in NumPy's own files: an .npy of uint8 N x H x W [x C], or an .npz holding such an array
+(`images` or `arr_0`) with optional `labels` (N integers) and `class_names` (strings).
+
+Loaded with allow_pickle=False: an array that needs pickle is refused, never unpickled.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import UserError
+from .base import SourceImages, class_names_for_labels, stat_fingerprint
+
+SPLITS_INSIDE = False  # a held-out split is a sibling file (test.npz beside train.npz)
+NAME = "NumPy array"
+IMAGE_KEYS = ("images", "arr_0")
+
+
+def claims(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in (".npz", ".npy")
+
+
+def npz_member(archive, name: str, path: Path) -> np.ndarray:
+    """One array of an .npz, refused if its header claims more bytes than the archive holds for it.
+
+    numpy allocates the claimed shape before reading, so a 1 kB file could otherwise ask for petabytes.
+    """
+    member = archive.zip.getinfo(name + ".npy" if name + ".npy" in archive.zip.namelist() else name)
+    with archive.zip.open(member) as stream:
+        version = np.lib.format.read_magic(stream)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(stream)
+    if math.prod(shape) * dtype.itemsize > member.file_size:
+        raise UserError(f"{name} in {path} claims shape {shape}, more data than the file holds; it is damaged.")
+    return archive[name]
+
+
+def _load(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(images, labels or None, class names or None) as stored."""
+    try:
+        loaded = np.load(path, allow_pickle=False, mmap_mode="r" if path.suffix.lower() == ".npy" else None)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            return loaded, None, None
+        with loaded:
+            key = next((k for k in IMAGE_KEYS if k in loaded.files), None)
+            if key is None:
+                raise UserError(f"{path} has no array named {' or '.join(IMAGE_KEYS)} "
+                                f"(it holds {', '.join(loaded.files) or 'nothing'}).")
+            images = npz_member(loaded, key, path)
+            labels = npz_member(loaded, "labels", path) if "labels" in loaded.files else None
+            names = npz_member(loaded, "class_names", path) if "class_names" in loaded.files else None
+            return images, labels, names
+    except UserError:
+        raise
+    except ValueError as err:
+        if "pickle" in str(err):
+            raise UserError(f"{path} holds Python objects that only pickle can load; tinydiffusion never unpickles "
+                            "files. Save plain uint8 arrays (and integer labels, string class names).") from None
+        raise UserError(f"{path} is not a readable NumPy file ({err}).") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise UserError(f"{path} is not a readable NumPy file ({err}).") from None
+
+
+def read(path: Path, split: str) -> SourceImages:
+    images, labels, names = _load(path)
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) == 0 or \
+            (images.ndim == 4 and images.shape[3] not in (1, 3, 4)):
+        raise UserError(f"the images in {path} are {images.dtype} of shape {images.shape}; they must be uint8 "
+                        "N x H x W or N x H x W x C (C = 1, 3 or 4) with N > 0.")
+    if images.ndim == 3:
+        images = images[..., None]
+    if labels is None:
+        if names is not None:
+            raise UserError(f"{path} has class_names but no labels; add labels (one integer per image).")
+        return SourceImages(array=images)
+    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer) or \
+            (labels.size and labels.min() < 0):
+        raise UserError(f"the labels in {path} are {labels.dtype} of shape {labels.shape}; they must be "
+                        f"{len(images)} non-negative integers, one per image.")
+    if names is None:
+        names = class_names_for_labels(labels)
+    elif names.dtype.kind != "U" or names.ndim != 1 or len(names) <= labels.max():
+        raise UserError(f"class_names in {path} must be {int(labels.max()) + 1} or more strings, one per label "
+                        f"value, not {names.dtype} of shape {names.shape}.")
+    return SourceImages(class_names=tuple(str(n) for n in names), array=images, labels=labels.astype(np.int64))
+
+
+def fingerprint(path: Path, split: str) -> str:
+    return stat_fingerprint(path)

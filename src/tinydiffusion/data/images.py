@@ -1,0 +1,89 @@
+"""One image, decoded and shaped: any Pillow mode to 1 or 3 channels, then resized and centre-cropped.
+
+Shaping rules, the same for files and arrays:
+- 16-bit greyscale is scaled to 8 bits (v / 257, rounded); palette images take their palette's colours.
+- Transparency is composited onto a background colour (`alpha_background`, white by default), since a
+  model sees no alpha; CMYK and other colour spaces are converted to RGB by Pillow.
+- 1 channel is Pillow's ITU-R 601-2 luma; 3 channels replicate grey.
+- The shorter side is resized to `size` with Lanczos filtering (antialiased, so downsampling does not
+  alias), then the longer side is centre-cropped. An image smaller than `size` is skipped, not blown up.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+
+class SkipImage(Exception):
+    """This image cannot be used; the message says why (it is counted, not fatal)."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    size: int  # the side of the square output
+    channels: int  # 1 or 3
+    alpha_background: tuple[int, int, int] = (255, 255, 255)
+
+
+def _to_mode(image: Image.Image, shape: Shape) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit (or 32-bit int) greyscale
+        array = np.asarray(image, dtype=np.int64)
+        top = 65535 if image.mode.startswith("I;16") or array.max() > 255 else 255
+        image = Image.fromarray(np.rint(np.clip(array, 0, top) * (255 / top)).astype(np.uint8), mode="L")
+    elif image.mode == "F":
+        raise SkipImage("holds floating-point pixels, whose range is unknown")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    has_alpha = image.mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in image.info
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*shape.alpha_background, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("L" if shape.channels == 1 else "RGB")
+
+
+def shape_image(image: Image.Image, shape: Shape) -> np.ndarray:
+    """A Pillow image -> uint8 [size, size, channels]."""
+    image = _to_mode(image, shape)
+    width, height = image.size
+    if min(width, height) < shape.size:
+        raise SkipImage(f"is {width}x{height}, smaller than the requested {shape.size} pixels")
+    if (width, height) != (shape.size, shape.size):
+        scale = shape.size / min(width, height)
+        new = (max(shape.size, round(width * scale)), max(shape.size, round(height * scale)))
+        if new != (width, height):
+            image = image.resize(new, Image.LANCZOS)
+        left, top = (new[0] - shape.size) // 2, (new[1] - shape.size) // 2
+        image = image.crop((left, top, left + shape.size, top + shape.size))
+    array = np.asarray(image, dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def open_image(payload: bytes) -> Image.Image:
+    """Decode encoded bytes fully; a bomb, a truncated or an unknown file raises SkipImage."""
+    if not payload:
+        raise SkipImage("is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(payload))
+            image.load()
+        return ImageOps.exif_transpose(image)  # phone photos are stored sideways with an orientation tag
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise SkipImage(f"has more pixels than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} (a decompression "
+                        "bomb?)") from None
+    except UnidentifiedImageError:
+        raise SkipImage("is not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:  # truncated or corrupt data
+        raise SkipImage(f"is damaged ({err})") from None
+
+
+def array_to_image(array: np.ndarray) -> Image.Image:
+    """uint8 [H, W, C] (C = 1, 3 or 4) -> a Pillow image in mode L, RGB or RGBA."""
+    channels = array.shape[2]
+    return Image.fromarray(array[..., 0] if channels == 1 else array, mode={1: "L", 3: "RGB", 4: "RGBA"}[channels])
