@@ -121,3 +121,23 @@ def test_class_names_and_indices(text, index):
 def test_unknown_class_lists_the_valid_ones():
     with pytest.raises(UserError, match="sneaker.*ankle-boot"):
         class_index("sandwich", FASHION_MNIST.class_names)
+
+
+def test_a_version_1_config_reads_as_a_fashion_mnist_run():
+    """Runs saved before `data.source` existed named their dataset `data.dataset`, kept in data/fashion-mnist."""
+    from tinydiffusion.config import RunConfig
+
+    old = {"name": "old", "data": {"dataset": "fashion-mnist", "data_dir": "data/fashion-mnist", "download": True},
+           "format_version": 1}
+    config = RunConfig.from_dict(old)
+    assert (config.data.source, config.data.data_dir, config.format_version) == ("fashion-mnist", "", 2)
+    kept = RunConfig.from_dict({**old, "data": {**old["data"], "data_dir": "/my/copy"}})
+    assert kept.data.data_dir == "/my/copy"  # a folder the user chose stays
+
+
+def test_the_bundled_model_knows_its_class_names():
+    from tinydiffusion.pipeline import load_model
+
+    model = load_model(device="cpu")
+    assert model.class_names == FASHION_MNIST.class_names
+    assert model.class_index("Ankle boot") == 9 and model.class_index("boot") == 9

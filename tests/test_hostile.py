@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from tinydiffusion import checkpoint as ckpt
 from tinydiffusion.cli import main
-from tinydiffusion.config import DataConfig
+from tinydiffusion.config import FORMAT_VERSION, DataConfig
 from tinydiffusion.data import MAX_IDX_BYTES, load_data, read_idx, write_idx
 from tinydiffusion.errors import UserError
 from tinydiffusion.evaluation import load_samples_npz
@@ -252,9 +252,10 @@ HOSTILE_CHECKPOINTS = {  # name -> (damage(checkpoint_dir), words the error must
     "weights-data-beyond-file": (lambda d: _safetensors_header_only(d / "ema.safetensors"), "safetensors"),
     "weights-missing": (lambda d: [(d / n).unlink() for n in ("ema.safetensors", "model.safetensors")],
                         "not a checkpoint"),
-    "config-newer-format": (lambda d: _edit_json(d / "config.json", lambda c: c.update(format_version=2)),
-                            "newer"),
-    "checkpoint-json-newer-format": (lambda d: _edit_json(d / "checkpoint.json", lambda c: c.update(format_version=2)),
+    "config-newer-format": (lambda d: _edit_json(d / "config.json",
+                                                 lambda c: c.update(format_version=FORMAT_VERSION + 1)), "newer"),
+    "checkpoint-json-newer-format": (lambda d: _edit_json(d / "checkpoint.json",
+                                                          lambda c: c.update(format_version=FORMAT_VERSION + 1)),
                                      "newer"),
     "checkpoint-json-version-is-text": (lambda d: _edit_json(d / "checkpoint.json",
                                                              lambda c: c.update(format_version="2")),

@@ -9,11 +9,12 @@ import torch
 from safetensors.torch import load_file
 
 from tinydiffusion.checkpoint import latest_checkpoint, resolve_checkpoint
-from tinydiffusion.config import DataConfig, apply_overrides
-from tinydiffusion.data import load_data
+from tinydiffusion.config import DataConfig, RunConfig, apply_overrides
+from tinydiffusion.data import load_data, to_model_space
+from tinydiffusion.errors import UserError
 from tinydiffusion.pipeline import generate, load_model
 from tinydiffusion.presets import get_preset
-from tinydiffusion.training import learning_rate, train
+from tinydiffusion.training import Trainer, learning_rate, train
 
 
 def smoke_config(data_dir, **overrides):
@@ -53,8 +54,10 @@ def test_run_directory_layout_and_checkpoint_round_trip(tiny_data_dir, tmp_path)
     assert labels.tolist() == [0, 1, 2, 3]
 
 
-def test_resume_is_bit_identical(tiny_data_dir, tmp_path):
-    config = smoke_config(tiny_data_dir, **{"train.epochs": 2, "train.checkpoint_every": 10, "train.keep": 10})
+@pytest.mark.parametrize("hflip", [False, True])
+def test_resume_is_bit_identical(tiny_data_dir, tmp_path, hflip):
+    config = smoke_config(tiny_data_dir, **{"train.epochs": 2, "train.checkpoint_every": 10, "train.keep": 10,
+                                            "data.hflip": hflip})
     whole = tmp_path / "whole"
     train(config, whole, progress=False)
     # Simulate a crash right after the step-20 checkpoint: drop the later ones, then resume.
@@ -85,3 +88,26 @@ def test_in_memory_dataset(tiny_data_dir):
     data = load_data(DataConfig(data_dir=str(tiny_data_dir), download=False), "train", progress=False)
     assert data.images.shape == (256, 1, 28, 28) and data.images.dtype == torch.uint8
     assert data.labels.shape == (256,) and int(data.labels.max()) <= 9
+
+
+def test_hflip_mirrors_about_half_of_each_batch(tiny_data_dir, tmp_path):
+    trainer = Trainer(smoke_config(tiny_data_dir, **{"data.hflip": True, "train.batch_size": 64}), tmp_path / "r",
+                      progress=False)
+    x0, *_ = trainer._draw_batch(torch.arange(len(trainer.dataset)), 0)
+    plain = to_model_space(trainer.dataset.images[:64])
+    same = (x0 == plain).flatten(1).all(1)
+    mirrored = (x0 == plain.flip(-1)).flatten(1).all(1)
+    assert (same | mirrored).all()  # every image is itself or its mirror image, nothing else
+    assert 16 <= int((mirrored & ~same).sum()) <= 48  # and about half are mirrored
+
+
+def test_a_resumed_run_refuses_changed_data(tiny_data_dir, tmp_path):
+    from conftest import make_idx_dataset
+
+    data = make_idx_dataset(tmp_path / "data", seed=1)
+    run = tmp_path / "run"
+    train(smoke_config(data, **{"train.max_steps": 2}), run, progress=False)
+    make_idx_dataset(data, seed=2)  # the same files rewritten with other images
+    saved = RunConfig.from_json_file(run / "config.json")
+    with pytest.raises(UserError, match="has changed since it started"):
+        train(apply_overrides(saved, {"train.max_steps": 4}), run, resume=True, progress=False)

@@ -29,8 +29,10 @@ from .diffusion import GaussianDiffusion
 from .errors import UserError
 from .files import atomic_write_bytes
 from .nets import build_network, count_parameters
-from .pipeline import Model, generate, pick_device
-from .viz import save_grid
+from .pipeline import DEFAULT_GUIDANCE, Model, generate, pick_device
+from .samplers import DEFAULT_STEPS
+from .tensorboard_log import TensorBoardLog
+from .viz import grid_image, save_grid
 
 
 @dataclass
@@ -243,9 +245,17 @@ class Trainer:
         self.progress = progress and self.dist.is_main
         self.options = _resolve_options(config, self.device, self.dist.world_size)
 
-        self.dataset = dataset or self._load_data()
+        self.dataset = dataset or load_data(config.data, "train", progress=self.progress)
         self._check_data_matches_net()
         self.config = config = record_data(config, self.dataset)
+        # Rank 0's monitors, made ready before training starts: a missing package, or data that cannot be
+        # scored, is one sentence now rather than an error after the first epoch.
+        self.tensorboard = TensorBoardLog(self.run_dir / "tensorboard") if t.tensorboard and self.dist.is_main else None
+        self.evaluator = None
+        if t.eval_every and self.dist.is_main:
+            from .evaluation import Evaluator
+
+            self.evaluator = Evaluator(config.data, progress=self.progress)
         # The whole dataset stays resident on the device, unless it is memory-mapped (too big for memory):
         # then batches are gathered on the host and copied over.
         on_host = self.dataset.memory_mapped
@@ -286,15 +296,6 @@ class Trainer:
             self.model_for_step = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         if self.options["compile"]:
             self.model_for_step = torch.compile(self.model_for_step, mode=t.compile_mode)
-
-    def _load_data(self) -> ImageDataset:
-        """The prepared training data; under torchrun rank 0 prepares it first, so only one process decodes."""
-        if self.dist.world_size > 1 and not self.dist.is_main:
-            dist.barrier()
-        dataset = load_data(self.config.data, "train", progress=self.progress)
-        if self.dist.world_size > 1 and self.dist.is_main:
-            dist.barrier()
-        return dataset
 
     def _check_data_matches_net(self) -> None:
         _, c, h, w = self.dataset.images.shape
@@ -527,7 +528,10 @@ class Trainer:
                     if not t.checkpoint_every or self.step % t.checkpoint_every:
                         self.save()
                     self._sample_grid(epoch + 1)
+                    self._evaluate(epoch + 1)
         bar.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         path = self.save()
         wall = time.perf_counter() - start
         average_images_per_second = (self.step - first_step) * t.batch_size / wall if wall > 0 else 0.0
@@ -573,6 +577,8 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
         except OSError as err:
             raise UserError(f"cannot write {self.run_dir / 'metrics.jsonl'} ({err.strerror or err}).") from None
+        if self.tensorboard is not None:
+            self.tensorboard.scalars(record)
 
     def _sample_grid(self, epoch: int) -> None:
         t = self.config.train
@@ -582,6 +588,30 @@ class Trainer:
         steps = min(t.sample_steps, self.diffusion.num_timesteps)
         images, _ = generate(model, t.sample_num, sampler="ddim", steps=steps, seed=t.seed)
         save_grid(images, self.run_dir / "samples" / f"epoch-{epoch:03d}.png")
+        if self.tensorboard is not None:
+            self.tensorboard.image("samples", grid_image(images), self.step)
+
+    def _evaluate(self, epoch: int) -> None:
+        """Every train.eval_every epochs: FD of train.eval_num samples of the EMA model (the default sampler,
+        steps and guidance), one line of metrics.jsonl. At this small N it shows trends, not final scores."""
+        t = self.config.train
+        if self.evaluator is None or epoch % t.eval_every:
+            return
+        started = time.perf_counter()
+        model = Model(self.ema.net, self.diffusion, self.config, self.run_dir)
+        steps = min(DEFAULT_STEPS["dpmpp-2m"], self.diffusion.num_timesteps)
+        guidance = DEFAULT_GUIDANCE if model.num_classes else 1.0
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):  # resumes stay exact
+            images, labels = generate(model, t.eval_num, sampler="dpmpp-2m", steps=steps, guidance=guidance,
+                                      seed=t.seed)
+            result = self.evaluator.score(images, labels)
+        scores = {key: result[key] for key in ("fd", "fd_floor", "precision", "recall", "class_accuracy")
+                  if key in result}
+        self._log({"step": self.step, "epoch": epoch, **scores, "eval_num": t.eval_num, "metric": result["metric"],
+                   "sampler": f"dpmpp-2m, {steps} steps, guidance {guidance}",
+                   "eval_seconds": round(time.perf_counter() - started, 1)})
+        print(f"epoch {epoch}: {result['metric']} {result['fd']:.3f} at N={t.eval_num} "
+              f"(floor {result['fd_floor']:.3f}; small N, for trends only)")
 
 
 def record_data(config: RunConfig, dataset: ImageDataset) -> RunConfig:

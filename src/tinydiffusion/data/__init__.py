@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 
 from ..config import DataConfig
 from ..errors import UserError
-from ..files import atomic_directory, cache_dir
+from ..files import atomic_directory, cache_dir, exclusive_lock
 from . import prepared as store
 from .download import download_files
 from .formats import find_format
@@ -31,8 +32,8 @@ from .idx import MAX_IDX_BYTES, read_idx, write_idx
 from .named import NAMED, NamedDataset
 from .pixels import to_model_space, to_pixels
 
-__all__ = ["MAX_IDX_BYTES", "NAMED", "ImageDataset", "class_index", "load_data", "prepare_source", "read_idx",
-           "to_model_space", "to_pixels", "write_idx"]
+__all__ = ["MAX_IDX_BYTES", "NAMED", "ImageDataset", "canonical_source", "class_index", "load_data", "prepare_source",
+           "read_idx", "to_model_space", "to_pixels", "write_idx"]
 
 
 @dataclass
@@ -54,6 +55,15 @@ class ImageDataset:
 
 def named_dataset(config: DataConfig) -> NamedDataset | None:
     return NAMED.get(config.source.strip().lower())
+
+
+def canonical_source(source: str) -> str:
+    """How a run records its source: a named dataset by its name, a path made absolute, so that `evaluate`
+    and `visualize` find the data from any working directory."""
+    if source.strip().lower() in NAMED:
+        return source.strip().lower()
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.exists() else source
 
 
 def dataset_folder(config: DataConfig) -> Path:
@@ -101,8 +111,10 @@ def _locate(config: DataConfig, split: str, progress: bool):
 def _cache_entry(fmt, path: Path, split: str, config: DataConfig) -> tuple[Path, str]:
     """The cache folder of this source, split and shape; its name changes whenever any file of the source does."""
     fingerprint = fmt.fingerprint(path, split)
+    named = named_dataset(config)  # a named dataset's folder read by path has other class names: another entry
     key = hashlib.sha256(json.dumps([store.VERSION, fmt.NAME, str(path.resolve()), split, fingerprint,
-                                     config.image_size, config.channels, config.alpha_background]).encode())
+                                     config.image_size, config.channels, config.alpha_background,
+                                     named.name if named else ""]).encode())
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", path.name)[:40] or "data"
     return cache_dir() / "prepared" / f"{slug}-{split}-{key.hexdigest()[:16]}", hashlib.sha256(
         fingerprint.encode()).hexdigest()
@@ -123,10 +135,13 @@ def _prepare(fmt, path: Path, split: str, config: DataConfig, stem: Path, input_
                    "read_seconds": time.perf_counter() - started}
     manifest = store.prepare(found, stem, shape, description, progress)
     print(store.summary(manifest))
-    for name, count in zip(manifest["class_names"], manifest["class_counts"] or [], strict=False):
-        if count < 2:
-            print(f"warning: class {name!r} of {manifest['source']} has {count} image{'s' * (count != 1)}; "
-                  "the model will hardly learn it.")
+    scarce = [f"{name!r} ({count})" for name, count in zip(manifest["class_names"], manifest["class_counts"] or [],
+                                                            strict=False) if count < 2]
+    if scarce:
+        listed = ", ".join(scarce[:10]) + (f" and {len(scarce) - 10} more" if len(scarce) > 10 else "")
+        print(f"warning: {len(scarce)} class{'es' * (len(scarce) != 1)} of {manifest['source']} "
+              f"{'have' if len(scarce) != 1 else 'has'} fewer than 2 images: {listed}; the model will hardly learn "
+              f"{'them' if len(scarce) != 1 else 'it'}.")
     return manifest
 
 
@@ -136,17 +151,27 @@ def prepared_path(config: DataConfig, split: str = "train", progress: bool = Tru
     if located is None:
         return None
     fmt, path, split = located
-    if fmt is None:  # already a prepared file
+    if fmt is None:  # already a prepared file: its shape is what it is
+        _check_prepared_shape(path, config)
         return path
     entry, input_hash = _cache_entry(fmt, path, split, config)
-    if not (entry / "data.json").is_file():
-        try:
-            with atomic_directory(entry) as tmp:
-                _prepare(fmt, path, split, config, tmp / "data", input_hash, progress)
-        except OSError as err:
-            raise UserError(f"cannot write prepared data to the cache {entry.parent} ({err.strerror or err}); "
-                            "set TINYDIFFUSION_CACHE to a writable folder.") from None
+    try:
+        with exclusive_lock(entry.with_name(entry.name + ".lock")):  # one process prepares, the others then reuse
+            if not (entry / "data.json").is_file():
+                with atomic_directory(entry) as tmp:
+                    _prepare(fmt, path, split, config, tmp / "data", input_hash, progress)
+    except OSError as err:
+        raise UserError(f"cannot write prepared data to the cache {entry.parent} ({err.strerror or err}); "
+                        "set TINYDIFFUSION_CACHE to a writable folder.") from None
     return entry / "data.npy"
+
+
+def _check_prepared_shape(path: Path, config: DataConfig) -> None:
+    channels, size, _ = store.open_prepared(path, memory_limit=0).manifest["image_shape"]
+    for asked, has, what in ((config.image_size, size, "image_size"), (config.channels, channels, "channels")):
+        if asked and asked != has:
+            raise UserError(f"{path} was prepared with data.{what} {has}, not {asked}; prepare the source again with "
+                            f"--data.{what} {asked}, or drop --data.{what}.")
 
 
 def load_data(config: DataConfig, split: str = "train", progress: bool = True) -> ImageDataset | None:
@@ -155,7 +180,14 @@ def load_data(config: DataConfig, split: str = "train", progress: bool = True) -
     if path is None:
         return None
     limit = int(config.memory_limit_mb * 2**20) if config.memory_limit_mb > 0 else None
-    data = store.open_prepared(path, limit)
+    try:
+        data = store.open_prepared(path, limit)
+    except UserError:
+        cache = cache_dir() / "prepared"
+        if path.parent.parent != cache:  # the user's own prepared file: theirs to fix
+            raise
+        shutil.rmtree(path.parent, ignore_errors=True)  # a damaged cache entry is prepared again
+        data = store.open_prepared(prepared_path(config, split, progress), limit)
     named = named_dataset(config)
     class_names = named.class_names if named else tuple(data.manifest["class_names"])
     images = torch.from_numpy(data.images).permute(0, 3, 1, 2)  # N x C x H x W, a view: no copy

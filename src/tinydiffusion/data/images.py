@@ -12,11 +12,20 @@ Shaping rules, the same for files and arrays:
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Pillow reads EPS by running Ghostscript, an interpreter of a programming language, when it is installed:
+# a folder of someone else's images must never run a program. Every other format Pillow reads itself.
+EXTERNAL_PROGRAM_FORMATS = {"EPS"}
+
+
+def readable_formats() -> list[str]:
+    """The Pillow formats images are decoded as: all that Pillow decodes in-process."""
+    Image.init()
+    return [f for f in Image.OPEN if f not in EXTERNAL_PROGRAM_FORMATS]
 
 
 class SkipImage(Exception):
@@ -49,7 +58,10 @@ def _to_mode(image: Image.Image, shape: Shape) -> Image.Image:
 
 def shape_image(image: Image.Image, shape: Shape) -> np.ndarray:
     """A Pillow image -> uint8 [size, size, channels]."""
-    image = _to_mode(image, shape)
+    try:
+        image = _to_mode(image, shape)
+    except ValueError as err:  # a mode Pillow reads but cannot convert (a LAB TIFF to grey, say)
+        raise SkipImage(f"has colour mode {image.mode}, which cannot be converted ({err})") from None
     width, height = image.size
     if min(width, height) < shape.size:
         raise SkipImage(f"is {width}x{height}, smaller than the requested {shape.size} pixels")
@@ -64,23 +76,33 @@ def shape_image(image: Image.Image, shape: Shape) -> np.ndarray:
     return array[..., None] if array.ndim == 2 else array
 
 
+def _bomb() -> SkipImage:
+    return SkipImage(f"has more pixels than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} (a decompression bomb?)")
+
+
 def open_image(payload: bytes) -> Image.Image:
     """Decode encoded bytes fully; a bomb, a truncated or an unknown file raises SkipImage."""
     if not payload:
         raise SkipImage("is empty (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(payload))
-            image.load()
+        # Pillow raises above twice its pixel limit and only warns between one and two times it; the size is
+        # checked here, before decoding, rather than by turning the warning into an error with
+        # warnings.catch_warnings, which is not thread-safe (images are decoded in several threads at once).
+        image = Image.open(io.BytesIO(payload), formats=readable_formats())  # never by content sniffing as EPS
+        if Image.MAX_IMAGE_PIXELS and image.width * image.height > Image.MAX_IMAGE_PIXELS:
+            raise _bomb()
+        image.load()
         return ImageOps.exif_transpose(image)  # phone photos are stored sideways with an orientation tag
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise SkipImage(f"has more pixels than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} (a decompression "
-                        "bomb?)") from None
+    except SkipImage:
+        raise
+    except Image.DecompressionBombError:
+        raise _bomb() from None
     except UnidentifiedImageError:
         raise SkipImage("is not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:  # truncated or corrupt data
         raise SkipImage(f"is damaged ({err})") from None
+    except Exception as err:  # Pillow's readers raise others on some damaged files (struct.error, NotImplementedError)
+        raise SkipImage(f"is damaged ({type(err).__name__}: {err})") from None
 
 
 def array_to_image(array: np.ndarray) -> Image.Image:

@@ -18,6 +18,7 @@ import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,11 +82,11 @@ def choose_shape(found: SourceImages, image_size: int, channels: int, background
         for file in found.files[::step]:
             try:
                 image = open_image(file.read())
-            except (SkipImage, OSError):
+                colour = colour or (image.mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+                                    and not _is_grey(np.asarray(image.convert("RGB"))[None]))
+            except (SkipImage, OSError, ValueError):  # ValueError: a mode Pillow cannot convert
                 continue
             sides[min(image.size)] += 1
-            colour = colour or (image.mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
-                                and not _is_grey(np.asarray(image.convert("RGB"))[None]))
         size = min(sides.most_common(1)[0][0], DEFAULT_MAX_SIZE) if sides else DEFAULT_MAX_SIZE
     return Shape(image_size or size, channels or (3 if colour else 1), BACKGROUNDS[background])
 
@@ -143,49 +144,58 @@ def prepare(found: SourceImages, stem: Path, shape: Shape, description: dict, pr
     if found.array is not None and min(found.array.shape[1:3]) < shape.size:
         raise UserError(f"the images in {description['source']} are {found.array.shape[2]}x{found.array.shape[1]}, "
                         f"smaller than the requested {shape.size} pixels; lower --data.image_size.")
-    for path in (images_path, labels_path, manifest_path):
-        path.unlink(missing_ok=True)  # an older preparation under this name is replaced whole, manifest first
-    with atomic_file(images_path) as tmp_images:
-        everything = tmp_images.with_name(tmp_images.name + ".all")  # all rows; skipped images leave a gap at the end
-        try:
-            full = np.lib.format.open_memmap(everything, mode="w+", dtype=np.uint8,
-                                             shape=(total, shape.size, shape.size, shape.channels))
-            labels, skipped = _shape_all(found, shape, full, progress, description["source"])
-            kept = total - len(skipped)
-            skipped = found.skipped + skipped
-            if kept == 0:
-                reasons = "; ".join(f"{name} {why}" for name, why in skipped[:3])
-                raise UserError(f"none of the {total:,} images in {description['source']} could be used ({reasons}).")
-            if kept == total:
-                full.flush()
-                del full
-                os.replace(everything, tmp_images)
-            else:
-                compact = np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8,
-                                                    shape=(kept, *full.shape[1:]))
-                for start in range(0, kept, 4096):
-                    compact[start:start + 4096] = full[start:min(kept, start + 4096)]
-                compact.flush()
-                del compact, full
-        finally:
-            everything.unlink(missing_ok=True)
+    # All three files are written under temporary names and renamed only when all are complete, the
+    # manifest last: a failure leaves an older preparation at this name as it was.
+    with ExitStack() as commit:
+        tmp_manifest = commit.enter_context(atomic_file(manifest_path))
+        tmp_labels = commit.enter_context(atomic_file(labels_path))
+        tmp_images = commit.enter_context(atomic_file(images_path))
+        labels, skipped, kept = _write_images(found, shape, tmp_images, total, progress, description["source"])
         digest = _sha256(tmp_images, labels)
-    if labels is not None:
-        with atomic_file(labels_path) as tmp_labels, open(tmp_labels, "wb") as f:
-            np.save(f, labels)
-    class_counts = np.bincount(labels, minlength=len(found.class_names)).tolist() if labels is not None else None
-    manifest = {
-        "format": MANIFEST_FORMAT, "version": VERSION, **description,
-        "count": kept, "image_shape": [shape.channels, shape.size, shape.size], "layout": "NHWC",
-        "class_names": list(found.class_names), "class_counts": class_counts,
-        "images": images_path.name, "labels": labels_path.name if labels is not None else None,
-        "sha256": digest, "alpha_background": "black" if shape.alpha_background == (0, 0, 0) else "white",
-        "skipped_count": len(skipped), "skipped": [list(s) for s in skipped[:200]],
-        "prepare_seconds": round(time.perf_counter() - started + description.pop("read_seconds", 0.0), 2),
-    }
-    with atomic_file(manifest_path) as tmp_manifest:
+        if labels is not None:
+            with open(tmp_labels, "wb") as f:
+                np.save(f, labels)
+        class_counts = np.bincount(labels, minlength=len(found.class_names)).tolist() if labels is not None else None
+        manifest = {
+            "format": MANIFEST_FORMAT, "version": VERSION, **description,
+            "count": kept, "image_shape": [shape.channels, shape.size, shape.size], "layout": "NHWC",
+            "class_names": list(found.class_names), "class_counts": class_counts,
+            "images": images_path.name, "labels": labels_path.name if labels is not None else None,
+            "sha256": digest, "alpha_background": "black" if shape.alpha_background == (0, 0, 0) else "white",
+            "skipped_count": len(skipped), "skipped": [list(s) for s in skipped[:200]],
+            "prepare_seconds": round(time.perf_counter() - started + description.get("read_seconds", 0.0), 2),
+        }
         tmp_manifest.write_text(json.dumps(manifest, indent=1) + "\n")
+    if labels is None:
+        labels_path.unlink(missing_ok=True)  # the (empty) temporary renamed into place, or an older one's labels
     return manifest
+
+
+def _write_images(found: SourceImages, shape: Shape, out: Path, total: int, progress: bool, what: str):
+    """Shape every image into the .npy at `out`; return (labels, skipped, how many were kept)."""
+    everything = out.with_name(out.name + ".all")  # room for all; skipped images leave rows unused at the end
+    try:
+        full = np.lib.format.open_memmap(everything, mode="w+", dtype=np.uint8,
+                                         shape=(total, shape.size, shape.size, shape.channels))
+        labels, skipped = _shape_all(found, shape, full, progress, what)
+        kept = total - len(skipped)
+        skipped = found.skipped + skipped
+        if kept == 0:
+            reasons = "; ".join(f"{name} {why}" for name, why in skipped[:3])
+            raise UserError(f"none of the {total:,} images in {what} could be used ({reasons}).")
+        if kept == total:
+            full.flush()
+            del full
+            os.replace(everything, out)
+        else:
+            compact = np.lib.format.open_memmap(out, mode="w+", dtype=np.uint8, shape=(kept, *full.shape[1:]))
+            for start in range(0, kept, 4096):
+                compact[start:start + 4096] = full[start:min(kept, start + 4096)]
+            compact.flush()
+            del compact, full
+    finally:
+        everything.unlink(missing_ok=True)
+    return labels, skipped, kept
 
 
 def _sha256(images_path: Path, labels: np.ndarray | None) -> str:
@@ -202,12 +212,13 @@ def summary(manifest: dict) -> str:
     """One line: what was prepared, and what was skipped and why (the first few by name)."""
     c, h, w = manifest["image_shape"]
     classes = f", {len(manifest['class_names'])} classes" if manifest["class_names"] else ", unlabelled"
-    line = (f"prepared {manifest['count']:,} images of {w}x{h}x{c}{classes} from {manifest['source']} "
-            f"in {manifest['prepare_seconds']:.1f} s")
+    line = (f"prepared {manifest['count']:,} image{'s' * (manifest['count'] != 1)} of {w}x{h}x{c}{classes} from "
+            f"{manifest['source']} in {manifest['prepare_seconds']:.1f} s")
     if manifest["skipped_count"]:
         examples = "; ".join(f"{name} {why}" for name, why in manifest["skipped"][:5])
         more = f"; and {manifest['skipped_count'] - 5:,} more" if manifest["skipped_count"] > 5 else ""
-        line += f"; skipped {manifest['skipped_count']:,} files: {examples}{more} (all listed in the manifest)"
+        line += (f"; skipped {manifest['skipped_count']:,} file{'s' * (manifest['skipped_count'] != 1)}: {examples}"
+                 f"{more} (all listed in the manifest)")
     return line
 
 

@@ -18,6 +18,7 @@ from .base import SourceImages, class_names_for_labels, stat_fingerprint
 SPLITS_INSIDE = False  # a held-out split is a sibling file (test.npz beside train.npz)
 NAME = "NumPy array"
 IMAGE_KEYS = ("images", "arr_0")
+MAX_CLASSES = 100_000  # a label above this is a mistake (ImageNet-21k has 21,841 classes), not a class index
 
 
 def claims(path: Path) -> bool:
@@ -57,7 +58,7 @@ def _load(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]
     except UserError:
         raise
     except ValueError as err:
-        if "pickle" in str(err):
+        if "pickle" in str(err) or "Python objects" in str(err):  # np.load, or its memory-mapping of an .npy
             raise UserError(f"{path} holds Python objects that only pickle can load; tinydiffusion never unpickles "
                             "files. Save plain uint8 arrays (and integer labels, string class names).") from None
         raise UserError(f"{path} is not a readable NumPy file ({err}).") from None
@@ -81,6 +82,9 @@ def read(path: Path, split: str) -> SourceImages:
             (labels.size and labels.min() < 0):
         raise UserError(f"the labels in {path} are {labels.dtype} of shape {labels.shape}; they must be "
                         f"{len(images)} non-negative integers, one per image.")
+    if labels.max() >= MAX_CLASSES:  # names "0".."max" and a class embedding are made for every value up to it
+        raise UserError(f"the labels in {path} go up to {labels.max()}; class indices must be below {MAX_CLASSES:,} "
+                        "(number the classes 0, 1, 2, ...).")
     if names is None:
         names = class_names_for_labels(labels)
     elif names.dtype.kind != "U" or names.ndim != 1 or len(names) <= labels.max():

@@ -69,10 +69,13 @@ def class_names_for_labels(labels: np.ndarray) -> tuple[str, ...]:
 
 
 def image_extensions() -> set[str]:
-    """Every file ending Pillow can open (.png, .jpg, .webp, .bmp, .tif, ...)."""
+    """Every file ending of a format images are read in (.png, .jpg, .webp, .bmp, .tif, ...; not .eps)."""
     from PIL import Image
 
-    return {ext.lower() for ext in Image.registered_extensions()}
+    from ..images import readable_formats
+
+    formats = set(readable_formats())
+    return {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in formats}
 
 
 def assign_classes(names: list[str], source: Path) -> tuple[tuple[str, ...], list[tuple[str, int]],
@@ -88,9 +91,10 @@ def assign_classes(names: list[str], source: Path) -> tuple[tuple[str, ...], lis
     top = {n.split("/", 1)[0] for n in names if "/" in n}
     if not top:
         return (), [(n, -1) for n in names], []
-    if {t.lower() for t in top} >= {"train"} and {t.lower() for t in top} & set(HELD_OUT_NAMES):
+    train = next((t for t in sorted(top) if t.lower() == "train"), None)
+    if train is not None and {t.lower() for t in top} & set(HELD_OUT_NAMES):
         raise UserError(f"{source} holds split folders ({', '.join(sorted(top))}), not class folders; "
-                        f"point --data at its train folder ({source / 'train'}).")
+                        f"point --data at its train folder ({source / train}).")
     class_names = tuple(sorted(top))
     index = {name: i for i, name in enumerate(class_names)}
     labelled = [(n, index[n.split("/", 1)[0]]) for n in names if "/" in n]

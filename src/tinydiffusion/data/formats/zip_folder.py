@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 import zipfile
+import zlib
 from pathlib import Path
 
 from ...errors import UserError
+from ..images import SkipImage
 from .base import EncodedImage, SourceImages, assign_classes, image_extensions, stat_fingerprint
 
 SPLITS_INSIDE = False  # a held-out split is a sibling source (test/ beside train/)
@@ -27,14 +29,15 @@ def _open(path: Path) -> zipfile.ZipFile:
 
 def read(path: Path, split: str) -> SourceImages | None:
     archive = _open(path)
-    members = [m for m in archive.infolist() if not m.is_dir()]
+    # macOS's Finder adds __MACOSX/ (resource forks, never images) beside the folder it compresses: not data.
+    members = [m for m in archive.infolist() if not m.is_dir() and not m.filename.startswith("__MACOSX/")]
     # A zip made of a folder ("train/0/a.png", ...) holds everything under one top folder: drop it.
     tops = {m.filename.split("/", 1)[0] for m in members}
     prefix = f"{tops.pop()}/" if len(tops) == 1 and all("/" in m.filename for m in members) else ""
     extensions, skipped, usable = image_extensions(), [], {}
     for m in members:
         name = m.filename[len(prefix):]
-        if Path(name).suffix.lower() not in extensions or name.startswith("__MACOSX/"):
+        if Path(name).suffix.lower() not in extensions:
             skipped.append((name, "is not an image file"))
         elif m.flag_bits & 0x1:
             skipped.append((name, "is encrypted"))
@@ -47,8 +50,12 @@ def read(path: Path, split: str) -> SourceImages | None:
 
     def reader(member: zipfile.ZipInfo):
         def read_member() -> bytes:
-            with lock:
-                return archive.read(member)
+            try:
+                with lock:
+                    return archive.read(member)
+            except (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFError) as err:
+                # a bad CRC, a damaged stream, or a compression method zipfile lacks (Deflate64): skipped
+                raise SkipImage(f"cannot be read from {path.name} ({err})") from None
         return read_member
 
     files = [EncodedImage(name, label, reader(usable[name])) for name, label in labelled]
