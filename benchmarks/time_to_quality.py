@@ -35,11 +35,11 @@ import torch
 from baselines import NETWORKS, build, machine_description
 
 from tinydiffusion.checkpoint import EMA_FILE, latest_checkpoint, load_config, load_into, load_weights
-from tinydiffusion.cli import save_npz
 from tinydiffusion.config import DataConfig, RunConfig, apply_overrides
 from tinydiffusion.data import load_data
 from tinydiffusion.diffusion import GaussianDiffusion
 from tinydiffusion.errors import UserError
+from tinydiffusion.evaluation import save_npz
 from tinydiffusion.files import atomic_write_bytes
 from tinydiffusion.nets import count_parameters
 from tinydiffusion.pipeline import DEFAULT_GUIDANCE, Model, generate

@@ -219,7 +219,10 @@ def test_bundled_classifier_is_accurate_on_the_real_test_split():
 def test_train_classifier_saves_a_loadable_classifier(fake_data_dir, tmp_path):
     out = tmp_path / "clf" / "c.safetensors"
     config = ClassifierConfig(channels=(4, 8), feature_dim=16)
-    info = evaluation.train_classifier(fake_data_dir, out, epochs=1, config=config, batch_size=50, progress=False)
+    data = DataConfig(data_dir=str(fake_data_dir), download=False)
+    train, test = load_data(data, "train", progress=False), load_data(data, "test", progress=False)
+    info = evaluation.train_classifier(train, test, out, config=config,
+                                       recipe=evaluation.Recipe(epochs=1, batch_size=50, min_steps=0), progress=False)
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved["seed"] == 0 and saved["epochs"] == 1 and saved["config"]["channels"] == [4, 8]
     assert saved["test_accuracy"] == info["test_accuracy"] and len(saved["data_sha256"]) == 64
@@ -241,20 +244,20 @@ def test_evaluate_samples_returns_every_key_and_caches(fake_data_dir, tiny_class
     assert result["metric"] == "FD (fmnist-classifier features)"
     assert result["num"] == 60 and result["fd_floor_num"] == 60 and len(result["per_class_accuracy"]) == 10
     assert 0.0 <= result["precision"] <= 1.0 and 0.0 <= result["class_accuracy"] <= 1.0
-    cached = sorted(p.name for p in private_cache.iterdir())
+    cached = sorted(p.name for p in private_cache.rglob("fd-*"))  # beside the prepared splits
     assert [name.split("-")[1] for name in cached] == ["floor", "reference"]
-    real_extract, extracted = evaluation.extract_features, []
+    real_extract, extracted = evaluation.metrics.extract_features, []
 
     def counting(classifier, batch, *args, **kwargs):
         extracted.append(len(batch))
         return real_extract(classifier, batch, *args, **kwargs)
 
-    monkeypatch.setattr(evaluation, "extract_features", counting)
+    monkeypatch.setattr(evaluation.metrics, "extract_features", counting)
     again = evaluation.evaluate_samples(images, labels, data_dir=fake_data_dir,
                                         classifier=tiny_classifier, progress=False)
     assert extracted == [60], "the reference and floor features were not read from the cache"
     assert again["fd"] == result["fd"] and again["fd_floor"] == result["fd_floor"]
-    assert sorted(p.name for p in private_cache.iterdir()) == cached
+    assert sorted(p.name for p in private_cache.rglob("fd-*")) == cached
     table = evaluation.format_table(result)
     assert "FD (fmnist-classifier features)" in table and "N=60" in table
 
@@ -288,4 +291,4 @@ def test_inception_fid_without_the_package_is_a_user_error(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_torch_fidelity)
     with pytest.raises(UserError, match="torch-fidelity"):
-        evaluation.inception_fid(np.zeros((4, 28, 28), np.uint8))
+        evaluation.inception_fid(np.zeros((4, 1, 28, 28), np.uint8), np.zeros((4, 1, 28, 28), np.uint8))

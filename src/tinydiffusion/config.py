@@ -79,6 +79,9 @@ class TrainConfig:
     sample_every_epoch: bool = True
     sample_num: int = 36
     sample_steps: int = 25
+    eval_every: int = 0  # epochs; > 0: every this many epochs, FD of eval_num EMA samples goes to metrics.jsonl
+    eval_num: int = 500  # samples per such FD; FD at N = 500 is noisy and biased upwards: for trends only
+    tensorboard: bool = False  # also log to RUN_DIR/tensorboard (pip install 'tinydiffusion[tensorboard]')
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     precision: str = "auto"  # "auto", "fp32" or "bf16" (autocast)
     compile: str = "auto"  # "auto", "on" or "off"
@@ -193,6 +196,8 @@ class RunConfig:
             (t.cuda_graph in ("auto", "on", "off"), "train.cuda_graph must be auto, on or off"),
             (t.compile_mode in COMPILE_MODES, f"train.compile_mode must be one of {', '.join(COMPILE_MODES)}"),
             (t.sample_num >= 0 and t.sample_steps >= 1, "train.sample_num/sample_steps must be positive"),
+            (t.eval_every >= 0, "train.eval_every must be 0 (off) or a number of epochs"),
+            (t.eval_num >= 10, "train.eval_num must be at least 10"),
             (bool(self.data.source.strip()), "data.source must name a dataset, a folder or a file"),
             (self.data.image_size == 0 or 4 <= self.data.image_size <= 1024,
              "data.image_size must be 0 (the source's own) or between 4 and 1024"),

@@ -36,7 +36,10 @@ class ResBlock(nn.Module):
 class SelfAttention(nn.Module):
     def __init__(self, channels: int, head_dim: int = 32):
         super().__init__()
+        # Heads of about head_dim channels, as many as divide the width evenly (112 channels: 2 heads of 56).
         self.num_heads = max(1, channels // head_dim)
+        while channels % self.num_heads:
+            self.num_heads -= 1
         self.norm = group_norm(channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = zero_init(nn.Conv2d(channels, channels, 1))

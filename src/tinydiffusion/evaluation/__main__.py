@@ -1,0 +1,7 @@
+"""`python -m tinydiffusion.evaluation train-classifier | ship-statistics`."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
