@@ -152,12 +152,12 @@ def test_a_named_dataset_is_downloaded_end_to_end(server, tmp_path, monkeypatch)
 
     config = DataConfig(source="mnist", data_dir=str(folder))
     dataset = load_data(config, progress=False)
-    assert listing(folder) == sorted(IDX_FILES[:2])  # only what the train split needs, no temporaries
+    assert listing(folder) == sorted(IDX_FILES)  # the test split too, for `evaluate`; no temporaries
     assert np.array_equal(dataset.images[:, 0].numpy(), arrays[IDX_FILES[0]])
     assert dataset.labels.tolist() == [0, 1, 2, 3, 4, 5] and dataset.class_names == tuple("0123456789")
-    held_out = load_data(config, "test", progress=False)
-    assert listing(folder) == sorted(IDX_FILES) and held_out.labels.tolist() == [7, 9]
     fetched = len(server.requests)
+    held_out = load_data(config, "test", progress=False)
+    assert held_out.labels.tolist() == [7, 9] and len(server.requests) == fetched
     assert load_data(config, progress=False).labels.tolist() == [0, 1, 2, 3, 4, 5]
     assert len(server.requests) == fetched  # all there: nothing fetched again
 

@@ -95,7 +95,7 @@ def cmd_train(args) -> int:
         preset = args.preset or preset_for_source(source)
         if preset != "auto":
             get_preset(preset)  # an unknown name is refused before any work
-        run_dir = Path(args.run_dir or f"runs/{args.preset or Path(source).stem or 'run'}")
+        run_dir = Path(args.run_dir or f"runs/{args.preset or run_name(source)}")
         if (run_dir / CHECKPOINTS).exists() or (run_dir / "config.json").exists():
             raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                             "or choose another --run-dir.")
@@ -111,6 +111,13 @@ def cmd_train(args) -> int:
         print(f"done: step {result.step}, final loss {result.final_loss:.4f}, {result.images_per_second:.0f} images/s, "
               f"{result.wall_seconds:.0f} s; checkpoints in {run_dir}")
     return 0
+
+
+def run_name(source: str) -> str:
+    """A default run name from the data: `mnist`, `pets` for pets/ or pets.zip, `mnist-10k` for mnist-10k/train."""
+    path = Path(source)
+    name = path.name.removesuffix(".zip").removesuffix(".npz").removesuffix(".npy") or "run"
+    return f"{path.parent.name}" if name.lower() in ("train", "training") and path.parent.name else name
 
 
 # --- prepare ---------------------------------------------------------------------------------
@@ -198,7 +205,7 @@ def add_sample(sub) -> None:
 def cmd_sample(args) -> int:
     from .evaluation.samples import save_npz
     from .pipeline import load_model
-    from .viz import save_grid
+    from .viz import class_columns, save_grid, save_image
 
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".npz"):
@@ -208,11 +215,11 @@ def cmd_sample(args) -> int:
     model = load_model(args.checkpoint, args.device)
     images, labels = run_sampling(args, model)
     if out.suffix.lower() == ".npz":
-        save_npz(out, images.numpy(), None if labels is None else labels.numpy())
+        save_npz(out, images.numpy(), None if labels is None else labels.numpy(), model.class_names)
+    elif args.classes is None and model.num_classes and args.num % model.num_classes == 0 and not args.nrow:
+        save_image(class_columns(images, model.class_names), out)  # every class in turn: one column each, named
     else:
-        every_class = args.classes is None and model.num_classes and args.num % model.num_classes == 0
-        nrow = args.nrow or (model.num_classes if every_class else None)
-        save_grid(images, out, nrow=nrow)
+        save_grid(images, out, nrow=args.nrow)
     print(f"wrote {len(images)} images to {out}")
     return 0
 

@@ -110,8 +110,9 @@ def preset_for_source(source: str) -> str:
 
 
 def auto_config(image_size: int) -> RunConfig:
-    """A sensible start for images of this size: the reference run's UNet and recipe, with the pixel-unshuffle
-    stem up to 32 pixels and a fourth level at 64 (so the lowest resolution stays 4 to 8 pixels)."""
+    """A sensible start for images of this size: the reference run's UNet and recipe (with its pixel-unshuffle
+    stem), and above 32 pixels a fourth level, so that the lowest resolution stays 4 pixels (64 -> 32 -> 16
+    -> 8 -> 4, attention at the two lowest)."""
     net = dataclasses.replace(FASHION_MNIST_UNET, image_size=image_size)
     if image_size > 32:
         net = dataclasses.replace(net, channel_mults=(1, 2, 2, 2), attention_levels=(2, 3))

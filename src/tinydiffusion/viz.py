@@ -45,7 +45,7 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, s
 
 
 def labelled_rows(rows: list[torch.Tensor], column_labels: list[str], scale: int = 3) -> Image.Image:
-    """Rows of uint8 [K, C, H, W] images under a header of column labels (e.g. timesteps)."""
+    """Rows of uint8 [K, C, H, W] images under a header of column labels (e.g. timesteps or class names)."""
     grid = grid_image(torch.cat(rows), nrow=rows[0].shape[0], scale=scale)
     header = 14
     canvas = Image.new(grid.mode, (grid.width, grid.height + header), 255)
@@ -53,8 +53,16 @@ def labelled_rows(rows: list[torch.Tensor], column_labels: list[str], scale: int
     draw = ImageDraw.Draw(canvas)
     cell = grid.width / len(column_labels)
     for i, label in enumerate(column_labels):
+        while len(label) > 1 and draw.textlength(label) > cell - 6:  # a long name is cut to its column
+            label = label[:-1]
         draw.text((i * cell + 4, 1), label, fill=0)
     return canvas
+
+
+def class_columns(images: torch.Tensor, class_names: tuple[str, ...], scale: int = 2) -> Image.Image:
+    """Samples drawn for every class in turn (image i of class i % K) as K named columns."""
+    k = len(class_names)
+    return labelled_rows(list(images.split(k)), list(class_names), scale=scale)
 
 
 def forward_strip(diffusion: GaussianDiffusion, images_uint8: torch.Tensor, columns: int = 9,

@@ -73,14 +73,20 @@ def dataset_folder(config: DataConfig) -> Path:
 
 
 def _named_source(named: NamedDataset, config: DataConfig, split: str, progress: bool) -> Path:
+    """The named dataset's files for `split`, downloaded if missing and allowed. A download fetches the
+    test split too, so that `evaluate` finds its reference where `train` left the data."""
     folder = dataset_folder(config)
-    missing = {name: md5 for name, md5 in named.files_for(split).items()
-               if not (folder / name).exists() and not (folder / Path(name).stem).exists()}
-    if missing:
+
+    def missing(files: dict[str, str]) -> dict[str, str]:
+        return {name: md5 for name, md5 in files.items()
+                if not (folder / name).exists() and not (folder / Path(name).stem).exists()}
+
+    needed = missing(named.files_for(split))
+    if needed:
         if not config.download:
-            raise UserError(f"{named.title} is not in {folder} (missing {', '.join(missing)}); point --data-dir at "
+            raise UserError(f"{named.title} is not in {folder} (missing {', '.join(needed)}); point --data-dir at "
                             f"the folder holding its files, or allow downloading (--data.download true).")
-        download_files(folder, named.mirrors, missing, named.title, progress)
+        download_files(folder, named.mirrors, missing(named.files), named.title, progress)
     return named.source_in(folder)
 
 

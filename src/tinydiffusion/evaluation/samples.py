@@ -18,11 +18,15 @@ from ..errors import UserError
 from ..files import atomic_write_bytes
 
 
-def save_npz(path: str | Path, images_nchw: np.ndarray, labels: np.ndarray | None) -> None:
-    """Write uint8 images [N, C, H, W] as arr_0 (N x H x W x C), with labels beside them, atomically."""
+def save_npz(path: str | Path, images_nchw: np.ndarray, labels: np.ndarray | None,
+             class_names: tuple[str, ...] = ()) -> None:
+    """Write uint8 images [N, C, H, W] as arr_0 (N x H x W x C), with labels and the model's class names
+    beside them (so the file is also a dataset `--data` reads), atomically."""
     arrays = {"arr_0": np.ascontiguousarray(np.asarray(images_nchw).transpose(0, 2, 3, 1))}
     if labels is not None:
         arrays["labels"] = np.asarray(labels).astype(np.int64)
+        if class_names:
+            arrays["class_names"] = np.array(class_names, dtype=str)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     atomic_write_bytes(Path(path), buffer.getvalue())
