@@ -254,6 +254,14 @@ def test_train_and_sample_a_class_of_an_image_folder(tmp_path):
     assert done.returncode == 0, done.stderr
     with np.load(tmp_path / "owls.npz") as samples:
         assert samples["arr_0"].shape == (2, 32, 32, 3) and samples["labels"].tolist() == [1, 1]
+        assert samples["class_names"].tolist() == ["finch", "owl", "wren"]  # the labels' names travel with them
+    assert load(tmp_path / "owls.npz").class_names == ("finch", "owl", "wren")  # a sample file is a dataset too
+
+    done = sample_cli(tmp_path / "run", tmp_path / "grid.png", "--num", "6")  # every class in turn: named columns
+    assert done.returncode == 0, done.stderr
+    grid = np.asarray(Image.open(tmp_path / "grid.png").convert("L"))
+    assert grid.shape == (14 + 2 * (2 + 2 * (32 + 2)), 2 * (2 + 3 * (32 + 2)))  # a header, then 2 rows of 3
+    assert (grid[:14] < 128).any()  # the header holds text
 
     done = sample_cli(tmp_path / "run", tmp_path / "none.npz", "--class", "nonexistent")
     assert done.returncode == 2 and "Traceback" not in done.stderr
@@ -287,3 +295,10 @@ def test_train_from_a_prepared_file_memory_mapped(tmp_path, capsys):
     data = json.loads((tmp_path / "run" / "config.json").read_text())["data"]
     assert data["memory_limit_mb"] == 0.0001 and data["num_images"] == 8 and data["class_names"] == ["cat", "dog"]
     assert data["prepared_sha256"] == json.loads((tmp_path / "pets.json").read_text())["sha256"]
+
+
+@pytest.mark.parametrize("source,name", [("fashion-mnist", "fashion-mnist"), ("/data/mnist-10k/train", "mnist-10k"),
+                                         ("/data/mnist-10k/train.zip", "mnist-10k"), ("pets", "pets"),
+                                         ("x/pets.npz", "pets"), ("train", "train")])
+def test_a_run_is_named_after_its_data(source, name):
+    assert cli.run_name(source) == name

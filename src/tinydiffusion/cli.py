@@ -182,12 +182,21 @@ def sampler_options(args) -> dict:
     return options
 
 
+def sampling_settings(args, model) -> tuple[int, float]:
+    """(steps, guidance) as they will be used: the flags, else the sampler's and the model's defaults."""
+    from .samplers import DEFAULT_STEPS
+
+    steps = args.steps or DEFAULT_STEPS[args.sampler] or model.diffusion.num_timesteps
+    guidance = args.guidance if args.guidance is not None else (DEFAULT_GUIDANCE if model.num_classes else 1.0)
+    return steps, guidance
+
+
 def run_sampling(args, model, progress: bool = True, callback=None):
     from .pipeline import generate  # noqa: I001
 
     classes = [model.class_index(c) for c in args.classes] if args.classes else None
-    guidance = args.guidance if args.guidance is not None else (DEFAULT_GUIDANCE if model.num_classes else 1.0)
-    return generate(model, args.num, classes=classes, sampler=args.sampler, steps=args.steps, guidance=guidance,
+    steps, guidance = sampling_settings(args, model)
+    return generate(model, args.num, classes=classes, sampler=args.sampler, steps=steps, guidance=guidance,
                     seed=args.seed, batch_size=args.batch_size, progress=progress, callback=callback,
                     **sampler_options(args))
 
@@ -347,7 +356,8 @@ def cmd_evaluate(args) -> int:
                                          sample_shape=(net.in_channels, net.image_size, net.image_size),
                                          model_classes=model.class_names)
         images, labels = run_sampling(args, model)
-        info = {"source": str(model.source), "sampler": args.sampler, "steps": args.steps}
+        steps, guidance = sampling_settings(args, model)
+        info = {"source": str(model.source), "sampler": args.sampler, "steps": steps, "guidance": guidance}
     result = evaluator.score(images, labels)
     result.update(info, seconds=time.perf_counter() - started)
     print(evaluation.format_table(result))
