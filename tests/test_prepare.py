@@ -302,3 +302,11 @@ def test_train_from_a_prepared_file_memory_mapped(tmp_path, capsys):
                                          ("x/pets.npz", "pets"), ("train", "train")])
 def test_a_run_is_named_after_its_data(source, name):
     assert cli.run_name(source) == name
+
+
+def test_a_held_out_split_takes_the_train_splits_shape(tmp_path):
+    """Mixed sizes make a folder's default size its most common one: the test split follows train's, not its own."""
+    make_class_folder(tmp_path / "train", size=(16, 16), per_class=3)
+    make_class_folder(tmp_path / "test", size=(24, 24), per_class=2)
+    train, test = load(tmp_path / "train"), load(tmp_path / "train", "test")
+    assert train.images.shape[1:] == test.images.shape[1:] == (3, 16, 16)

@@ -99,8 +99,9 @@ def cmd_train(args) -> int:
         if (run_dir / CHECKPOINTS).exists() or (run_dir / "config.json").exists():
             raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                             "or choose another --run-dir.")
-        config_for_data(preset, args.net, overrides).validate()  # every flag checked before any work
-        dataset = load_data(config_for_data(preset, args.net, overrides).data, "train", progress=not args.no_progress)
+        before_data = config_for_data(preset, args.net, overrides)
+        before_data.validate()  # every flag checked before any work; the network is fitted to the data below
+        dataset = load_data(before_data.data, "train", progress=not args.no_progress)
         classes = len(dataset.class_names) if dataset.labels is not None else 0
         config = config_for_data(preset, args.net, overrides, (tuple(dataset.images.shape[1:]), classes, len(dataset)))
         if preset == "auto":

@@ -11,6 +11,7 @@ Training draws batches from it by index: no per-image Python work in the trainin
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -152,7 +153,12 @@ def _prepare(fmt, path: Path, split: str, config: DataConfig, stem: Path, input_
 
 
 def prepared_path(config: DataConfig, split: str = "train", progress: bool = True) -> Path | None:
-    """The prepared .npy of a source's split, preparing it first if the cache has no current one."""
+    """The prepared .npy of a source's split, preparing it first if the cache has no current one.
+    A held-out split takes the train split's size and channels, so its images compare with the model's."""
+    if split != "train" and not (config.image_size and config.channels):
+        train = prepared_path(config, "train", progress)
+        channels, size, _ = store.open_prepared(train, memory_limit=0).manifest["image_shape"]
+        config = dataclasses.replace(config, image_size=size, channels=channels)
     located = _locate(config, split, progress)
     if located is None:
         return None
