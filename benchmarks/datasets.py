@@ -38,12 +38,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from options import cpu_name, rates
+from options import cpu_name, rates, report
 from torch.utils.flop_counter import FlopCounterMode
 
 from tinydiffusion.config import DataConfig
 from tinydiffusion.data import load_data
-from tinydiffusion.files import atomic_write_bytes
 from tinydiffusion.nets import build_network, count_parameters
 from tinydiffusion.presets import PRESETS, config_for_data
 from tinydiffusion.training import Trainer
@@ -421,13 +420,7 @@ def main() -> None:
         results.pop("summary", None)
     else:
         results = measure(args)
-    summary = summarize(results)
-    text = format_markdown(results, summary)
-    print(text)
-    if args.json:
-        atomic_write_bytes(Path(args.json), (json.dumps({**results, "summary": summary}, indent=2) + "\n").encode())
-    if args.markdown:
-        atomic_write_bytes(Path(args.markdown), text.encode())
+    report(results, summarize, format_markdown, args.json, args.markdown)
 
 
 if __name__ == "__main__":

@@ -209,14 +209,18 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.steps, args.threads, args.device, args.data_dir,
                                 log_every=args.log_every)))
         return
-    results = measure(args)
+    report(measure(args), summarize, format_markdown, args.json, args.markdown)
+
+
+def report(results: dict, summarize, format_markdown, json_path: str | None, markdown_path: str | None) -> None:
+    """Summarise measurements, print the Markdown table, and write the JSON (with the summary) and table files."""
     summary = summarize(results)
     text = format_markdown(results, summary)
     print(text)
-    if args.json:
-        atomic_write_bytes(Path(args.json), (json.dumps({**results, "summary": summary}, indent=2) + "\n").encode())
-    if args.markdown:
-        atomic_write_bytes(Path(args.markdown), text.encode())
+    if json_path:
+        atomic_write_bytes(Path(json_path), (json.dumps({**results, "summary": summary}, indent=2) + "\n").encode())
+    if markdown_path:
+        atomic_write_bytes(Path(markdown_path), text.encode())
 
 
 if __name__ == "__main__":
