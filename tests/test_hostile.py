@@ -552,6 +552,10 @@ BAD_TRAIN_ARGS = {  # name -> (extra arguments, words the error must contain)
     "channels-mismatch": (["--net.in_channels", "3"], "in_channels"),
     "unknown-device": (["--device", "tpu:7"], "device"),
     "unknown-dataset": (["--data", "imagenet-1k"], "imagenet-1k does not exist"),
+    "memory-limit-inf": (["--data.memory_limit_mb", "inf"], "data.memory_limit_mb must be a finite size"),
+    "memory-limit-nan": (["--data.memory_limit_mb", "nan"], "data.memory_limit_mb must be a finite size"),
+    "image-size-absurd": (["--data.image_size", "99999"], "data.image_size must be 0"),
+    "channels-two": (["--data.channels", "2"], "data.channels must be 0"),
     "missing-data-no-download": (["--data.download", "false", "--data-dir", "/nonexistent/fmnist"], "data-dir"),
 }
 

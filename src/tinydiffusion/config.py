@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,7 +204,7 @@ class RunConfig:
              "data.image_size must be 0 (the source's own) or between 4 and 1024"),
             (self.data.channels in (0, 1, 3), "data.channels must be 0 (the source's own), 1 or 3"),
             (self.data.alpha_background in ("white", "black"), "data.alpha_background must be white or black"),
-            (self.data.memory_limit_mb >= 0, "data.memory_limit_mb must not be negative"),
+            (0 <= self.data.memory_limit_mb < math.inf, "data.memory_limit_mb must be a finite size, 0 or more"),
         ]
         for ok, message in checks:
             if not ok:
