@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from tinydiffusion import evaluation
-from tinydiffusion.pipeline import DEFAULT_GUIDANCE, generate, load_model
+from tinydiffusion.defaults import DEFAULT_GUIDANCE
+from tinydiffusion.pipeline import generate, load_model
 from tinydiffusion.samplers import network_evaluations
 
 # Issue 3's rows (DDPM 1000; DDIM 10-250) and issue 4's fast samplers at comparable evaluations.

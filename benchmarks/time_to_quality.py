@@ -37,12 +37,13 @@ from baselines import NETWORKS, build, machine_description
 from tinydiffusion.checkpoint import EMA_FILE, latest_checkpoint, load_config, load_into, load_weights
 from tinydiffusion.config import DataConfig, RunConfig, apply_overrides
 from tinydiffusion.data import load_data
+from tinydiffusion.defaults import DEFAULT_GUIDANCE
 from tinydiffusion.diffusion import GaussianDiffusion
 from tinydiffusion.errors import UserError
 from tinydiffusion.evaluation import save_npz
 from tinydiffusion.files import atomic_write_bytes
 from tinydiffusion.nets import count_parameters
-from tinydiffusion.pipeline import DEFAULT_GUIDANCE, Model, generate
+from tinydiffusion.pipeline import Model, generate
 from tinydiffusion.presets import get_preset
 from tinydiffusion.samplers import SAMPLERS
 from tinydiffusion.training import Trainer

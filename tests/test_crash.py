@@ -253,22 +253,28 @@ def test_keep_only_the_newest_checkpoints(tiny_data_dir, tmp_path, monkeypatch):
 
 
 def test_resume_of_a_run_that_crashed_before_its_first_checkpoint(tiny_data_dir, tmp_path, capsys):
+    """No dead end: the plain command points at --resume, which starts the run afresh from step 0 with its
+    saved config; the failed attempt's metrics and half-written checkpoint are superseded."""
     from tinydiffusion.cli import main
 
     run = tmp_path / "run"
-    config = smoke_config(tiny_data_dir)
+    config = smoke_config(tiny_data_dir, **{"train.max_steps": 3, "train.log_every": 1})
     run.mkdir()
     (run / "config.json").write_text(config.to_json())
-    (run / "metrics.jsonl").write_text('{"step": 5, "loss": 1.0}\n')
+    (run / "metrics.jsonl").write_text('{"step": 5, "loss": 1.0}\n{"step": 6, "lo')  # cut short by the crash
     half_written = run / "checkpoints" / ".step-00000006.k3j2"  # what a kill during the first save leaves
     half_written.mkdir(parents=True)
     (half_written / ckpt.MODEL_FILE).write_bytes(b"\x10\x00")
     before = files_of(run)
-    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
-    assert "no complete checkpoint" in err and "afresh" in err
+    assert main([str(a) for a in train_args(tiny_data_dir, run)]) == 2
+    assert capsys.readouterr().err == (f"error: {run} already holds a run; continue it with --resume {run} "
+                                       "or choose another --run-dir.\n")
     assert files_of(run) == before
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert f"{run} has no checkpoint yet; starting it afresh from step 0.\n" in capsys.readouterr().out
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert assert_run_consistent(run).name == "step-00000003"
+    assert not half_written.exists()
 
 
 # --- a non-finite loss -----------------------------------------------------------------------

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from tinydiffusion.config import DataConfig
-from tinydiffusion.data import class_index, load_data, read_idx, to_model_space, to_pixels, write_idx
+from tinydiffusion.data import class_index, load_data, read_idx, write_idx
 from tinydiffusion.data.download import download_files
 from tinydiffusion.data.named import FASHION_MNIST
+from tinydiffusion.data.pixels import to_model_space, to_pixels
 from tinydiffusion.errors import UserError
 
 FILES = FASHION_MNIST.files

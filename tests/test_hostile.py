@@ -538,8 +538,8 @@ BAD_TRAIN_ARGS = {  # name -> (extra arguments, words the error must contain)
     "keep-zero": (["--keep", "0"], "train.keep"),
     "checkpoint-every-negative": (["--checkpoint-every", "-5"], "negative"),
     "lr-not-a-number": (["--train.lr", "abc"], "train.lr"),
-    "lr-zero": (["--lr", "0"], "train.lr must be positive"),
-    "lr-nan": (["--lr", "nan"], "train.lr must be positive"),
+    "lr-zero": (["--lr", "0"], "train.lr must be above 0 and at most 1"),
+    "lr-nan": (["--lr", "nan"], "train.lr must be a finite number, not nan"),
     "unknown-config-field": (["--train.nonexistent", "1"], "train.nonexistent"),
     "unknown-section": (["--optimizer.lr", "1"], "optimizer.lr"),
     "bool-not-a-bool": (["--train.sample_every_epoch", "maybe"], "sample_every_epoch"),
@@ -552,8 +552,8 @@ BAD_TRAIN_ARGS = {  # name -> (extra arguments, words the error must contain)
     "channels-mismatch": (["--net.in_channels", "3"], "in_channels"),
     "unknown-device": (["--device", "tpu:7"], "device"),
     "unknown-dataset": (["--data", "imagenet-1k"], "imagenet-1k does not exist"),
-    "memory-limit-inf": (["--data.memory_limit_mb", "inf"], "data.memory_limit_mb must be a finite size"),
-    "memory-limit-nan": (["--data.memory_limit_mb", "nan"], "data.memory_limit_mb must be a finite size"),
+    "memory-limit-inf": (["--data.memory_limit_mb", "inf"], "data.memory_limit_mb must be a finite number"),
+    "memory-limit-nan": (["--data.memory_limit_mb", "nan"], "data.memory_limit_mb must be a finite number"),
     "image-size-absurd": (["--data.image_size", "99999"], "data.image_size must be 0"),
     "channels-two": (["--data.channels", "2"], "data.channels must be 0"),
     "missing-data-no-download": (["--data.download", "false", "--data-dir", "/nonexistent/fmnist"], "data-dir"),
@@ -581,9 +581,9 @@ def test_existing_run_dir_without_resume_is_left_untouched(trained_run, tiny_dat
 @pytest.mark.parametrize("args,words", [
     (["--resume", "{tmp}/nowhere"], "not a run directory"),
     (["--resume", "{tmp}"], "not a run directory"),
-    (["--resume", "{started}"], "no complete checkpoint"),
+    (["--resume", "{started}", "--preset", "smoke"], "--preset does not apply to --resume"),
     (["--resume", "{run}", "--net.base_channels", "16"], "network"),
-], ids=["missing", "not-a-run", "no-checkpoint-yet", "changes-the-network"])
+], ids=["missing", "not-a-run", "no-checkpoint-yet-with-a-preset", "changes-the-network"])
 def test_bad_resume_arguments(trained_run, tmp_path, capsys, args, words):
     started = tmp_path / "started"  # a run stopped before its first checkpoint: config.json only
     started.mkdir()

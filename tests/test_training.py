@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 
 from tinydiffusion.checkpoint import latest_checkpoint, resolve_checkpoint
 from tinydiffusion.config import DataConfig, RunConfig, apply_overrides
-from tinydiffusion.data import load_data, to_model_space
+from tinydiffusion.data import load_data
+from tinydiffusion.data.pixels import to_model_space
 from tinydiffusion.errors import UserError
 from tinydiffusion.pipeline import generate, load_model
 from tinydiffusion.presets import get_preset

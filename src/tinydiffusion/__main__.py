@@ -1,5 +1,9 @@
 import sys
 
-from .cli import main
+try:
+    from .cli import run
+except KeyboardInterrupt:  # Ctrl-C while Python is still importing: the same one line as later
+    print("interrupted.", file=sys.stderr)
+    sys.exit(130)
 
-sys.exit(main())
+run()

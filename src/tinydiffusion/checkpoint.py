@@ -6,6 +6,7 @@ A run directory looks like
       config.json            the run's RunConfig
       metrics.jsonl          one JSON object per logged step
       samples/epoch-001.png  sample grids from the EMA weights
+      .lock                  flock-ed by the one process training the run (files.run_lock)
       checkpoints/
         step-00002345/       one complete checkpoint (see below)
         latest               text file naming the newest complete checkpoint
@@ -15,6 +16,11 @@ training_state.pt (optimizer, counters and RNG states; loaded with weights_only=
 that would run code is refused). A checkpoint is written into a temporary directory and renamed
 into place only once every file is on disk, so a crash at any moment leaves the previous complete
 checkpoint as it was: there is never a half-written file under a real name.
+
+`train --resume` continues a run from its latest complete checkpoint, or from the one named
+(RUN/checkpoints/step-N): the run then goes on from step N, as if it had been stopped there, so its
+later checkpoints and the metrics logged after step N are superseded. A run with no complete
+checkpoint yet starts afresh from step 0 with its saved config.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import FORMAT_VERSION, RunConfig
 from .errors import UserError
-from .files import atomic_write_bytes, fsync_dir
+from .files import atomic_write_bytes, check_run_not_in_use, fsync_dir, use_umask
 from .nets import build_network
 
 CHECKPOINTS = "checkpoints"
@@ -41,6 +47,8 @@ LATEST = "latest"
 MODEL_FILE, EMA_FILE, CONFIG_FILE, STATE_FILE, INFO_FILE = (
     "model.safetensors", "ema.safetensors", "config.json", "training_state.pt", "checkpoint.json")
 BUNDLED = Path(__file__).parent / "assets" / "fashion-mnist.safetensors"
+MAX_STEP = 10**12  # far beyond any real run; a training state claiming more is damaged
+_STEP_NAME = re.compile(r"step-(\d+)")
 
 
 def plain_state_dict(net: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -69,7 +77,9 @@ def save_checkpoint(run_dir: Path, step: int, config: RunConfig, model_weights: 
         torch.save(training_state, tmp / STATE_FILE)
         (tmp / INFO_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, "step": step}) + "\n")
         for f in tmp.iterdir():
+            use_umask(f)  # safetensors writes 0600 and mkdtemp makes 0700: a checkpoint is as readable as any file
             _fsynced_file(f)
+        use_umask(tmp)
         fsync_dir(tmp)
         final = root / name
         if final.exists():  # re-saving a step (after a resume): move the old one aside first
@@ -108,6 +118,12 @@ def _prune(root: Path, keep: int, newest: str) -> None:
             shutil.rmtree(doomed, ignore_errors=True)
 
 
+def is_complete(checkpoint_dir: Path) -> bool:
+    """A checkpoint under its real name (step-N) with its checkpoint.json: what `latest_checkpoint`, and so
+    `sample --checkpoint RUN` and `train --resume`, count as a checkpoint."""
+    return checkpoint_dir.name.startswith("step-") and (checkpoint_dir / INFO_FILE).is_file()
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete checkpoint of a run: the `latest` pointer, else the newest step dir."""
     root = Path(run_dir) / CHECKPOINTS
@@ -115,10 +131,60 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
         name = (root / LATEST).read_text().strip()
     except (OSError, ValueError):  # missing, or damaged into bytes that are not text
         name = ""
-    if name.startswith("step-") and "/" not in name and (root / name / INFO_FILE).is_file():
+    if "/" not in name and is_complete(root / name):
         return root / name
-    complete = sorted(p for p in root.glob("step-*") if (p / INFO_FILE).is_file())
+    complete = sorted(p for p in root.glob("step-*") if is_complete(p))
     return complete[-1] if complete else None
+
+
+def resume_target(path: str | Path) -> tuple[Path, Path | None]:
+    """What `train --resume PATH` continues: (the run directory, the checkpoint to continue from, None for
+    its latest). PATH is a run directory, its checkpoints folder, or one of its checkpoint directories.
+
+    A run in use by another process is refused here, before anything else is read."""
+    path = Path(path)
+    if path.name == CHECKPOINTS and not (path / "config.json").is_file():
+        path = path.parent
+    in_checkpoints = path.parent.name == CHECKPOINTS and path.name.lstrip(".").startswith("step-")
+    if not in_checkpoints and not (path / INFO_FILE).is_file():  # a run directory
+        check_run_not_in_use(path)
+        if not (path / "config.json").is_file():
+            raise UserError(f"{path} is not a run directory (it has no config.json).")
+        return path, None
+    run_dir = path.parent.parent
+    check_run_not_in_use(run_dir)  # (a checkpoint being pruned by the run that holds it is not "missing")
+    if not path.is_dir():
+        raise UserError(f"{path} is not a checkpoint directory; --resume takes a run directory or one of its "
+                        f"checkpoints ({run_dir}/{CHECKPOINTS}/step-N).")
+    if not in_checkpoints or not (run_dir / "config.json").is_file():
+        raise UserError(f"{path} is a checkpoint outside a run directory; --resume takes a run directory "
+                        f"or one of its checkpoints (RUN/{CHECKPOINTS}/step-N).")
+    resolve_checkpoint(path)  # refused as `sample --checkpoint` would refuse it
+    if not is_complete(path):
+        raise UserError(f"{path} is not one of the run's complete checkpoints (it has a temporary name or no "
+                        f"{INFO_FILE}); resume the run directory {run_dir} to continue from its latest complete "
+                        "checkpoint.")
+    return run_dir, path
+
+
+def continue_from(run_dir: Path, checkpoint: Path, step: int) -> list[str]:
+    """Make `checkpoint` (of step `step`) the run's latest: set aside its checkpoints of later steps and
+    point `latest` at it; returns the names set aside. A run resumed from an earlier checkpoint continues
+    from there, so the later ones are no longer its history: renamed to hidden temporaries
+    (`.step-N.superseded`) they are no checkpoint to `latest_checkpoint` or to pruning, and the next save
+    deletes them with the other temporaries."""
+    root = Path(run_dir) / CHECKPOINTS
+    later = sorted(p for p in root.glob("step-*")
+                   if is_complete(p) and (m := _STEP_NAME.fullmatch(p.name)) and int(m.group(1)) > step)
+    for old in later:
+        aside = root / f".{old.name}.superseded"
+        shutil.rmtree(aside, ignore_errors=True)
+        old.rename(aside)
+    if latest_checkpoint(run_dir) != root / checkpoint.name:
+        atomic_write_bytes(root / LATEST, f"{checkpoint.name}\n".encode())
+    elif later:
+        fsync_dir(root)
+    return [p.name for p in later]
 
 
 def resolve_checkpoint(path: str | Path | None) -> tuple[Path, Path]:
@@ -210,8 +276,9 @@ def read_checkpoint_info(checkpoint_dir: Path) -> dict:
 
 
 def load_training_state(checkpoint_dir: Path) -> dict:
+    """training_state.pt, refused unless it is plain data whose step is the checkpoint's own."""
     path = Path(checkpoint_dir) / STATE_FILE
-    read_checkpoint_info(checkpoint_dir)
+    info = read_checkpoint_info(checkpoint_dir)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -227,6 +294,15 @@ def load_training_state(checkpoint_dir: Path) -> dict:
                         "corrupted.") from None
     if not isinstance(state, dict) or "step" not in state:
         raise UserError(f"{path} is not a tinydiffusion training state.")
+    step = state["step"]
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= MAX_STEP:
+        raise UserError(f"{path} records step {repr(step)[:40]}, not a whole number from 0 to {MAX_STEP:,}; "
+                        "the file is damaged.")
+    by_name = _STEP_NAME.fullmatch(Path(checkpoint_dir).name)
+    for recorded in (info.get("step"), int(by_name.group(1)) if by_name else None):
+        if isinstance(recorded, int) and recorded != step:
+            raise UserError(f"{path} records step {step}, but its checkpoint is of step {recorded}; "
+                            "the checkpoint is damaged.")
     return state
 
 

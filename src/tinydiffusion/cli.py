@@ -1,46 +1,120 @@
-"""Command line: `tinydiffusion train | prepare | sample | visualize | evaluate`. It only wires things together."""
+"""Command line: `tinydiffusion train | prepare | sample | visualize | evaluate`. It only wires things together.
+
+Nothing here imports torch at the top: `--help` and argument errors answer at once, and torch is
+imported by the command that needs it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-
-from .config import DataConfig, RunConfig, apply_overrides, config_fields
+from .config import MAX_TIMESTEPS, DataConfig, RunConfig, apply_overrides, config_fields
 from .data import NAMED, canonical_source
+from .defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from .errors import UserError
 from .files import atomic_write_bytes
-from .pipeline import DEFAULT_GUIDANCE
 from .presets import NETWORKS, PRESETS, config_for_data, get_preset, preset_for_source
-from .samplers import SAMPLERS
+
+# Bounds on sampling options; memory is checked as well, before anything is allocated (pipeline.generate).
+MAX_NUM = 10_000_000
+MAX_BATCH = 100_000
+MAX_GUIDANCE = 100.0
+MAX_SEED = 2**63 - 1
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help says it already or there is none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
 
 
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):  # one sentence, no usage dump
         self.exit(2, f"error: {message} (see '{self.prog} --help').\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
-    return value
+def whole(low: int, high: int):
+    """An argparse type: a whole number from low to high."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} must be between {low:,} and {high:,}")
+        return value
+    return parse
 
 
-def _non_negative_float(text: str) -> float:
+def real(low: float, high: float):
+    """An argparse type: a finite number from low to high (nan and inf are refused, not passed on)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"{text} must be a finite number between {low:g} and {high:g}")
+        return value
+    return parse
+
+
+def output_path(text: str, flag: str, suffixes: tuple[str, ...]) -> Path:
+    """Check an output file before any work: a name of the right kind, in a folder that exists. Each
+    format is written only under its own suffix, so a .txt never holds a GIF."""
+    path = Path(text)
+    if path.suffix.lower() not in suffixes:
+        raise UserError(f"{flag} must end in {' or '.join(suffixes)}, not {path.name!r}.")
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file name ending in {' or '.join(suffixes)}.")
+    parent = path.parent
+    if not parent.is_dir():
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise UserError(f"the folder {parent} for {flag} {what}.")
+    try:  # can a file be made there? (as root, permission bits say nothing)
+        with open(parent / f".{path.name}.probe", "wb"):
+            pass
+        (parent / f".{path.name}.probe").unlink()
+    except OSError as err:
+        raise UserError(f"cannot write {flag} into {parent} ({err.strerror or err}).") from None
+    return path
+
+
+def check_figure_fits(needed: int, what: str, advice: str) -> None:
+    """A figure is drawn in the machine's memory: refuse one that cannot fit before any work."""
+    import torch
+
+    from .nets.memory import format_bytes
+    from .pipeline import memory_of
+
+    available = memory_of(torch.device("cpu"))
+    if needed > available:
+        raise UserError(f"{what} needs about {format_bytes(needed)}, more than the {format_bytes(available)} of "
+                        f"memory here; {advice}.")
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """A write that fails after the work (a full disk) is one sentence; atomic writes leave no half file."""
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text} must not be negative")
-    return value
+        yield
+    except OSError as err:
+        raise UserError(f"could not write {path} ({err.strerror or err}); nothing was written.") from None
 
 
 # --- train -----------------------------------------------------------------------------------
@@ -51,42 +125,92 @@ TRAIN_SHORTCUTS = {  # flag -> config field; the spellings scripts and docs rely
     "--checkpoint-every": "train.checkpoint_every", "--keep": "train.keep",
     "--device": "train.device",
 }
+HELP_PRESET = "fashion-mnist"  # whose values `train --help` shows as the defaults
 
 
 def add_train(sub) -> None:
     p = sub.add_parser("train", help="train a diffusion model", description="Train a diffusion model. "
-                       "Any config field can be set as --SECTION.FIELD VALUE (e.g. --train.lr 1e-3).")
+                       "Any config field can be set as --SECTION.FIELD VALUE (e.g. --train.lr 1e-3); all are "
+                       f"listed below, with the {HELP_PRESET} preset's values as defaults (another --preset, "
+                       "or --data, starts from other values).")
     p.add_argument("--preset", help=f"starting config: {', '.join(PRESETS)} (default: the named dataset's own, "
                    "fashion-mnist without --data, or one chosen for the images' size)")
-    p.add_argument("--run-dir", help="where checkpoints, samples and logs go (default runs/<preset>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    p.add_argument("--run-dir", help="where checkpoints, samples and logs go (default: runs/<preset or data name>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its latest checkpoint, or from "
+                   "RUN_DIR/checkpoints/step-N (later checkpoints and metrics are then superseded); a run with no "
+                   "checkpoint yet restarts from step 0")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--net", choices=list(NETWORKS), help="network: the UNet or a Transformer (dit = dit-s)")
+    p.add_argument("--net", choices=list(NETWORKS), help="network: the UNet or a Transformer (dit = dit-s) "
+                   "(default: the preset's)")
+    preset = get_preset(HELP_PRESET)
+    fields = dict(config_fields())
     for flag, dotted in TRAIN_SHORTCUTS.items():
-        p.add_argument(flag, dest=dotted, default=None, help=f"sets {dotted}")
-    for dotted, _ in config_fields():
-        p.add_argument(f"--{dotted}", dest=dotted, default=None, help=argparse.SUPPRESS)
+        p.add_argument(flag, dest=dotted, default=None, metavar=dotted.split(".")[1].upper(),
+                       help=f"same as --{dotted}: {_field_help(preset, dotted, fields[dotted])}")
+    groups = {}
+    for dotted, f in fields.items():
+        section = dotted.split(".")[0]
+        if section not in groups:
+            groups[section] = p.add_argument_group(f"{section} settings")
+        groups[section].add_argument(f"--{dotted}", dest=dotted, default=None, metavar=_type_name(f),
+                                     help=_field_help(preset, dotted, f))
     p.set_defaults(run=cmd_train)
 
 
+def _field_help(preset: RunConfig, dotted: str, f: dataclasses.Field) -> str:
+    """A config field's own description and its value in the preset `train --help` shows."""
+    section, name = dotted.split(".")
+    value = getattr(getattr(preset, section), name)
+    if isinstance(value, tuple):
+        value = ",".join(map(str, value)) or "none"
+    elif isinstance(value, bool):
+        value = str(value).lower()
+    elif value == "":
+        value = "empty"
+    return f"{f.metadata['help']} (default: {value})".replace("%", "%%")  # argparse formats help with %
+
+
+def _type_name(f: dataclasses.Field) -> str:
+    hint = str(f.type)
+    return "N,N,..." if hint.startswith("tuple") else {"int": "N", "float": "X", "bool": "BOOL"}.get(hint, "TEXT")
+
+
 def cmd_train(args) -> int:
-    from .checkpoint import CHECKPOINTS, load_config
+    from .checkpoint import CHECKPOINTS, load_config, resume_target
     from .data import load_data
+    from .files import check_run_not_in_use
     from .training import train
 
     overrides = {k: v for k, v in vars(args).items() if "." in k and v is not None}
+    checkpoint = None
     if args.resume:
+        # A resumed run keeps what it was started with; a flag that would be ignored is refused instead.
         if args.net:
             raise UserError("a resumed run keeps its network; drop --net.")
-        run_dir = Path(args.resume)
-        if not (run_dir / "config.json").is_file():
-            raise UserError(f"{run_dir} is not a run directory (it has no config.json).")
+        if args.preset:
+            raise UserError("--preset does not apply to --resume (a resumed run keeps its saved config); drop it.")
+        # RUN (its latest checkpoint) or RUN/checkpoints/step-N (that one); a run in use is refused first
+        run_dir, checkpoint = resume_target(args.resume)
+        if args.run_dir and Path(args.run_dir).resolve() != run_dir.resolve():
+            raise UserError(f"--run-dir {args.run_dir} is not the run --resume continues ({run_dir}); "
+                            "a resumed run stays in its own directory, so drop --run-dir.")
         saved = load_config(run_dir / "config.json")
         config = apply_overrides(saved, overrides)
         if config.net != saved.net or config.diffusion != saved.diffusion:
             raise UserError("a resumed run keeps its network and diffusion settings; "
                             "start a new --run-dir to change them.")
         config.validate()
+
+        def value(settings: dict, dotted: str):
+            for part in dotted.split("."):
+                settings = settings[part]
+            return settings
+
+        old, new = saved.to_dict(), config.to_dict()
+        changed = [f"{k} = {value(new, k)} (was {value(old, k)})" for k in sorted(overrides)
+                   if value(new, k) != value(old, k)]
+        if changed:
+            print(f"resuming with {', '.join(changed)}")
         dataset = load_data(config.data, "train", progress=not args.no_progress)
     else:
         source = str(overrides.get("data.source", "fashion-mnist"))
@@ -96,6 +220,7 @@ def cmd_train(args) -> int:
         if preset != "auto":
             get_preset(preset)  # an unknown name is refused before any work
         run_dir = Path(args.run_dir or f"runs/{args.preset or run_name(source)}")
+        check_run_not_in_use(run_dir)  # a run still going is "in use", not merely "already holds a run"
         if (run_dir / CHECKPOINTS).exists() or (run_dir / "config.json").exists():
             raise UserError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                             "or choose another --run-dir.")
@@ -107,7 +232,8 @@ def cmd_train(args) -> int:
         if preset == "auto":
             config = dataclasses.replace(config, name=run_dir.name)
         config.validate()
-    result = train(config, run_dir, resume=bool(args.resume), dataset=dataset, progress=not args.no_progress)
+    result = train(config, run_dir, resume=bool(args.resume), dataset=dataset, progress=not args.no_progress,
+                   checkpoint=checkpoint)
     if result.main_process:
         print(f"done: step {result.step}, final loss {result.final_loss:.4f}, {result.images_per_second:.0f} images/s, "
               f"{result.wall_seconds:.0f} s; checkpoints in {run_dir}")
@@ -129,25 +255,25 @@ def add_prepare(sub) -> None:
                        "(on a cluster's login node, say); then train with --data FILE.")
     p.add_argument("source", help=f"a folder of images, a .zip, an .npz/.npy, or a named dataset ({', '.join(NAMED)})")
     p.add_argument("--out", required=True, help="the prepared file, FILE.npy (FILE.labels.npy and FILE.json beside it)")
-    p.add_argument("--data-dir", dest="data.data_dir", default=None, help="where a named dataset's files are")
+    p.add_argument("--data-dir", dest="data.data_dir", default=None, help="where a named dataset's files are "
+                   "(default: the cache)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fields = dict(config_fields())
     for dotted in ("data.image_size", "data.channels", "data.alpha_background", "data.download"):
-        p.add_argument(f"--{dotted}", dest=dotted, default=None, help=f"sets {dotted}")
+        p.add_argument(f"--{dotted}", dest=dotted, default=None, metavar=_type_name(fields[dotted]),
+                       help=_field_help(RunConfig(), dotted, fields[dotted]))
     p.set_defaults(run=cmd_prepare)
 
 
 def cmd_prepare(args) -> int:
     from .data import prepare_source
 
-    out = Path(args.out)
-    if out.suffix != ".npy":
-        raise UserError(f"--out must end in .npy, not {out.name!r}.")
-    if not out.parent.is_dir():
-        raise UserError(f"the folder {out.parent} for --out does not exist.")
+    out = output_path(args.out, "--out", (".npy",))
     overrides = {k: v for k, v in vars(args).items() if "." in k and v is not None}
     config = apply_overrides(RunConfig(data=DataConfig(source=args.source)), overrides)
     config.validate()
-    prepare_source(config.data, out, progress=not args.no_progress)
+    with writing(out):
+        prepare_source(config.data, out, progress=not args.no_progress)
     print(f"wrote {out} (use it with: tinydiffusion train --data {out})")
     return 0
 
@@ -155,19 +281,27 @@ def cmd_prepare(args) -> int:
 # --- sample ----------------------------------------------------------------------------------
 
 def add_sampling_options(p, default_num: int) -> None:
-    p.add_argument("--num", type=_positive_int, default=default_num, help="number of images")
-    p.add_argument("--sampler", default="dpmpp-2m", choices=list(SAMPLERS), help="sampler (default dpmpp-2m)")
-    p.add_argument("--steps", type=_positive_int, help="sampling steps (default: the sampler's own)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num", type=whole(1, MAX_NUM), default=default_num, help="number of images")
+    p.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=list(DEFAULT_STEPS), help="sampler")
+    own_steps = ", ".join(f"{name} {steps or 'T'}" for name, steps in DEFAULT_STEPS.items())
+    p.add_argument("--steps", type=whole(1, MAX_TIMESTEPS),
+                   help=f"sampling steps (default: the sampler's own: {own_steps}, where T is the model's)")
+    p.add_argument("--seed", type=whole(0, MAX_SEED), default=0,
+                   help="seed of the noise: a seed gives the same images at any --batch-size")
     p.add_argument("--class", dest="classes", action="append", metavar="NAME",
-                   help="class to generate, by the model's class name or index (repeatable)")
-    p.add_argument("--guidance", type=_non_negative_float, default=None,
-                   help="classifier-free guidance scale (1 = plain conditional; default: the model's)")
-    p.add_argument("--eta", type=_non_negative_float, default=None, help="DDIM noise (0 = deterministic)")
+                   help="class to generate, by the model's class name or index (repeatable; default: every "
+                   "class in turn)")
+    p.add_argument("--guidance", type=real(0, MAX_GUIDANCE), default=None,
+                   help="classifier-free guidance scale: 1 is the plain conditional model, 0 the unconditional "
+                   f"one (default: {DEFAULT_GUIDANCE} for class-conditional models, 1 for unconditional ones)")
+    p.add_argument("--eta", type=real(0, 1), default=None, help="ddim only: the noise added at each step, "
+                   "from 0 (deterministic) to 1 (as DDPM) (default: 0)")
     p.add_argument("--spacing", choices=["leading", "trailing", "linspace"], default=None,
-                   help="timestep spacing for ddpm/ddim/dpmpp-2m (default trailing)")
-    p.add_argument("--batch-size", type=_positive_int, default=500)
-    p.add_argument("--device", default="auto")
+                   help="ddpm, ddim and dpmpp-2m only: which of the model's timesteps are visited "
+                   "(default: trailing)")
+    p.add_argument("--batch-size", type=whole(1, MAX_BATCH), default=500,
+                   help="images per network call; a smaller batch needs less memory, with the same images")
+    p.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda or cuda:N")
 
 
 def sampler_options(args) -> dict:
@@ -185,15 +319,13 @@ def sampler_options(args) -> dict:
 
 def sampling_settings(args, model) -> tuple[int, float]:
     """(steps, guidance) as they will be used: the flags, else the sampler's and the model's defaults."""
-    from .samplers import DEFAULT_STEPS
-
     steps = args.steps or DEFAULT_STEPS[args.sampler] or model.diffusion.num_timesteps
     guidance = args.guidance if args.guidance is not None else (DEFAULT_GUIDANCE if model.num_classes else 1.0)
     return steps, guidance
 
 
 def run_sampling(args, model, progress: bool = True, callback=None):
-    from .pipeline import generate  # noqa: I001
+    from .pipeline import generate
 
     classes = [model.class_index(c) for c in args.classes] if args.classes else None
     steps, guidance = sampling_settings(args, model)
@@ -204,11 +336,13 @@ def run_sampling(args, model, progress: bool = True, callback=None):
 
 def add_sample(sub) -> None:
     p = sub.add_parser("sample", help="generate images", description="Generate images from a trained model "
-                       "(default: the model bundled with the package).")
-    p.add_argument("--checkpoint", help="a run directory, a checkpoint directory or a .safetensors file")
+                       "(default: the model bundled with the package). An existing --out is replaced.")
+    p.add_argument("--checkpoint", help="a run directory, a checkpoint directory or a .safetensors file "
+                   "(default: the bundled model)")
     add_sampling_options(p, default_num=64)
     p.add_argument("--out", default="samples.png", help="FILE.png (a grid) or FILE.npz (uint8 arr_0 N x H x W x C)")
-    p.add_argument("--nrow", type=_positive_int, help="images per row in the PNG grid")
+    p.add_argument("--nrow", type=whole(1, MAX_NUM), help="images per row in the PNG grid (default: a square grid, "
+                   "or one column per class)")
     p.set_defaults(run=cmd_sample)
 
 
@@ -217,19 +351,18 @@ def cmd_sample(args) -> int:
     from .pipeline import load_model
     from .viz import class_columns, save_grid, save_image
 
-    out = Path(args.out)
-    if out.suffix.lower() not in (".png", ".npz"):
-        raise UserError(f"--out must end in .png or .npz, not {out.name!r}.")
-    if not out.parent.exists():
-        raise UserError(f"the folder {out.parent} for --out does not exist.")
+    out = output_path(args.out, "--out", (".png", ".npz"))
+    if args.nrow and args.nrow > args.num:
+        raise UserError(f"--nrow {args.nrow} is more than the {args.num} images asked for (--num).")
     model = load_model(args.checkpoint, args.device)
     images, labels = run_sampling(args, model)
-    if out.suffix.lower() == ".npz":
-        save_npz(out, images.numpy(), None if labels is None else labels.numpy(), model.class_names)
-    elif args.classes is None and model.num_classes and args.num % model.num_classes == 0 and not args.nrow:
-        save_image(class_columns(images, model.class_names), out)  # every class in turn: one column each, named
-    else:
-        save_grid(images, out, nrow=args.nrow)
+    with writing(out):
+        if out.suffix.lower() == ".npz":
+            save_npz(out, images.numpy(), None if labels is None else labels.numpy(), model.class_names)
+        elif args.classes is None and model.num_classes and args.num % model.num_classes == 0 and not args.nrow:
+            save_image(class_columns(images, model.class_names), out)  # every class in turn: one named column each
+        else:
+            save_grid(images, out, nrow=args.nrow)
     print(f"wrote {len(images)} images to {out}")
     return 0
 
@@ -240,41 +373,51 @@ def add_visualize(sub) -> None:
     p = sub.add_parser("visualize", help="draw the forward or reverse diffusion process")
     which = p.add_subparsers(dest="what", required=True, parser_class=Parser)
     fwd = which.add_parser("forward", help="images noised at evenly spaced t from 0 to T")
-    fwd.add_argument("--checkpoint", help="model whose noise schedule to use (default: bundled)")
+    fwd.add_argument("--checkpoint", help="model whose noise schedule to use (default: the bundled model)")
     fwd.add_argument("--data-dir", help="where the model's named dataset is (default: where training put it)")
-    fwd.add_argument("--num-images", type=_positive_int, default=4)
-    fwd.add_argument("--columns", type=_positive_int, default=10)
-    fwd.add_argument("--out", default="forward.png")
+    fwd.add_argument("--num-images", type=whole(1, 100), default=4, help="rows: one image of each class in turn")
+    fwd.add_argument("--columns", type=whole(2, 100), default=10, help="noise levels shown, from t = 0 to T")
+    fwd.add_argument("--out", default="forward.png", help="the figure, FILE.png")
     fwd.set_defaults(run=cmd_visualize_forward)
     rev = which.add_parser("reverse", help="samples at several steps of the reverse process, and a GIF")
-    rev.add_argument("--checkpoint", help="a run directory, a checkpoint directory or a .safetensors file")
+    rev.add_argument("--checkpoint", help="a run directory, a checkpoint directory or a .safetensors file "
+                     "(default: the bundled model)")
     add_sampling_options(rev, default_num=8)
-    rev.add_argument("--columns", type=_positive_int, default=10)
-    rev.add_argument("--out", default="reverse.png")
-    rev.add_argument("--gif", help="also write an animated GIF of the denoising to this file")
+    rev.add_argument("--columns", type=whole(2, 1000), default=10, help="steps shown, evenly spread, the last "
+                     "being the final image")
+    rev.add_argument("--out", default="reverse.png", help="the figure, FILE.png: one row per image")
+    rev.add_argument("--gif", help="also write an animated GIF of the denoising to this FILE.gif")
     rev.set_defaults(run=cmd_visualize_reverse)
 
 
 def cmd_visualize_forward(args) -> int:
+    import numpy as np
+
     from .checkpoint import load_config, resolve_checkpoint
     from .data import load_data
     from .diffusion import GaussianDiffusion
     from .viz import forward_strip, save_image
 
-    if args.columns < 2:
-        raise UserError("--columns must be at least 2.")
+    out = output_path(args.out, "--out", (".png",))
     _, config_path = resolve_checkpoint(args.checkpoint)
     config = load_config(config_path)
+    image_bytes = config.net.in_channels * config.net.image_size**2
+    # each row: float32 x_t at every column, kept as uint8, then drawn into the grid
+    check_figure_fits(args.num_images * args.columns * image_bytes * 3 + args.columns * image_bytes * 8,
+                      f"a figure of {args.num_images} x {args.columns} images", "lower --num-images or --columns")
     data_config = dataclasses.replace(config.data, data_dir=args.data_dir) if args.data_dir else config.data
     data = load_data(data_config, "test") or load_data(data_config, "train")
+    if data is None:
+        raise UserError(f"the model's data ({config.data.source}) is not on this machine; pass --data-dir.")
     if data.labels is not None:  # one image of each class in turn
         picks = [int(np.argmax(data.labels.numpy() == c)) for c in range(len(data.class_names))
                  if (data.labels == c).any()][:args.num_images]
     else:
         picks = list(range(min(args.num_images, len(data))))
     image = forward_strip(GaussianDiffusion(config.diffusion), data.images[picks], args.columns)
-    save_image(image, args.out)
-    print(f"wrote {args.out}")
+    with writing(out):
+        save_image(image, out)
+    print(f"wrote {out}")
     return 0
 
 
@@ -282,16 +425,22 @@ def cmd_visualize_reverse(args) -> int:
     from .pipeline import load_model
     from .viz import ReverseRecorder, save_image
 
-    if args.columns < 2:
-        raise UserError("--columns must be at least 2.")
+    out = output_path(args.out, "--out", (".png",))
+    gif = output_path(args.gif, "--gif", (".gif",)) if args.gif else None
     model = load_model(args.checkpoint, args.device)
+    steps, _ = sampling_settings(args, model)
+    net = model.config.net
+    check_figure_fits(steps * args.num * net.in_channels * net.image_size**2 * 4,  # x_t of every image at every step
+                      f"recording {steps} steps of {args.num} images", "lower --num or --steps")
     recorder = ReverseRecorder()
     run_sampling(args, model, progress=False, callback=recorder)
-    save_image(recorder.figure(args.columns), args.out)
-    print(f"wrote {args.out}")
-    if args.gif:
-        recorder.save_gif(args.gif)
-        print(f"wrote {args.gif}")
+    with writing(out):
+        save_image(recorder.figure(args.columns), out)
+    print(f"wrote {out}")
+    if gif:
+        with writing(gif):
+            recorder.save_gif(gif)
+        print(f"wrote {gif}")
     return 0
 
 
@@ -314,8 +463,8 @@ def add_evaluate(sub) -> None:
     p.add_argument("--data-dir", help="where a named dataset's files are (default: the run's; else the cache, "
                    "where train downloads them)")
     p.add_argument("--data.download", dest="data.download", default=None,
-                   help="download a named dataset that is missing (default false)")
-    p.add_argument("--json", help="also write the figures to this JSON file")
+                   help="download a named dataset that is missing (default: false)")
+    p.add_argument("--json", help="also write the figures to this FILE.json (replaced if it exists)")
     p.add_argument("--inception", action="store_true",
                    help="also compute Inception FID (needs torch-fidelity and its weights)")
     p.set_defaults(run=cmd_evaluate)
@@ -341,6 +490,7 @@ def cmd_evaluate(args) -> int:
     from .pipeline import load_model
 
     started = time.perf_counter()
+    json_out = output_path(args.json, "--json", (".json",)) if args.json else None
     # The data, classifier and reference are made ready before any sample is drawn: a missing dataset or
     # an unscorable one is one sentence, not an error after minutes of sampling.
     if args.samples:
@@ -362,9 +512,10 @@ def cmd_evaluate(args) -> int:
     result = evaluator.score(images, labels)
     result.update(info, seconds=time.perf_counter() - started)
     print(evaluation.format_table(result))
-    if args.json:
-        atomic_write_bytes(Path(args.json), (json.dumps(result, indent=2, default=float) + "\n").encode())
-        print(f"wrote {args.json}")
+    if json_out:
+        with writing(json_out):
+            atomic_write_bytes(json_out, (json.dumps(result, indent=2, default=float) + "\n").encode())
+        print(f"wrote {json_out}")
     return 0
 
 
@@ -382,13 +533,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["train-classifier"]:
-        from . import evaluation
-
-        return evaluation.main(argv)
-    args = build_parser().parse_args(argv)
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        if argv[:1] == ["train-classifier"]:
+            from . import evaluation
+
+            return evaluation.main(argv, parser_class=Parser)
+        args = build_parser().parse_args(argv)
         return args.run(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -398,5 +549,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The program (`tinydiffusion`, `python -m tinydiffusion`): main(), then exit with its status.
+
+    After Ctrl-C the status is 130 and the process ends at once: interpreter shutdown could otherwise
+    turn an interrupt caught mid-import back into a death by SIGINT (CPython remembers an interrupt that
+    reached code run through PyRun_String, as some of torch's start-up is)."""
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

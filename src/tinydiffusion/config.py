@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,95 +22,116 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 # 2: `data.dataset` became `data.source`, and a run records the data it was trained on.
 FORMAT_VERSION = 2
 
+# Bounds on what a config may ask for. A config.json is untrusted input, and these keep an absurd value
+# from becoming an allocation of terabytes or a loop of 10^30 steps.
+MAX_IMAGE_SIZE = 1024
+MAX_TIMESTEPS = 100_000
+MAX_CLASSES = 100_000
+MAX_STEPS = 10**12
+MAX_TRAIN_SEED = 2**32 - 1  # epoch_order mixes the seed into a 64-bit generator seed
+MAX_CONFIG_BYTES = 1 << 20
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
+
+
+def option(default, help: str):
+    """A config field with its help text: `train --help` lists every field from these, so it cannot drift."""
+    return field(default=default, metadata={"help": help})
+
+
+def recorded(default, help: str):
+    """A field training fills in (what the run was trained on): in config.json, but not a setting."""
+    return field(default=default, metadata={"help": help, "recorded": True})
+
 
 @dataclass
 class NetConfig:
-    kind: str = "unet"  # "unet" or "dit"
-    image_size: int = 28
-    in_channels: int = 1
-    num_classes: int = 0  # 0: unconditional; else index `num_classes` means "no class"
-    dropout: float = 0.0
+    kind: str = option("unet", "the network: unet or dit (a Transformer)")
+    image_size: int = option(28, "image height and width in pixels")
+    in_channels: int = option(1, "image channels: 1 (grey) or 3 (colour)")
+    num_classes: int = option(0, "classes the network is conditioned on (0: unconditional; index num_classes "
+                              "means 'no class', for guidance)")
+    dropout: float = option(0.0, "dropout probability in the network's blocks")
     # UNet (Ho et al. 2020, appendix B, scaled down)
-    base_channels: int = 32
-    channel_mults: tuple[int, ...] = (1, 2, 2)
-    num_res_blocks: int = 1
-    attention_levels: tuple[int, ...] = (2,)  # levels (0 = full resolution) with self-attention
-    upsample_conv: bool = True  # a 3x3 conv after each nearest-neighbour upsampling
-    stem_patch: int = 1  # 2: pixel-unshuffle the input and run the UNet at half resolution
+    base_channels: int = option(32, "UNet: channels at full resolution")
+    channel_mults: tuple[int, ...] = option((1, 2, 2), "UNet: channel multiplier of each resolution level")
+    num_res_blocks: int = option(1, "UNet: residual blocks per level")
+    attention_levels: tuple[int, ...] = option((2,), "UNet: levels (0 = full resolution) with self-attention")
+    upsample_conv: bool = option(True, "UNet: a 3x3 conv after each nearest-neighbour upsampling")
+    stem_patch: int = option(1, "UNet: 2 pixel-unshuffles the input and runs the UNet at half resolution")
     # DiT (Peebles & Xie 2023)
-    patch_size: int = 2
-    hidden_size: int = 192
-    depth: int = 6
-    num_heads: int = 3
-    mlp_ratio: float = 4.0
-    learned_pos_embed: bool = False
+    patch_size: int = option(2, "DiT: patch side in pixels")
+    hidden_size: int = option(192, "DiT: token width")
+    depth: int = option(6, "DiT: Transformer blocks")
+    num_heads: int = option(3, "DiT: attention heads")
+    mlp_ratio: float = option(4.0, "DiT: MLP width as a multiple of the token width")
+    learned_pos_embed: bool = option(False, "DiT: learn the position embedding (else fixed sin-cos)")
 
 
 @dataclass
 class DiffusionConfig:
-    schedule: str = "cosine"  # "linear" (Ho et al. 2020) or "cosine" (Nichol & Dhariwal 2021)
-    timesteps: int = 1000
-    beta_start: float = 1e-4  # linear schedule only
-    beta_end: float = 0.02
-    cosine_s: float = 0.008
-    zero_terminal_snr: bool = False  # Lin et al. 2023; use with objective "v"
-    objective: str = "eps"  # what the network predicts: "eps", "x0" or "v"
-    loss_weighting: str = "none"  # "none" or "min-snr" (Hang et al. 2023)
-    min_snr_gamma: float = 5.0
+    schedule: str = option("cosine", "noise schedule: linear (Ho et al. 2020) or cosine (Nichol & Dhariwal 2021)")
+    timesteps: int = option(1000, "T, the number of steps of the forward process")
+    beta_start: float = option(1e-4, "linear schedule: the first beta")
+    beta_end: float = option(0.02, "linear schedule: the last beta")
+    cosine_s: float = option(0.008, "cosine schedule: the offset s")
+    zero_terminal_snr: bool = option(False, "rescale so x_T is pure noise (Lin et al. 2023; needs objective v or x0)")
+    objective: str = option("eps", "what the network predicts: eps, x0 or v")
+    loss_weighting: str = option("none", "none, or min-snr (Hang et al. 2023)")
+    min_snr_gamma: float = option(5.0, "min-snr: the SNR at which the weight is capped")
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 5
-    max_steps: int = 0  # > 0 stops after this many optimizer steps
-    max_seconds: float = 0.0  # > 0 ends training once this much wall-clock time has passed (0: no limit)
-    batch_size: int = 128  # global batch, split across processes
-    lr: float = 2e-3
-    lr_schedule: str = "cosine"  # "constant" or "cosine" (decays to lr * min_lr_ratio)
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 100
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    label_dropout: float = 0.1  # classifier-free guidance training (Ho & Salimans 2022)
-    seed: int = 0
-    log_every: int = 50
-    checkpoint_every: int = 0  # steps; 0: at the end of every epoch only
-    keep: int = 2  # how many checkpoints to keep
-    on_nan: str = "stop"  # "stop" or "skip"
-    sample_every_epoch: bool = True
-    sample_num: int = 36
-    sample_steps: int = 25
-    eval_every: int = 0  # epochs; > 0: every this many epochs, FD of eval_num EMA samples goes to metrics.jsonl
-    eval_num: int = 500  # samples per such FD; FD at N = 500 is noisy and biased upwards: for trends only
-    tensorboard: bool = False  # also log to RUN_DIR/tensorboard (pip install 'tinydiffusion[tensorboard]')
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    precision: str = "auto"  # "auto", "fp32" or "bf16" (autocast)
-    compile: str = "auto"  # "auto", "on" or "off"
-    compile_mode: str = "default"  # torch.compile's mode: "default", "reduce-overhead", "max-autotune", ...
-    channels_last: str = "auto"  # "auto", "on" or "off"
-    fused_adamw: str = "auto"  # "auto", "on" or "off": AdamW's single-kernel implementation
-    cuda_graph: str = "auto"  # "auto", "on" or "off": replay each whole step as one CUDA graph (one GPU)
-    threads: int = 0  # CPU threads for torch; 0 leaves torch's default
+    epochs: int = option(5, "passes over the data")
+    max_steps: int = option(0, "stop after this many optimizer steps (0: epochs decide)")
+    max_seconds: float = option(0.0, "end training once this much wall-clock time has passed (0: no limit)")
+    batch_size: int = option(128, "global batch, split across processes")
+    lr: float = option(2e-3, "peak learning rate of AdamW")
+    lr_schedule: str = option("cosine", "constant, or cosine (decays to lr * min_lr_ratio)")
+    min_lr_ratio: float = option(0.1, "the cosine schedule's final learning rate as a fraction of lr (0 to 1)")
+    warmup_steps: int = option(100, "steps of linear learning-rate warm-up")
+    weight_decay: float = option(0.0, "AdamW's weight decay")
+    grad_clip: float = option(1.0, "clip the gradient norm to this (0: no clipping)")
+    ema_decay: float = option(0.999, "decay of the exponential moving average of the weights (0 to 1)")
+    label_dropout: float = option(0.1, "probability of dropping the class, for classifier-free guidance "
+                                  "(Ho & Salimans 2022)")
+    seed: int = option(0, "seed of every random draw in training")
+    log_every: int = option(50, "steps between lines of metrics.jsonl")
+    checkpoint_every: int = option(0, "steps between checkpoints (0: at the end of every epoch only)")
+    keep: int = option(2, "how many checkpoints to keep")
+    on_nan: str = option("stop", "a non-finite loss: stop, or skip the step")
+    sample_every_epoch: bool = option(True, "write a grid of EMA samples after every epoch")
+    sample_num: int = option(36, "images in each epoch's grid")
+    sample_steps: int = option(25, "DDIM steps for each epoch's grid")
+    eval_every: int = option(0, "epochs between FDs of eval_num EMA samples in metrics.jsonl (0: never)")
+    eval_num: int = option(500, "samples per such FD (noisy and biased upwards at this N: for trends only)")
+    tensorboard: bool = option(False, "also log to RUN_DIR/tensorboard (pip install 'tinydiffusion[tensorboard]')")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    precision: str = option("auto", "auto, fp32 or bf16 (autocast)")
+    compile: str = option("auto", "torch.compile the network: auto, on or off")
+    compile_mode: str = option("default", f"torch.compile's mode: {', '.join(COMPILE_MODES)}")
+    channels_last: str = option("auto", "channels-last memory format: auto, on or off")
+    fused_adamw: str = option("auto", "AdamW's single-kernel implementation: auto, on or off")
+    cuda_graph: str = option("auto", "replay each whole step as one CUDA graph (one GPU): auto, on or off")
+    threads: int = option(0, "CPU threads for torch (0: torch's default)")
 
 
 @dataclass
 class DataConfig:
-    # A named dataset (fashion-mnist, mnist, cifar10), a folder of images (sub-folders are classes),
-    # a .zip of one, an .npz/.npy array, or a file written by `tinydiffusion prepare`.
-    source: str = "fashion-mnist"
-    data_dir: str = ""  # where a named dataset's files are, or are downloaded to ("": the cache)
-    download: bool = True
-    image_size: int = 0  # resize the shorter side to this, then centre-crop (0: the source's own)
-    channels: int = 0  # 1 or 3 to convert (0: the source's own)
-    alpha_background: str = "white"  # transparent pixels are composited onto this: "white" or "black"
-    hflip: bool = False  # random horizontal flips in training (not for digits or text)
-    memory_limit_mb: float = 0.0  # a larger prepared array is memory-mapped (0: half the machine's memory)
-    # What the run was trained on, recorded by training (not settings):
-    num_images: int = 0
-    image_shape: tuple[int, ...] = ()  # C, H, W
-    class_names: tuple[str, ...] = ()
-    prepared_sha256: str = ""
+    source: str = option("fashion-mnist", "a named dataset (fashion-mnist, mnist, cifar10), a folder of images "
+                         "(sub-folders are classes), a .zip of one, an .npz/.npy, or a prepared .npy")
+    data_dir: str = option("", "where a named dataset's files are, or are downloaded to (empty: the cache)")
+    download: bool = option(True, "download a named dataset that is missing")
+    image_size: int = option(0, "resize the shorter side to this, then centre-crop (0: the source's own)")
+    channels: int = option(0, "convert to 1 or 3 channels (0: the source's own)")
+    alpha_background: str = option("white", "transparent pixels are composited onto white or black")
+    hflip: bool = option(False, "random horizontal flips in training (not for digits or text)")
+    memory_limit_mb: float = option(0.0, "a larger prepared array is memory-mapped (0: half the machine's memory)")
+    # What the run was trained on, recorded by training:
+    num_images: int = recorded(0, "the number of images")
+    image_shape: tuple[int, ...] = recorded((), "C, H, W")
+    class_names: tuple[str, ...] = recorded((), "the class names")
+    prepared_sha256: str = recorded("", "the prepared array's SHA-256")
 
 
 @dataclass
@@ -132,7 +154,9 @@ class RunConfig:
         if not isinstance(data, dict):
             raise UserError("the config is not a JSON object.")
         version = data.get("format_version", FORMAT_VERSION)
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise UserError(f"the config's format_version must be a whole number from 1, not {version!r}.")
+        if version > FORMAT_VERSION:
             raise UserError(
                 f"the config has format version {version}, newer than this tinydiffusion understands "
                 f"({FORMAT_VERSION}); upgrade tinydiffusion to read it."
@@ -143,72 +167,111 @@ class RunConfig:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> RunConfig:
+        """Read a config.json, which is untrusted input: its size, nesting and every value are checked."""
+        path = Path(path)
         try:
-            data = json.loads(Path(path).read_text())
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                raise UserError(f"{path} is {path.stat().st_size:,} bytes, too large to be a config.json.")
+            data = json.loads(path.read_text())
         except FileNotFoundError:
             raise UserError(f"{path} does not exist.") from None
+        except IsADirectoryError:
+            raise UserError(f"{path} is a folder, not a config.json.") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise UserError(f"{path} is not valid JSON ({err}).") from None
+        except RecursionError:  # json recurses once per nesting level
+            raise UserError(f"{path} is nested too deeply to be a config.json.") from None
+        except OSError as err:
+            raise UserError(f"{path} cannot be read ({err.strerror or err}).") from None
         return cls.from_dict(data)
 
     def validate(self) -> None:
-        """Reject impossible settings before any work starts."""
-        n, d, t = self.net, self.diffusion, self.train
+        """Reject impossible settings before any work starts. A config read from disk is untrusted, so every
+        number is checked to be finite and in a range where the code does something sensible."""
+        for section in (self.net, self.diffusion, self.train, self.data):
+            for f in dataclasses.fields(section):
+                value = getattr(section, f.name)
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise UserError(f"{_section_name(section)}.{f.name} must be a finite number, not {value}.")
+        n, d, t, data = self.net, self.diffusion, self.train, self.data
+        levels = len(n.channel_mults)
         checks = [
             (n.kind in ("unet", "dit"), f"net.kind must be 'unet' or 'dit', not {n.kind!r}"),
-            (n.image_size >= 4, "net.image_size must be at least 4"),
-            (n.in_channels >= 1, "net.in_channels must be at least 1"),
-            (n.num_classes >= 0, "net.num_classes must be 0 (unconditional) or more"),
-            (n.base_channels >= 1 and n.hidden_size >= 1, "network widths must be positive"),
-            (len(n.channel_mults) >= 1 and all(m >= 1 for m in n.channel_mults),
-             "net.channel_mults must be positive integers"),
-            (n.stem_patch >= 1 and n.image_size % n.stem_patch == 0,
+            (4 <= n.image_size <= MAX_IMAGE_SIZE, f"net.image_size must be between 4 and {MAX_IMAGE_SIZE}"),
+            (n.in_channels in (1, 3), "net.in_channels must be 1 (grey) or 3 (colour)"),
+            (0 <= n.num_classes <= MAX_CLASSES, f"net.num_classes must be between 0 (unconditional) and {MAX_CLASSES}"),
+            (1 <= n.base_channels <= 4096 and 1 <= n.hidden_size <= 16384, "network widths must be positive "
+             "(net.base_channels at most 4096, net.hidden_size at most 16384)"),
+            (1 <= levels <= 8 and all(1 <= m <= 64 for m in n.channel_mults),
+             "net.channel_mults must be 1 to 8 integers between 1 and 64"),
+            (all(0 <= level < levels for level in n.attention_levels),
+             f"net.attention_levels must name levels of the UNet, 0 to {levels - 1} (net.channel_mults has {levels})"),
+            (n.stem_patch >= 1 and n.patch_size >= 1, "net.stem_patch and net.patch_size must be at least 1"),
+            (n.stem_patch < 1 or (n.stem_patch <= n.image_size and n.image_size % n.stem_patch == 0),
              f"net.image_size {n.image_size} is not divisible by net.stem_patch {n.stem_patch}"),
-            (n.num_res_blocks >= 1 and n.depth >= 1, "network depths must be at least 1"),
-            (n.kind != "dit" or n.image_size % n.patch_size == 0,
+            (1 <= n.num_res_blocks <= 16 and 1 <= n.depth <= 64,
+             "network depths must be at least 1 (net.num_res_blocks at most 16, net.depth at most 64)"),
+            (n.kind != "dit" or n.patch_size < 1 or n.image_size % n.patch_size == 0,
              f"net.image_size {n.image_size} is not divisible by net.patch_size {n.patch_size}"),
-            (n.kind != "dit" or n.hidden_size % n.num_heads == 0,
+            (n.num_heads >= 1 and n.hidden_size % n.num_heads == 0,
              "net.hidden_size must be divisible by net.num_heads"),
+            (0 < n.mlp_ratio <= 16 and n.hidden_size * n.mlp_ratio >= 1,
+             "net.mlp_ratio must be above 0 and at most 16"),
             (0.0 <= n.dropout < 1.0, "net.dropout must be in [0, 1)"),
             (d.schedule in ("linear", "cosine"),
              f"diffusion.schedule must be 'linear' or 'cosine', not {d.schedule!r}"),
-            (d.timesteps >= 2, "diffusion.timesteps must be at least 2"),
+            (2 <= d.timesteps <= MAX_TIMESTEPS, f"diffusion.timesteps must be between 2 and {MAX_TIMESTEPS:,}"),
             (d.objective in ("eps", "x0", "v"), f"diffusion.objective must be eps, x0 or v, not {d.objective!r}"),
             (not (d.zero_terminal_snr and d.objective == "eps"),
              "diffusion.zero_terminal_snr needs objective 'v' or 'x0' (eps is undefined at SNR 0)"),
             (d.loss_weighting in ("none", "min-snr"), "diffusion.loss_weighting must be 'none' or 'min-snr'"),
             (0 < d.beta_start < d.beta_end < 1, "need 0 < diffusion.beta_start < diffusion.beta_end < 1"),
+            (0 <= d.cosine_s <= 1, "diffusion.cosine_s must be between 0 and 1"),
+            (d.min_snr_gamma > 0, "diffusion.min_snr_gamma must be positive"),
             (t.epochs >= 1 or t.max_steps >= 1, "train.epochs must be at least 1"),
-            (t.epochs >= 0, "train.epochs must not be negative"),
-            (t.max_steps >= 0, "train.max_steps must be 0 (no limit) or positive"),
-            (t.batch_size >= 1, "train.batch_size must be at least 1"),
-            (t.lr > 0, "train.lr must be positive"),
+            (0 <= t.epochs <= MAX_STEPS, "train.epochs must not be negative"),
+            (0 <= t.max_steps <= MAX_STEPS, f"train.max_steps must be 0 (no limit) or up to {MAX_STEPS:.0e}"),
+            (1 <= t.batch_size <= 1 << 20, "train.batch_size must be between 1 and 1,048,576"),
+            (0 < t.lr <= 1, "train.lr must be above 0 and at most 1"),
             (t.lr_schedule in ("constant", "cosine"), "train.lr_schedule must be 'constant' or 'cosine'"),
+            (0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio must be between 0 and 1 (a fraction of train.lr)"),
+            (t.weight_decay >= 0 and t.grad_clip >= 0, "train.weight_decay and train.grad_clip must not be negative"),
             (0.0 <= t.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
             (0.0 <= t.label_dropout < 1.0, "train.label_dropout must be in [0, 1)"),
-            (t.warmup_steps >= 0 and t.checkpoint_every >= 0, "step counts must not be negative"),
+            (0 <= t.seed <= MAX_TRAIN_SEED, f"train.seed must be between 0 and {MAX_TRAIN_SEED}"),
+            (1 <= t.log_every <= MAX_STEPS, "train.log_every must be at least 1"),
+            (0 <= t.warmup_steps <= MAX_STEPS and 0 <= t.checkpoint_every <= MAX_STEPS,
+             "step counts must not be negative"),
             (t.max_seconds >= 0, "train.max_seconds must be 0 (no limit) or positive"),
-            (t.keep >= 1, "train.keep must be at least 1"),
+            (1 <= t.keep <= 1000, "train.keep must be between 1 and 1000"),
             (t.on_nan in ("stop", "skip"), "train.on_nan must be 'stop' or 'skip'"),
+            (DEVICE_PATTERN.fullmatch(t.device) is not None, f"train.device must be auto, cpu, cuda or cuda:N, "
+             f"not {t.device!r}"),
             (t.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),
             (t.compile in ("auto", "on", "off"), "train.compile must be auto, on or off"),
             (t.channels_last in ("auto", "on", "off"), "train.channels_last must be auto, on or off"),
             (t.fused_adamw in ("auto", "on", "off"), "train.fused_adamw must be auto, on or off"),
             (t.cuda_graph in ("auto", "on", "off"), "train.cuda_graph must be auto, on or off"),
             (t.compile_mode in COMPILE_MODES, f"train.compile_mode must be one of {', '.join(COMPILE_MODES)}"),
-            (t.sample_num >= 0 and t.sample_steps >= 1, "train.sample_num/sample_steps must be positive"),
+            (0 <= t.sample_num <= 10_000 and 1 <= t.sample_steps <= MAX_TIMESTEPS,
+             "train.sample_num must be between 0 and 10,000, and train.sample_steps at least 1"),
             (t.eval_every >= 0, "train.eval_every must be 0 (off) or a number of epochs"),
-            (t.eval_num >= 10, "train.eval_num must be at least 10"),
-            (bool(self.data.source.strip()), "data.source must name a dataset, a folder or a file"),
-            (self.data.image_size == 0 or 4 <= self.data.image_size <= 1024,
-             "data.image_size must be 0 (the source's own) or between 4 and 1024"),
-            (self.data.channels in (0, 1, 3), "data.channels must be 0 (the source's own), 1 or 3"),
-            (self.data.alpha_background in ("white", "black"), "data.alpha_background must be white or black"),
-            (0 <= self.data.memory_limit_mb < math.inf, "data.memory_limit_mb must be a finite size, 0 or more"),
+            (10 <= t.eval_num <= 1_000_000, "train.eval_num must be between 10 and 1,000,000"),
+            (0 <= t.threads <= 1024, "train.threads must be between 0 (torch's default) and 1024"),
+            (bool(data.source.strip()), "data.source must name a dataset, a folder or a file"),
+            (data.image_size == 0 or 4 <= data.image_size <= MAX_IMAGE_SIZE,
+             f"data.image_size must be 0 (the source's own) or between 4 and {MAX_IMAGE_SIZE}"),
+            (data.channels in (0, 1, 3), "data.channels must be 0 (the source's own), 1 or 3"),
+            (data.alpha_background in ("white", "black"), "data.alpha_background must be white or black"),
+            (data.memory_limit_mb >= 0, "data.memory_limit_mb must be a finite size, 0 or more"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UserError(message + ".")
+
+
+def _section_name(section) -> str:
+    return {NetConfig: "net", DiffusionConfig: "diffusion", TrainConfig: "train", DataConfig: "data"}[type(section)]
 
 
 def _from_version_1(data: dict) -> dict:
@@ -296,14 +359,12 @@ def apply_overrides(config: RunConfig, overrides: dict[str, object]) -> RunConfi
     return RunConfig.from_dict(data)
 
 
-def config_fields() -> list[tuple[str, type]]:
-    """All overridable fields as (dotted name, type), for building command-line flags."""
+def config_fields() -> list[tuple[str, dataclasses.Field]]:
+    """Every field a user can set, as (dotted name, field), for building command-line flags and their help.
+    The fields training records (data.num_images, ...) are not settings, so they have no flags."""
     out = []
     for section in dataclasses.fields(RunConfig):
         hint = typing.get_type_hints(RunConfig)[section.name]
         if dataclasses.is_dataclass(hint):
-            for f in dataclasses.fields(hint):
-                out.append((f"{section.name}.{f.name}", typing.get_type_hints(hint)[f.name]))
-        elif section.name != "format_version":
-            out.append((section.name, hint))
+            out += [(f"{section.name}.{f.name}", f) for f in dataclasses.fields(hint) if not f.metadata.get("recorded")]
     return out

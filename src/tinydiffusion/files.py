@@ -8,10 +8,33 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import UserError
+
+
+def _read_umask() -> int:
+    """The process's umask. Reading it means setting it (and back); done once, at import, before a
+    program starts threads, since a file another thread created in between would get the wrong mode."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# tempfile makes private files (0600) and folders (0700); what this module renames into place gets the
+# modes the user's umask gives any other file they create (0644 and 0755 with the usual umask 022).
+_UMASK = _read_umask()
+FILE_MODE, DIR_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
+
+
+def use_umask(path: Path) -> None:
+    """Give a file or folder made by tempfile the mode the user's umask gives new files and folders."""
+    os.chmod(path, DIR_MODE if Path(path).is_dir() else FILE_MODE)
 
 
 def cache_dir() -> Path:
@@ -39,7 +62,7 @@ def atomic_file(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o644)
+        use_umask(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -60,8 +83,10 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         for f in tmp.iterdir():
+            use_umask(f)
             with open(f, "rb") as handle:
                 os.fsync(handle.fileno())
+        use_umask(tmp)
         fsync_dir(tmp)
         try:
             tmp.rename(path)
@@ -90,6 +115,102 @@ def exclusive_lock(path: Path) -> Iterator[None]:
         try:
             yield
         finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+# --- one writer per run directory ---------------------------------------------------------------
+#
+# A training run holds an exclusive flock on RUN/.lock for its whole life, with its pid and host written
+# inside, so that a second writer (another `train` into the same folder, a `--resume` of a run that is
+# still going) is refused before it writes or prunes anything. The kernel drops a flock when its process
+# dies, so a run killed with kill -9 never leaves a lock behind; the file itself stays (deleting a lock
+# file another process may be opening would let two processes hold "the" lock) and its text counts only
+# while it is locked.
+
+RUN_LOCK = ".lock"
+_LOCK_PATIENCE_S = 0.5  # how long a moment's contention (another process's probe) is waited out
+
+
+class RunInUse(UserError):
+    """Another live process is writing to the run directory."""
+
+    def __init__(self, run_dir: Path, holder: str):
+        super().__init__(f"{run_dir} is in use by another tinydiffusion process ({holder}); "
+                         "wait for it to finish or stop it first.")
+
+
+def _flock_or_holder(handle, fcntl, mode: int, run_dir: Path) -> None:
+    """Take `mode` (LOCK_SH or LOCK_EX) on `handle` without blocking, or raise RunInUse naming the holder.
+
+    A conflict is retried for a moment before it counts: it may be another process's probe, which lets go
+    at once (while the file may still name a process killed earlier), and a process that has only just
+    taken the lock writes its pid a moment later."""
+    deadline = time.monotonic() + _LOCK_PATIENCE_S
+    while True:
+        try:
+            fcntl.flock(handle.fileno(), mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                handle.seek(0)
+                holder = " ".join(handle.read(200).split())  # one line, whatever the file holds
+                raise RunInUse(run_dir, holder or "pid unknown") from None
+            time.sleep(0.02)
+
+
+def check_run_not_in_use(run_dir: Path) -> None:
+    """Refuse (RunInUse) a run directory that a live process holds; creates and changes nothing, so it can
+    be asked before any work. Holding the lock is run_lock's job; this only asks."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock (as exclusive_lock)
+        return
+    try:
+        handle = open(Path(run_dir) / RUN_LOCK, errors="replace")
+    except OSError:  # no lock file: nobody holds it (or it cannot be read: run_lock will say why)
+        return
+    with handle:  # closing the file lets go of the shared lock taken to ask
+        try:
+            _flock_or_holder(handle, fcntl, fcntl.LOCK_SH, Path(run_dir))
+        except OSError:  # a filesystem without flock (ENOLCK): nothing to ask
+            pass
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold RUN/.lock exclusively for the block (creating the folder); RunInUse if a live process holds it."""
+    run_dir = Path(run_dir)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock (as exclusive_lock)
+        yield
+        return
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # "a+", not "w": the file is emptied only once held, since its text names the holder
+        handle = open(run_dir / RUN_LOCK, "a+", errors="replace")
+    except OSError as err:
+        raise UserError(f"cannot write to the run directory {run_dir} ({err.strerror or err}).") from None
+    with handle:
+        try:
+            _flock_or_holder(handle, fcntl, fcntl.LOCK_EX, run_dir)
+            locked = True
+        except OSError:  # a filesystem without flock (ENOLCK): train unguarded, as on a system without fcntl
+            locked = False
+        if not locked:
+            yield
+            return
+        try:
+            handle.truncate(0)
+            handle.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
+            handle.flush()
+            yield
+        finally:
+            try:
+                handle.truncate(0)  # a lock file that is not held names nobody
+                handle.flush()
+            except OSError:  # never hide the error that ended the run; the text only counts while held
+                pass
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 

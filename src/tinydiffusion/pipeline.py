@@ -6,24 +6,24 @@
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from .checkpoint import build_and_load, load_config, resolve_checkpoint
-from .config import RunConfig
-from .data import NAMED, class_aliases, class_index, to_pixels
+from .config import DEVICE_PATTERN, RunConfig
+from .data import NAMED, class_aliases, class_index
+from .data.pixels import to_pixels
+from .defaults import DEFAULT_STEPS
 from .diffusion import GaussianDiffusion
 from .errors import UserError
-from .samplers import DEFAULT_STEPS, Denoiser, get_sampler
-
-# The classifier-free guidance scale used when none is given, for class-conditional models: the
-# scale with the lowest FD among those whose samples the classifier assigns to the requested class
-# at least 90% of the time, measured on the bundled model (docs/guidance.md: 1.5 gives FD 2.05 and
-# 94% class accuracy; 2 gives 2.16 and 99%; N = 300, so the two FDs are within sampling noise).
-DEFAULT_GUIDANCE = 1.5
+from .nets.memory import activation_bytes, format_bytes
+from .samplers import Denoiser, get_sampler
 
 
 @dataclass
@@ -54,13 +54,21 @@ class Model:
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}; use auto, cpu or cuda.") from None
+    if DEVICE_PATTERN.fullmatch(name) is None:
+        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N.")
+    device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("CUDA was asked for but no GPU is available; use --device cpu.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"there is no {name}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 onwards.")
     return device
+
+
+def memory_of(device: torch.device) -> int:
+    """Bytes of memory on `device`: the GPU's, or the machine's RAM."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def load_model(checkpoint: str | Path | None = None, device: str = "auto") -> Model:
@@ -68,6 +76,11 @@ def load_model(checkpoint: str | Path | None = None, device: str = "auto") -> Mo
     weights_path, config_path = resolve_checkpoint(checkpoint)
     config = load_config(config_path)
     net = build_and_load(config.net, weights_path)
+    broken = [name for name, tensor in net.state_dict().items()
+              if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if broken:
+        raise UserError(f"{weights_path} holds weights that are not finite (NaN or infinity, e.g. {broken[0]}); "
+                        "the training that wrote them diverged, so use an earlier checkpoint.")
     net.eval().to(pick_device(device))
     return Model(net, GaussianDiffusion(config.diffusion), config, weights_path)
 
@@ -82,7 +95,34 @@ def resolve_labels(model: Model, num: int, classes: list[int] | None) -> torch.T
     for c in classes:
         if not 0 <= c < model.num_classes:
             raise UserError(f"class {c} is out of range for a model of {model.num_classes} classes.")
-    return torch.tensor([classes[i % len(classes)] for i in range(num)], dtype=torch.long)
+    return torch.tensor(classes, dtype=torch.long)[torch.arange(num) % len(classes)]
+
+
+def image_generators(seed: int, first: int, count: int, device: torch.device) -> list[torch.Generator]:
+    """One generator per image, seeded from (seed, the image's index) through numpy's SeedSequence, which
+    makes the streams independent. Image i's noise is then the same whatever batch it is drawn in, so
+    --batch-size changes the memory used, not the images."""
+    generators = []
+    for index in range(first, first + count):
+        state = np.random.SeedSequence((seed, index)).generate_state(1, np.uint64)[0]
+        generators.append(torch.Generator(device=device).manual_seed(int(state)))
+    return generators
+
+
+def check_memory(model: Model, num: int, batch_size: int, guided: bool, device: torch.device) -> None:
+    """Refuse, before anything is allocated, a run whose batches or outputs cannot fit in memory."""
+    net_cfg = model.config.net
+    image_bytes = net_cfg.in_channels * net_cfg.image_size**2
+    batch = min(batch_size, num)
+    activations = activation_bytes(net_cfg, batch * (2 if guided else 1))  # guidance runs both halves at once
+    outputs = 2 * num * image_bytes  # the uint8 batches, then their concatenation
+    available = memory_of(device)
+    if activations + outputs > available:
+        fits = max(0, (available - outputs) // max(1, activation_bytes(net_cfg, 2 if guided else 1)))
+        advice = f"lower --batch-size (about {fits:,} fit)" if fits >= 1 else "lower --num"
+        raise UserError(f"{num:,} images of {net_cfg.in_channels}x{net_cfg.image_size}x{net_cfg.image_size} in "
+                        f"batches of {batch:,} need about {format_bytes(activations + outputs)}, more than the "
+                        f"{format_bytes(available)} of memory on {device}; {advice}.")
 
 
 def generate(model: Model, num: int, *, classes: list[int] | None = None, sampler: str = "ddim",
@@ -90,31 +130,41 @@ def generate(model: Model, num: int, *, classes: list[int] | None = None, sample
              progress: bool = False, callback=None, **sampler_options) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Generate `num` images; returns (uint8 [N, C, H, W], labels [N] or None).
 
-    The noise for each batch comes from one seeded generator, so a seed gives the same images.
+    Each image's noise comes from its own generator seeded from (seed, index), so a seed gives the same
+    images at any batch size. A result that is not finite is an error, never a black image.
     """
     sample_fn = get_sampler(sampler)
     steps = steps if steps is not None else (DEFAULT_STEPS[sampler] or model.diffusion.num_timesteps)
     if not 1 <= steps <= model.diffusion.num_timesteps:
         raise UserError(f"--steps must be between 1 and {model.diffusion.num_timesteps} (the model's T), not {steps}.")
-    if num < 1:
-        raise UserError(f"the number of images must be at least 1, not {num}.")
+    if num < 1 or batch_size < 1:
+        raise UserError(f"the number of images and the batch size must be at least 1, not {num} and {batch_size}.")
+    if not (math.isfinite(guidance) and guidance >= 0):
+        raise UserError(f"the guidance scale must be a finite number, 0 or more, not {guidance}.")
     if guidance != 1.0 and model.num_classes == 0:
         raise UserError("guidance needs a class-conditional model; this one is unconditional.")
-    labels = resolve_labels(model, num, classes)
+    if not 0 <= seed < 2**63:
+        raise UserError(f"the seed must be between 0 and 2**63 - 1, not {seed}.")
     device = next(model.net.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
+    check_memory(model, num, batch_size, guided=guidance != 1.0, device=device)
+    labels = resolve_labels(model, num, classes)
     net_cfg = model.config.net
     shape = (net_cfg.in_channels, net_cfg.image_size, net_cfg.image_size)
     images = []
-    bar = tqdm(total=num, desc=f"sampling ({sampler}, {steps} steps)", unit="img", disable=not progress)
-    for start in range(0, num, batch_size):
-        n = min(batch_size, num - start)
-        noise = torch.randn((n, *shape), generator=generator, device=device)
-        y = labels[start:start + n].to(device) if labels is not None else None
-        denoise = Denoiser(model.net, model.diffusion, y, guidance, null_class=net_cfg.num_classes)
-        x0 = sample_fn(denoise, noise, model.diffusion, steps, callback=callback, generator=generator,
-                       **sampler_options)
-        images.append(to_pixels(x0).cpu())
-        bar.update(n)
-    bar.close()
+    with tqdm(total=num, desc=f"sampling ({sampler}, {steps} steps)", unit="img", disable=not progress) as bar:
+        for start in range(0, num, batch_size):
+            n = min(batch_size, num - start)
+            generators = image_generators(seed, start, n, device)
+            noise = torch.stack([torch.randn(shape, generator=g, device=device) for g in generators])
+            y = labels[start:start + n].to(device) if labels is not None else None
+            denoise = Denoiser(model.net, model.diffusion, y, guidance, null_class=net_cfg.num_classes)
+            x0 = sample_fn(denoise, noise, model.diffusion, steps, callback=callback, generator=generators,
+                           **sampler_options)
+            if not torch.isfinite(x0).all():
+                options = "".join(f", {key} {value}" for key, value in sampler_options.items())
+                raise UserError(f"sampling gave values that are not finite (NaN or infinity) with {sampler}, "
+                                f"{steps} steps, guidance {guidance}{options}; these settings or the model's "
+                                "weights are broken, so no image was written.")
+            images.append(to_pixels(x0).cpu())
+            bar.update(n)
     return torch.cat(images), labels

@@ -7,6 +7,7 @@ Every sampler has the same signature,
 where `denoise(x_t, t, alpha, sigma) -> (eps, x0)` is a `Denoiser` (the network plus guidance),
 `x` is the starting noise (standard normal), `diffusion` gives the schedule, `steps` is the number
 of steps, and `callback(i, t, x_t, x0_pred)` is called after every step (for figures and GIFs).
+`generator` draws the noise of stochastic samplers: a torch.Generator, or a list of one per image.
 Every sampler ends at t = 0: its last step returns the denoised image, not a noisy one.
 """
 
@@ -53,6 +54,14 @@ class Denoiser:
         return self.diffusion.eps_and_x0_from_output(output, x_t, alpha, sigma)
 
 
+def gaussian_like(x: torch.Tensor, generator) -> torch.Tensor:
+    """Standard normal noise shaped like x, from one generator, or from one generator per image (a list):
+    then each image's noise is the same whatever batch it is drawn in (see pipeline.generate)."""
+    if isinstance(generator, (list, tuple)):
+        return torch.stack([torch.randn(x.shape[1:], generator=g, device=x.device, dtype=x.dtype) for g in generator])
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
 def _alpha_sigma(diffusion: GaussianDiffusion, t: int) -> tuple[float, float]:
     """sqrt(alpha-bar_t), sqrt(1 - alpha-bar_t) as Python floats; t = -1 means the clean image."""
     if t < 0:
@@ -94,7 +103,7 @@ def sample_ddpm(denoise, x, diffusion, steps=None, *, spacing="trailing", clip_x
         x = coef_x0 * x0 + coef_xt * x
         if t_prev >= 0:
             variance = beta * (1.0 - ab_prev) / (1.0 - ab)
-            x = x + math.sqrt(variance) * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = x + math.sqrt(variance) * gaussian_like(x, generator)
         if callback is not None:
             callback(i, t, x, x0)
     return x
@@ -111,7 +120,7 @@ def sample_ddim(denoise, x, diffusion, steps=50, *, eta=0.0, spacing="trailing",
         direction = math.sqrt(max(0.0, sigma_prev**2 - noise_std**2))
         x = alpha_prev * x0 + direction * eps
         if eta > 0:
-            x = x + noise_std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = x + noise_std * gaussian_like(x, generator)
         if callback is not None:
             callback(i, t, x, x0)
     return x
@@ -226,7 +235,6 @@ SAMPLERS = {
     "euler": sample_euler,
     "heun": sample_heun,
 }
-DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "dpmpp-2m": 20, "euler": 50, "heun": 10}
 
 
 def get_sampler(name: str):

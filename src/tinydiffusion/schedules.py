@@ -52,6 +52,10 @@ def make_betas(config: DiffusionConfig) -> torch.Tensor:
         raise UserError(f"unknown noise schedule {config.schedule!r}; use 'linear' or 'cosine'.")
     if config.zero_terminal_snr:
         betas = rescale_zero_terminal_snr(betas)
+    if not (torch.isfinite(betas).all() and (betas >= 0).all() and (betas <= 1).all()):
+        # a config from disk is untrusted: a schedule out of [0, 1] would sample NaNs, silently
+        raise UserError(f"the {config.schedule} schedule with these settings gives betas outside [0, 1]; "
+                        "check the diffusion section of the config.")
     return betas
 
 

@@ -7,6 +7,7 @@ so N processes take exactly the steps one process would with the same global bat
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -24,13 +25,15 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from .config import RunConfig
-from .data import ImageDataset, load_data, to_model_space
+from .data import ImageDataset, load_data
+from .data.pixels import to_model_space
+from .defaults import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from .diffusion import GaussianDiffusion
 from .errors import UserError
-from .files import atomic_write_bytes
+from .files import atomic_write_bytes, check_run_not_in_use, run_lock
 from .nets import build_network, count_parameters
-from .pipeline import DEFAULT_GUIDANCE, Model, generate, pick_device
-from .samplers import DEFAULT_STEPS
+from .nets.memory import activation_bytes, format_bytes
+from .pipeline import Model, generate, memory_of, pick_device
 from .tensorboard_log import TensorBoardLog
 from .viz import grid_image, save_grid
 
@@ -230,20 +233,26 @@ class TrainResult:
 
 class Trainer:
     def __init__(self, config: RunConfig, run_dir: Path, resume: bool = False,
-                 dataset: ImageDataset | None = None, progress: bool = True, net: torch.nn.Module | None = None):
-        """`net` replaces the network the config describes (benchmarks train other architectures)."""
+                 dataset: ImageDataset | None = None, progress: bool = True, net: torch.nn.Module | None = None,
+                 checkpoint: Path | None = None):
+        """`resume` continues the run in `run_dir` from `checkpoint`, one of its own checkpoint directories
+        (default: its latest), or from step 0 if it has none yet. `net` replaces the network the config
+        describes (benchmarks train other architectures)."""
         config.validate()
-        self.config, self.run_dir = config, Path(run_dir)
+        self.config, self.run_dir, self.resume = config, Path(run_dir), resume
         t = config.train
         if t.threads > 0:
             torch.set_num_threads(t.threads)
         self.dist, self.device = setup_distributed(t.device)
+        if self.dist.is_main:  # refused before any work; run() holds the lock while it writes
+            check_run_not_in_use(self.run_dir)
         if t.batch_size % self.dist.world_size:
             raise UserError(f"the global batch size {t.batch_size} must divide evenly over "
                             f"{self.dist.world_size} processes.")
         self.local_batch = t.batch_size // self.dist.world_size
         self.progress = progress and self.dist.is_main
         self.options = _resolve_options(config, self.device, self.dist.world_size)
+        check_training_memory(config, self.local_batch, self.device, net)
 
         self.dataset = dataset or load_data(config.data, "train", progress=self.progress)
         self._check_data_matches_net()
@@ -287,9 +296,8 @@ class Trainer:
         self._skipped, self._last_loss = 0, float("nan")
         self.generator = torch.Generator(device=self.device).manual_seed(t.seed)
         self.step = 0
-        if resume:
-            self._restore()
-        self._saved_step = self.step if resume else None  # the step whose checkpoint is on disk already
+        self._resumed_from = self._restore(checkpoint) if resume else None  # None: from step 0
+        self._saved_step = self.step if self._resumed_from else None  # the step whose checkpoint is on disk already
         self.model_for_step = self.net
         if self.dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -316,12 +324,17 @@ class Trainer:
 
     # --- checkpoints -------------------------------------------------------------------------
 
-    def _restore(self) -> None:
-        found = ckpt.latest_checkpoint(self.run_dir)
+    def _restore(self, checkpoint: Path | None) -> Path | None:
+        """Load the checkpoint a resume continues from (default: the latest); None when the run has none yet
+        (it stopped before its first), which then starts afresh from step 0."""
+        if checkpoint is not None and Path(checkpoint).parent.resolve() != (self.run_dir / ckpt.CHECKPOINTS).resolve():
+            raise UserError(f"{checkpoint} is not a checkpoint of the run {self.run_dir}.")
+        found = Path(checkpoint) if checkpoint is not None else ckpt.latest_checkpoint(self.run_dir)
         if found is None:
-            raise UserError(f"{self.run_dir} has no complete checkpoint to resume from (it stopped before its "
-                            "first one); delete it, or choose another --run-dir, and start afresh.")
-        state = ckpt.load_training_state(found)
+            if not (self.run_dir / "config.json").is_file():
+                raise UserError(f"{self.run_dir} is not a run directory (it has no config.json).")
+            return None
+        state = ckpt.load_training_state(found)  # its step is checked there
         ckpt.load_into(self.net, ckpt.load_weights(found / ckpt.MODEL_FILE), found / ckpt.MODEL_FILE)
         ckpt.load_into(self.ema.net, ckpt.load_weights(found / ckpt.EMA_FILE), found / ckpt.EMA_FILE)
         try:
@@ -331,11 +344,14 @@ class Trainer:
             torch.set_rng_state(state["torch_rng"])
             if self.device.type == "cuda" and "cuda_rng" in state:
                 torch.cuda.set_rng_state(state["cuda_rng"], self.device)
-            self.step = int(state["step"])
+            # The logging window open at the checkpoint (absent from checkpoints of older versions), so the
+            # first record after a resume is the one an uninterrupted run logs.
+            self._window_losses = [float(v) for v in state.get("window_losses", [])]
+            self._skipped = int(state.get("skipped_steps", 0))
+            self.step = state["step"]
         except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as err:
             raise UserError(f"{found} holds a training state that does not fit this run ({err}).") from None
-        if self.dist.is_main:
-            print(f"resuming {self.run_dir} from step {self.step} ({found.name})")
+        return found
 
     def _match_optimizer_to_options(self) -> None:
         """A loaded optimizer state carries the saving run's implementation flags and LR type; this run's
@@ -361,6 +377,8 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "generator": self.generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
+                "window_losses": list(self._window_losses),
+                "skipped_steps": self._skipped,
             }
             if self.device.type == "cuda":
                 state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
@@ -482,6 +500,11 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------------------
 
     def run(self) -> TrainResult:
+        """Train to the end; rank 0 holds the run directory's lock throughout, so it is the one writer."""
+        with run_lock(self.run_dir) if self.dist.is_main else contextlib.nullcontext():
+            return self._run()
+
+    def _run(self) -> TrainResult:
         t = self.config.train
         if self.dist.is_main:
             self._write_run_files()
@@ -563,11 +586,50 @@ class Trainer:
         return bool(agreed[0] > 0), bool(agreed[1] > 0)
 
     def _write_run_files(self) -> None:
+        """config.json and, on a resume, the run directory cut back to the step it continues from. Called
+        under the run's lock: nothing is written to a run directory another process is writing to."""
+        superseded = []
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            if self._resumed_from is not None:
+                superseded = ckpt.continue_from(self.run_dir, self._resumed_from, self.step)
+            if self.resume:
+                self._drop_metrics_after(self.step)
             atomic_write_bytes(self.run_dir / "config.json", self.config.to_json().encode())
         except OSError as err:
             raise UserError(f"cannot write to the run directory {self.run_dir} ({err.strerror or err}).") from None
+        if not self.resume:
+            return
+        if self._resumed_from is None:
+            print(f"{self.run_dir} has no checkpoint yet; starting it afresh from step 0.")
+            return
+        later = ""
+        if superseded:
+            names = ", ".join(superseded)
+            later = (f"; it supersedes the later checkpoint{'s' if len(superseded) > 1 else ''} {names} (set aside, "
+                     f"deleted at the next checkpoint) and the metrics logged after step {self.step}")
+        print(f"resuming {self.run_dir} from step {self.step} ({self._resumed_from.name}){later}")
+
+    def _drop_metrics_after(self, step: int) -> None:
+        """Keep the metrics.jsonl records of steps up to `step` (eval records included) and drop the rest:
+        a resumed run logs the later steps again, so each step stays logged once. A line a kill cut short
+        is dropped too. The file is replaced atomically, so a crash here loses nothing."""
+        path = self.run_dir / "metrics.jsonl"
+        try:
+            lines = path.read_bytes().splitlines(keepends=True)
+        except FileNotFoundError:
+            return
+        kept = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:  # cut short by a kill mid-write (UnicodeDecodeError is a ValueError too)
+                continue
+            logged = record.get("step") if isinstance(record, dict) else None
+            if isinstance(logged, (int, float)) and logged <= step:
+                kept.append(line if line.endswith(b"\n") else line + b"\n")
+        if kept != lines:
+            atomic_write_bytes(path, b"".join(kept))
 
     def _log(self, record: dict) -> None:
         if not self.dist.is_main:
@@ -614,6 +676,22 @@ class Trainer:
               f"(floor {result['fd_floor']:.3f}; small N, for trends only)")
 
 
+def check_training_memory(config: RunConfig, local_batch: int, device: torch.device,
+                          net: torch.nn.Module | None = None) -> None:
+    """Refuse, before anything is allocated, a network or batch that cannot fit: each parameter with its
+    gradient, AdamW's two moments and the EMA copy (5 floats), plus the activations kept for backward."""
+    if net is None:
+        with torch.device("meta"):  # shapes only: a network of billions of parameters costs nothing here
+            net = build_network(config.net)
+    parameters = count_parameters(net)
+    needed = 5 * 4 * parameters + activation_bytes(config.net, local_batch, training=True)
+    available = memory_of(device)
+    if needed > available:
+        raise UserError(f"training this network ({parameters / 1e6:,.2f}M parameters) on batches of {local_batch} "
+                        f"needs about {format_bytes(needed)}, more than the {format_bytes(available)} of memory on "
+                        f"{device}; make the network or --batch-size smaller.")
+
+
 def record_data(config: RunConfig, dataset: ImageDataset) -> RunConfig:
     """The config with what the run trains on written into it, so config.json says (and sampling knows)
     the data's size, shape, class names and the prepared array's hash."""
@@ -625,9 +703,10 @@ def record_data(config: RunConfig, dataset: ImageDataset) -> RunConfig:
 
 
 def train(config: RunConfig, run_dir: str | Path, resume: bool = False, dataset: ImageDataset | None = None,
-          progress: bool = True) -> TrainResult:
-    """Train (or resume) a run; the command line and tests call this."""
-    trainer = Trainer(config, Path(run_dir), resume=resume, dataset=dataset, progress=progress)
+          progress: bool = True, checkpoint: str | Path | None = None) -> TrainResult:
+    """Train (or resume: see Trainer) a run; the command line and tests call this."""
+    trainer = Trainer(config, Path(run_dir), resume=resume, dataset=dataset, progress=progress,
+                      checkpoint=None if checkpoint is None else Path(checkpoint))
     try:
         return trainer.run()
     finally:

@@ -82,7 +82,10 @@ def forward_strip(diffusion: GaussianDiffusion, images_uint8: torch.Tensor, colu
 
 
 class ReverseRecorder:
-    """A sampler callback that keeps x_t at chosen steps, for the "samples at each t" figure and GIFs."""
+    """A sampler callback that keeps x_t at chosen steps, for the "samples at each t" figure and GIFs.
+
+    generate() samples batch after batch, each calling back at steps 0, 1, ...; a later batch's x_t joins
+    the earlier batches' frame of the same step, so frame k holds every image at step k, in order."""
 
     def __init__(self, keep_every: int = 1):
         self.keep_every = keep_every
@@ -90,12 +93,18 @@ class ReverseRecorder:
         self.timesteps: list[float] = []
 
     def __call__(self, i: int, t: float, x_t: torch.Tensor, x0_pred: torch.Tensor) -> None:
-        if i % self.keep_every == 0:
-            self.frames.append(x_t.detach().float().cpu())
+        if i % self.keep_every:
+            return
+        k, x_t = i // self.keep_every, x_t.detach().float().cpu()
+        if k < len(self.frames):  # a later batch at a step already recorded
+            self.frames[k] = torch.cat([self.frames[k], x_t])
+        else:
+            self.frames.append(x_t)
             self.timesteps.append(t)
 
     def _even_picks(self, k: int) -> list[int]:
         """Up to k recorded steps, evenly spread, always the first and the last."""
+        k = min(k, len(self.frames))
         if k < 2:
             return [len(self.frames) - 1]
         return sorted({round(i * (len(self.frames) - 1) / (k - 1)) for i in range(k)})

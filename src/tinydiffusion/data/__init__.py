@@ -19,8 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..config import DataConfig
 from ..errors import UserError
@@ -31,10 +30,12 @@ from .formats import find_format
 from .formats.base import held_out_sibling
 from .idx import MAX_IDX_BYTES, read_idx, write_idx
 from .named import NAMED, NamedDataset
-from .pixels import to_model_space, to_pixels
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["MAX_IDX_BYTES", "NAMED", "ImageDataset", "canonical_source", "class_index", "load_data", "prepare_source",
-           "read_idx", "to_model_space", "to_pixels", "write_idx"]
+           "read_idx", "write_idx"]
 
 
 @dataclass
@@ -202,6 +203,8 @@ def load_data(config: DataConfig, split: str = "train", progress: bool = True) -
         data = store.open_prepared(prepared_path(config, split, progress), limit)
     named = named_dataset(config)
     class_names = named.class_names if named else tuple(data.manifest["class_names"])
+    import torch  # here, not at the top: the command line imports this module and starts without torch
+
     images = torch.from_numpy(data.images).permute(0, 3, 1, 2)  # N x C x H x W, a view: no copy
     labels = torch.from_numpy(data.labels) if data.labels is not None else None
     return ImageDataset(images, labels, class_names, data.manifest, data.memory_mapped)

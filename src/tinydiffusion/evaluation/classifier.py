@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from safetensors.torch import save as save_safetensors
 
 from ..checkpoint import load_into, load_weights, plain_state_dict
-from ..data import to_model_space
+from ..data.pixels import to_model_space
 from ..errors import UserError
 from ..files import atomic_write_bytes
 from ..nets.classifier import ClassifierConfig, FashionClassifier
