@@ -81,6 +81,37 @@ def _one_thread():
 # --- helpers the training, crash and hostile-input tests share ----------------------------------
 
 
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """Run the command line in-process; returns (exit status, stdout, stderr)."""
+    from tinydiffusion.cli import main
+
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit_:  # argparse errors
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_data_dir, tmp_path_factory) -> Path:
+    """A class-conditional smoke run of two steps, one per test module; tests copy it (run_copy) to damage it."""
+    from tinydiffusion.training import train
+
+    run = tmp_path_factory.mktemp("trained") / "run"
+    train(smoke_config(tiny_data_dir, **{"train.max_steps": 2}), run, progress=False)
+    return run
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path) -> Path:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    return run
+
+
 def smoke_config(data_dir, **overrides) -> RunConfig:
     """The smoke preset on the tiny data, one thread, no sample grids."""
     return apply_overrides(get_preset("smoke"), {"data.data_dir": str(data_dir), "train.threads": 1,

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import cli_env, run_cli, smoke_config
+from conftest import cli, cli_env, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from test_hostile import checkpoint_dir, cli
+from test_hostile import checkpoint_dir
 
 from tinydiffusion import pipeline
 from tinydiffusion.cli import build_parser
@@ -32,21 +32,6 @@ from tinydiffusion.config import RunConfig, config_fields
 from tinydiffusion.errors import UserError
 from tinydiffusion.nets.memory import activation_bytes
 from tinydiffusion.pipeline import generate, load_model
-from tinydiffusion.training import train
-
-
-@pytest.fixture(scope="module")
-def trained_run(tiny_data_dir, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("abuse") / "run"
-    train(smoke_config(tiny_data_dir, **{"train.max_steps": 2}), run, progress=False)
-    return run
-
-
-@pytest.fixture
-def run_copy(trained_run, tmp_path) -> Path:
-    run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
-    return run
 
 
 def assert_error(code: int, err: str, sentence: str) -> None:
@@ -254,7 +239,7 @@ def test_hostile_config_json_is_one_sentence(run_copy, tmp_path, capsys, kind):
     assert not (tmp_path / "f.png").exists()
 
 
-@pytest.mark.parametrize("kind", ["nested", "huge", "folder"])
+@pytest.mark.parametrize("kind", ["nested", "huge", "folder", "long-integer"])
 def test_config_json_that_is_no_config(run_copy, tmp_path, capsys, kind):
     path = checkpoint_dir(run_copy) / "config.json"
     if kind == "nested":
@@ -263,6 +248,9 @@ def test_config_json_that_is_no_config(run_copy, tmp_path, capsys, kind):
     elif kind == "huge":
         path.write_text(" " * (2 << 20) + "{}")
         sentence = f"{path} is {(2 << 20) + 2:,} bytes, too large to be a config.json."
+    elif kind == "long-integer":  # more digits than Python converts to an int
+        path.write_text('{"net": {"image_size": ' + "9" * 5000 + "}}")
+        sentence = f"{path} holds a number of thousands of digits, which no config field takes."
     else:
         path.unlink()
         path.mkdir()
@@ -472,7 +460,7 @@ def test_every_option_has_help_and_shows_its_default():
                 continue
             assert action.help, f"{parser.prog} {action.option_strings} has no help"
             text = formatter._get_help_string(action)
-            if action.default not in (None, False):
+            if not (action.default is None or action.default is False):
                 assert "default" in text, f"{parser.prog} {action.option_strings}: {text}"
 
 

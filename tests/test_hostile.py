@@ -22,12 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli, smoke_config, train_args
+from conftest import cli, run_cli, smoke_config, train_args
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tinydiffusion import checkpoint as ckpt
-from tinydiffusion.cli import main
 from tinydiffusion.config import FORMAT_VERSION, DataConfig
 from tinydiffusion.data import MAX_IDX_BYTES, load_data, read_idx, write_idx
 from tinydiffusion.errors import UserError
@@ -37,16 +36,6 @@ from tinydiffusion.training import train
 # --- helpers ---------------------------------------------------------------------------------
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    """Run the command line in-process; returns (exit status, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exit_:  # argparse errors
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_error_line(code, err, *fragments):
@@ -59,24 +48,9 @@ def assert_one_error_line(code, err, *fragments):
 
 
 @pytest.fixture(scope="module")
-def trained_run(tiny_data_dir, tmp_path_factory) -> Path:
-    """A class-conditional smoke run of two steps; tests copy it before damaging it."""
-    run = tmp_path_factory.mktemp("hostile") / "run"
-    train(smoke_config(tiny_data_dir, **{"train.max_steps": 2}), run, progress=False)
-    return run
-
-
-@pytest.fixture(scope="module")
 def unconditional_run(tiny_data_dir, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("hostile") / "uncond"
     train(smoke_config(tiny_data_dir, **{"train.max_steps": 1, "net.num_classes": 0}), run, progress=False)
-    return run
-
-
-@pytest.fixture
-def run_copy(trained_run, tmp_path) -> Path:
-    run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
     return run
 
 

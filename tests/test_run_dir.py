@@ -17,25 +17,14 @@ import stat
 
 import pytest
 import torch
-from conftest import files_of, run_cli, smoke_config, train_args
+from conftest import cli, files_of, run_cli, smoke_config, train_args
 from test_crash import assert_run_consistent, latest_step, start_cli, training_started, wait_until
 
 from tinydiffusion import checkpoint as ckpt
-from tinydiffusion.cli import main
 from tinydiffusion.files import RunInUse, run_lock
 from tinydiffusion.training import Trainer, train
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    """The command line in-process: (exit status, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as exit_:  # argparse errors
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def records(run) -> list[dict]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import os
 import sys
 from collections.abc import Iterator
@@ -34,7 +33,8 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+        shown = not (action.default is None or action.default is False or action.default == argparse.SUPPRESS)
+        if shown and "default" not in text:  # `is`: a default of 0 is shown, though 0 == False
             text += " (default: %(default)s)"
         return text
 
@@ -48,28 +48,19 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see '{self.prog} --help').\n")
 
 
-def whole(low: int, high: int):
-    """An argparse type: a whole number from low to high."""
-    def parse(text: str) -> int:
+def number(kind: type, low, high):
+    """An argparse type: an int or a float from low to high. nan and inf fail the comparison, so they are
+    refused here rather than passed on to sample black images."""
+    what, bounds = ("whole number", f"between {low:,} and {high:,}") if kind is int else \
+        ("number", f"a finite number between {low:g} and {high:g}")
+
+    def parse(text: str):
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {what}") from None
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text} must be between {low:,} and {high:,}")
-        return value
-    return parse
-
-
-def real(low: float, high: float):
-    """An argparse type: a finite number from low to high (nan and inf are refused, not passed on)."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not (math.isfinite(value) and low <= value <= high):
-            raise argparse.ArgumentTypeError(f"{text} must be a finite number between {low:g} and {high:g}")
+            raise argparse.ArgumentTypeError(f"{text} must be {bounds}")
         return value
     return parse
 
@@ -281,25 +272,25 @@ def cmd_prepare(args) -> int:
 # --- sample ----------------------------------------------------------------------------------
 
 def add_sampling_options(p, default_num: int) -> None:
-    p.add_argument("--num", type=whole(1, MAX_NUM), default=default_num, help="number of images")
+    p.add_argument("--num", type=number(int, 1, MAX_NUM), default=default_num, help="number of images")
     p.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=list(DEFAULT_STEPS), help="sampler")
     own_steps = ", ".join(f"{name} {steps or 'T'}" for name, steps in DEFAULT_STEPS.items())
-    p.add_argument("--steps", type=whole(1, MAX_TIMESTEPS),
+    p.add_argument("--steps", type=number(int, 1, MAX_TIMESTEPS),
                    help=f"sampling steps (default: the sampler's own: {own_steps}, where T is the model's)")
-    p.add_argument("--seed", type=whole(0, MAX_SEED), default=0,
+    p.add_argument("--seed", type=number(int, 0, MAX_SEED), default=0,
                    help="seed of the noise: a seed gives the same images at any --batch-size")
     p.add_argument("--class", dest="classes", action="append", metavar="NAME",
                    help="class to generate, by the model's class name or index (repeatable; default: every "
                    "class in turn)")
-    p.add_argument("--guidance", type=real(0, MAX_GUIDANCE), default=None,
+    p.add_argument("--guidance", type=number(float, 0, MAX_GUIDANCE), default=None,
                    help="classifier-free guidance scale: 1 is the plain conditional model, 0 the unconditional "
                    f"one (default: {DEFAULT_GUIDANCE} for class-conditional models, 1 for unconditional ones)")
-    p.add_argument("--eta", type=real(0, 1), default=None, help="ddim only: the noise added at each step, "
+    p.add_argument("--eta", type=number(float, 0, 1), default=None, help="ddim only: the noise added at each step, "
                    "from 0 (deterministic) to 1 (as DDPM) (default: 0)")
     p.add_argument("--spacing", choices=["leading", "trailing", "linspace"], default=None,
                    help="ddpm, ddim and dpmpp-2m only: which of the model's timesteps are visited "
                    "(default: trailing)")
-    p.add_argument("--batch-size", type=whole(1, MAX_BATCH), default=500,
+    p.add_argument("--batch-size", type=number(int, 1, MAX_BATCH), default=500,
                    help="images per network call; a smaller batch needs less memory, with the same images")
     p.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda or cuda:N")
 
@@ -341,8 +332,8 @@ def add_sample(sub) -> None:
                    "(default: the bundled model)")
     add_sampling_options(p, default_num=64)
     p.add_argument("--out", default="samples.png", help="FILE.png (a grid) or FILE.npz (uint8 arr_0 N x H x W x C)")
-    p.add_argument("--nrow", type=whole(1, MAX_NUM), help="images per row in the PNG grid (default: a square grid, "
-                   "or one column per class)")
+    p.add_argument("--nrow", type=number(int, 1, MAX_NUM),
+                   help="images per row in the PNG grid (default: a square grid, or one column per class)")
     p.set_defaults(run=cmd_sample)
 
 
@@ -375,15 +366,15 @@ def add_visualize(sub) -> None:
     fwd = which.add_parser("forward", help="images noised at evenly spaced t from 0 to T")
     fwd.add_argument("--checkpoint", help="model whose noise schedule to use (default: the bundled model)")
     fwd.add_argument("--data-dir", help="where the model's named dataset is (default: where training put it)")
-    fwd.add_argument("--num-images", type=whole(1, 100), default=4, help="rows: one image of each class in turn")
-    fwd.add_argument("--columns", type=whole(2, 100), default=10, help="noise levels shown, from t = 0 to T")
+    fwd.add_argument("--num-images", type=number(int, 1, 100), default=4, help="rows: one image of each class in turn")
+    fwd.add_argument("--columns", type=number(int, 2, 100), default=10, help="noise levels shown, from t = 0 to T")
     fwd.add_argument("--out", default="forward.png", help="the figure, FILE.png")
     fwd.set_defaults(run=cmd_visualize_forward)
     rev = which.add_parser("reverse", help="samples at several steps of the reverse process, and a GIF")
     rev.add_argument("--checkpoint", help="a run directory, a checkpoint directory or a .safetensors file "
                      "(default: the bundled model)")
     add_sampling_options(rev, default_num=8)
-    rev.add_argument("--columns", type=whole(2, 1000), default=10, help="steps shown, evenly spread, the last "
+    rev.add_argument("--columns", type=number(int, 2, 1000), default=10, help="steps shown, evenly spread, the last "
                      "being the final image")
     rev.add_argument("--out", default="reverse.png", help="the figure, FILE.png: one row per image")
     rev.add_argument("--gif", help="also write an animated GIF of the denoising to this FILE.gif")

@@ -177,7 +177,9 @@ class RunConfig:
             raise UserError(f"{path} does not exist.") from None
         except IsADirectoryError:
             raise UserError(f"{path} is a folder, not a config.json.") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        except ValueError as err:  # not JSON, not UTF-8, or an integer of more digits than Python converts
+            if "integer string conversion" in str(err):
+                raise UserError(f"{path} holds a number of thousands of digits, which no config field takes.") from None
             raise UserError(f"{path} is not valid JSON ({err}).") from None
         except RecursionError:  # json recurses once per nesting level
             raise UserError(f"{path} is nested too deeply to be a config.json.") from None
@@ -340,7 +342,8 @@ def _coerce(value, hint, where: str):
         pass
     else:
         return value
-    raise UserError(f"{where} must be of type {getattr(hint, '__name__', hint)}, not {value!r}.")
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    raise UserError(f"{where} must be of type {getattr(hint, '__name__', hint)}, not {shown}.")
 
 
 def apply_overrides(config: RunConfig, overrides: dict[str, object]) -> RunConfig:
