@@ -42,8 +42,10 @@ def test_every_sampler_from_the_command_line(trained_run, tmp_path, sampler):
                       "--seed", "1", "--out", out])
     assert result.returncode == 0, result.stderr
     first = np.load(out)["arr_0"]
-    run_cli(["sample", "--checkpoint", trained_run, "--num", "2", "--steps", "3", "--sampler", sampler,
-             "--seed", "1", "--out", out])
+    out.unlink()  # the second run must write its own file, or there is nothing to compare
+    result = run_cli(["sample", "--checkpoint", trained_run, "--num", "2", "--steps", "3", "--sampler", sampler,
+                      "--seed", "1", "--out", out])
+    assert result.returncode == 0, result.stderr
     assert np.array_equal(first, np.load(out)["arr_0"])  # a seed gives the same images
 
 

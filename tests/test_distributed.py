@@ -32,24 +32,25 @@ TRAIN_ARGS = ["--preset", "smoke", "--max-steps", "6", "--batch-size", "64", "--
 
 
 def env(**extra: str) -> dict[str, str]:
-    """One thread per process, and nothing left over from an outer torchrun or a fault-injection test."""
+    """One thread per process, and nothing left over from an outer torchrun."""
     cleaned = {k: v for k, v in os.environ.items()
-               if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-               and not k.startswith("TINYDIFFUSION_FAIL_")}
+               if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     return dict(cleaned, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
 
 
-def command(args: list, nproc: int = 1) -> list[str]:
+def command(args: list, nproc: int = 1, program: tuple[str, ...] = ("-m", "tinydiffusion")) -> list[str]:
     """`tinydiffusion ARGS` in one process, or under torchrun in `nproc` processes on this machine."""
-    launcher = [sys.executable, "-m", "tinydiffusion"]
+    launcher = [sys.executable, *program]
     if nproc > 1:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                    "-m", "tinydiffusion"]
+                    *program]
     return [*launcher, *map(str, args)]
 
 
-def run(args: list, nproc: int = 1, timeout: float = 120, **extra_env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(command(args, nproc), env=env(**extra_env), capture_output=True, text=True, timeout=timeout)
+def run(args: list, nproc: int = 1, timeout: float = 120, program: tuple[str, ...] = ("-m", "tinydiffusion"),
+        **extra_env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(command(args, nproc, program), env=env(**extra_env), capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def assert_ok(result: subprocess.CompletedProcess) -> None:
@@ -117,8 +118,9 @@ def test_a_two_process_checkpoint_resumes_and_samples_in_one_process(runs, tmp_p
 
 def test_a_failing_rank_ends_the_job_promptly(tiny_data_dir, tmp_path):
     started = time.monotonic()
+    worker = Path(__file__).with_name("failing_rank_worker.py")  # the command line, with rank 1 failing at step 2
     result = run(["train", "--data-dir", tiny_data_dir, "--run-dir", tmp_path / "run", *TRAIN_ARGS], nproc=2,
-                 TINYDIFFUSION_FAIL_RANK="1", TINYDIFFUSION_FAIL_STEP="2")
+                 program=(str(worker),), FAIL_RANK="1", FAIL_STEP="2")
     elapsed = time.monotonic() - started
     assert result.returncode != 0
     assert elapsed < 60, f"the job took {elapsed:.0f} s to end after rank 1 failed"

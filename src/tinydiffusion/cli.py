@@ -310,9 +310,10 @@ def sampler_options(args) -> dict:
 
 def sampling_settings(args, model) -> tuple[int, float]:
     """(steps, guidance) as they will be used: the flags, else the sampler's and the model's defaults."""
+    from .pipeline import default_guidance
+
     steps = args.steps or DEFAULT_STEPS[args.sampler] or model.diffusion.num_timesteps
-    guidance = args.guidance if args.guidance is not None else (DEFAULT_GUIDANCE if model.num_classes else 1.0)
-    return steps, guidance
+    return steps, default_guidance(model) if args.guidance is None else args.guidance
 
 
 def run_sampling(args, model, progress: bool = True, callback=None):

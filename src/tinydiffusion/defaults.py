@@ -10,7 +10,6 @@ DEFAULT_SAMPLER = "dpmpp-2m"
 
 # The classifier-free guidance scale used when none is given, for class-conditional models: the
 # scale with the lowest FD among those whose samples the classifier assigns to the requested class
-# at least 90% of the time, measured on the bundled model (docs/guidance.md: 1.5 gives FD 2.05 and
-# 94% class accuracy; 2 gives 2.16 and 99%; N = 300, so the two FDs are within sampling noise).
-# Unconditional models use 1 (no guidance).
+# at least 90% of the time, measured on the bundled model (docs/defaults.md). Unconditional models
+# use 1 (no guidance).
 DEFAULT_GUIDANCE = 1.5

@@ -19,7 +19,7 @@ from .checkpoint import build_and_load, load_config, resolve_checkpoint
 from .config import DEVICE_PATTERN, RunConfig
 from .data import NAMED, class_aliases, class_index
 from .data.pixels import to_pixels
-from .defaults import DEFAULT_STEPS
+from .defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from .diffusion import GaussianDiffusion
 from .errors import UserError
 from .nets.memory import activation_bytes, format_bytes
@@ -125,13 +125,19 @@ def check_memory(model: Model, num: int, batch_size: int, guided: bool, device: 
                         f"{format_bytes(available)} of memory on {device}; {advice}.")
 
 
-def generate(model: Model, num: int, *, classes: list[int] | None = None, sampler: str = "ddim",
-             steps: int | None = None, guidance: float = 1.0, seed: int = 0, batch_size: int = 500,
+def default_guidance(model: Model) -> float:
+    """The guidance scale used when none is given: DEFAULT_GUIDANCE for class-conditional models, 1 (none) else."""
+    return DEFAULT_GUIDANCE if model.num_classes else 1.0
+
+
+def generate(model: Model, num: int, *, classes: list[int] | None = None, sampler: str = DEFAULT_SAMPLER,
+             steps: int | None = None, guidance: float | None = None, seed: int = 0, batch_size: int = 500,
              progress: bool = False, callback=None, **sampler_options) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Generate `num` images; returns (uint8 [N, C, H, W], labels [N] or None).
 
     Each image's noise comes from its own generator seeded from (seed, index), so a seed gives the same
-    images at any batch size. A result that is not finite is an error, never a black image.
+    images at any batch size. A result that is not finite is an error, never a black image. The defaults
+    (sampler, its steps, the guidance) are the command line's: defaults.py.
     """
     sample_fn = get_sampler(sampler)
     steps = steps if steps is not None else (DEFAULT_STEPS[sampler] or model.diffusion.num_timesteps)
@@ -139,6 +145,7 @@ def generate(model: Model, num: int, *, classes: list[int] | None = None, sample
         raise UserError(f"--steps must be between 1 and {model.diffusion.num_timesteps} (the model's T), not {steps}.")
     if num < 1 or batch_size < 1:
         raise UserError(f"the number of images and the batch size must be at least 1, not {num} and {batch_size}.")
+    guidance = default_guidance(model) if guidance is None else guidance
     if not (math.isfinite(guidance) and guidance >= 0):
         raise UserError(f"the guidance scale must be a finite number, 0 or more, not {guidance}.")
     if guidance != 1.0 and model.num_classes == 0:

@@ -27,13 +27,13 @@ from . import checkpoint as ckpt
 from .config import RunConfig
 from .data import ImageDataset, load_data
 from .data.pixels import to_model_space
-from .defaults import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from .defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
 from .diffusion import GaussianDiffusion
 from .errors import UserError
 from .files import atomic_write_bytes, check_run_not_in_use, run_lock
 from .nets import build_network, count_parameters
 from .nets.memory import activation_bytes, format_bytes
-from .pipeline import Model, generate, memory_of, pick_device
+from .pipeline import Model, default_guidance, generate, memory_of, pick_device
 from .tensorboard_log import TensorBoardLog
 from .viz import grid_image, save_grid
 
@@ -149,28 +149,12 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
-def _injected_fault(rank: int, step: int) -> None:
-    """Test hook only: TINYDIFFUSION_FAIL_RANK=r makes rank r raise at step TINYDIFFUSION_FAIL_STEP (default 1),
-    so the tests can check that one failing process ends the whole job promptly."""
-    fail_step = int(os.environ.get("TINYDIFFUSION_FAIL_STEP", "1"))
-    if os.environ.get("TINYDIFFUSION_FAIL_RANK") == str(rank) and step == fail_step:
-        raise RuntimeError(f"injected failure on rank {rank} at step {step} (TINYDIFFUSION_FAIL_RANK is set)")
-
-
 def _resolve_options(config: RunConfig, device: torch.device, world_size: int) -> dict[str, bool]:
-    """Turn auto/on/off into booleans; "auto" enables an option only where it was measured to help.
-
-    On a 2-core Xeon (docs/options.md, paired rounds) channels-last made the fp32 loop 7-10% faster,
-    so "auto" turns it on for CPUs in fp32; with bf16 it made the loop slower. bf16 autocast
-    trained the preset 1.4x as fast (that Xeon has AMX), but its models scored worse at equal
-    epochs (FD 1.87 against 1.68 at N = 1,000, mean of two seeds; README), so "auto" stays fp32.
-    Fused AdamW gained 0-3%, inside the noise; torch.compile's first compilation (73 s) eats what it
-    saves in 5 epochs.
-    On an H200 (docs/gpu-h200/results.json) the step is bound by kernel launches, not arithmetic:
-    bf16 autocast with channels-last ran at 3,265 images/s against 3,555 in fp32, so "auto" leaves
-    both off there; it fuses AdamW, so that a non-finite step is skipped without the host waiting.
-    CUDA graphs are opt-in until measured on a GPU.
-    """
+    """Turn auto/on/off into booleans; "auto" enables an option only where it was measured to help at equal
+    quality (the measurements: docs/defaults.md). On a CPU: channels-last in fp32; fp32, not bf16, which
+    trained faster but scored worse; no fused AdamW or torch.compile, which gained nothing in 5 epochs. On a
+    GPU: fused AdamW, so that a non-finite step is skipped without the host waiting. CUDA graphs are opt-in
+    until measured."""
     t = config.train
     on_gpu = device.type == "cuda"
     bf16 = t.precision == "bf16"
@@ -521,7 +505,6 @@ class Trainer:
                 epoch, index_in_epoch = divmod(self.step, self.steps_per_epoch)
                 order = epoch_order(len(self.dataset), t.seed, epoch, self.device)
                 while index_in_epoch < self.steps_per_epoch and self.step < self.total_steps and not out_of_time:
-                    _injected_fault(self.dist.rank, self.step)
                     self._train_step(order, index_in_epoch)
                     if t.on_nan == "stop" or len(self._pending) > 256:  # read the previous step's loss, not
                         self._absorb(self._read_losses(keep_last=True))  # this one's: the GPU is busy with it
@@ -661,16 +644,16 @@ class Trainer:
             return
         started = time.perf_counter()
         model = Model(self.ema.net, self.diffusion, self.config, self.run_dir)
-        steps = min(DEFAULT_STEPS["dpmpp-2m"], self.diffusion.num_timesteps)
-        guidance = DEFAULT_GUIDANCE if model.num_classes else 1.0
+        steps = min(DEFAULT_STEPS[DEFAULT_SAMPLER], self.diffusion.num_timesteps)
+        guidance = default_guidance(model)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):  # resumes stay exact
-            images, labels = generate(model, t.eval_num, sampler="dpmpp-2m", steps=steps, guidance=guidance,
+            images, labels = generate(model, t.eval_num, sampler=DEFAULT_SAMPLER, steps=steps, guidance=guidance,
                                       seed=t.seed)
             result = self.evaluator.score(images, labels)
         scores = {key: result[key] for key in ("fd", "fd_floor", "precision", "recall", "class_accuracy")
                   if key in result}
         self._log({"step": self.step, "epoch": epoch, **scores, "eval_num": t.eval_num, "metric": result["metric"],
-                   "sampler": f"dpmpp-2m, {steps} steps, guidance {guidance}",
+                   "sampler": f"{DEFAULT_SAMPLER}, {steps} steps, guidance {guidance}",
                    "eval_seconds": round(time.perf_counter() - started, 1)})
         print(f"epoch {epoch}: {result['metric']} {result['fd']:.3f} at N={t.eval_num} "
               f"(floor {result['fd_floor']:.3f}; small N, for trends only)")

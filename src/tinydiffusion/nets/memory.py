@@ -6,7 +6,7 @@ The estimate counts float32 feature maps: those kept for the UNet's skip connect
 tokens), a working set at the widest level, and, when training, everything autograd keeps for the
 backward pass. Attention matrices are not counted: PyTorch's fused attention does not materialise
 them. The factors were checked against the peak memory of real forward and backward passes on a CPU
-(tests/test_limits.py keeps the estimate within a factor of two of a measured pass).
+(tests/test_abuse.py keeps the estimate within a factor of two of a measured pass).
 """
 
 from __future__ import annotations
