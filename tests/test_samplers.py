@@ -157,3 +157,29 @@ def test_guidance_scale_limits(scale, expected):
     denoise = Denoiser(TwoHeadedNet(), diffusion, y=torch.zeros(4, dtype=torch.long), guidance=scale, null_class=2)
     eps, _ = denoise(torch.zeros(4, 1, 2, 2), 10, math.sqrt(0.5), math.sqrt(0.5))
     torch.testing.assert_close(eps, torch.full_like(eps, expected))
+
+
+def test_every_sampler_starts_from_a_zero_terminal_snr_step():
+    """At SNR 0 the first step has alpha = 0: DPM-Solver++'s lambda is -inf there (it was a math domain
+    error), and its update from pure noise must be DDIM's."""
+    import torch as th
+
+    from tinydiffusion.config import DiffusionConfig
+    from tinydiffusion.diffusion import GaussianDiffusion
+    from tinydiffusion.samplers import SAMPLERS, Denoiser
+
+    diffusion = GaussianDiffusion(DiffusionConfig(objective="v", zero_terminal_snr=True, timesteps=100))
+    assert float(diffusion.alphas_cumprod[-1]) == 0.0
+
+    def net(x, t, y=None):  # any smooth function of x and t
+        return 0.3 * x + 0.01 * t.view(-1, 1, 1, 1)
+
+    noise = th.randn(2, 1, 8, 8, generator=th.Generator().manual_seed(0))
+    first_steps = {}
+    for name, sample in SAMPLERS.items():
+        steps = []
+        out = sample(Denoiser(net, diffusion), noise.clone(), diffusion, 4, generator=th.Generator().manual_seed(1),
+                     callback=lambda i, t, x, x0, steps=steps: steps.append(x.clone()))
+        assert th.isfinite(out).all(), name
+        first_steps[name] = steps[0]
+    th.testing.assert_close(first_steps["dpmpp-2m"], first_steps["ddim"])

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
+from .objectives import OBJECTIVES
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -30,6 +31,7 @@ MAX_CLASSES = 100_000
 MAX_STEPS = 10**12
 MAX_TRAIN_SEED = 2**32 - 1  # epoch_order mixes the seed into a 64-bit generator seed
 MAX_CONFIG_BYTES = 1 << 20
+SCHEDULE_NAMES = ("linear", "cosine", "rectified-flow")  # schedules.make_betas builds each
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
 
 
@@ -69,15 +71,19 @@ class NetConfig:
 
 @dataclass
 class DiffusionConfig:
-    schedule: str = option("cosine", "noise schedule: linear (Ho et al. 2020) or cosine (Nichol & Dhariwal 2021)")
+    schedule: str = option("cosine", "noise schedule: linear (Ho et al. 2020), cosine (Nichol & Dhariwal 2021), or "
+                           "rectified-flow, the straight path of flow matching (Liu et al. 2022; use objective flow)")
     timesteps: int = option(1000, "T, the number of steps of the forward process")
     beta_start: float = option(1e-4, "linear schedule: the first beta")
     beta_end: float = option(0.02, "linear schedule: the last beta")
     cosine_s: float = option(0.008, "cosine schedule: the offset s")
     zero_terminal_snr: bool = option(False, "rescale so x_T is pure noise (Lin et al. 2023; needs objective v or x0)")
-    objective: str = option("eps", "what the network predicts: eps, x0 or v")
+    objective: str = option("eps", f"what the network predicts: {', '.join(OBJECTIVES)} (objectives/)")
     loss_weighting: str = option("none", "none, or min-snr (Hang et al. 2023)")
     min_snr_gamma: float = option(5.0, "min-snr: the SNR at which the weight is capped")
+    timestep_sampling: str = option("uniform", "how training draws t: uniform, or logit-normal (Esser et al. 2024)")
+    logit_mean: float = option(0.0, "logit-normal: the mean of the logit of t / T")
+    logit_std: float = option(1.0, "logit-normal: the standard deviation of the logit of t / T")
 
 
 @dataclass
@@ -220,12 +226,18 @@ class RunConfig:
             (0 < n.mlp_ratio <= 16 and n.hidden_size * n.mlp_ratio >= 1,
              "net.mlp_ratio must be above 0 and at most 16"),
             (0.0 <= n.dropout < 1.0, "net.dropout must be in [0, 1)"),
-            (d.schedule in ("linear", "cosine"),
-             f"diffusion.schedule must be 'linear' or 'cosine', not {d.schedule!r}"),
+            (d.schedule in SCHEDULE_NAMES, f"diffusion.schedule must be one of {', '.join(SCHEDULE_NAMES)}, "
+             f"not {d.schedule!r}"),
             (2 <= d.timesteps <= MAX_TIMESTEPS, f"diffusion.timesteps must be between 2 and {MAX_TIMESTEPS:,}"),
-            (d.objective in ("eps", "x0", "v"), f"diffusion.objective must be eps, x0 or v, not {d.objective!r}"),
-            (not (d.zero_terminal_snr and d.objective == "eps"),
-             "diffusion.zero_terminal_snr needs objective 'v' or 'x0' (eps is undefined at SNR 0)"),
+            (d.objective in OBJECTIVES, f"diffusion.objective must be one of {', '.join(OBJECTIVES)}, "
+             f"not {d.objective!r}"),
+            (d.objective not in OBJECTIVES or OBJECTIVES[d.objective].defined_at_zero_snr
+             or not (d.zero_terminal_snr or d.schedule == "rectified-flow"),
+             f"diffusion.zero_terminal_snr and the rectified-flow schedule reach SNR 0, where objective "
+             f"{d.objective} is undefined; use v, x0 or flow"),
+            (d.timestep_sampling in ("uniform", "logit-normal"),
+             "diffusion.timestep_sampling must be uniform or logit-normal"),
+            (d.logit_std > 0, "diffusion.logit_std must be positive"),
             (d.loss_weighting in ("none", "min-snr"), "diffusion.loss_weighting must be 'none' or 'min-snr'"),
             (0 < d.beta_start < d.beta_end < 1, "need 0 < diffusion.beta_start < diffusion.beta_end < 1"),
             (0 <= d.cosine_s <= 1, "diffusion.cosine_s must be between 0 and 1"),

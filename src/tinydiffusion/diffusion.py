@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .config import DiffusionConfig
+from .objectives import OBJECTIVES
 from .schedules import make_betas
 
 Network = Callable[..., torch.Tensor]  # net(x_t, t, y) -> prediction shaped like x_t
@@ -24,6 +25,7 @@ class GaussianDiffusion:
         self.betas = make_betas(config)  # float64 throughout; cast per use
         self.alphas_cumprod = torch.cumprod(1 - self.betas, dim=0)
         self.num_timesteps = config.timesteps
+        self.objective = OBJECTIVES[config.objective]()
         self._cache: dict[torch.device, dict[str, torch.Tensor]] = {}
 
     # --- per-device float32 views of the schedule -----------------------------------------
@@ -46,6 +48,14 @@ class GaussianDiffusion:
     def alpha_sigma(self, t: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._at("alpha", t, x), self._at("sigma", t, x)
 
+    def draw_timesteps(self, batch: int, generator: torch.Generator, device) -> torch.Tensor:
+        """Integer steps for a training batch, as diffusion.timestep_sampling says: uniform (Ho et al. 2020),
+        or logit-normal (Esser et al. 2024, eq. 19), which trains the middle noise levels more often."""
+        if self.config.timestep_sampling == "uniform":
+            return torch.randint(0, self.num_timesteps, (batch,), generator=generator, device=device)
+        u = torch.randn(batch, generator=generator, device=device) * self.config.logit_std + self.config.logit_mean
+        return (torch.sigmoid(u) * self.num_timesteps).long().clamp(max=self.num_timesteps - 1)
+
     # --- forward process --------------------------------------------------------------------
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -53,18 +63,12 @@ class GaussianDiffusion:
         alpha, sigma = self.alpha_sigma(t, x0)
         return alpha * x0 + sigma * noise
 
-    # --- conversions between what a network can predict -------------------------------------
-    # With x_t = alpha x_0 + sigma eps and alpha^2 + sigma^2 = 1, v = alpha eps - sigma x_0
-    # (Salimans & Ho 2022, sec. 4), so x_0 = alpha x_t - sigma v and eps = sigma x_t + alpha v.
+    # --- what the network predicts: the objective (objectives/) --------------------------------
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """What the network is trained to output, by objective."""
-        if self.config.objective == "eps":
-            return noise
-        if self.config.objective == "x0":
-            return x0
+        """What the network is trained to output at integer steps t."""
         alpha, sigma = self.alpha_sigma(t, x0)
-        return alpha * noise - sigma * x0
+        return self.objective.target(x0, noise, alpha, sigma)
 
     def predict_eps_and_x0(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
         """Turn the network's raw output at integer steps t into (eps, x_0) predictions."""
@@ -73,13 +77,7 @@ class GaussianDiffusion:
 
     def eps_and_x0_from_output(self, output, x_t, alpha, sigma):
         """Same, for given alpha/sigma (samplers that evaluate between the integer steps use this)."""
-        objective = self.config.objective
-        if objective == "eps":
-            return output, predict_x0_from_eps(x_t, output, alpha, sigma)
-        if objective == "x0":
-            return predict_eps_from_x0(x_t, output, alpha, sigma), output
-        x0 = alpha * x_t - sigma * output
-        return sigma * x_t + alpha * output, x0
+        return self.objective.eps_and_x0(output, x_t, alpha, sigma)
 
     # --- training ---------------------------------------------------------------------------
 
@@ -87,18 +85,13 @@ class GaussianDiffusion:
         """Per-sample loss weight. Min-SNR-gamma (Hang et al. 2023, eq. 11 and sec. 3.4).
 
         The paper's weight on the x_0 error is min(SNR, gamma). Each objective's squared error is a
-        rescaled x_0 error: ||eps - eps'||^2 = SNR ||x0 - x0'||^2 and ||v - v'||^2 = (SNR + 1)
-        ||x0 - x0'||^2, so the weights become min(SNR, gamma) / SNR and min(SNR, gamma) / (SNR + 1).
+        rescaled x_0 error (||eps - eps'||^2 = SNR ||x0 - x0'||^2, for one), so its weight is min(SNR, gamma)
+        divided by that scale, which the objective gives.
         """
         if self.config.loss_weighting == "none":
             return torch.ones(x.shape[0], device=x.device).view(-1, *([1] * (x.dim() - 1)))
         snr = self._at("snr", t, x)
-        clipped = snr.clamp(max=self.config.min_snr_gamma)
-        if self.config.objective == "eps":
-            return clipped / snr.clamp(min=1e-8)
-        if self.config.objective == "x0":
-            return clipped
-        return clipped / (snr + 1)
+        return snr.clamp(max=self.config.min_snr_gamma) / self.objective.error_scale(snr)
 
     def training_loss(
         self,
@@ -117,12 +110,3 @@ class GaussianDiffusion:
         prediction = net(x_t, t.float(), y)
         error = (prediction.float() - self.target(x0, noise, t)) ** 2
         return (self.loss_weight(t, x0) * error).mean()
-
-
-def predict_x0_from_eps(x_t, eps, alpha, sigma):
-    """x_0 = (x_t - sigma eps) / alpha (Ho et al. 2020, eq. 15)."""
-    return (x_t - sigma * eps) / alpha
-
-
-def predict_eps_from_x0(x_t, x0, alpha, sigma):
-    return (x_t - alpha * x0) / sigma

@@ -126,6 +126,12 @@ def sample_ddim(denoise, x, diffusion, steps=50, *, eta=0.0, spacing="trailing",
     return x
 
 
+def _log_snr_half(alpha: float, sigma: float) -> float:
+    """lambda = log(alpha / sigma); -inf at a zero-terminal-SNR first step (alpha = 0), where the step size
+    h is then infinite and the update, expm1(-h) = -1, is DDIM's from pure noise."""
+    return math.log(alpha / sigma) if alpha > 0 else -math.inf
+
+
 def sample_dpmpp_2m(denoise, x, diffusion, steps=20, *, spacing="trailing",
                     callback: Callback = None, generator=None):
     """DPM-Solver++(2M) (Lu et al. 2022, algorithm 2) in data prediction, multistep.
@@ -139,7 +145,7 @@ def sample_dpmpp_2m(denoise, x, diffusion, steps=20, *, spacing="trailing",
         if t_next < 0:
             x = x0  # lambda_next = inf: the first-order update reduces to the data prediction
         else:
-            h = math.log(alpha_next / sigma_next) - math.log(alpha / sigma)  # lambda step
+            h = _log_snr_half(alpha_next, sigma_next) - _log_snr_half(alpha, sigma)  # lambda step
             if previous_x0 is None:
                 d = x0
             else:

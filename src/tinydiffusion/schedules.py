@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .config import DiffusionConfig
+from .config import SCHEDULE_NAMES, DiffusionConfig
 from .errors import UserError
 
 
@@ -28,6 +28,15 @@ def cosine_betas(timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> t
     alpha_bar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
     betas = 1 - alpha_bar[1:] / alpha_bar[:-1]
     return betas.clamp(max=max_beta)
+
+
+def rectified_flow_betas(timesteps: int) -> torch.Tensor:
+    """The straight path of rectified flow (Liu et al. 2022), x_tau = (1 - tau) x0 + tau eps at tau = t / T,
+    as a variance-preserving schedule: scaled by 1 / sqrt((1 - tau)^2 + tau^2), it has
+    alpha-bar = (1 - tau)^2 / ((1 - tau)^2 + tau^2), and SNR 0 at the last step. Use with objective "flow"."""
+    tau = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+    alpha_bar = (1 - tau) ** 2 / ((1 - tau) ** 2 + tau**2)
+    return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(min=0.0, max=1.0)
 
 
 def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
@@ -48,8 +57,10 @@ def make_betas(config: DiffusionConfig) -> torch.Tensor:
         betas = linear_betas(config.timesteps, config.beta_start, config.beta_end)
     elif config.schedule == "cosine":
         betas = cosine_betas(config.timesteps, config.cosine_s)
+    elif config.schedule == "rectified-flow":
+        betas = rectified_flow_betas(config.timesteps)
     else:
-        raise UserError(f"unknown noise schedule {config.schedule!r}; use 'linear' or 'cosine'.")
+        raise UserError(f"unknown noise schedule {config.schedule!r}; use {', '.join(SCHEDULE_NAMES)}.")
     if config.zero_terminal_snr:
         betas = rescale_zero_terminal_snr(betas)
     if not (torch.isfinite(betas).all() and (betas >= 0).all() and (betas <= 1).all()):

@@ -389,8 +389,7 @@ class Trainer:
         net_cfg = self.config.net
         shape = (t.batch_size, net_cfg.in_channels, net_cfg.image_size, net_cfg.image_size)
         noise = torch.randn(shape, generator=self.generator, device=self.device)
-        timesteps = torch.randint(0, self.diffusion.num_timesteps, (t.batch_size,), generator=self.generator,
-                                  device=self.device)
+        timesteps = self.diffusion.draw_timesteps(t.batch_size, self.generator, self.device)
         drop = torch.rand(t.batch_size, generator=self.generator, device=self.device) < t.label_dropout
         mine = slice(world.rank * self.local_batch, (world.rank + 1) * self.local_batch)
         idx = global_idx[mine]
