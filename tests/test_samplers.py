@@ -183,3 +183,22 @@ def test_every_sampler_starts_from_a_zero_terminal_snr_step():
         assert th.isfinite(out).all(), name
         first_steps[name] = steps[0]
     th.testing.assert_close(first_steps["dpmpp-2m"], first_steps["ddim"])
+
+
+def test_samplers_declare_their_options_and_others_are_refused():
+    from tinydiffusion.defaults import DEFAULT_STEPS
+    from tinydiffusion.errors import UserError
+    from tinydiffusion.samplers import SAMPLERS, check_sampler_options, sampler_options
+
+    assert list(DEFAULT_STEPS) == list(SAMPLERS)  # the command line offers exactly the registered samplers
+    assert sampler_options("ddim") == {"eta": 0.0, "spacing": "trailing", "clip_x0": False}
+    assert sampler_options("heun") == {"rho": 7.0, "sigma_max": 80.0}
+    check_sampler_options("ddim", {"eta": 0.5, "spacing": "leading"})
+    cases = {("euler", "eta"): "--eta applies to the ddim sampler only.",
+             ("heun", "spacing"): "--spacing applies to the ddpm, ddim, dpmpp-2m samplers only.",
+             ("ddim", "rho"): "--rho applies to the euler, heun samplers only.",
+             ("ddim", "warp"): "--warp applies to no sampler."}
+    for (sampler, option), sentence in cases.items():
+        with pytest.raises(UserError) as caught:
+            check_sampler_options(sampler, {option: 1})
+        assert str(caught.value) == sentence

@@ -296,16 +296,8 @@ def add_sampling_options(p, default_num: int) -> None:
 
 
 def sampler_options(args) -> dict:
-    options = {}
-    if args.eta is not None:
-        if args.sampler != "ddim":
-            raise UserError("--eta applies to the ddim sampler only.")
-        options["eta"] = args.eta
-    if args.spacing is not None:
-        if args.sampler not in ("ddpm", "ddim", "dpmpp-2m"):
-            raise UserError("--spacing applies to the ddpm, ddim and dpmpp-2m samplers only.")
-        options["spacing"] = args.spacing
-    return options
+    """The sampler options given on the command line; generate() checks the sampler takes them."""
+    return {name: value for name, value in (("eta", args.eta), ("spacing", args.spacing)) if value is not None}
 
 
 def sampling_settings(args, model) -> tuple[int, float]:

@@ -23,7 +23,7 @@ from .defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from .diffusion import GaussianDiffusion
 from .errors import UserError
 from .nets.memory import activation_bytes, format_bytes
-from .samplers import Denoiser, get_sampler
+from .samplers import Denoiser, check_sampler_options, get_sampler
 
 
 @dataclass
@@ -140,6 +140,7 @@ def generate(model: Model, num: int, *, classes: list[int] | None = None, sample
     (sampler, its steps, the guidance) are the command line's: defaults.py.
     """
     sample_fn = get_sampler(sampler)
+    check_sampler_options(sampler, sampler_options)
     steps = steps if steps is not None else (DEFAULT_STEPS[sampler] or model.diffusion.num_timesteps)
     if not 1 <= steps <= model.diffusion.num_timesteps:
         raise UserError(f"--steps must be between 1 and {model.diffusion.num_timesteps} (the model's T), not {steps}.")

@@ -13,6 +13,7 @@ Every sampler ends at t = 0: its last step returns the denoised image, not a noi
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 
@@ -247,6 +248,26 @@ def get_sampler(name: str):
     if name not in SAMPLERS:
         raise UserError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}.")
     return SAMPLERS[name]
+
+
+# Keywords every sampler takes; the others in its signature are its own options (eta, spacing, rho, ...).
+COMMON_KEYWORDS = {"callback", "generator"}
+
+
+def sampler_options(name: str) -> dict[str, object]:
+    """A sampler's own options and their defaults, read from its signature: each sampler declares them
+    there, and generate() and the command line ask here instead of knowing which sampler takes what."""
+    parameters = inspect.signature(get_sampler(name)).parameters.values()
+    return {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY and p.name not in COMMON_KEYWORDS}
+
+
+def check_sampler_options(name: str, options: dict) -> None:
+    """Refuse options the sampler does not take, in one sentence naming the samplers that do."""
+    for option in options:
+        if option not in sampler_options(name):
+            takers = [other for other in SAMPLERS if option in sampler_options(other)]
+            where = f"the {', '.join(takers)} sampler{'s' if len(takers) > 1 else ''} only" if takers else "no sampler"
+            raise UserError(f"--{option.replace('_', '-')} applies to {where}.")
 
 
 def network_evaluations(name: str, steps: int) -> int:
