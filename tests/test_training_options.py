@@ -20,7 +20,7 @@ from tinydiffusion.checkpoint import latest_checkpoint
 from tinydiffusion.config import apply_overrides
 from tinydiffusion.errors import UserError
 from tinydiffusion.presets import get_preset
-from tinydiffusion.training import EMA, Trainer, _resolve_options, train
+from tinydiffusion.training import EMA, Trainer, resolve_options, train
 
 CPU = torch.device("cpu")
 
@@ -42,20 +42,20 @@ def assert_same_weights(a, b, atol=1e-6) -> None:
 
 def test_auto_on_a_cpu_is_fp32_with_channels_last():
     config = get_preset("fashion-mnist")
-    options = _resolve_options(config, CPU, 1)
+    options = resolve_options(config, CPU, 1)
     assert options == {"bf16": False, "compile": False, "channels_last": True, "fused_adamw": False,
                        "cuda_graph": False}
     config.train.precision = "bf16"  # channels-last made bf16 slower
-    assert _resolve_options(config, CPU, 1)["channels_last"] is False
+    assert resolve_options(config, CPU, 1)["channels_last"] is False
     config.train.channels_last, config.train.fused_adamw = "on", "on"
-    options = _resolve_options(config, CPU, 1)
+    options = resolve_options(config, CPU, 1)
     assert options["bf16"] and options["channels_last"] and options["fused_adamw"]  # explicit choices win
 
 
 def test_auto_fuses_adamw_on_gpus():
     config = get_preset("fashion-mnist")
-    assert _resolve_options(config, torch.device("cuda"), 1)["fused_adamw"] is True
-    assert _resolve_options(config, torch.device("cuda"), 1)["cuda_graph"] is False  # opt-in until measured
+    assert resolve_options(config, torch.device("cuda"), 1)["fused_adamw"] is True
+    assert resolve_options(config, torch.device("cuda"), 1)["cuda_graph"] is False  # opt-in until measured
 
 
 @pytest.mark.parametrize("overrides, device, world, needs", [
@@ -67,7 +67,7 @@ def test_auto_fuses_adamw_on_gpus():
 def test_cuda_graph_refuses_what_it_cannot_capture(overrides, device, world, needs):
     config = apply_overrides(get_preset("fashion-mnist"), {"train.cuda_graph": "on", **overrides})
     with pytest.raises(UserError, match=needs):
-        _resolve_options(config, torch.device(device), world)
+        resolve_options(config, torch.device(device), world)
 
 
 def test_cuda_graph_on_a_cpu_is_one_clear_error(tiny_data_dir, tmp_path, capsys):

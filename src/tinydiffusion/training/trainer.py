@@ -1,4 +1,4 @@
-"""The training loop: AdamW with warm-up, EMA, checkpoints, signals, and DistributedDataParallel.
+"""The Trainer: the loop of steps, AdamW with warm-up, checkpoints and logs; its parts live beside it.
 
 One process or many (torchrun) run the same code. Every process draws the noise, timesteps and
 label-dropout mask of the whole *global* batch from one shared generator and keeps its own slice,
@@ -8,96 +8,35 @@ so N processes take exactly the steps one process would with the same global bat
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import json
 import math
-import os
-import signal
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from . import checkpoint as ckpt
-from .config import RunConfig
-from .data import ImageDataset, load_data
-from .data.pixels import to_model_space
-from .defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
-from .diffusion import GaussianDiffusion
-from .errors import UserError
-from .files import atomic_write_bytes, check_run_not_in_use, run_lock
-from .nets import build_network, count_parameters
-from .nets.memory import activation_bytes, format_bytes
-from .pipeline import Model, default_guidance, generate, memory_of, pick_device
-from .tensorboard_log import TensorBoardLog
-from .viz import grid_image, save_grid
-
-
-@dataclass
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
-    """Join the torchrun job if there is one: NCCL on GPUs, gloo on CPUs."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return Distributed(), pick_device(device_name)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(device_name)
-    if device.type == "cuda":
-        if local_rank >= torch.cuda.device_count():
-            raise UserError(f"local process {local_rank} has no GPU of its own ({torch.cuda.device_count()} visible); "
-                            "start at most one process per GPU (--nproc_per_node).")
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        timeout = timedelta(seconds=float(os.environ.get("TINYDIFFUSION_DIST_TIMEOUT", "600")))
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
-    return Distributed(dist.get_rank(), world_size, local_rank), device
-
-
-class EMA:
-    """Exponential moving average of the weights, with the usual warm-up of the decay.
-
-    decay_k = min(decay, (1 + k) / (10 + k)): early on the average follows the weights closely,
-    so samples from the EMA are not noise after a few hundred steps.
-    """
-
-    def __init__(self, net: torch.nn.Module, decay: float):
-        self.decay = decay
-        self.net = copy.deepcopy(net).eval().requires_grad_(False)
-
-    def weight_at(self, step: int) -> float:
-        """How far the average moves toward the weights at step k: 1 - decay_k."""
-        return 1.0 - min(self.decay, (1 + step) / (10 + step))
-
-    @torch.no_grad()
-    def update(self, net: torch.nn.Module, weight: float | torch.Tensor) -> None:
-        """ema += weight * (net - ema). A 0-dim tensor weight stays on the device, so the update can be
-        skipped (weight 0) without the host looking at the loss, and captured in a CUDA graph."""
-        ema_params = list(self.net.parameters())
-        params = [p.detach() for p in net.parameters()]
-        if isinstance(weight, torch.Tensor):  # _foreach_mul_ takes a tensor scalar in one fused kernel on a GPU
-            step = torch._foreach_sub(params, ema_params)
-            torch._foreach_mul_(step, weight)
-            torch._foreach_add_(ema_params, step)
-        else:
-            torch._foreach_lerp_(ema_params, params, weight)
-        ema_buffers, buffers = list(self.net.buffers()), list(net.buffers())
-        if buffers:
-            torch._foreach_copy_(ema_buffers, buffers)
+from .. import checkpoint as ckpt
+from ..config import RunConfig
+from ..data import ImageDataset, load_data
+from ..data.pixels import to_model_space
+from ..defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
+from ..diffusion import GaussianDiffusion
+from ..errors import UserError
+from ..files import atomic_write_bytes, check_run_not_in_use, run_lock
+from ..nets import build_network, count_parameters
+from ..nets.memory import activation_bytes, format_bytes
+from ..pipeline import Model, default_guidance, generate, memory_of
+from ..tensorboard_log import TensorBoardLog
+from ..viz import grid_image, save_grid
+from .cuda_graph import CapturedStep
+from .distributed import setup_distributed
+from .ema import EMA
+from .options import resolve_options
+from .signals import StopRequest
 
 
 def learning_rate(config, step: int, total_steps: int) -> float:
@@ -115,93 +54,6 @@ def epoch_order(num_images: int, seed: int, epoch: int, device: torch.device) ->
     """The permutation of the dataset for one epoch; a function of (seed, epoch) alone, so resumable."""
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(num_images, generator=generator).to(device)
-
-
-class StopRequest:
-    """SIGINT/SIGTERM: finish the step, checkpoint, exit 0. A second signal exits at once.
-
-    A repeat within a second counts as the same request: SLURM signals every process of a job step
-    and torchrun forwards the signal again, so each worker receives it twice.
-    """
-
-    def __init__(self):
-        self.requested = False
-        self._first_signal_time = 0.0
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            if time.monotonic() - self._first_signal_time > 1.0:
-                os._exit(128 + signum)
-            return
-        self.requested, self._first_signal_time = True, time.monotonic()
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def _resolve_options(config: RunConfig, device: torch.device, world_size: int) -> dict[str, bool]:
-    """Turn auto/on/off into booleans; "auto" enables an option only where it was measured to help at equal
-    quality (the measurements: docs/defaults.md). On a CPU: channels-last in fp32; fp32, not bf16, which
-    trained faster but scored worse; no fused AdamW or torch.compile, which gained nothing in 5 epochs. On a
-    GPU: fused AdamW, so that a non-finite step is skipped without the host waiting. CUDA graphs are opt-in
-    until measured."""
-    t = config.train
-    on_gpu = device.type == "cuda"
-    bf16 = t.precision == "bf16"
-    options = {
-        "bf16": bf16,
-        "compile": t.compile == "on",
-        "channels_last": t.channels_last == "on" or (t.channels_last == "auto" and not on_gpu and not bf16),
-        "fused_adamw": t.fused_adamw == "on" or (t.fused_adamw == "auto" and on_gpu),
-        "cuda_graph": t.cuda_graph == "on",
-    }
-    if options["cuda_graph"]:
-        problems = [why for bad, why in ((not on_gpu, "a GPU (--train.device cuda)"),
-                                         (world_size > 1, "a single process (not torchrun)"),
-                                         (t.fused_adamw == "off", "fused AdamW (--train.fused_adamw on)"),
-                                         (options["compile"], "torch.compile off (or compile_mode reduce-overhead "
-                                                              "instead, which makes its own graphs)")) if bad]
-        if problems:
-            raise UserError(f"--train.cuda_graph on needs {' and '.join(problems)}.")
-        options["fused_adamw"] = True
-    return options
-
-
-class _CapturedStep:
-    """A whole training step (forward, backward, clipping, AdamW, EMA) recorded once as a CUDA graph and
-    replayed for every later step: "whole-network capture" in PyTorch's CUDA graphs notes.
-
-    The preset's step is hundreds of small kernels; on a GPU their launches, not their arithmetic,
-    set its speed (docs/gpu-h200), and a replay launches them all at once. Batches are drawn eagerly
-    and copied into the graph's fixed input tensors; the LR and EMA weight are device tensors the
-    Trainer refills before each replay. Capture records without running, so replay follows at once.
-    """
-
-    WARMUP_STEPS = 3  # eager steps on a side stream first, as capture requires
-
-    def __init__(self, trainer: Trainer, x0, y, timesteps, noise):
-        self.inputs = [x0.clone(), None if y is None else y.clone(), timesteps.clone(), noise.clone()]
-        self.graph = torch.cuda.CUDAGraph()
-        trainer.optimizer.zero_grad(set_to_none=True)  # gradients are allocated from the graph's memory pool
-        with torch.cuda.graph(self.graph):
-            self.loss = trainer._forward_backward_update(*self.inputs)
-
-    def replay(self, *batch) -> torch.Tensor:
-        for static, value in zip(self.inputs, batch, strict=True):
-            if static is not None:
-                static.copy_(value)
-        self.graph.replay()
-        return self.loss.clone()  # the next replay overwrites self.loss
 
 
 @dataclass
@@ -235,7 +87,7 @@ class Trainer:
                             f"{self.dist.world_size} processes.")
         self.local_batch = t.batch_size // self.dist.world_size
         self.progress = progress and self.dist.is_main
-        self.options = _resolve_options(config, self.device, self.dist.world_size)
+        self.options = resolve_options(config, self.device, self.dist.world_size)
         check_training_memory(config, self.local_batch, self.device, net)
 
         self.dataset = dataset or load_data(config.data, "train", progress=self.progress)
@@ -274,7 +126,7 @@ class Trainer:
         self._found_inf = torch.zeros((), device=self.device)  # 1.0: skip this step's update (fused AdamW)
         self._ema_weight = torch.zeros((), device=self.device)
         self._pending: list[tuple[int, torch.Tensor]] = []  # (step, loss) the host has not read yet
-        self._graph: _CapturedStep | None = None
+        self._graph: CapturedStep | None = None
         self._warm_steps = 0  # eager steps taken before capturing the CUDA graph
         self._window_losses: list[float] = []  # finite losses read since the last log line
         self._skipped, self._last_loss = 0, float("nan")
@@ -413,8 +265,8 @@ class Trainer:
         self._ema_weight.fill_(self.ema.weight_at(self.step))
         if self._graph is not None:
             loss = self._graph.replay(x0, y, timesteps, noise)
-        elif self.options["cuda_graph"] and self._warm_steps >= _CapturedStep.WARMUP_STEPS:
-            self._graph = _CapturedStep(self, x0, y, timesteps, noise)
+        elif self.options["cuda_graph"] and self._warm_steps >= CapturedStep.WARMUP_STEPS:
+            self._graph = CapturedStep(self, x0, y, timesteps, noise)
             loss = self._graph.replay(x0, y, timesteps, noise)
         elif self.options["cuda_graph"]:  # warm-up steps run eagerly on a side stream, as capture requires
             side = torch.cuda.Stream(self.device)
@@ -499,41 +351,41 @@ class Trainer:
         stopped, out_of_time = False, False
         start, window_start, window_steps, images_per_second = time.perf_counter(), time.perf_counter(), 0, 0.0
         first_step = self.step
+        order, order_epoch = None, None
         with StopRequest() as stop:
-            while self.step < self.total_steps and not out_of_time:
+            while self.step < self.total_steps:  # one flat loop over steps; the epoch follows from the step
                 epoch, index_in_epoch = divmod(self.step, self.steps_per_epoch)
-                order = epoch_order(len(self.dataset), t.seed, epoch, self.device)
-                while index_in_epoch < self.steps_per_epoch and self.step < self.total_steps and not out_of_time:
-                    self._train_step(order, index_in_epoch)
-                    if t.on_nan == "stop" or len(self._pending) > 256:  # read the previous step's loss, not
-                        self._absorb(self._read_losses(keep_last=True))  # this one's: the GPU is busy with it
-                    self.step += 1
-                    index_in_epoch += 1
-                    window_steps += 1
-                    stopped, out_of_time = self._end_requested(stop, start)
-                    if self.step % t.log_every == 0 or self.step == self.total_steps or out_of_time:
-                        self._absorb(self._read_losses())
-                        now = time.perf_counter()
-                        images_per_second = window_steps * t.batch_size / (now - window_start)
-                        mean_loss = sum(self._window_losses) / max(1, len(self._window_losses))
-                        self._log({"step": self.step, "epoch": epoch + 1, "loss": mean_loss,
-                                   "lr": learning_rate(self.config, self.step - 1, self.total_steps),
-                                   "images_per_second": images_per_second, "skipped_steps": self._skipped,
-                                   "elapsed_s": now - start})
-                        bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_second:.0f}")
-                        self._window_losses, window_start, window_steps = [], now, 0
-                    bar.update(1)
-                    if t.checkpoint_every and self.step % t.checkpoint_every == 0:
-                        self.save()
-                    if stopped:
-                        break
-                if stopped:
+                if order_epoch != epoch:  # a new epoch, or a resume inside one: that epoch's order of the data
+                    order, order_epoch = epoch_order(len(self.dataset), t.seed, epoch, self.device), epoch
+                self._train_step(order, index_in_epoch)
+                if t.on_nan == "stop" or len(self._pending) > 256:  # read the previous step's loss, not
+                    self._absorb(self._read_losses(keep_last=True))  # this one's: the GPU is busy with it
+                self.step += 1
+                window_steps += 1
+                stopped, out_of_time = self._end_requested(stop, start)
+                if self.step % t.log_every == 0 or self.step == self.total_steps or out_of_time:
+                    self._absorb(self._read_losses())
+                    now = time.perf_counter()
+                    images_per_second = window_steps * t.batch_size / (now - window_start)
+                    mean_loss = sum(self._window_losses) / max(1, len(self._window_losses))
+                    self._log({"step": self.step, "epoch": epoch + 1, "loss": mean_loss,
+                               "lr": learning_rate(self.config, self.step - 1, self.total_steps),
+                               "images_per_second": images_per_second, "skipped_steps": self._skipped,
+                               "elapsed_s": now - start})
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_second:.0f}")
+                    self._window_losses, window_start, window_steps = [], now, 0
+                bar.update(1)
+                if t.checkpoint_every and self.step % t.checkpoint_every == 0:
+                    self.save()
+                if stopped:  # a signal: the final checkpoint below, without the epoch's grid or FD
                     break
-                if index_in_epoch == self.steps_per_epoch:  # an epoch just ended
+                if index_in_epoch + 1 == self.steps_per_epoch:  # this step ended an epoch
                     if not t.checkpoint_every or self.step % t.checkpoint_every:
                         self.save()
                     self._sample_grid(epoch + 1)
                     self._evaluate(epoch + 1)
+                if out_of_time:
+                    break
         bar.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
