@@ -98,7 +98,7 @@ class Trainer:
         self.tensorboard = TensorBoardLog(self.run_dir / "tensorboard") if t.tensorboard and self.dist.is_main else None
         self.evaluator = None
         if t.eval_every and self.dist.is_main:
-            from .evaluation import Evaluator
+            from ..evaluation import Evaluator
 
             self.evaluator = Evaluator(config.data, progress=self.progress)
         # The whole dataset stays resident on the device, unless it is memory-mapped (too big for memory):
