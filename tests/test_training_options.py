@@ -248,3 +248,47 @@ def test_options_benchmark_measures_each_set(tiny_data_dir):
     assert summary["fp32"]["speed_vs_fp32"] == pytest.approx(1.0)
     row = summary["fused_adamw"]
     assert f"| fused_adamw | 1 | {row['steady_images_per_second']:.0f} |" in options.format_markdown(results, summary)
+
+
+def test_graphed_step_warms_up_captures_once_then_replays(monkeypatch):
+    """The opt-in CUDA-graph step's control flow, on a CPU with stand-ins for torch.cuda: three eager warm-up
+    steps, one capture, then replays that copy each new batch into the graph's inputs and run no Python step."""
+    import contextlib
+
+    from tinydiffusion.training.cuda_graph import GraphedStep
+
+    events = []
+
+    class Stream:
+        def __init__(self, device=None):
+            pass
+
+        def wait_stream(self, other):
+            pass
+
+    class Graph:
+        def replay(self):
+            events.append("replay")
+
+    @contextlib.contextmanager
+    def capturing(graph):
+        events.append("capture")
+        yield
+
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "graph", capturing)
+
+    def step(x0, y, timesteps, noise):
+        events.append("step")
+        return x0.sum()
+
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
+    graphed = GraphedStep(step, optimizer, CPU)
+    batches = [(torch.full((2,), float(i)), None, torch.tensor([i]), torch.zeros(2)) for i in range(6)]
+    for batch in batches:
+        graphed(*batch)
+    assert events == ["step"] * 3 + ["capture", "step", "replay", "replay", "replay"]
+    assert torch.equal(graphed.inputs[0], batches[-1][0]) and graphed.inputs[1] is None  # the last batch, copied in

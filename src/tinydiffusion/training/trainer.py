@@ -32,7 +32,7 @@ from ..nets.memory import activation_bytes, format_bytes
 from ..pipeline import Model, default_guidance, generate, memory_of
 from ..tensorboard_log import TensorBoardLog
 from ..viz import grid_image, save_grid
-from .cuda_graph import CapturedStep
+from .cuda_graph import GraphedStep
 from .distributed import setup_distributed
 from .ema import EMA
 from .options import resolve_options
@@ -126,8 +126,9 @@ class Trainer:
         self._found_inf = torch.zeros((), device=self.device)  # 1.0: skip this step's update (fused AdamW)
         self._ema_weight = torch.zeros((), device=self.device)
         self._pending: list[tuple[int, torch.Tensor]] = []  # (step, loss) the host has not read yet
-        self._graph: CapturedStep | None = None
-        self._warm_steps = 0  # eager steps taken before capturing the CUDA graph
+        # The step itself: eager, or (opt-in, one GPU) recorded once as a CUDA graph and replayed
+        self._run_step = GraphedStep(self._forward_backward_update, self.optimizer, self.device) if graph \
+            else self._forward_backward_update
         self._window_losses: list[float] = []  # finite losses read since the last log line
         self._skipped, self._last_loss = 0, float("nan")
         self.generator = torch.Generator(device=self.device).manual_seed(t.seed)
@@ -263,20 +264,7 @@ class Trainer:
             noise = noise.contiguous(memory_format=torch.channels_last)
         self._set_learning_rate(learning_rate(self.config, self.step, self.total_steps))
         self._ema_weight.fill_(self.ema.weight_at(self.step))
-        if self._graph is not None:
-            loss = self._graph.replay(x0, y, timesteps, noise)
-        elif self.options["cuda_graph"] and self._warm_steps >= CapturedStep.WARMUP_STEPS:
-            self._graph = CapturedStep(self, x0, y, timesteps, noise)
-            loss = self._graph.replay(x0, y, timesteps, noise)
-        elif self.options["cuda_graph"]:  # warm-up steps run eagerly on a side stream, as capture requires
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                loss = self._forward_backward_update(x0, y, timesteps, noise)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            self._warm_steps += 1
-        else:
-            loss = self._forward_backward_update(x0, y, timesteps, noise)
+        loss = self._run_step(x0, y, timesteps, noise)
         self._pending.append((self.step, loss))
 
     def _set_learning_rate(self, lr: float) -> None:
