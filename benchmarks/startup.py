@@ -41,10 +41,13 @@ def export_source(revision: str, into: Path) -> Path:
     return into / "src"
 
 
-def time_command(source: Path, args: list[str]) -> float:
+def time_command(source: Path, args: list[str], workdir: Path) -> float:
+    """Seconds for one fresh process. It runs in `workdir`: the baseline's `sample --guidance inf` samples and
+    writes samples.png (all black) there, where it harms nothing."""
     env = dict(os.environ, PYTHONPATH=str(source), OMP_NUM_THREADS="1")
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "tinydiffusion", *args], env=env, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "tinydiffusion", *args], env=env, capture_output=True, text=True,
+                            cwd=workdir)
     seconds = time.perf_counter() - start
     if result.returncode not in (0, 2):
         raise SystemExit(f"{args} failed with {source}: {result.stderr[-500:]}")
@@ -68,7 +71,7 @@ def measure(baseline: str, rounds: int) -> dict:
             order = list(trees) if round_index % 2 == 0 else list(trees)[::-1]
             for label, args in COMMANDS.items():
                 for name in order:
-                    times[name][label].append(time_command(trees[name], args))
+                    times[name][label].append(time_command(trees[name], args, Path(tmp)))
     return {"machine": cpu_name(), "python": sys.version.split()[0], "baseline": baseline, "rounds": rounds,
             "date": datetime.now().isoformat(timespec="seconds"), "seconds": times}
 
