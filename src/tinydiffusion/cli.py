@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .config import MAX_TIMESTEPS, DataConfig, RunConfig, apply_overrides, config_fields
+from .config import MAX_TIMESTEPS, DataConfig, RunConfig, apply_overrides, config_fields, config_value
 from .data import NAMED, canonical_source
 from .defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from .errors import UserError
@@ -150,8 +150,7 @@ def add_train(sub) -> None:
 
 def _field_help(preset: RunConfig, dotted: str, f: dataclasses.Field) -> str:
     """A config field's own description and its value in the preset `train --help` shows."""
-    section, name = dotted.split(".")
-    value = getattr(getattr(preset, section), name)
+    value = config_value(preset, dotted)
     if isinstance(value, tuple):
         value = ",".join(map(str, value)) or "none"
     elif isinstance(value, bool):
@@ -191,15 +190,8 @@ def cmd_train(args) -> int:
             raise UserError("a resumed run keeps its network and diffusion settings; "
                             "start a new --run-dir to change them.")
         config.validate()
-
-        def value(settings: dict, dotted: str):
-            for part in dotted.split("."):
-                settings = settings[part]
-            return settings
-
-        old, new = saved.to_dict(), config.to_dict()
-        changed = [f"{k} = {value(new, k)} (was {value(old, k)})" for k in sorted(overrides)
-                   if value(new, k) != value(old, k)]
+        changed = [f"{k} = {config_value(config, k)} (was {config_value(saved, k)})" for k in sorted(overrides)
+                   if config_value(config, k) != config_value(saved, k)]
         if changed:
             print(f"resuming with {', '.join(changed)}")
         dataset = load_data(config.data, "train", progress=not args.no_progress)

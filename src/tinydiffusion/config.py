@@ -196,11 +196,10 @@ class RunConfig:
     def validate(self) -> None:
         """Reject impossible settings before any work starts. A config read from disk is untrusted, so every
         number is checked to be finite and in a range where the code does something sensible."""
-        for section in (self.net, self.diffusion, self.train, self.data):
-            for f in dataclasses.fields(section):
-                value = getattr(section, f.name)
-                if isinstance(value, float) and not math.isfinite(value):
-                    raise UserError(f"{_section_name(section)}.{f.name} must be a finite number, not {value}.")
+        for dotted, _ in config_fields():
+            value = config_value(self, dotted)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserError(f"{dotted} must be a finite number, not {value}.")
         n, d, t, data = self.net, self.diffusion, self.train, self.data
         levels = len(n.channel_mults)
         checks = [
@@ -282,10 +281,6 @@ class RunConfig:
         for ok, message in checks:
             if not ok:
                 raise UserError(message + ".")
-
-
-def _section_name(section) -> str:
-    return {NetConfig: "net", DiffusionConfig: "diffusion", TrainConfig: "train", DataConfig: "data"}[type(section)]
 
 
 def _from_version_1(data: dict) -> dict:
@@ -372,6 +367,12 @@ def apply_overrides(config: RunConfig, overrides: dict[str, object]) -> RunConfi
             raise UserError(f"unknown config field {dotted!r}.")
         node[parts[-1]] = value
     return RunConfig.from_dict(data)
+
+
+def config_value(config: RunConfig, dotted: str):
+    """The value of a field named as on the command line ("train.lr")."""
+    section, name = dotted.split(".")
+    return getattr(getattr(config, section), name)
 
 
 def config_fields() -> list[tuple[str, dataclasses.Field]]:
