@@ -1,244 +1,218 @@
-"""Time to quality: the `fashion-mnist` preset's UNet and diffusers' UNet2DModel, trained for equal wall-clock time.
+"""Time to quality: FD against training wall time, for the `fashion-mnist` preset and variants of it.
 
-1. The preset trains as it is (5 epochs, the project's Trainer); its training wall time is the budget.
-2. The diffusers baseline (benchmarks/baselines.py) trains with the same Trainer, data, seed and settings
-   for that many seconds. A run cut off by the clock would stop partway down its cosine LR decay, so
-   the baseline's step count is fitted to the budget instead: a short timed run of the same loop gives
-   its steps/s, `train.max_steps` is set to what fits, and the schedule ends on time. `train.max_seconds`
-   still caps the run at the budget, so the baseline never gets more time (the table says whether the
-   schedule finished).
-3. Each EMA model draws the same N images (same sampler, steps, guidance, seed, classes cycled), and
-   `tinydiffusion evaluate --samples` scores both alike: FD (fmnist-classifier features), precision, recall.
+Each `--run "NAME: FLAGS"` trains `tinydiffusion train --preset fashion-mnist FLAGS` (the command users run,
+as a subprocess) with a checkpoint every `--every` steps, all kept, and sample grids off. The runs train one
+after another, never side by side, so each has the machine's cores to itself. Afterwards, each checkpoint's
+EMA weights are scored by `tinydiffusion evaluate` (N images, one sampler, steps, guidance and seed for all),
+so scoring never overlaps the training it measures. A point of the curve is (the training loop's wall time
+at that step, from the run's metrics.jsonl, FD). The process's CPU time (user + system, from the kernel) is
+recorded too: on a shared machine it is less disturbed by other load than the wall time.
 
-Sample grids are off in both runs, so the budget is training time. `--budget-seconds B` skips the 5-epoch
-run and fits both networks to B seconds (for quick checks). On two idle CPU cores the defaults take about
-45 minutes: two trainings of about 15 minutes each, then sampling, where the baseline's 2000 images x 20
-steps x 2 (guidance) network evaluations at full resolution take about 10 minutes.
+Note what a point in the middle of a run is: the weights at that step of a longer schedule (the learning
+rate not yet decayed), not a shorter run's result.
 
-    python benchmarks/time_to_quality.py --data-dir /path/to/fashion-mnist [--budget-seconds B]
-        [--sampler dpmpp-2m] [--steps 20] [--num 2000] [--out-dir runs/time-to-quality]
-        [--markdown docs/time_to_quality.md]
+Rerunning with the same --out-dir reuses finished runs and scores, so an interrupted measurement goes on.
+
+    python benchmarks/time_to_quality.py --data-dir ../shared/data/fashion-mnist \
+        --run "preset:" --run "half-batch: --batch-size 64 --train.max_steps 2340" \
+        [--every 468] [--num 1000] [--guidance 2] [--out-dir runs/time-to-quality] \
+        [--markdown docs/time_to_quality.md] [--plot docs/figures/time_to_quality.png] [--target 1.45]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
-import torch
-from baselines import NETWORKS, build, machine_description
+from baselines import machine_description
 
-from tinydiffusion.checkpoint import EMA_FILE, latest_checkpoint, load_config, load_into, load_weights
-from tinydiffusion.config import DataConfig, RunConfig, apply_overrides
-from tinydiffusion.data import load_data
-from tinydiffusion.defaults import DEFAULT_GUIDANCE
-from tinydiffusion.diffusion import GaussianDiffusion
-from tinydiffusion.errors import UserError
-from tinydiffusion.evaluation import save_npz
-from tinydiffusion.files import atomic_write_bytes
-from tinydiffusion.nets import count_parameters
-from tinydiffusion.pipeline import Model, generate
-from tinydiffusion.presets import get_preset
-from tinydiffusion.samplers import SAMPLERS
-from tinydiffusion.training import Trainer
+from tinydiffusion.checkpoint import is_complete
 
-TIMING_STEPS, TIMING_WINDOW = 10, 3  # the fitting run; its first window (warm-up) is left out
-SEED = 0
+PRESET = "fashion-mnist"
 
 
-def base_config(name: str, args) -> RunConfig:
-    """The preset with sample grids off. For the baseline, the Trainer's `net=` replaces the network (config.net
-    then only gives the data shape and the number of classes)."""
-    return apply_overrides(get_preset("fashion-mnist"), {
-        "name": f"fashion-mnist-{name}", "data.data_dir": str(args.data_dir), "data.download": False,
-        "train.sample_every_epoch": False, "train.threads": args.threads, "train.seed": SEED,
-    })
+def parse_run(text: str) -> tuple[str, list[str]]:
+    name, sep, flags = text.partition(":")
+    if not sep or not name.strip() or "/" in name:
+        raise argparse.ArgumentTypeError(f"--run takes 'NAME: FLAGS' (NAME a plain word), not {text!r}")
+    return name.strip(), shlex.split(flags)
+
+
+def tinydiffusion(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tinydiffusion", *args]
 
 
 # --- training ----------------------------------------------------------------------------------
 
-def steps_per_second(name: str, config: RunConfig, dataset) -> float:
-    """Steady-state steps/s of the whole training loop, from a short run of it (warm-up window left out)."""
-    timing = apply_overrides(config, {"train.max_steps": TIMING_STEPS, "train.log_every": TIMING_WINDOW})
-    with tempfile.TemporaryDirectory() as run_dir:
-        Trainer(timing, Path(run_dir), dataset=dataset, progress=False, net=build(name, SEED)).run()
-        records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
-    first, last = records[0], records[-1]
-    return (last["step"] - first["step"]) / (last["elapsed_s"] - first["elapsed_s"])
-
-
-def finished_run(run_dir: Path) -> dict:
-    """The record of a preset run made earlier (e.g. `tinydiffusion train --preset fashion-mnist`), read back
-    from its metrics.jsonl, so the 5-epoch run need not be repeated here."""
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    config = load_config(run_dir / "config.json")
-    steps_per_epoch = 60_000 // config.train.batch_size
-    last = records[-1]
-    return {"label": NETWORKS["ours"][0], "parameters": count_parameters(build("ours", SEED)), "run_dir": str(run_dir),
-            "steps": last["step"], "steps_in_schedule": last["step"], "schedule_finished": True,
-            "epochs": last["step"] / steps_per_epoch, "train_seconds": last["elapsed_s"], "final_loss": last["loss"]}
-
-
-def train(name: str, args, dataset, budget: float | None) -> dict:
-    """Train one network: the preset as it is (budget None), or with its steps fitted to `budget` seconds."""
-    config, fitted = base_config(name, args), {}
-    if budget is not None:
-        rate = steps_per_second(name, config, dataset)
-        planned = max(1, int(budget * rate))
-        config = apply_overrides(config, {"train.max_steps": planned, "train.max_seconds": budget})
-        fitted = {"budget_seconds": budget, "fitted_steps_per_second": rate, "planned_steps": planned}
-        print(f"{name}: {rate:.3f} steps/s in the timing run; {planned} steps planned for {budget:.0f} s",
-              file=sys.stderr, flush=True)
+def train(name: str, flags: list[str], args) -> dict:
+    """Train one run (or reuse it, finished, from an earlier invocation); its wall and CPU seconds."""
     run_dir = args.out_dir / name
-    net = build(name, SEED)
-    trainer = Trainer(config, run_dir, dataset=dataset, progress=not args.no_progress, net=net)
-    result = trainer.run()
-    if name != "ours":  # config.json names the preset's network; say which one trained here
-        atomic_write_bytes(run_dir / "network.txt", f"{NETWORKS[name][0]}, from benchmarks/baselines.py; "
-                           "config.json's net section gives only the data shape and classes\n".encode())
-    steps_in_schedule = trainer.total_steps
-    return {"label": NETWORKS[name][0], "parameters": count_parameters(net), "run_dir": str(run_dir),
-            "steps": result.step, "steps_in_schedule": steps_in_schedule,
-            "schedule_finished": result.step >= steps_in_schedule, "epochs": result.step / trainer.steps_per_epoch,
-            "train_seconds": result.wall_seconds, "final_loss": result.final_loss, **fitted}
+    record_file = run_dir / "training.json"
+    if record_file.is_file():
+        print(f"{name}: reusing the finished run in {run_dir}", file=sys.stderr, flush=True)
+        return json.loads(record_file.read_text())
+    command = tinydiffusion("train", "--preset", PRESET, "--data-dir", str(args.data_dir), "--run-dir", str(run_dir),
+                            "--no-progress", "--train.sample_every_epoch", "false", "--train.keep", "1000",
+                            "--train.checkpoint_every", str(args.every), *flags)
+    print(f"{name}: {shlex.join(command[1:])}", file=sys.stderr, flush=True)
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    process = subprocess.Popen(command)
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{name}: training failed (exit {os.waitstatus_to_exitcode(status)}); see above")
+    record = {"name": name, "flags": flags, "command": shlex.join(command[1:]),
+              "process_wall_seconds": time.perf_counter() - started,
+              "process_cpu_seconds": usage.ru_utime + usage.ru_stime,
+              "load_average_before": load_before, "load_average_after": os.getloadavg()[0]}
+    record_file.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def elapsed_at(records: list[dict], step: int) -> float:
+    """The training loop's wall time at `step`, interpolated between the metrics.jsonl lines around it."""
+    timed = [(r["step"], r["elapsed_s"]) for r in records if "elapsed_s" in r]
+    before = max(((s, e) for s, e in timed if s <= step), default=(0, 0.0))
+    after = min(((s, e) for s, e in timed if s >= step), default=before)
+    if after[0] == before[0]:
+        return before[1]
+    return before[1] + (after[1] - before[1]) * (step - before[0]) / (after[0] - before[0])
 
 
 # --- scoring -------------------------------------------------------------------------------------
 
-def load_ema_model(name: str, run_dir: Path) -> Model:
-    """The EMA weights of the run's newest checkpoint, in the network that trained them."""
-    found = latest_checkpoint(run_dir)
-    net = build(name)
-    load_into(net, load_weights(found / EMA_FILE), found / EMA_FILE)
-    config = load_config(run_dir / "config.json")
-    return Model(net.eval(), GaussianDiffusion(config.diffusion), config, found / EMA_FILE)
-
-
-def score(name: str, run_dir: Path, args) -> dict:
-    """Sample N images, then score them with `tinydiffusion evaluate --samples` (the same for both networks)."""
-    model = load_ema_model(name, run_dir)
-    start = time.perf_counter()
-    images, labels = generate(model, args.num, sampler=args.sampler, steps=args.steps, guidance=args.guidance,
-                              seed=SEED)
-    sampling_seconds = time.perf_counter() - start
-    samples, scores = run_dir / "samples.npz", run_dir / "evaluation.json"
-    save_npz(samples, images.numpy(), labels.numpy())
-    command = [sys.executable, "-m", "tinydiffusion", "evaluate", "--samples", str(samples),
-               "--data-dir", str(args.data_dir), "--json", str(scores)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"`{' '.join(command)}` failed:\n{done.stderr[-3000:]}")
-    return {**json.loads(scores.read_text()), "sampling_seconds": sampling_seconds}
+def score_checkpoints(name: str, args) -> list[dict]:
+    """`tinydiffusion evaluate` on every checkpoint of the run, one point of the curve each."""
+    run_dir = args.out_dir / name
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    config = json.loads((run_dir / "config.json").read_text())
+    steps_per_epoch = config["data"]["num_images"] // config["train"]["batch_size"]
+    points = []
+    for checkpoint in sorted(p for p in (run_dir / "checkpoints").glob("step-*") if is_complete(p)):
+        step = int(checkpoint.name.removeprefix("step-"))
+        scores_file = run_dir / f"evaluation-{checkpoint.name}.json"
+        if not scores_file.is_file():
+            command = tinydiffusion("evaluate", str(checkpoint), "--num", str(args.num), "--sampler", args.sampler,
+                                    "--steps", str(args.steps), "--guidance", str(args.guidance), "--seed", "0",
+                                    "--data-dir", str(args.data_dir), "--json", str(scores_file))
+            print(f"{name}: scoring {checkpoint.name}", file=sys.stderr, flush=True)
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        scores = json.loads(scores_file.read_text())
+        points.append({"step": step, "epoch": step / steps_per_epoch, "train_seconds": elapsed_at(records, step),
+                       **{key: scores[key] for key in ("fd", "fd_floor", "precision", "recall", "class_accuracy")}})
+    return points
 
 
 # --- the report ----------------------------------------------------------------------------------
 
-def header_lines(args, results: dict) -> list[str]:
-    seconds = results["diffusers"]["budget_seconds"]
-    if args.budget_seconds is not None:
-        budget = f"budget: {seconds:.0f} s of training per network (--budget-seconds; sample grids off)"
-    elif args.ours_run:
-        budget = (f"budget: {seconds:.0f} s of training per network: the training time of the finished preset run "
-                  f"`{args.ours_run}` (5 epochs, its epoch-end sample grids included), reused with --ours-run; "
-                  "the baseline ran with sample grids off")
-    else:
-        budget = f"budget: {seconds:.0f} s of training per network (the preset's 5 epochs; sample grids off)"
+def first_reaching(points: list[dict], target: float) -> dict | None:
+    return next((p for p in points if p["fd"] <= target), None)
+
+
+def header_lines(args, results: list[dict]) -> list[str]:
+    loads = ", ".join(f"{r['name']} {r['load_average_before']:.2f} -> {r['load_average_after']:.2f}" for r in results)
     return [
-        f"machine: {machine_description()}; training device {'cuda' if torch.cuda.is_available() else 'cpu'}",
-        f"torch {torch.__version__}, torch threads: {torch.get_num_threads()}, "
-        f"{datetime.now().astimezone().isoformat(timespec='minutes')}",
-        budget,
-        f"scored: {args.num} samples, sampler {args.sampler}, {args.steps} steps, guidance {args.guidance:g}, "
-        f"seed {SEED}, classes cycled; `tinydiffusion evaluate --samples`",
+        f"machine: {machine_description()}; training device cpu, torch's default threads",
+        f"Python {platform.python_version()}, {datetime.now().astimezone().isoformat(timespec='minutes')}",
+        f"each run: `tinydiffusion train --preset {PRESET}` with its flags, a checkpoint every {args.every} steps, "
+        "sample grids off; the runs trained one after another",
+        f"scored: every checkpoint's EMA, {args.num} samples, {args.sampler} {args.steps} steps, guidance "
+        f"{args.guidance:g}, seed 0, classes cycled; `tinydiffusion evaluate` (fmnist-classifier FD)",
+        f"load average (1 min) before -> after each training: {loads}",
     ]
 
 
-ROWS = [  # (label, key, format)
-    ("parameters", "parameters", "{:,}"),
-    ("training seconds", "train_seconds", "{:.0f}"),
-    ("steps (batch 128)", "steps", "{:,}"),
-    ("  steps planned to fit the budget", "planned_steps", "{:,}"),
-    ("epochs", "epochs", "{:.2f}"),
-    ("LR schedule finished", "schedule_finished", "{}"),
-    ("final loss", "final_loss", "{:.4f}"),
-    ("FD (fmnist-classifier features)", "fd", "{:.2f}"),
-    ("  floor: real images at the same N", "fd_floor", "{:.2f}"),
-    ("precision", "precision", "{:.3f}"),
-    ("recall", "recall", "{:.3f}"),
-    ("class accuracy", "class_accuracy", "{:.3f}"),
-    ("sampling seconds", "sampling_seconds", "{:.0f}"),
-]
-
-
-def table(results: dict) -> list[tuple[str, str, str]]:
-    def cell(record, key, fmt):
-        if isinstance(record.get(key), bool):
-            return "yes" if record[key] else "no"
-        return fmt.format(record[key]) if key in record else "-"
-    return [(label, *(cell(results[name], key, fmt) for name in NETWORKS)) for label, key, fmt in ROWS]
-
-
-def format_text(args, results: dict) -> str:
-    rows = [("", "ours", "diffusers"), *table(results)]
-    width = max(len(r[0]) for r in rows)
-    return "\n".join(header_lines(args, results) + [""] + [f"{r[0]:<{width}}  {r[1]:>12}  {r[2]:>12}" for r in rows])
-
-
-def format_markdown(args, results: dict) -> str:
+def format_markdown(args, results: list[dict]) -> str:
     lines = ["# Time to quality", "", "Measured by `benchmarks/time_to_quality.py` (its docstring says how).", ""]
     lines += [f"- {line}" for line in header_lines(args, results)]
-    lines += ["", f"| | ours: {results['ours']['label']} | {results['diffusers']['label']} |", "| --- | ---: | ---: |"]
-    lines += [f"| {label.strip()} | {ours} | {theirs} |" for label, ours, theirs in table(results)]
+    baseline = results[0]
+    lines += ["", f"Target: FD <= {args.target:g}. Time ratios are against `{baseline['name']}`, the first run.", "",
+              "| run | flags | training s (process) | CPU s | first FD <= target at | best FD (step) |",
+              "| --- | --- | ---: | ---: | --- | --- |"]
+    for r in results:
+        reached = first_reaching(r["points"], args.target)
+        when = "not reached" if reached is None else (
+            f"{reached['train_seconds']:.0f} s, step {reached['step']} (FD {reached['fd']:.2f})")
+        best = min(r["points"], key=lambda p: p["fd"])
+        wall, cpu = r["process_wall_seconds"], r["process_cpu_seconds"]
+        lines.append(f"| {r['name']} | `{shlex.join(r['flags']) or '(none)'}` | "
+                     f"{wall:.0f} ({wall / baseline['process_wall_seconds']:.2f}x) | "
+                     f"{cpu:.0f} ({cpu / baseline['process_cpu_seconds']:.2f}x) | {when} | "
+                     f"{best['fd']:.2f} ({best['step']}) |")
+    for r in results:
+        lines += ["", f"## {r['name']}", "",
+                  "| step | epoch | training s | FD | floor | precision | recall | class acc. |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {p['step']} | {p['epoch']:.2f} | {p['train_seconds']:.0f} | {p['fd']:.2f} | "
+                  f"{p['fd_floor']:.2f} | {p['precision']:.3f} | {p['recall']:.3f} | {p['class_accuracy']:.3f} |"
+                  for p in r["points"]]
     return "\n".join(lines) + "\n"
+
+
+def plot(path: Path, args, results: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for r in results:
+        points = r["points"]
+        ax.plot([p["train_seconds"] / 60 for p in points], [p["fd"] for p in points], marker="o", label=r["name"])
+    ax.axhline(args.target, color="grey", linestyle="--", linewidth=1, label=f"FD {args.target:g}")
+    half = results[0]["points"][-1]["train_seconds"] / 2 / 60
+    ax.axvline(half, color="grey", linestyle=":", linewidth=1, label=f"half of {results[0]['name']}'s time")
+    ax.set_yscale("log")
+    ax.set_xlabel("training wall time (minutes)")
+    ax.set_ylabel(f"FD, N={args.num} (log scale)")
+    machine = machine_description().split(",")[0]
+    ax.set_title(f"{args.sampler} {args.steps} steps, guidance {args.guidance:g}; {machine}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("data/fashion-mnist"), help="Fashion-MNIST IDX files")
-    parser.add_argument("--budget-seconds", type=float, help="train both this long (not the preset's 5 epochs)")
-    parser.add_argument("--sampler", default="dpmpp-2m", choices=list(SAMPLERS))
+    parser.add_argument("--run", type=parse_run, action="append", required=True, metavar="'NAME: FLAGS'",
+                        help="a run: a name, then flags for `train --preset fashion-mnist` (the first is the baseline)")
+    parser.add_argument("--every", type=int, default=468, help="steps between checkpoints, the curve's points")
+    parser.add_argument("--num", type=int, default=1000, help="samples scored per checkpoint")
+    parser.add_argument("--sampler", default="dpmpp-2m")
     parser.add_argument("--steps", type=int, default=20, help="sampling steps")
-    parser.add_argument("--num", type=int, default=2000, help="samples scored per network")
-    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="classifier-free guidance scale")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 keeps torch's default")
+    parser.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale")
+    parser.add_argument("--target", type=float, default=1.45, help="the FD the preset reaches today")
     parser.add_argument("--out-dir", type=Path, default=Path("runs/time-to-quality"), help="run directories go here")
-    parser.add_argument("--markdown", help="write the table to this Markdown file (e.g. docs/time_to_quality.md)")
-    parser.add_argument("--no-progress", action="store_true", help="no training progress bars")
-    parser.add_argument("--ours-run", type=Path, help="a finished `train --preset fashion-mnist` run to use as ours "
-                        "(its training time is the budget unless --budget-seconds is given)")
+    parser.add_argument("--markdown", type=Path, help="write the tables here (e.g. docs/time_to_quality.md)")
+    parser.add_argument("--plot", type=Path, help="write the curves here (e.g. docs/figures/time_to_quality.png)")
+    parser.add_argument("--train-only", action="store_true", help="train, and score later with a second invocation")
     args = parser.parse_args()
-    if (args.budget_seconds is not None and args.budget_seconds <= 0) or args.steps < 1 or args.num < 1:
-        parser.error("--budget-seconds, --steps and --num must be positive")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    for name in NETWORKS:
-        if name == "ours" and args.ours_run:
-            continue
-        if (args.out_dir / name / "config.json").exists():
-            parser.error(f"{args.out_dir / name} already holds a run; choose another --out-dir or delete it")
+    names = [name for name, _ in args.run]
+    if len(set(names)) != len(names) or args.every < 1 or args.num < 10 or args.steps < 1:
+        parser.error("run names must differ, and --every, --num (>= 10) and --steps must be positive")
 
-    try:
-        dataset = load_data(DataConfig(data_dir=str(args.data_dir), download=False))
-        if args.ours_run:
-            results = {"ours": finished_run(args.ours_run)}
-        else:
-            results = {"ours": train("ours", args, dataset, args.budget_seconds)}
-        budget = args.budget_seconds if args.budget_seconds is not None else results["ours"]["train_seconds"]
-        results["diffusers"] = train("diffusers", args, dataset, budget)
-        for name in NETWORKS:
-            results[name].update(score(name, Path(results[name]["run_dir"]), args))
-    except UserError as err:
-        raise SystemExit(f"error: {err}") from None
-    print(format_text(args, results))
-    atomic_write_bytes(args.out_dir / "results.json", (json.dumps(results, indent=2, default=float) + "\n").encode())
+    results = [train(name, flags, args) for name, flags in args.run]
+    if args.train_only:
+        return
+    for result in results:
+        result["points"] = score_checkpoints(result["name"], args)
+    (args.out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = format_markdown(args, results)
+    print(text)
     if args.markdown:
-        atomic_write_bytes(Path(args.markdown), format_markdown(args, results).encode())
+        args.markdown.write_text(text)
+    if args.plot:
+        plot(args.plot, args, results)
 
 
 if __name__ == "__main__":
