@@ -20,15 +20,14 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from tinydiffusion.config import NetConfig
-from tinydiffusion.nets import build_network, count_parameters
+from tinydiffusion.nets import DiTConfig, build_network, count_parameters
 from tinydiffusion.presets import FASHION_MNIST_UNET
 
 BATCH = 128
 
 
-def dit(patch: int, hidden: int, depth: int, heads: int) -> NetConfig:
-    return NetConfig(kind="dit", image_size=28, in_channels=1, num_classes=10,
+def dit(patch: int, hidden: int, depth: int, heads: int) -> DiTConfig:
+    return DiTConfig(image_size=28, in_channels=1, num_classes=10,
                      patch_size=patch, hidden_size=hidden, depth=depth, num_heads=heads)
 
 
@@ -52,7 +51,7 @@ GPU_SIZED = {
 class Trainer:
     """One network, its optimizer and a fixed batch, ready to time training steps."""
 
-    def __init__(self, config: NetConfig, device: torch.device, bf16: bool):
+    def __init__(self, config: DiTConfig, device: torch.device, bf16: bool):
         torch.manual_seed(0)
         self.device = device
         self.net = build_network(config).to(device).train()

@@ -127,7 +127,7 @@ def test_bad_visualize_options(trained_run, tmp_path_factory, capsys, kind):
 
 TRAIN_OPTIONS = {  # config fields from the command line; a config.json is checked by the same code
     "log-every-0": (["--train.log_every", "0"], "train.log_every must be at least 1."),
-    "dit-patch-0": (["--net", "dit", "--net.patch_size", "0"], "net.stem_patch and net.patch_size must be at least 1."),
+    "dit-patch-0": (["--net", "dit", "--net.patch_size", "0"], "net.patch_size must be at least 1."),
     "seed-out-of-range": (["--seed", str(2**40)], "train.seed must be between 0 and 4294967295."),
     "seed-negative": (["--seed", "-5"], "train.seed must be between 0 and 4294967295."),
     "device-mps": (["--device", "mps"], "train.device must be auto, cpu, cuda or cuda:N, not 'mps'."),
@@ -324,18 +324,18 @@ def test_memory_estimate_is_within_a_factor_of_two_of_a_measured_pass(tmp_path):
                                     env=cli_env(), capture_output=True, text=True, timeout=120)
             assert result.returncode == 0, result.stderr
             measured = int(result.stdout)
-            from tinydiffusion.config import NetConfig
+            from tinydiffusion.config import RunConfig
 
-            config = NetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in net.items()})
+            config = RunConfig.from_dict({"net": net}).net
             estimate = activation_bytes(config, batch, training)
             assert measured / 2 <= estimate <= measured * 2, (net, training, estimate, measured)
 
 
 MEASURE = """
 import json, sys, torch
-from tinydiffusion.config import NetConfig
+from tinydiffusion.config import RunConfig
 from tinydiffusion.nets import build_network
-net_config = NetConfig(**json.loads(sys.argv[1]))
+net_config = RunConfig.from_dict({"net": json.loads(sys.argv[1])}).net
 batch, training = int(sys.argv[2]), sys.argv[3] == "1"
 net = build_network(net_config)
 x = torch.randn(batch, net_config.in_channels, net_config.image_size, net_config.image_size)
@@ -473,7 +473,7 @@ def test_train_help_lists_every_config_field_with_its_description_and_default():
     text = " ".join(result.stdout.split())  # COLUMNS=1000: no help text is wrapped, only moved to its own line
     for dotted, field in config_fields():
         section, name = dotted.split(".")
-        value = getattr(getattr(preset, section), name)
+        value = getattr(getattr(preset, section), name, field.default)  # another network's field: its own default
         shown = {True: "true", False: "false", "": "empty", (): "none"}.get(value, value) \
             if not isinstance(value, (int, float)) or isinstance(value, bool) else value
         shown = ",".join(map(str, shown)) if isinstance(shown, tuple) else shown

@@ -5,19 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tinydiffusion.config import NetConfig
-from tinydiffusion.nets import build_network
+from tinydiffusion.nets import DiTConfig, build_network
 from tinydiffusion.nets.dit import DiT, sincos_pos_embed_2d
 
 
-def small_config(**overrides) -> NetConfig:
-    fields = dict(kind="dit", image_size=28, in_channels=1, num_classes=10, patch_size=4,
+def small_config(**overrides) -> DiTConfig:
+    fields = dict(image_size=28, in_channels=1, num_classes=10, patch_size=4,
                   hidden_size=32, depth=2, num_heads=2, mlp_ratio=2.0)
     fields.update(overrides)
-    return NetConfig(**fields)
+    return DiTConfig(**fields)
 
 
-def inputs(config: NetConfig, batch: int = 3, seed: int = 0):
+def inputs(config: DiTConfig, batch: int = 3, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, config.in_channels, config.image_size, config.image_size, generator=gen)
     t = torch.rand(batch, generator=gen) * 1000  # fractional timesteps

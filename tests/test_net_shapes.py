@@ -14,8 +14,7 @@ import dataclasses
 import pytest
 import torch
 
-from tinydiffusion.config import NetConfig
-from tinydiffusion.nets import build_network
+from tinydiffusion.nets import NetConfig, UNetConfig, build_network
 from tinydiffusion.nets.unet import SelfAttention
 from tinydiffusion.presets import PRESETS, config_for_data
 
@@ -107,6 +106,6 @@ def test_attention_heads_divide_the_width(channels, heads):
 
 def test_unet_runs_at_a_width_that_32_does_not_divide():
     """--net.base_channels 56 makes a 112-channel level: 2 heads of 56, not 3 that do not divide it."""
-    config = NetConfig(base_channels=56, channel_mults=(1, 2, 2), attention_levels=(1, 2), stem_patch=2)
+    config = UNetConfig(base_channels=56, channel_mults=(1, 2, 2), attention_levels=(1, 2), stem_patch=2)
     got, expected = output_shape(build_network(config), config, batch=1)
     assert got == expected

@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from tinydiffusion.config import NetConfig
-from tinydiffusion.nets import build_network, count_parameters
+from tinydiffusion.nets import UNetConfig, build_network, count_parameters
 from tinydiffusion.presets import PRESETS
 
 
@@ -13,7 +12,7 @@ from tinydiffusion.presets import PRESETS
 @pytest.mark.parametrize("stem_patch", [1, 2])
 @pytest.mark.parametrize("num_classes", [0, 10])
 def test_unet_output_shape(size, channels, stem_patch, num_classes):
-    config = NetConfig(image_size=size, in_channels=channels, num_classes=num_classes, base_channels=8,
+    config = UNetConfig(image_size=size, in_channels=channels, num_classes=num_classes, base_channels=8,
                        channel_mults=(1, 2, 2), attention_levels=(2,), stem_patch=stem_patch)
     net = build_network(config)
     x = torch.randn(3, channels, size, size)
@@ -23,7 +22,7 @@ def test_unet_output_shape(size, channels, stem_patch, num_classes):
 
 def test_unet_four_levels_on_28_pixels():
     """28 -> 14 -> 7 -> 4: odd sizes must round-trip through the decoder."""
-    net = build_network(NetConfig(base_channels=8, channel_mults=(1, 1, 2, 2), attention_levels=(3,)))
+    net = build_network(UNetConfig(base_channels=8, channel_mults=(1, 1, 2, 2), attention_levels=(3,)))
     x = torch.randn(2, 1, 28, 28)
     assert net(x, torch.tensor([1.0, 2.0])).shape == x.shape
 
@@ -38,7 +37,7 @@ def perturbed(config):
 
 
 def test_unet_output_depends_on_t_and_class():
-    net = perturbed(NetConfig(base_channels=8, num_classes=10))
+    net = perturbed(UNetConfig(base_channels=8, num_classes=10))
     x = torch.randn(2, 1, 28, 28)
     base = net(x, torch.tensor([100.0, 100.0]), torch.tensor([1, 1]))
     assert not torch.allclose(base, net(x, torch.tensor([700.0, 700.0]), torch.tensor([1, 1])))
@@ -50,7 +49,7 @@ def test_unet_output_depends_on_t_and_class():
 
 def test_fresh_unet_outputs_zero():
     """The output conv starts at zero, so an untrained model predicts eps = 0, not noise."""
-    net = build_network(NetConfig(base_channels=8))
+    net = build_network(UNetConfig(base_channels=8))
     assert net(torch.randn(2, 1, 28, 28), torch.tensor([1.0, 2.0])).abs().max().item() == 0.0
 
 

@@ -54,15 +54,32 @@ def test_error_scale_is_the_ratio_of_output_error_to_x0_error(name, alpha):
     assert float(ratio) == pytest.approx(float(torch.as_tensor(objective.error_scale(snr))), rel=1e-9)
 
 
-def test_uniform_timesteps_are_drawn_as_before_and_logit_normal_favours_the_middle():
+def test_uniform_times_are_drawn_as_before_and_logit_normal_favours_the_middle():
     uniform = GaussianDiffusion(DiffusionConfig())
-    drawn = uniform.draw_timesteps(10_000, torch.Generator().manual_seed(3), "cpu")
-    assert torch.equal(drawn, torch.randint(0, 1000, (10_000,), generator=torch.Generator().manual_seed(3)))
+    drawn = uniform.draw_times(10_000, torch.Generator().manual_seed(3), "cpu")
+    steps = torch.randint(0, 1000, (10_000,), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(drawn, (steps + 1).double() / 1000)  # step k at t = (k + 1) / T
+    assert torch.equal(uniform.network_time(drawn), steps.float())  # the network sees the same steps as ever
     logit = GaussianDiffusion(DiffusionConfig(timestep_sampling="logit-normal"))
-    middle = logit.draw_timesteps(10_000, torch.Generator().manual_seed(3), "cpu")
-    assert 0 <= int(middle.min()) and int(middle.max()) <= 999
-    in_middle = lambda t: float(((t >= 250) & (t < 750)).float().mean())  # noqa: E731
+    middle = logit.draw_times(10_000, torch.Generator().manual_seed(3), "cpu")
+    assert 0 < float(middle.min()) and float(middle.max()) <= 1
+    in_middle = lambda t: float(((t > 0.25) & (t <= 0.75)).float().mean())  # noqa: E731
     assert in_middle(middle) > 0.6 > in_middle(drawn)  # logit-normal(0, 1): 73% in the middle half; uniform 50%
+
+
+def test_log_normal_times_follow_edm_noise_levels():
+    """EDM's draw: log(sigma / alpha) ~ N(-1.2, 1.2^2) (Karras et al. 2022, table 1), mapped to times between
+    the steps; alpha(t) and sigma(t) there give back the drawn level."""
+    diffusion = GaussianDiffusion(DiffusionConfig(timestep_sampling="log-normal"))
+    t = diffusion.draw_times(20_000, torch.Generator().manual_seed(4), "cpu")
+    alpha, sigma = diffusion.alpha_sigma(t, torch.zeros(len(t)))
+    log_noise = (sigma.double() / alpha.double()).log()
+    lowest, highest = diffusion.noise_range()
+    inside = (log_noise > math.log(lowest) + 1e-3) & (log_noise < math.log(highest) - 1e-3)
+    assert float(inside.double().mean()) > 0.99  # the cosine schedule spans this whole distribution but its tails
+    assert float(log_noise[inside].mean()) == pytest.approx(-1.2, abs=0.05)
+    assert float(log_noise[inside].std()) == pytest.approx(1.2, abs=0.05)
+    assert not torch.equal(diffusion.network_time(t), diffusion.network_time(t).round())  # off the grid
 
 
 def test_an_objective_is_one_class_and_one_registration(tiny_data_dir, tmp_path, monkeypatch):
@@ -112,3 +129,17 @@ def test_eps_is_refused_where_the_schedule_reaches_snr_0(tiny_data_dir):
     config = smoke_config(tiny_data_dir)
     with pytest.raises(Exception, match="where objective eps is undefined; use v, x0 or flow"):
         apply_overrides(config, {"diffusion.schedule": "rectified-flow", "diffusion.objective": "eps"}).validate()
+
+
+@pytest.mark.parametrize("alpha", [0.02, 0.3, 0.7, 0.999])
+def test_edm_preconditioning_gives_a_unit_variance_target_at_every_noise_level(alpha):
+    """Karras et al. 2022, sec. 5: with data of standard deviation sigma_data, c_skip and c_out make the
+    network's training target unit-variance whatever the noise level."""
+    from tinydiffusion.objectives.edm import SIGMA_DATA
+
+    g = torch.Generator().manual_seed(5)
+    x0 = torch.randn(200_000, generator=g, dtype=torch.float64) * SIGMA_DATA
+    eps = torch.randn(200_000, generator=g, dtype=torch.float64)
+    sigma = math.sqrt(1 - alpha**2)
+    target = OBJECTIVES["edm"]().target(x0, eps, alpha, sigma)
+    assert float(target.var()) == pytest.approx(1.0, abs=0.01)

@@ -19,7 +19,7 @@ from .data import NAMED, canonical_source
 from .defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from .errors import UserError
 from .files import atomic_write_bytes
-from .presets import NETWORKS, PRESETS, config_for_data, get_preset, preset_for_source
+from .presets import NAMED_NETWORKS, PRESETS, config_for_data, get_preset, preset_for_source
 
 # Bounds on sampling options; memory is checked as well, before anything is allocated (pipeline.generate).
 MAX_NUM = 10_000_000
@@ -131,7 +131,7 @@ def add_train(sub) -> None:
                    "RUN_DIR/checkpoints/step-N (later checkpoints and metrics are then superseded); a run with no "
                    "checkpoint yet restarts from step 0")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--net", choices=list(NETWORKS), help="network: the UNet or a Transformer (dit = dit-s) "
+    p.add_argument("--net", choices=list(NAMED_NETWORKS), help="network: the UNet or a Transformer (dit = dit-s) "
                    "(default: the preset's)")
     preset = get_preset(HELP_PRESET)
     fields = dict(config_fields())
@@ -149,8 +149,10 @@ def add_train(sub) -> None:
 
 
 def _field_help(preset: RunConfig, dotted: str, f: dataclasses.Field) -> str:
-    """A config field's own description and its value in the preset `train --help` shows."""
-    value = config_value(preset, dotted)
+    """A config field's own description and its value in the preset `train --help` shows (for a field of
+    another network than the preset's, that network's default)."""
+    section = getattr(preset, dotted.split(".")[0])
+    value = config_value(preset, dotted) if hasattr(section, f.name) else f.default
     if isinstance(value, tuple):
         value = ",".join(map(str, value)) or "none"
     elif isinstance(value, bool):

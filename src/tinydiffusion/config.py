@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
+from .fields import option, recorded
+from .nets import NETWORKS, NetConfig, UNetConfig, network_config
+from .nets.base import MAX_IMAGE_SIZE
 from .objectives import OBJECTIVES
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -25,48 +28,13 @@ FORMAT_VERSION = 2
 
 # Bounds on what a config may ask for. A config.json is untrusted input, and these keep an absurd value
 # from becoming an allocation of terabytes or a loop of 10^30 steps.
-MAX_IMAGE_SIZE = 1024
 MAX_TIMESTEPS = 100_000
-MAX_CLASSES = 100_000
+TIMESTEP_SAMPLINGS = ("uniform", "logit-normal", "log-normal")
 MAX_STEPS = 10**12
 MAX_TRAIN_SEED = 2**32 - 1  # epoch_order mixes the seed into a 64-bit generator seed
 MAX_CONFIG_BYTES = 1 << 20
 SCHEDULE_NAMES = ("linear", "cosine", "rectified-flow")  # schedules.make_betas builds each
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
-
-
-def option(default, help: str):
-    """A config field with its help text: `train --help` lists every field from these, so it cannot drift."""
-    return field(default=default, metadata={"help": help})
-
-
-def recorded(default, help: str):
-    """A field training fills in (what the run was trained on): in config.json, but not a setting."""
-    return field(default=default, metadata={"help": help, "recorded": True})
-
-
-@dataclass
-class NetConfig:
-    kind: str = option("unet", "the network: unet or dit (a Transformer)")
-    image_size: int = option(28, "image height and width in pixels")
-    in_channels: int = option(1, "image channels: 1 (grey) or 3 (colour)")
-    num_classes: int = option(0, "classes the network is conditioned on (0: unconditional; index num_classes "
-                              "means 'no class', for guidance)")
-    dropout: float = option(0.0, "dropout probability in the network's blocks")
-    # UNet (Ho et al. 2020, appendix B, scaled down)
-    base_channels: int = option(32, "UNet: channels at full resolution")
-    channel_mults: tuple[int, ...] = option((1, 2, 2), "UNet: channel multiplier of each resolution level")
-    num_res_blocks: int = option(1, "UNet: residual blocks per level")
-    attention_levels: tuple[int, ...] = option((2,), "UNet: levels (0 = full resolution) with self-attention")
-    upsample_conv: bool = option(True, "UNet: a 3x3 conv after each nearest-neighbour upsampling")
-    stem_patch: int = option(1, "UNet: 2 pixel-unshuffles the input and runs the UNet at half resolution")
-    # DiT (Peebles & Xie 2023)
-    patch_size: int = option(2, "DiT: patch side in pixels")
-    hidden_size: int = option(192, "DiT: token width")
-    depth: int = option(6, "DiT: Transformer blocks")
-    num_heads: int = option(3, "DiT: attention heads")
-    mlp_ratio: float = option(4.0, "DiT: MLP width as a multiple of the token width")
-    learned_pos_embed: bool = option(False, "DiT: learn the position embedding (else fixed sin-cos)")
 
 
 @dataclass
@@ -81,9 +49,12 @@ class DiffusionConfig:
     objective: str = option("eps", f"what the network predicts: {', '.join(OBJECTIVES)} (objectives/)")
     loss_weighting: str = option("none", "none, or min-snr (Hang et al. 2023)")
     min_snr_gamma: float = option(5.0, "min-snr: the SNR at which the weight is capped")
-    timestep_sampling: str = option("uniform", "how training draws t: uniform, or logit-normal (Esser et al. 2024)")
+    timestep_sampling: str = option("uniform", "how training draws t: uniform, logit-normal (Esser et al. 2024), or "
+                                    "log-normal in the noise level (EDM, Karras et al. 2022)")
     logit_mean: float = option(0.0, "logit-normal: the mean of the logit of t / T")
     logit_std: float = option(1.0, "logit-normal: the standard deviation of the logit of t / T")
+    lognormal_mean: float = option(-1.2, "log-normal: the mean of log(sigma / alpha) (EDM's P_mean)")
+    lognormal_std: float = option(1.2, "log-normal: the standard deviation of log(sigma / alpha) (EDM's P_std)")
 
 
 @dataclass
@@ -140,10 +111,13 @@ class DataConfig:
     prepared_sha256: str = recorded("", "the prepared array's SHA-256")
 
 
+SECTIONS = ("net", "diffusion", "train", "data")
+
+
 @dataclass
 class RunConfig:
     name: str = "run"
-    net: NetConfig = field(default_factory=NetConfig)
+    net: NetConfig = field(default_factory=UNetConfig)  # the network's own config class (nets/)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -196,35 +170,16 @@ class RunConfig:
     def validate(self) -> None:
         """Reject impossible settings before any work starts. A config read from disk is untrusted, so every
         number is checked to be finite and in a range where the code does something sensible."""
-        for dotted, _ in config_fields():
-            value = config_value(self, dotted)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise UserError(f"{dotted} must be a finite number, not {value}.")
+        for name in SECTIONS:
+            section = getattr(self, name)
+            for f in dataclasses.fields(section):
+                value = getattr(section, f.name)
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise UserError(f"{name}.{f.name} must be a finite number, not {value}.")
         n, d, t, data = self.net, self.diffusion, self.train, self.data
-        levels = len(n.channel_mults)
         checks = [
-            (n.kind in ("unet", "dit"), f"net.kind must be 'unet' or 'dit', not {n.kind!r}"),
-            (4 <= n.image_size <= MAX_IMAGE_SIZE, f"net.image_size must be between 4 and {MAX_IMAGE_SIZE}"),
-            (n.in_channels in (1, 3), "net.in_channels must be 1 (grey) or 3 (colour)"),
-            (0 <= n.num_classes <= MAX_CLASSES, f"net.num_classes must be between 0 (unconditional) and {MAX_CLASSES}"),
-            (1 <= n.base_channels <= 4096 and 1 <= n.hidden_size <= 16384, "network widths must be positive "
-             "(net.base_channels at most 4096, net.hidden_size at most 16384)"),
-            (1 <= levels <= 8 and all(1 <= m <= 64 for m in n.channel_mults),
-             "net.channel_mults must be 1 to 8 integers between 1 and 64"),
-            (all(0 <= level < levels for level in n.attention_levels),
-             f"net.attention_levels must name levels of the UNet, 0 to {levels - 1} (net.channel_mults has {levels})"),
-            (n.stem_patch >= 1 and n.patch_size >= 1, "net.stem_patch and net.patch_size must be at least 1"),
-            (n.stem_patch < 1 or (n.stem_patch <= n.image_size and n.image_size % n.stem_patch == 0),
-             f"net.image_size {n.image_size} is not divisible by net.stem_patch {n.stem_patch}"),
-            (1 <= n.num_res_blocks <= 16 and 1 <= n.depth <= 64,
-             "network depths must be at least 1 (net.num_res_blocks at most 16, net.depth at most 64)"),
-            (n.kind != "dit" or n.patch_size < 1 or n.image_size % n.patch_size == 0,
-             f"net.image_size {n.image_size} is not divisible by net.patch_size {n.patch_size}"),
-            (n.num_heads >= 1 and n.hidden_size % n.num_heads == 0,
-             "net.hidden_size must be divisible by net.num_heads"),
-            (0 < n.mlp_ratio <= 16 and n.hidden_size * n.mlp_ratio >= 1,
-             "net.mlp_ratio must be above 0 and at most 16"),
-            (0.0 <= n.dropout < 1.0, "net.dropout must be in [0, 1)"),
+            (NETWORKS.get(n.kind) is type(n), f"net.kind must be one of {', '.join(NETWORKS)}, not {n.kind!r}"),
+            *n.checks(),
             (d.schedule in SCHEDULE_NAMES, f"diffusion.schedule must be one of {', '.join(SCHEDULE_NAMES)}, "
              f"not {d.schedule!r}"),
             (2 <= d.timesteps <= MAX_TIMESTEPS, f"diffusion.timesteps must be between 2 and {MAX_TIMESTEPS:,}"),
@@ -234,9 +189,9 @@ class RunConfig:
              or not (d.zero_terminal_snr or d.schedule == "rectified-flow"),
              f"diffusion.zero_terminal_snr and the rectified-flow schedule reach SNR 0, where objective "
              f"{d.objective} is undefined; use v, x0 or flow"),
-            (d.timestep_sampling in ("uniform", "logit-normal"),
-             "diffusion.timestep_sampling must be uniform or logit-normal"),
-            (d.logit_std > 0, "diffusion.logit_std must be positive"),
+            (d.timestep_sampling in TIMESTEP_SAMPLINGS,
+             f"diffusion.timestep_sampling must be one of {', '.join(TIMESTEP_SAMPLINGS)}"),
+            (d.logit_std > 0 and d.lognormal_std > 0, "diffusion.logit_std and lognormal_std must be positive"),
             (d.loss_weighting in ("none", "min-snr"), "diffusion.loss_weighting must be 'none' or 'min-snr'"),
             (0 < d.beta_start < d.beta_end < 1, "need 0 < diffusion.beta_start < diffusion.beta_end < 1"),
             (0 <= d.cosine_s <= 1, "diffusion.cosine_s must be between 0 and 1"),
@@ -293,8 +248,22 @@ def _from_version_1(data: dict) -> dict:
     return {**data, "data": section, "format_version": FORMAT_VERSION}
 
 
+def _net_config(data: dict, where: str) -> NetConfig:
+    """The net section, as its network's own config class (named by `kind`). Configs written before networks
+    had their own classes list every network's fields; the other networks' are dropped."""
+    kind = data.get("kind", "unet")
+    if not isinstance(kind, str):
+        raise UserError(f"{where}.kind must be a network name, not {kind!r}.")
+    cls = network_config(kind)
+    own = {f.name for f in dataclasses.fields(cls)}
+    others = {f.name for other in NETWORKS.values() for f in dataclasses.fields(other)} - own
+    return _build(cls, {k: v for k, v in data.items() if k not in others}, where)
+
+
 def _build(cls, data: dict, where: str):
     """Build dataclass `cls` from a dict, checking names and converting JSON lists to tuples."""
+    if cls is NetConfig:
+        return _net_config(data, where)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -354,8 +323,13 @@ def _coerce(value, hint, where: str):
 
 
 def apply_overrides(config: RunConfig, overrides: dict[str, object]) -> RunConfig:
-    """Return a copy of `config` with dotted-name overrides applied ({"train.lr": "1e-3"})."""
+    """Return a copy of `config` with dotted-name overrides applied ({"train.lr": "1e-3"}). A new net.kind
+    starts that network from its defaults, keeping the data's shape, classes and dropout."""
     data = config.to_dict()
+    kind = overrides.get("net.kind")
+    if isinstance(kind, str) and kind != config.net.kind:
+        shared = {f.name for f in dataclasses.fields(NetConfig)} - {"kind"}
+        data["net"] = {**dataclasses.asdict(network_config(kind)()), **{k: data["net"][k] for k in shared}}
     for dotted, value in overrides.items():
         parts = dotted.split(".")
         node = data
@@ -364,6 +338,10 @@ def apply_overrides(config: RunConfig, overrides: dict[str, object]) -> RunConfi
                 raise UserError(f"unknown config field {dotted!r}.")
             node = node[part]
         if parts[-1] not in node:
+            owners = [name for name, cls in NETWORKS.items() if parts[-1] in {f.name for f in dataclasses.fields(cls)}]
+            if parts[0] == "net" and len(parts) == 2 and owners:
+                raise UserError(f"--{dotted} is a setting of the {' and '.join(owners)} network, and this run's "
+                                f"network is {data['net']['kind']} (choose one with --net).")
             raise UserError(f"unknown config field {dotted!r}.")
         node[parts[-1]] = value
     return RunConfig.from_dict(data)
@@ -376,11 +354,17 @@ def config_value(config: RunConfig, dotted: str):
 
 
 def config_fields() -> list[tuple[str, dataclasses.Field]]:
-    """Every field a user can set, as (dotted name, field), for building command-line flags and their help.
-    The fields training records (data.num_images, ...) are not settings, so they have no flags."""
-    out = []
-    for section in dataclasses.fields(RunConfig):
-        hint = typing.get_type_hints(RunConfig)[section.name]
-        if dataclasses.is_dataclass(hint):
-            out += [(f"{section.name}.{f.name}", f) for f in dataclasses.fields(hint) if not f.metadata.get("recorded")]
+    """Every field a user can set, as (dotted name, field), for building command-line flags and their help:
+    the net section's are those of every registered network. The fields training records (data.num_images,
+    ...) are not settings, so they have no flags."""
+    out, seen = [], set()
+    for section in SECTIONS:
+        hint = typing.get_type_hints(RunConfig)[section]
+        classes = NETWORKS.values() if hint is NetConfig else [hint]
+        for cls in classes:
+            for f in dataclasses.fields(cls):
+                dotted = f"{section}.{f.name}"
+                if dotted not in seen and not f.metadata.get("recorded"):
+                    seen.add(dotted)
+                    out.append((dotted, f))
     return out

@@ -6,25 +6,26 @@ import copy
 import dataclasses
 import math
 
-from .config import DataConfig, DiffusionConfig, NetConfig, RunConfig, TrainConfig, apply_overrides
+from .config import DataConfig, DiffusionConfig, RunConfig, TrainConfig, apply_overrides
 from .errors import UserError
+from .nets import DiTConfig, NetConfig, UNetConfig
 
 # The reference run: 5 epochs of Fashion-MNIST on a 2-core CPU in under 15 minutes.
 # The pixel-unshuffle stem runs the UNet at 14x14 -> 7x7 -> 4x4; see docs/ for the measurements
 # that chose it over a full-resolution UNet.
-FASHION_MNIST_UNET = NetConfig(
-    kind="unet", image_size=28, in_channels=1, num_classes=10,
+FASHION_MNIST_UNET = UNetConfig(
+    image_size=28, in_channels=1, num_classes=10,
     base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attention_levels=(1, 2),
     stem_patch=2, upsample_conv=True,
 )
 
 # Diffusion Transformers (Peebles & Xie 2023) scaled for 28x28. dit-s costs the same per training
 # image as the UNet above on a 2-core CPU (benchmarks/dit_cost.py); dit-b is DiT-S/2's shape, for GPUs.
-DIT_S = NetConfig(kind="dit", image_size=28, in_channels=1, num_classes=10, patch_size=4, hidden_size=144,
+DIT_S = DiTConfig(image_size=28, in_channels=1, num_classes=10, patch_size=4, hidden_size=144,
                   depth=4, num_heads=3, mlp_ratio=4.0)
-DIT_B = NetConfig(kind="dit", image_size=28, in_channels=1, num_classes=10, patch_size=2, hidden_size=384,
+DIT_B = DiTConfig(image_size=28, in_channels=1, num_classes=10, patch_size=2, hidden_size=384,
                   depth=12, num_heads=6, mlp_ratio=4.0)
-NETWORKS: dict[str, NetConfig] = {"unet": FASHION_MNIST_UNET, "dit": DIT_S, "dit-s": DIT_S, "dit-b": DIT_B}
+NAMED_NETWORKS: dict[str, NetConfig] = {"unet": FASHION_MNIST_UNET, "dit": DIT_S, "dit-s": DIT_S, "dit-b": DIT_B}
 
 # The reference run's process and recipe, shared by the presets derived from it.
 REFERENCE_DIFFUSION = DiffusionConfig(schedule="cosine", objective="v", loss_weighting="min-snr")
@@ -59,7 +60,7 @@ PRESETS: dict[str, RunConfig] = {
     # resolution, with random flips. A GPU recipe: see docs/datasets.md for its cost per epoch.
     "cifar10": RunConfig(
         name="cifar10",
-        net=NetConfig(kind="unet", image_size=32, in_channels=3, num_classes=10, base_channels=64,
+        net=UNetConfig(image_size=32, in_channels=3, num_classes=10, base_channels=64,
                       channel_mults=(1, 2, 2, 2), num_res_blocks=2, attention_levels=(1,), stem_patch=1,
                       dropout=0.1),
         diffusion=REFERENCE_DIFFUSION,
@@ -69,7 +70,7 @@ PRESETS: dict[str, RunConfig] = {
     # Tiny: trains in seconds on a CPU; for tests and for trying the command line.
     "smoke": RunConfig(
         name="smoke",
-        net=NetConfig(kind="unet", image_size=28, in_channels=1, num_classes=10, base_channels=8,
+        net=UNetConfig(image_size=28, in_channels=1, num_classes=10, base_channels=8,
                       channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,), stem_patch=2),
         diffusion=DiffusionConfig(schedule="cosine", timesteps=100, objective="eps"),
         train=TrainConfig(epochs=1, batch_size=16, lr=2e-3, warmup_steps=5, ema_decay=0.9, log_every=5,
@@ -81,9 +82,10 @@ PRESETS: dict[str, RunConfig] = {
 
 def with_network(config: RunConfig, name: str) -> RunConfig:
     """Swap in a named network ("unet", "dit", "dit-s", "dit-b"), keeping the data's shape and classes."""
-    if name not in NETWORKS:
-        raise UserError(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}.")
-    net = dataclasses.replace(NETWORKS[name], image_size=config.net.image_size, in_channels=config.net.in_channels,
+    if name not in NAMED_NETWORKS:
+        raise UserError(f"unknown network {name!r}; choose one of {', '.join(NAMED_NETWORKS)}.")
+    net = dataclasses.replace(NAMED_NETWORKS[name], image_size=config.net.image_size,
+                              in_channels=config.net.in_channels,
                               num_classes=config.net.num_classes)
     return dataclasses.replace(config, net=net)
 
@@ -142,10 +144,7 @@ def fit_to_data(config: RunConfig, image_shape: tuple[int, int, int], num_classe
     channels, size, _ = image_shape
     facts = {"net.in_channels": channels, "net.image_size": size, "net.num_classes": num_classes}
     net = dataclasses.replace(config.net, **{k.split(".")[1]: v for k, v in facts.items() if k not in explicit})
-    if net.kind == "dit" and "net.patch_size" not in explicit and net.image_size % net.patch_size:
-        net = dataclasses.replace(net, patch_size=next(p for p in (4, 2, 1) if net.image_size % p == 0))
-    if net.kind == "unet" and "net.stem_patch" not in explicit and net.image_size % net.stem_patch:
-        net = dataclasses.replace(net, stem_patch=1)
+    net = net.fitted_to_size(explicit)  # e.g. DiT patches that tile the new size
     train = config.train
     if auto and "train.epochs" not in explicit and "train.max_steps" not in explicit:
         steps_per_epoch = max(1, num_images // train.batch_size)

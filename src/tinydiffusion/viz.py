@@ -75,7 +75,7 @@ def forward_strip(diffusion: GaussianDiffusion, images_uint8: torch.Tensor, colu
     for image in images_uint8:
         x0 = to_model_space(image[None]).repeat(columns, 1, 1, 1)
         noise = torch.randn(x0.shape, generator=generator)
-        x_t = diffusion.q_sample(x0, torch.tensor(ts), noise)
+        x_t = diffusion.q_sample(x0, diffusion.step_time(ts), noise)
         x_t[0] = x0[0]  # t = 0 column: the clean image itself
         rows.append(to_pixels(x_t))
     return labelled_rows(rows, ["x0"] + [f"t={t + 1}" for t in ts[1:]])

@@ -1,30 +1,38 @@
 """Networks. Each one is `forward(x, t, y=None) -> tensor` shaped like x, and knows nothing about noise.
 
-`x` is [B, C, H, W] in model space, `t` a float tensor [B] of (possibly fractional) timesteps in
+`x` is [B, C, H, W] in model space, `t` a float tensor [B] of (possibly fractional) step indices in
 [0, T), `y` an optional long tensor [B] of class indices (index `num_classes` means "no class").
+
+A network is its module and its config class (which builds it), named in NETWORKS: adding one means those
+two files and one line here. This package imports no torch until a network is built.
 """
 
 from __future__ import annotations
 
-from torch import nn
+from .base import NetConfig
+from .dit_config import DiTConfig
+from .unet_config import UNetConfig
 
-from ..config import NetConfig
-
-
-def build_network(config: NetConfig) -> nn.Module:
-    """The one place that turns a NetConfig into a module."""
-    if config.kind == "unet":
-        from .unet import UNet
-
-        return UNet(config)
-    if config.kind == "dit":
-        from .dit import DiT
-
-        return DiT(config)
-    from ..errors import UserError
-
-    raise UserError(f"unknown network kind {config.kind!r}; use 'unet' or 'dit'.")
+NETWORKS: dict[str, type[NetConfig]] = {"unet": UNetConfig, "dit": DiTConfig}
 
 
-def count_parameters(net: nn.Module) -> int:
+def network_config(kind: str) -> type[NetConfig]:
+    """The config class of a registered network."""
+    if kind not in NETWORKS:
+        from ..errors import UserError
+
+        raise UserError(f"net.kind must be one of {', '.join(NETWORKS)}, not {kind!r}.")
+    return NETWORKS[kind]
+
+
+def build_network(config: NetConfig):
+    """The one place that turns a network's config into a module."""
+    return config.build()
+
+
+def count_parameters(net) -> int:
     return sum(p.numel() for p in net.parameters())
+
+
+__all__ = ["NETWORKS", "DiTConfig", "NetConfig", "UNetConfig", "build_network", "count_parameters",
+           "network_config"]

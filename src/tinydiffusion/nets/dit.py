@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import NetConfig
+from .dit_config import DiTConfig
 from .layers import ConditionEmbedding, sinusoidal_embedding, zero_init
 
 # Sinusoidal features fed to the timestep MLP, as in the paper's code (independent of the width).
@@ -99,7 +99,7 @@ class FinalLayer(nn.Module):
 
 
 class DiT(nn.Module):
-    def __init__(self, config: NetConfig):
+    def __init__(self, config: DiTConfig):
         super().__init__()
         self.config = config
         dim, self.patch = config.hidden_size, config.patch_size

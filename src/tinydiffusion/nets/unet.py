@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import NetConfig
 from .layers import ConditionEmbedding, group_norm, zero_init
+from .unet_config import UNetConfig
 
 
 class ResBlock(nn.Module):
@@ -53,7 +53,7 @@ class SelfAttention(nn.Module):
 
 
 class UNet(nn.Module):
-    def __init__(self, config: NetConfig):
+    def __init__(self, config: UNetConfig):
         super().__init__()
         self.config = config
         base = config.base_channels

@@ -6,11 +6,12 @@ which the Min-SNR weights need. Adding an objective means one file here and one 
 """
 
 from .base import Objective
+from .edm import EDM
 from .eps import Eps
 from .flow import Flow
 from .v import V
 from .x0 import X0
 
-OBJECTIVES: dict[str, type[Objective]] = {"eps": Eps, "x0": X0, "v": V, "flow": Flow}
+OBJECTIVES: dict[str, type[Objective]] = {"eps": Eps, "x0": X0, "v": V, "flow": Flow, "edm": EDM}
 
 __all__ = ["OBJECTIVES", "Objective"]

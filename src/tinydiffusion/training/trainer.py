@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -35,8 +35,11 @@ from ..viz import grid_image, save_grid
 from .cuda_graph import GraphedStep
 from .distributed import setup_distributed
 from .ema import EMA
+from .losses import LossWatch
+from .metrics_log import MetricsLog
 from .options import resolve_options
 from .signals import StopRequest
+from .step import StepSettings, train_step
 
 
 def learning_rate(config, step: int, total_steps: int) -> float:
@@ -125,12 +128,8 @@ class Trainer:
         # Per-step values the device reads, so that a step needs no host-device synchronisation.
         self._found_inf = torch.zeros((), device=self.device)  # 1.0: skip this step's update (fused AdamW)
         self._ema_weight = torch.zeros((), device=self.device)
-        self._pending: list[tuple[int, torch.Tensor]] = []  # (step, loss) the host has not read yet
-        # The step itself: eager, or (opt-in, one GPU) recorded once as a CUDA graph and replayed
-        self._run_step = GraphedStep(self._forward_backward_update, self.optimizer, self.device) if graph \
-            else self._forward_backward_update
-        self._window_losses: list[float] = []  # finite losses read since the last log line
-        self._skipped, self._last_loss = 0, float("nan")
+        self.losses = LossWatch(t.on_nan, self.run_dir)
+        self.metrics = MetricsLog(self.run_dir, self.tensorboard)
         self.generator = torch.Generator(device=self.device).manual_seed(t.seed)
         self.step = 0
         self._resumed_from = self._restore(checkpoint) if resume else None  # None: from step 0
@@ -141,6 +140,12 @@ class Trainer:
             self.model_for_step = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         if self.options["compile"]:
             self.model_for_step = torch.compile(self.model_for_step, mode=t.compile_mode)
+        # The step itself (step.py): eager, or (opt-in, one GPU) recorded once as a CUDA graph and replayed
+        settings = StepSettings(grad_clip=t.grad_clip, bf16=self.options["bf16"], world_size=self.dist.world_size,
+                                graphed=graph, found_inf=self._found_inf if self.options["fused_adamw"] else None)
+        step = functools.partial(train_step, self.model_for_step, self.net, self.diffusion, self.optimizer, self.ema,
+                                 settings, self._ema_weight)
+        self._run_step = GraphedStep(step, self.optimizer, self.device) if graph else step
 
     def _check_data_matches_net(self) -> None:
         _, c, h, w = self.dataset.images.shape
@@ -181,10 +186,7 @@ class Trainer:
             torch.set_rng_state(state["torch_rng"])
             if self.device.type == "cuda" and "cuda_rng" in state:
                 torch.cuda.set_rng_state(state["cuda_rng"], self.device)
-            # The logging window open at the checkpoint (absent from checkpoints of older versions), so the
-            # first record after a resume is the one an uninterrupted run logs.
-            self._window_losses = [float(v) for v in state.get("window_losses", [])]
-            self._skipped = int(state.get("skipped_steps", 0))
+            self.losses.load_state(state)
             self.step = state["step"]
         except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as err:
             raise UserError(f"{found} holds a training state that does not fit this run ({err}).") from None
@@ -205,7 +207,7 @@ class Trainer:
                                                               device=self.device if on_device else "cpu")
 
     def save(self) -> Path | None:
-        self._absorb(self._read_losses())  # a non-finite loss under on_nan "stop" ends the run before this save
+        self.losses.read()  # a non-finite loss under on_nan "stop" ends the run before this save
         if self.step == self._saved_step:  # an epoch end and the end of the run often fall on the same step
             return ckpt.latest_checkpoint(self.run_dir) if self.dist.is_main else None
         if self.dist.is_main:
@@ -214,8 +216,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "generator": self.generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
-                "window_losses": list(self._window_losses),
-                "skipped_steps": self._skipped,
+                **self.losses.state(),
             }
             if self.device.type == "cuda":
                 state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
@@ -242,7 +243,7 @@ class Trainer:
         net_cfg = self.config.net
         shape = (t.batch_size, net_cfg.in_channels, net_cfg.image_size, net_cfg.image_size)
         noise = torch.randn(shape, generator=self.generator, device=self.device)
-        timesteps = self.diffusion.draw_timesteps(t.batch_size, self.generator, self.device)
+        times = self.diffusion.draw_times(t.batch_size, self.generator, self.device)
         drop = torch.rand(t.batch_size, generator=self.generator, device=self.device) < t.label_dropout
         mine = slice(world.rank * self.local_batch, (world.rank + 1) * self.local_batch)
         idx = global_idx[mine]
@@ -254,18 +255,18 @@ class Trainer:
         y = None
         if net_cfg.num_classes > 0:
             y = torch.where(drop[mine], net_cfg.num_classes, self.labels[host_idx].to(self.device))
-        return x0, y, timesteps[mine], noise[mine]
+        return x0, y, times[mine], noise[mine]
 
     def _train_step(self, order: torch.Tensor, index_in_epoch: int) -> None:
-        """Queue one step; its loss joins the pending ones, which the host reads later (_read_losses)."""
-        x0, y, timesteps, noise = self._draw_batch(order, index_in_epoch)
+        """Queue one step; its loss joins the pending ones, which the host reads later (losses.py)."""
+        x0, y, times, noise = self._draw_batch(order, index_in_epoch)
         if self.options["channels_last"]:
             x0 = x0.contiguous(memory_format=torch.channels_last)
             noise = noise.contiguous(memory_format=torch.channels_last)
         self._set_learning_rate(learning_rate(self.config, self.step, self.total_steps))
         self._ema_weight.fill_(self.ema.weight_at(self.step))
-        loss = self._run_step(x0, y, timesteps, noise)
-        self._pending.append((self.step, loss))
+        loss = self._run_step(x0, y, times, noise)
+        self.losses.queue(self.step, loss)
 
     def _set_learning_rate(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -273,52 +274,6 @@ class Trainer:
                 group["lr"].fill_(lr)
             else:
                 group["lr"] = lr
-
-    def _forward_backward_update(self, x0, y, timesteps, noise) -> torch.Tensor:
-        """One step on one batch: the global batch's loss (0-dim, on the device), and an update skipped
-        when that loss is not finite. With fused AdamW the skip is decided on the device (found_inf, as
-        torch.amp.GradScaler does it), so nothing here waits for the GPU and a CUDA graph can hold it all."""
-        t = self.config.train
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.options["bf16"],
-                            cache_enabled=not self.options["cuda_graph"]):
-            loss = self.diffusion.training_loss(self.model_for_step, x0, timesteps, noise, y)
-        loss.backward()
-        if t.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), t.grad_clip)
-        global_loss = loss.detach().float()
-        if self.dist.world_size > 1:  # every rank logs the global batch's loss and agrees on skipping
-            dist.all_reduce(global_loss)  # a non-finite loss on any rank makes the sum non-finite
-            global_loss = global_loss / self.dist.world_size
-        finite = torch.isfinite(global_loss)
-        if self.options["fused_adamw"]:
-            self._found_inf.copy_(~finite)
-            self.optimizer.found_inf = self._found_inf
-            try:
-                self.optimizer.step()
-            finally:
-                del self.optimizer.found_inf
-        elif finite:  # the host decides: this waits for the device
-            self.optimizer.step()
-        self.ema.update(self.net, self._ema_weight * finite)
-        return global_loss
-
-    def _read_losses(self, keep_last: bool = False) -> list[float]:
-        """Read the pending losses (one host-device synchronisation for all of them) and act on a
-        non-finite one. The update of such a step was skipped already; "stop" ends the run here.
-        keep_last leaves the newest unread, so the host stays a step ahead of the GPU."""
-        pending = self._pending[:-1] if keep_last else self._pending
-        if not pending:
-            return []
-        self._pending = self._pending[len(pending):]
-        values = torch.stack([loss for _, loss in pending]).tolist()
-        for (step, _), value in zip(pending, values, strict=True):
-            if not math.isfinite(value) and self.config.train.on_nan == "stop":
-                last = ckpt.latest_checkpoint(self.run_dir)
-                kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written before it"
-                raise UserError(f"the loss became {value} at step {step}; stopped, {kept}. Lower --train.lr, "
-                                "or pass --train.on_nan skip to skip such steps.")
-        return values
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -346,22 +301,22 @@ class Trainer:
                 if order_epoch != epoch:  # a new epoch, or a resume inside one: that epoch's order of the data
                     order, order_epoch = epoch_order(len(self.dataset), t.seed, epoch, self.device), epoch
                 self._train_step(order, index_in_epoch)
-                if t.on_nan == "stop" or len(self._pending) > 256:  # read the previous step's loss, not
-                    self._absorb(self._read_losses(keep_last=True))  # this one's: the GPU is busy with it
+                if t.on_nan == "stop" or len(self.losses.pending) > 256:  # read the previous step's loss, not
+                    self.losses.read(keep_last=True)  # this one's: the GPU is busy with it
                 self.step += 1
                 window_steps += 1
                 stopped, out_of_time = self._end_requested(stop, start)
                 if self.step % t.log_every == 0 or self.step == self.total_steps or out_of_time:
-                    self._absorb(self._read_losses())
+                    self.losses.read()
                     now = time.perf_counter()
                     images_per_second = window_steps * t.batch_size / (now - window_start)
-                    mean_loss = sum(self._window_losses) / max(1, len(self._window_losses))
+                    mean_loss = self.losses.window_mean()
                     self._log({"step": self.step, "epoch": epoch + 1, "loss": mean_loss,
                                "lr": learning_rate(self.config, self.step - 1, self.total_steps),
-                               "images_per_second": images_per_second, "skipped_steps": self._skipped,
+                               "images_per_second": images_per_second, "skipped_steps": self.losses.skipped,
                                "elapsed_s": now - start})
                     bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_second:.0f}")
-                    self._window_losses, window_start, window_steps = [], now, 0
+                    window_start, window_steps = now, 0
                 bar.update(1)
                 if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                     self.save()
@@ -383,17 +338,8 @@ class Trainer:
         if stopped and self.dist.is_main:
             print(f"stopped at step {self.step}; checkpoint written to {path}. "
                   f"Continue with: tinydiffusion train --resume {self.run_dir}")
-        return TrainResult(self.run_dir, self.step, self._last_loss, average_images_per_second, wall, stopped,
+        return TrainResult(self.run_dir, self.step, self.losses.last, average_images_per_second, wall, stopped,
                            self.dist.is_main)
-
-    def _absorb(self, values: list[float]) -> None:
-        """Losses read from the device join the logging window; non-finite ones count as skipped steps."""
-        for value in values:
-            if math.isfinite(value):
-                self._window_losses.append(value)
-                self._last_loss = value
-            else:
-                self._skipped += 1
 
     def _end_requested(self, stop: StopRequest, start: float) -> tuple[bool, bool]:
         """(a signal asked to stop, train.max_seconds is spent), agreed by all processes in one collective,
@@ -416,7 +362,7 @@ class Trainer:
             if self._resumed_from is not None:
                 superseded = ckpt.continue_from(self.run_dir, self._resumed_from, self.step)
             if self.resume:
-                self._drop_metrics_after(self.step)
+                self.metrics.drop_after(self.step)
             atomic_write_bytes(self.run_dir / "config.json", self.config.to_json().encode())
         except OSError as err:
             raise UserError(f"cannot write to the run directory {self.run_dir} ({err.strerror or err}).") from None
@@ -432,37 +378,9 @@ class Trainer:
                      f"deleted at the next checkpoint) and the metrics logged after step {self.step}")
         print(f"resuming {self.run_dir} from step {self.step} ({self._resumed_from.name}){later}")
 
-    def _drop_metrics_after(self, step: int) -> None:
-        """Keep the metrics.jsonl records of steps up to `step` (eval records included) and drop the rest:
-        a resumed run logs the later steps again, so each step stays logged once. A line a kill cut short
-        is dropped too. The file is replaced atomically, so a crash here loses nothing."""
-        path = self.run_dir / "metrics.jsonl"
-        try:
-            lines = path.read_bytes().splitlines(keepends=True)
-        except FileNotFoundError:
-            return
-        kept = []
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:  # cut short by a kill mid-write (UnicodeDecodeError is a ValueError too)
-                continue
-            logged = record.get("step") if isinstance(record, dict) else None
-            if isinstance(logged, (int, float)) and logged <= step:
-                kept.append(line if line.endswith(b"\n") else line + b"\n")
-        if kept != lines:
-            atomic_write_bytes(path, b"".join(kept))
-
     def _log(self, record: dict) -> None:
-        if not self.dist.is_main:
-            return
-        try:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
-        except OSError as err:
-            raise UserError(f"cannot write {self.run_dir / 'metrics.jsonl'} ({err.strerror or err}).") from None
-        if self.tensorboard is not None:
-            self.tensorboard.scalars(record)
+        if self.dist.is_main:
+            self.metrics.write(record)
 
     def _sample_grid(self, epoch: int) -> None:
         t = self.config.train

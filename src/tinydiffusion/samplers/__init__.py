@@ -1,0 +1,58 @@
+"""Samplers: plain functions that turn noise into images with a trained denoiser.
+
+Each sampler is an algorithm (one file here) handed its noise levels by a spacing function (spacing.py),
+joined in SAMPLERS. Every one works with any process and objective: it sees only the Levels and
+`denoise(x_t, t, alpha, sigma) -> (eps, x0)`, a Denoiser (the network plus guidance). Adding a sampler means
+one file here, one line in SAMPLERS, and its default step count in defaults.DEFAULT_STEPS (kept free of torch
+so the command line's help stays fast).
+"""
+
+from __future__ import annotations
+
+from ..errors import UserError
+from .base import CLEAN, Denoiser, Level, Sampler, gaussian_like
+from .ddim import ddim
+from .ddpm import ddpm
+from .dpmpp_2m import dpmpp_2m
+from .euler import euler
+from .heun import heun
+from .spacing import karras_levels, karras_sigmas, uniform_levels
+
+SAMPLERS: dict[str, Sampler] = {
+    "ddpm": Sampler(ddpm, uniform_levels),
+    "ddim": Sampler(ddim, uniform_levels),
+    "dpmpp-2m": Sampler(dpmpp_2m, uniform_levels),
+    "euler": Sampler(euler, karras_levels),
+    "heun": Sampler(heun, karras_levels, evaluations=lambda steps: 2 * steps - 1),
+}
+
+
+def get_sampler(name: str) -> Sampler:
+    if name not in SAMPLERS:
+        raise UserError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}.")
+    return SAMPLERS[name]
+
+
+def sampler_options(name: str) -> dict[str, object]:
+    """A sampler's own options and their defaults, as its functions declare them: generate() and the command
+    line ask here instead of knowing which sampler takes what."""
+    return get_sampler(name).options()
+
+
+def check_sampler_options(name: str, options: dict) -> None:
+    """Refuse options the sampler does not take, in one sentence naming the samplers that do."""
+    for option in options:
+        if option not in sampler_options(name):
+            takers = [other for other in SAMPLERS if option in sampler_options(other)]
+            where = f"the {', '.join(takers)} sampler{'s' if len(takers) > 1 else ''} only" if takers else "no sampler"
+            raise UserError(f"--{option.replace('_', '-')} applies to {where}.")
+
+
+def network_evaluations(name: str, steps: int) -> int:
+    """How many denoiser calls a sampler makes for `steps` steps."""
+    return get_sampler(name).evaluations(steps)
+
+
+__all__ = ["CLEAN", "SAMPLERS", "Denoiser", "Level", "Sampler", "check_sampler_options", "gaussian_like",
+           "get_sampler", "karras_levels", "karras_sigmas", "network_evaluations", "sampler_options",
+           "uniform_levels"]

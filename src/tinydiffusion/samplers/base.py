@@ -1,0 +1,111 @@
+"""What every sampler shares: the denoiser it calls, the noise levels it visits, and the registry entry that
+joins a sampling algorithm to the spacing function that chooses those levels (as k-diffusion's samplers are
+handed their sigmas by a `get_sigmas_*` function)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from ..errors import UserError
+
+Callback = Callable[[int, float, torch.Tensor, torch.Tensor], None] | None
+
+
+class Level(NamedTuple):
+    """One noise level a sampler visits: x_t = alpha x0 + sigma eps, and the network's time input there."""
+    t: float  # the step index the network is conditioned on (-1 for the clean image, never evaluated)
+    alpha: float
+    sigma: float
+
+    @property
+    def noise(self) -> float:
+        """sigma / alpha: EDM's sigma (Karras et al. 2022), with x_t / alpha = x0 + noise * eps."""
+        return self.sigma / self.alpha
+
+
+CLEAN = Level(-1, 1.0, 0.0)  # where every sampler ends: its last step returns the denoised image
+
+
+class Denoiser:
+    """The network as samplers see it: (x_t, t, alpha, sigma) -> (eps, x0), with guidance.
+
+    Classifier-free guidance (Ho & Salimans 2022, eq. 6) mixes the conditional and unconditional
+    outputs as uncond + scale * (cond - uncond): scale 1 is the conditional model, 0 the
+    unconditional one. Both halves run as one batch. `evaluations` counts network calls.
+    """
+
+    def __init__(self, net, diffusion, y: torch.Tensor | None = None, guidance: float = 1.0,
+                 null_class: int | None = None):
+        self.net, self.diffusion, self.y, self.guidance = net, diffusion, y, guidance
+        self.null_class = null_class
+        self.evaluations = 0
+
+    @torch.no_grad()
+    def __call__(self, x_t: torch.Tensor, t: float, alpha: float, sigma: float):
+        self.evaluations += 1
+        t_batch = torch.full((x_t.shape[0],), float(t), device=x_t.device)
+        if self.y is not None and self.guidance != 1.0:
+            null = torch.full_like(self.y, self.null_class)
+            both = self.net(torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]), torch.cat([self.y, null]))
+            cond, uncond = both.float().chunk(2)
+            output = uncond + self.guidance * (cond - uncond)
+        else:
+            output = self.net(x_t, t_batch, self.y).float()
+        return self.diffusion.eps_and_x0_from_output(output, x_t, alpha, sigma)
+
+
+def gaussian_like(x: torch.Tensor, generator) -> torch.Tensor:
+    """Standard normal noise shaped like x, from one generator, or from one generator per image (a list):
+    then each image's noise is the same whatever batch it is drawn in (see pipeline.generate)."""
+    if isinstance(generator, (list, tuple)):
+        return torch.stack([torch.randn(x.shape[1:], generator=g, device=x.device, dtype=x.dtype) for g in generator])
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def clip_to_data(x0: torch.Tensor, x_t: torch.Tensor, level: Level):
+    """Clip x_0 to the data range and re-derive eps so (x0, eps) stay consistent with x_t."""
+    x0 = x0.clamp(-1.0, 1.0)
+    return x0, (x_t - level.alpha * x0) / level.sigma
+
+
+# Keywords every sampler takes; the others in its functions' signatures are its own options.
+COMMON_KEYWORDS = {"callback", "generator"}
+
+
+def _own_options(function) -> dict[str, object]:
+    parameters = inspect.signature(function).parameters.values()
+    return {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY and p.name not in COMMON_KEYWORDS}
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A registered sampler: `algorithm(denoise, x, levels, *, its options, callback, generator) -> x0` walks
+    the levels `spacing(diffusion, steps, *, its options) -> [Level, ..., CLEAN]` chooses. Called as
+
+        sampler(denoise, x, diffusion, steps, *, callback=None, generator=None, **options) -> x0
+
+    where x is standard normal noise and `callback(i, t, x_t, x0_pred)` sees every step (figures, GIFs);
+    `generator` draws a stochastic sampler's noise (a torch.Generator, or a list of one per image)."""
+    algorithm: Callable
+    spacing: Callable
+    evaluations: Callable[[int], int] = lambda steps: steps  # its network calls for a number of steps
+
+    def options(self) -> dict[str, object]:
+        """Its own options and their defaults, read from the two functions' signatures."""
+        return {**_own_options(self.spacing), **_own_options(self.algorithm)}
+
+    def __call__(self, denoise, x, diffusion, steps: int | None = None, *, callback: Callback = None,
+                 generator=None, **options):
+        spacing_keys = _own_options(self.spacing)
+        unknown = set(options) - set(self.options())
+        if unknown:
+            raise UserError(f"this sampler does not take {', '.join(sorted(unknown))}.")
+        levels = self.spacing(diffusion, steps or diffusion.num_timesteps,
+                              **{k: v for k, v in options.items() if k in spacing_keys})
+        return self.algorithm(denoise, x, levels, callback=callback, generator=generator,
+                              **{k: v for k, v in options.items() if k not in spacing_keys})

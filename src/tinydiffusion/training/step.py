@@ -1,0 +1,55 @@
+"""One training step, read top to bottom: the loss of a batch, its gradients, AdamW, and the EMA.
+
+A plain function of what it touches. The Trainer binds its parts once (functools.partial) and calls it for
+every batch, eagerly or, opted in, replayed as a CUDA graph (cuda_graph.py). Nothing in it waits for the
+device: a non-finite loss skips the update through tensors, and the host reads the loss later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class StepSettings:
+    grad_clip: float  # clip the gradient norm to this (0: off)
+    bf16: bool  # autocast the forward pass to bfloat16
+    world_size: int  # processes that each hold a slice of the global batch
+    graphed: bool  # replayed as a CUDA graph: autocast must not cache casts across replays
+    found_inf: torch.Tensor | None  # fused AdamW's skip flag, set on the device; None: the host decides
+
+
+def train_step(model, net, diffusion, optimizer, ema, settings: StepSettings, ema_weight: torch.Tensor,
+               x0: torch.Tensor, y: torch.Tensor | None, times: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Returns the global batch's loss (0-dim, on the device). `model` is what runs the forward pass (the
+    network, or its DDP or compiled wrapper); `net` holds the weights that are clipped and averaged."""
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=settings.bf16,
+                        cache_enabled=not settings.graphed):
+        loss = diffusion.training_loss(model, x0, times, noise, y)
+    loss.backward()
+    if settings.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
+
+    global_loss = loss.detach().float()
+    if settings.world_size > 1:  # every rank logs the global batch's loss and agrees on skipping
+        dist.all_reduce(global_loss)  # a non-finite loss on any rank makes the sum non-finite
+        global_loss = global_loss / settings.world_size
+    finite = torch.isfinite(global_loss)
+
+    # A non-finite loss skips the update. With fused AdamW the skip is decided on the device (found_inf, as
+    # torch.amp.GradScaler does it), so a CUDA graph can hold the whole step; otherwise the host checks.
+    if settings.found_inf is not None:
+        settings.found_inf.copy_(~finite)
+        optimizer.found_inf = settings.found_inf
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
+    elif finite:
+        optimizer.step()
+    ema.update(net, ema_weight * finite)  # weight 0 on a skipped step: the average stays put
+    return global_loss
