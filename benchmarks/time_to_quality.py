@@ -69,7 +69,7 @@ def train(name: str, flags: list[str], args) -> dict:
     _, status, usage = os.wait4(process.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{name}: training failed (exit {os.waitstatus_to_exitcode(status)}); see above")
-    record = {"name": name, "flags": flags, "command": shlex.join(command[1:]),
+    record = {"name": name, "flags": flags, "command": shlex.join(command[1:]), "checkpoint_every": args.every,
               "process_wall_seconds": time.perf_counter() - started,
               "process_cpu_seconds": usage.ru_utime + usage.ru_stime,
               "load_average_before": load_before, "load_average_after": os.getloadavg()[0]}
@@ -122,8 +122,9 @@ def header_lines(args, results: list[dict]) -> list[str]:
     return [
         f"machine: {machine_description()}; training device cpu, torch's default threads",
         f"Python {platform.python_version()}, {datetime.now().astimezone().isoformat(timespec='minutes')}",
-        f"each run: `tinydiffusion train --preset {PRESET}` with its flags, a checkpoint every {args.every} steps, "
-        "sample grids off; the runs trained one after another",
+        f"each run: `tinydiffusion train --preset {PRESET}` with its flags, sample grids off, a checkpoint at each "
+        "epoch's end and every N steps (" + ", ".join(f"{r['name']} {r.get('checkpoint_every', args.every)}"
+                                                     for r in results) + "); the runs trained one after another",
         f"scored: every checkpoint's EMA, {args.num} samples, {args.sampler} {args.steps} steps, guidance "
         f"{args.guidance:g}, seed 0, classes cycled; `tinydiffusion evaluate` (fmnist-classifier FD)",
         f"load average (1 min) before -> after each training: {loads}",
@@ -134,6 +135,8 @@ def format_markdown(args, results: list[dict]) -> str:
     lines = ["# Time to quality", "", "Measured by `benchmarks/time_to_quality.py` (its docstring says how).", ""]
     lines += [f"- {line}" for line in header_lines(args, results)]
     baseline = results[0]
+    if args.plot and args.markdown:
+        lines += ["", f"![FD against training wall time]({os.path.relpath(args.plot, args.markdown.parent)})"]
     lines += ["", f"Target: FD <= {args.target:g}. Time ratios are against `{baseline['name']}`, the first run.", "",
               "| run | flags | training s (process) | CPU s | first FD <= target at | best FD (step) |",
               "| --- | --- | ---: | ---: | --- | --- |"]
@@ -162,6 +165,7 @@ def plot(path: Path, args, results: list[dict]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for r in results:
@@ -171,6 +175,9 @@ def plot(path: Path, args, results: list[dict]) -> None:
     half = results[0]["points"][-1]["train_seconds"] / 2 / 60
     ax.axvline(half, color="grey", linestyle=":", linewidth=1, label=f"half of {results[0]['name']}'s time")
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(FixedLocator([1, 1.5, 2, 3, 5, 10]))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("training wall time (minutes)")
     ax.set_ylabel(f"FD, N={args.num} (log scale)")
     machine = machine_description().split(",")[0]
