@@ -148,6 +148,15 @@ TRAIN_OPTIONS = {  # config fields from the command line; a config.json is check
     "max-steps-huge": (["--max-steps", str(10**30)], "train.max_steps must be 0 (no limit) or up to 1e+12."),
     "mlp-ratio-0": (["--net", "dit", "--net.mlp_ratio", "0"], "net.mlp_ratio must be above 0 and at most 16."),
     "threads-negative": (["--train.threads", "-1"], "train.threads must be between 0 (torch's default) and 1024."),
+    "lognormal-std-0": (["--diffusion.lognormal_std", "0"],
+                        "diffusion.logit_std and diffusion.lognormal_std must be positive."),
+    "unknown-timestep-sampling": (["--diffusion.timestep_sampling", "beta"],
+                                  "diffusion.timestep_sampling must be one of uniform, logit-normal, log-normal."),
+    "edm-at-zero-snr": (["--diffusion.objective", "edm", "--diffusion.zero_terminal_snr", "true"],
+                        "diffusion.zero_terminal_snr and the rectified-flow schedule reach SNR 0, where objective "
+                        "edm is undefined; use v, x0 or flow."),
+    "other-network-field": (["--net.hidden_size", "64"], "--net.hidden_size is a setting of the dit network, and "
+                            "this run's network is unet (choose one with --net)."),
     "recorded-field": (["--data.num_images", "5"], None),  # not a setting: argparse refuses the flag
 }
 
