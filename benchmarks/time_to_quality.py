@@ -104,7 +104,8 @@ def score_checkpoints(name: str, args) -> list[dict]:
                                     "--steps", str(args.steps), "--guidance", str(args.guidance), "--seed", "0",
                                     "--data-dir", str(args.data_dir), "--json", str(scores_file))
             print(f"{name}: scoring {checkpoint.name}", file=sys.stderr, flush=True)
-            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            if subprocess.run(command, stdout=subprocess.DEVNULL).returncode != 0:
+                raise SystemExit(f"{name}: scoring {checkpoint.name} failed; see above")
         scores = json.loads(scores_file.read_text())
         points.append({"step": step, "epoch": step / steps_per_epoch, "train_seconds": elapsed_at(records, step),
                        **{key: scores[key] for key in ("fd", "fd_floor", "precision", "recall", "class_accuracy")}})
@@ -207,6 +208,13 @@ def main() -> None:
     names = [name for name, _ in args.run]
     if len(set(names)) != len(names) or args.every < 1 or args.num < 10 or args.steps < 1:
         parser.error("run names must differ, and --every, --num (>= 10) and --steps must be positive")
+    if not (0 <= args.guidance <= 100 and args.target > 0):  # nan fails these too
+        parser.error("--guidance must be between 0 and 100, and --target a positive FD")
+    if not any(args.data_dir.glob("train-images*")):
+        parser.error(f"{args.data_dir} holds no Fashion-MNIST training images (train-images-idx3-ubyte[.gz])")
+    for output in (args.markdown, args.plot):  # written at the end: refuse an impossible path before hours of work
+        if output is not None and not output.parent.is_dir():
+            parser.error(f"{output.parent} is not a folder, so {output} cannot be written")
 
     results = [train(name, flags, args) for name, flags in args.run]
     if args.train_only:

@@ -76,14 +76,14 @@ class GaussianDiffusion:
         on_step = w == 0
         return {name: torch.where(on_step, table[name][low], value) for name, value in between.items()}
 
-    def _at(self, name: str, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Schedule value `name` at times t [B], in float32, shaped to broadcast against x."""
-        return self._values(t, x.device)[name].float().view(-1, *([1] * (x.dim() - 1)))
+    def _shaped(self, t: torch.Tensor, x: torch.Tensor, *names: str) -> list[torch.Tensor]:
+        """Schedule values at times t [B], in float32, shaped to broadcast against x: one lookup for all."""
+        values = self._values(t, x.device)
+        return [values[name].float().view(-1, *([1] * (x.dim() - 1))) for name in names]
 
     def alpha_sigma(self, t: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        values = self._values(t, x.device)
-        shape = (-1, *([1] * (x.dim() - 1)))
-        return values["alpha"].float().view(shape), values["sigma"].float().view(shape)
+        alpha, sigma = self._shaped(t, x, "alpha", "sigma")
+        return alpha, sigma
 
     def alpha_sigma_at(self, t: float) -> tuple[float, float]:
         """alpha(t), sigma(t) as Python floats (t = 0: the clean image, 1 and 0)."""
@@ -156,9 +156,12 @@ class GaussianDiffusion:
         rescaled x_0 error (||eps - eps'||^2 = SNR ||x0 - x0'||^2, for one), so its weight is min(SNR, gamma)
         divided by that scale, which the objective gives.
         """
+        (snr,) = self._shaped(t, x, "snr")
+        return self._weight(snr)
+
+    def _weight(self, snr: torch.Tensor) -> torch.Tensor:
         if self.config.loss_weighting == "none":
-            return torch.ones(x.shape[0], device=x.device).view(-1, *([1] * (x.dim() - 1)))
-        snr = self._at("snr", t, x)
+            return torch.ones_like(snr)
         return snr.clamp(max=self.config.min_snr_gamma) / self.objective.error_scale(snr)
 
     def training_loss(
@@ -174,7 +177,8 @@ class GaussianDiffusion:
         t and noise are passed in (not drawn here) so callers control the randomness: that keeps a
         run reproducible and lets several processes share one global batch's draws.
         """
-        x_t = self.q_sample(x0, t, noise)
+        alpha, sigma, snr = self._shaped(t, x0, "alpha", "sigma", "snr")  # one schedule lookup per step
+        x_t = alpha * x0 + sigma * noise  # q_sample
         prediction = net(x_t, self.network_time(t), y)
-        error = (prediction.float() - self.target(x0, noise, t)) ** 2
-        return (self.loss_weight(t, x0) * error).mean()
+        error = (prediction.float() - self.objective.target(x0, noise, alpha, sigma)) ** 2
+        return (self._weight(snr) * error).mean()
