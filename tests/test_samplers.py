@@ -195,7 +195,7 @@ def test_samplers_declare_their_options_and_others_are_refused():
     assert sampler_options("heun") == {"rho": 7.0, "sigma_max": 80.0}
     check_sampler_options("ddim", {"eta": 0.5, "spacing": "leading"})
     cases = {("euler", "eta"): "--eta applies to the ddim sampler only.",
-             ("heun", "spacing"): "--spacing applies to the ddpm, ddim, dpmpp-2m samplers only.",
+             ("heun", "spacing"): "--spacing applies to the ddpm, ddim, dpmpp-2m, consistency samplers only.",
              ("ddim", "rho"): "--rho applies to the euler, heun samplers only.",
              ("ddim", "warp"): "--warp applies to no sampler."}
     for (sampler, option), sentence in cases.items():

@@ -47,6 +47,7 @@ LATEST = "latest"
 MODEL_FILE, EMA_FILE, CONFIG_FILE, STATE_FILE, INFO_FILE = (
     "model.safetensors", "ema.safetensors", "config.json", "training_state.pt", "checkpoint.json")
 BUNDLED = Path(__file__).parent / "assets" / "fashion-mnist.safetensors"
+BUNDLED_STUDENT = BUNDLED.with_name("fashion-mnist-student.safetensors")  # its distilled student (sample --fast)
 MAX_STEP = 10**12  # far beyond any real run; a training state claiming more is damaged
 _STEP_NAME = re.compile(r"step-(\d+)")
 
@@ -197,6 +198,8 @@ def resolve_checkpoint(path: str | Path | None) -> tuple[Path, Path]:
             raise UserError("this installation has no bundled model; pass --checkpoint RUN_DIR.")
         return BUNDLED, BUNDLED.with_suffix(".json")
     path = Path(path)
+    if path == BUNDLED_STUDENT and not path.is_file():
+        raise UserError("this installation has no bundled student for --fast; pass --checkpoint RUN_DIR.")
     if not path.exists():
         raise UserError(f"{path} does not exist; pass a run directory, a checkpoint directory or a .safetensors file.")
     if path.is_dir() and (path / CHECKPOINTS).is_dir():

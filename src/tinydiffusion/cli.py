@@ -1,4 +1,5 @@
-"""Command line: `tinydiffusion train | prepare | sample | visualize | evaluate`. It only wires things together.
+"""Command line: `tinydiffusion train | distill | prepare | sample | visualize | evaluate`: it only wires things
+together.
 
 Nothing here imports torch at the top: `--help` and argument errors answer at once, and torch is
 imported by the command that needs it.
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .config import MAX_TIMESTEPS, DataConfig, RunConfig, apply_overrides, config_fields, config_value
+from .config import MAX_GUIDANCE, MAX_TIMESTEPS, DataConfig, RunConfig, apply_overrides, config_fields, config_value
 from .data import NAMED, canonical_source
 from .defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from .errors import UserError
@@ -24,7 +25,6 @@ from .presets import NAMED_NETWORKS, PRESETS, config_for_data, get_preset, prese
 # Bounds on sampling options; memory is checked as well, before anything is allocated (pipeline.generate).
 MAX_NUM = 10_000_000
 MAX_BATCH = 100_000
-MAX_GUIDANCE = 100.0
 MAX_SEED = 2**63 - 1
 
 
@@ -168,34 +168,14 @@ def _type_name(f: dataclasses.Field) -> str:
 
 
 def cmd_train(args) -> int:
-    from .checkpoint import CHECKPOINTS, load_config, resume_target
+    from .checkpoint import CHECKPOINTS
     from .data import load_data
     from .files import check_run_not_in_use
-    from .training import train
 
     overrides = {k: v for k, v in vars(args).items() if "." in k and v is not None}
     checkpoint = None
     if args.resume:
-        # A resumed run keeps what it was started with; a flag that would be ignored is refused instead.
-        if args.net:
-            raise UserError("a resumed run keeps its network; drop --net.")
-        if args.preset:
-            raise UserError("--preset does not apply to --resume (a resumed run keeps its saved config); drop it.")
-        # RUN (its latest checkpoint) or RUN/checkpoints/step-N (that one); a run in use is refused first
-        run_dir, checkpoint = resume_target(args.resume)
-        if args.run_dir and Path(args.run_dir).resolve() != run_dir.resolve():
-            raise UserError(f"--run-dir {args.run_dir} is not the run --resume continues ({run_dir}); "
-                            "a resumed run stays in its own directory, so drop --run-dir.")
-        saved = load_config(run_dir / "config.json")
-        config = apply_overrides(saved, overrides)
-        if config.net != saved.net or config.diffusion != saved.diffusion:
-            raise UserError("a resumed run keeps its network and diffusion settings; "
-                            "start a new --run-dir to change them.")
-        config.validate()
-        changed = [f"{k} = {config_value(config, k)} (was {config_value(saved, k)})" for k in sorted(overrides)
-                   if config_value(config, k) != config_value(saved, k)]
-        if changed:
-            print(f"resuming with {', '.join(changed)}")
+        config, run_dir, checkpoint = resumed_config(args, overrides)
         dataset = load_data(config.data, "train", progress=not args.no_progress)
     else:
         source = str(overrides.get("data.source", "fashion-mnist"))
@@ -217,12 +197,110 @@ def cmd_train(args) -> int:
         if preset == "auto":
             config = dataclasses.replace(config, name=run_dir.name)
         config.validate()
+    return run_training(args, config, run_dir, dataset, checkpoint)
+
+
+def resumed_config(args, overrides: dict):
+    """(config, run directory, checkpoint) of a run `--resume` continues: its saved config with the flags that
+    may change (the train section's) applied; a flag that would be ignored is refused instead."""
+    from .checkpoint import load_config, resume_target
+
+    if getattr(args, "net", None):
+        raise UserError("a resumed run keeps its network; drop --net.")
+    if getattr(args, "preset", None):
+        raise UserError("--preset does not apply to --resume (a resumed run keeps its saved config); drop it.")
+    # RUN (its latest checkpoint) or RUN/checkpoints/step-N (that one); a run in use is refused first
+    run_dir, checkpoint = resume_target(args.resume)
+    if args.run_dir and Path(args.run_dir).resolve() != run_dir.resolve():
+        raise UserError(f"--run-dir {args.run_dir} is not the run --resume continues ({run_dir}); "
+                        "a resumed run stays in its own directory, so drop --run-dir.")
+    saved = load_config(run_dir / "config.json")
+    config = apply_overrides(saved, overrides)
+    if config.net != saved.net or config.diffusion != saved.diffusion or config.distill != saved.distill:
+        raise UserError("a resumed run keeps its network, diffusion and distillation settings; "
+                        "start a new --run-dir to change them.")
+    config.validate()
+    changed = [f"{k} = {config_value(config, k)} (was {config_value(saved, k)})" for k in sorted(overrides)
+               if config_value(config, k) != config_value(saved, k)]
+    if changed:
+        print(f"resuming with {', '.join(changed)}")
+    return config, run_dir, checkpoint
+
+
+def run_training(args, config: RunConfig, run_dir: Path, dataset, checkpoint, net=None) -> int:
+    from .training import train
+
     result = train(config, run_dir, resume=bool(args.resume), dataset=dataset, progress=not args.no_progress,
-                   checkpoint=checkpoint)
+                   checkpoint=checkpoint, net=net)
     if result.main_process:
         print(f"done: step {result.step}, final loss {result.final_loss:.4f}, {result.images_per_second:.0f} images/s, "
               f"{result.wall_seconds:.0f} s; checkpoints in {run_dir}")
     return 0
+
+
+# --- distill ---------------------------------------------------------------------------------
+
+DISTILL_SHORTCUTS = {flag: dotted for flag, dotted in TRAIN_SHORTCUTS.items() if flag not in ("--data", "--epochs")}
+
+
+def add_distill(sub) -> None:
+    p = sub.add_parser("distill", help="distill a trained model into a student that samples in 1 to 4 steps",
+                       description="Distill a teacher into a student that takes --steps deterministic steps, each one "
+                       "network evaluation with guidance folded in (training/distillation.py). The student is a run "
+                       "directory like any other: sample, evaluate and generate() use its own sampler and steps. "
+                       "It trains on the teacher's data (--data-dir where it lies), and resumes, stops on a signal "
+                       "and runs under torchrun as training does.")
+    p.add_argument("--teacher", help="the teacher: a run directory, a checkpoint or a .safetensors file (default: "
+                   "the bundled model)")
+    p.add_argument("--steps", dest="distill.steps", type=number(int, 1, 1000), default=None,
+                   help="the student's sampling steps, 1, 2 or 4 (each one network evaluation) (default: 4)")
+    p.add_argument("--run-dir", help="where the student goes (default: runs/<teacher's name>-student-<steps>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a distillation from its latest checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fields = dict(config_fields(("train", "distill")))
+    defaults = RunConfig()
+    for flag, dotted in DISTILL_SHORTCUTS.items():
+        p.add_argument(flag, dest=dotted, default=None, metavar=dotted.split(".")[1].upper(),
+                       help=f"same as --{dotted}")
+    p.add_argument("--epochs", dest="train.epochs", default=None, metavar="EPOCHS",
+                   help="passes over the teacher's data (default: 1)")
+    group = p.add_argument_group("distillation and training settings (the train section's defaults are a "
+                                 "fine-tuning's: learning rate 2e-4, one epoch, no label dropout)")
+    for dotted, f in fields.items():
+        if dotted not in ("distill.steps", "distill.teacher"):
+            group.add_argument(f"--{dotted}", dest=dotted, default=None, metavar=_type_name(f),
+                               help=_field_help(defaults, dotted, f))
+    p.set_defaults(run=cmd_distill)
+
+
+def cmd_distill(args) -> int:
+    from .checkpoint import CHECKPOINTS, resolve_checkpoint
+    from .data import load_data
+    from .files import check_run_not_in_use
+    from .pipeline import load_model
+    from .training.distillation import student_config, student_network
+
+    overrides = {k: v for k, v in vars(args).items() if "." in k and v is not None}
+    if args.resume:
+        if args.teacher:
+            raise UserError("a resumed distillation keeps its teacher; drop --teacher.")
+        config, run_dir, checkpoint = resumed_config(args, overrides)
+        dataset = load_data(config.data, "train", progress=not args.no_progress)
+        return run_training(args, config, run_dir, dataset, checkpoint)
+    teacher_weights, _ = resolve_checkpoint(args.teacher)
+    teacher = load_model(args.teacher, device="cpu")
+    if teacher.config.distill.steps:
+        raise UserError(f"{teacher_weights} is itself a student; distill from its teacher "
+                        f"({teacher.config.distill.teacher}).")
+    config = student_config(teacher, teacher_weights, overrides)
+    config.validate()
+    run_dir = Path(args.run_dir or f"runs/{config.name}")
+    check_run_not_in_use(run_dir)
+    if (run_dir / CHECKPOINTS).exists() or (run_dir / "config.json").exists():
+        raise UserError(f"{run_dir} already holds a run; continue it with tinydiffusion distill --resume {run_dir} "
+                        "or choose another --run-dir.")
+    dataset = load_data(config.data, "train", progress=not args.no_progress)
+    return run_training(args, config, run_dir, dataset, None, net=student_network(config, teacher.net))
 
 
 def run_name(source: str) -> str:
@@ -267,7 +345,8 @@ def cmd_prepare(args) -> int:
 
 def add_sampling_options(p, default_num: int) -> None:
     p.add_argument("--num", type=number(int, 1, MAX_NUM), default=default_num, help="number of images")
-    p.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=list(DEFAULT_STEPS), help="sampler")
+    p.add_argument("--sampler", default=None, choices=list(DEFAULT_STEPS),
+                   help=f"sampler (default: {DEFAULT_SAMPLER}, or a distilled student's own)")
     own_steps = ", ".join(f"{name} {steps or 'T'}" for name, steps in DEFAULT_STEPS.items())
     p.add_argument("--steps", type=number(int, 1, MAX_TIMESTEPS),
                    help=f"sampling steps (default: the sampler's own: {own_steps}, where T is the model's)")
@@ -282,7 +361,7 @@ def add_sampling_options(p, default_num: int) -> None:
     p.add_argument("--eta", type=number(float, 0, 1), default=None, help="ddim only: the noise added at each step, "
                    "from 0 (deterministic) to 1 (as DDPM) (default: 0)")
     p.add_argument("--spacing", choices=["leading", "trailing", "linspace"], default=None,
-                   help="ddpm, ddim and dpmpp-2m only: which of the model's timesteps are visited "
+                   help="ddpm, ddim, dpmpp-2m and consistency only: which of the model's timesteps are visited "
                    "(default: trailing)")
     p.add_argument("--batch-size", type=number(int, 1, MAX_BATCH), default=500,
                    help="images per network call; a smaller batch needs less memory, with the same images")
@@ -294,20 +373,19 @@ def sampler_options(args) -> dict:
     return {name: value for name, value in (("eta", args.eta), ("spacing", args.spacing)) if value is not None}
 
 
-def sampling_settings(args, model) -> tuple[int, float]:
-    """(steps, guidance) as they will be used: the flags, else the sampler's and the model's defaults."""
-    from .pipeline import default_guidance
+def sampling_settings(args, model) -> tuple[str, int, float]:
+    """(sampler, steps, guidance) as they will be used: the flags, else the model's defaults."""
+    from . import pipeline
 
-    steps = args.steps or DEFAULT_STEPS[args.sampler] or model.diffusion.num_timesteps
-    return steps, default_guidance(model) if args.guidance is None else args.guidance
+    return pipeline.sampling_settings(model, args.sampler, args.steps, args.guidance, sampler_options(args))
 
 
 def run_sampling(args, model, progress: bool = True, callback=None):
     from .pipeline import generate
 
     classes = [model.class_index(c) for c in args.classes] if args.classes else None
-    steps, guidance = sampling_settings(args, model)
-    return generate(model, args.num, classes=classes, sampler=args.sampler, steps=steps, guidance=guidance,
+    sampler, steps, guidance = sampling_settings(args, model)
+    return generate(model, args.num, classes=classes, sampler=sampler, steps=steps, guidance=guidance,
                     seed=args.seed, batch_size=args.batch_size, progress=progress, callback=callback,
                     **sampler_options(args))
 
@@ -317,6 +395,8 @@ def add_sample(sub) -> None:
                        "(default: the model bundled with the package). An existing --out is replaced.")
     p.add_argument("--checkpoint", help="a run directory, a checkpoint directory or a .safetensors file "
                    "(default: the bundled model)")
+    p.add_argument("--fast", action="store_true", help="draw with the bundled model's distilled student: "
+                   "4 steps of one network evaluation each, guidance folded in (instead of --checkpoint)")
     add_sampling_options(p, default_num=64)
     p.add_argument("--out", default="samples.png", help="FILE.png (a grid) or FILE.npz (uint8 arr_0 N x H x W x C)")
     p.add_argument("--nrow", type=number(int, 1, MAX_NUM),
@@ -325,6 +405,7 @@ def add_sample(sub) -> None:
 
 
 def cmd_sample(args) -> int:
+    from .checkpoint import BUNDLED_STUDENT
     from .evaluation.samples import save_npz
     from .pipeline import load_model
     from .viz import class_columns, save_grid, save_image
@@ -332,7 +413,9 @@ def cmd_sample(args) -> int:
     out = output_path(args.out, "--out", (".png", ".npz"))
     if args.nrow and args.nrow > args.num:
         raise UserError(f"--nrow {args.nrow} is more than the {args.num} images asked for (--num).")
-    model = load_model(args.checkpoint, args.device)
+    if args.fast and args.checkpoint:
+        raise UserError("--fast draws with the bundled student; drop --checkpoint (or --fast, to sample that one).")
+    model = load_model(BUNDLED_STUDENT if args.fast else args.checkpoint, args.device)
     images, labels = run_sampling(args, model)
     with writing(out):
         if out.suffix.lower() == ".npz":
@@ -406,7 +489,7 @@ def cmd_visualize_reverse(args) -> int:
     out = output_path(args.out, "--out", (".png",))
     gif = output_path(args.gif, "--gif", (".gif",)) if args.gif else None
     model = load_model(args.checkpoint, args.device)
-    steps, _ = sampling_settings(args, model)
+    _, steps, _ = sampling_settings(args, model)
     net = model.config.net
     check_figure_fits(steps * args.num * net.in_channels * net.image_size**2 * 4,  # x_t of every image at every step
                       f"recording {steps} steps of {args.num} images", "lower --num or --steps")
@@ -485,8 +568,8 @@ def cmd_evaluate(args) -> int:
                                          sample_shape=(net.in_channels, net.image_size, net.image_size),
                                          model_classes=model.class_names)
         images, labels = run_sampling(args, model)
-        steps, guidance = sampling_settings(args, model)
-        info = {"source": str(model.source), "sampler": args.sampler, "steps": steps, "guidance": guidance}
+        sampler, steps, guidance = sampling_settings(args, model)
+        info = {"source": str(model.source), "sampler": sampler, "steps": steps, "guidance": guidance}
     result = evaluator.score(images, labels)
     result.update(info, seconds=time.perf_counter() - started)
     print(evaluation.format_table(result))
@@ -503,6 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="tinydiffusion", description="Train, sample, draw and evaluate small diffusion models.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     add_train(sub)
+    add_distill(sub)
     add_prepare(sub)
     add_sample(sub)
     add_visualize(sub)

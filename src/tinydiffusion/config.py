@@ -29,6 +29,9 @@ FORMAT_VERSION = 2
 # Bounds on what a config may ask for. A config.json is untrusted input, and these keep an absurd value
 # from becoming an allocation of terabytes or a loop of 10^30 steps.
 MAX_TIMESTEPS = 100_000
+DISTILL_METHODS = {"trajectory": "ddim", "consistency": "consistency"}  # each method's student's sampler
+TEACHER_SAMPLERS = ("dpmpp-2m", "ddim")  # deterministic, on the process's own steps: a student's levels lie on them
+MAX_GUIDANCE = 100.0
 TIMESTEP_SAMPLINGS = ("uniform", "logit-normal", "log-normal")
 MAX_STEPS = 10**12
 MAX_TRAIN_SEED = 2**32 - 1  # epoch_order mixes the seed into a 64-bit generator seed
@@ -111,7 +114,25 @@ class DataConfig:
     prepared_sha256: str = recorded("", "the prepared array's SHA-256")
 
 
-SECTIONS = ("net", "diffusion", "train", "data")
+@dataclass
+class DistillConfig:
+    """A student distilled from a teacher (`tinydiffusion distill`, training/distillation.py). steps = 0: the run is
+    not a student."""
+    teacher: str = option("", "the teacher: a run directory, a checkpoint or a .safetensors file")
+    steps: int = option(0, "the student's sampling steps: each takes one network evaluation (0: not a student)")
+    method: str = option("trajectory", "trajectory: each of the student's steps lands where the teacher's path does "
+                         "(progressive distillation's target, one round); consistency: from any of the teacher's "
+                         "levels the student predicts the end of its path, and samples with any number of steps")
+    teacher_sampler: str = option("dpmpp-2m", "the deterministic sampler whose path the student learns to shortcut: "
+                                  f"{', '.join(TEACHER_SAMPLERS)}")
+    teacher_steps: int = option(20, "the teacher sampler's steps over the whole path (a multiple of steps)")
+    guidance_min: float = option(1.0, "the lowest guidance scale the student learns (drawn uniformly per image)")
+    guidance_max: float = option(3.0, "the highest guidance scale the student learns")
+    sampler: str = recorded("ddim", "the sampler the student's steps are taken with (set by the method)")
+    teacher_sha256: str = recorded("", "the teacher's weights' SHA-256, so a resumed run uses the same teacher")
+
+
+SECTIONS = ("net", "diffusion", "train", "data", "distill")
 
 
 @dataclass
@@ -121,6 +142,7 @@ class RunConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict:
@@ -176,7 +198,7 @@ class RunConfig:
                 value = getattr(section, f.name)
                 if isinstance(value, float) and not math.isfinite(value):
                     raise UserError(f"{name}.{f.name} must be a finite number, not {value}.")
-        n, d, t, data = self.net, self.diffusion, self.train, self.data
+        n, d, t, data, distill = self.net, self.diffusion, self.train, self.data, self.distill
         checks = [
             (NETWORKS.get(n.kind) is type(n), f"net.kind must be one of {', '.join(NETWORKS)}, not {n.kind!r}"),
             *n.checks(),
@@ -233,6 +255,20 @@ class RunConfig:
             (data.channels in (0, 1, 3), "data.channels must be 0 (the source's own), 1 or 3"),
             (data.alpha_background in ("white", "black"), "data.alpha_background must be white or black"),
             (data.memory_limit_mb >= 0, "data.memory_limit_mb must be a finite size, 0 or more"),
+            (0 <= distill.steps <= 1000, "distill.steps must be between 1 and 1,000 (0: not a student)"),
+            (distill.method in DISTILL_METHODS, f"distill.method must be one of {', '.join(DISTILL_METHODS)}"),
+            (distill.sampler == DISTILL_METHODS.get(distill.method, distill.sampler),
+             f"distill.sampler must be the {distill.method} method's {DISTILL_METHODS.get(distill.method)}"),
+            (distill.steps == 0 or bool(distill.teacher), "a student (distill.steps) needs its distill.teacher"),
+            (distill.teacher_sampler in TEACHER_SAMPLERS,
+             f"distill.teacher_sampler must be one of {', '.join(TEACHER_SAMPLERS)} (deterministic, on the model's "
+             "own steps)"),
+            (distill.steps == 0 or (distill.teacher_steps % distill.steps == 0
+                                    and distill.teacher_steps <= d.timesteps),
+             f"distill.teacher_steps must be a multiple of the student's {distill.steps} steps, and at most the "
+             f"model's {d.timesteps}"),
+            (0 <= distill.guidance_min <= distill.guidance_max <= MAX_GUIDANCE,
+             f"need 0 <= distill.guidance_min <= distill.guidance_max <= {MAX_GUIDANCE:g}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -354,12 +390,12 @@ def config_value(config: RunConfig, dotted: str):
     return getattr(getattr(config, section), name)
 
 
-def config_fields() -> list[tuple[str, dataclasses.Field]]:
-    """Every field a user can set, as (dotted name, field), for building command-line flags and their help:
-    the net section's are those of every registered network. The fields training records (data.num_images,
-    ...) are not settings, so they have no flags."""
+def config_fields(sections: tuple[str, ...] = SECTIONS) -> list[tuple[str, dataclasses.Field]]:
+    """Every field a user can set in `sections`, as (dotted name, field), for building command-line flags and
+    their help: the net section's are those of every registered network. The fields training records
+    (data.num_images, ...) are not settings, so they have no flags."""
     out, seen = [], set()
-    for section in SECTIONS:
+    for section in sections:
         hint = typing.get_type_hints(RunConfig)[section]
         classes = NETWORKS.values() if hint is NetConfig else [hint]
         for cls in classes:

@@ -5,7 +5,7 @@ Plain values with no torch behind them, so the command line can show them in `--
 
 # Steps each sampler takes by default (None: all T steps of the model). A sampler registered in
 # samplers.SAMPLERS has an entry here; the command line offers these names.
-DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "dpmpp-2m": 20, "euler": 50, "heun": 10}
+DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "dpmpp-2m": 20, "euler": 50, "heun": 10, "consistency": 4}
 DEFAULT_SAMPLER = "dpmpp-2m"
 
 # The classifier-free guidance scale used when none is given, for class-conditional models: the

@@ -130,23 +130,46 @@ def default_guidance(model: Model) -> float:
     return DEFAULT_GUIDANCE if model.num_classes else 1.0
 
 
-def generate(model: Model, num: int, *, classes: list[int] | None = None, sampler: str = DEFAULT_SAMPLER,
+def sampling_settings(model: Model, sampler: str | None = None, steps: int | None = None,
+                      guidance: float | None = None, options: dict | None = None) -> tuple[str, int, float]:
+    """(sampler, steps, guidance) as they will be used: those given, else the defaults (defaults.py). A distilled
+    student samples with the sampler and steps it was distilled for, and at a guidance scale it learned."""
+    student = model.config.distill
+    if student.steps:  # a consistency student takes any number of steps; a trajectory student only its own
+        any_steps = student.method == "consistency"
+        if sampler not in (None, student.sampler) or (steps not in (None, student.steps) and not any_steps) or options:
+            takes = f"{student.sampler} steps, any number" if any_steps else (
+                f"{student.steps} {student.sampler} step{'s' if student.steps > 1 else ''}")
+            raise UserError(f"this model is a student distilled to sample with {takes}, the only way it samples; "
+                            f"drop --sampler{'' if any_steps else ', --steps'} and sampler options, or sample its "
+                            f"teacher ({student.teacher}) for other settings.")
+        sampler, steps = student.sampler, steps or student.steps
+    sampler = sampler or DEFAULT_SAMPLER
+    get_sampler(sampler)
+    steps = steps if steps is not None else (DEFAULT_STEPS[sampler] or model.diffusion.num_timesteps)
+    guidance = default_guidance(model) if guidance is None else guidance
+    if student.steps and model.num_classes and not student.guidance_min <= guidance <= student.guidance_max:
+        raise UserError(f"this student learned guidance scales from {student.guidance_min:g} to "
+                        f"{student.guidance_max:g}, not {guidance:g}; choose one in that range.")
+    return sampler, steps, guidance
+
+
+def generate(model: Model, num: int, *, classes: list[int] | None = None, sampler: str | None = None,
              steps: int | None = None, guidance: float | None = None, seed: int = 0, batch_size: int = 500,
              progress: bool = False, callback=None, **sampler_options) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Generate `num` images; returns (uint8 [N, C, H, W], labels [N] or None).
 
     Each image's noise comes from its own generator seeded from (seed, index), so a seed gives the same
-    images at any batch size. A result that is not finite is an error, never a black image. The defaults
-    (sampler, its steps, the guidance) are the command line's: defaults.py.
+    images at any batch size. A result that is not finite is an error, never a black image. What is not
+    given (sampler, its steps, the guidance) is the model's default: sampling_settings.
     """
+    sampler, steps, guidance = sampling_settings(model, sampler, steps, guidance, sampler_options)
     sample_fn = get_sampler(sampler)
     check_sampler_options(sampler, sampler_options)
-    steps = steps if steps is not None else (DEFAULT_STEPS[sampler] or model.diffusion.num_timesteps)
     if not 1 <= steps <= model.diffusion.num_timesteps:
         raise UserError(f"--steps must be between 1 and {model.diffusion.num_timesteps} (the model's T), not {steps}.")
     if num < 1 or batch_size < 1:
         raise UserError(f"the number of images and the batch size must be at least 1, not {num} and {batch_size}.")
-    guidance = default_guidance(model) if guidance is None else guidance
     if not (math.isfinite(guidance) and guidance >= 0):
         raise UserError(f"the guidance scale must be a finite number, 0 or more, not {guidance}.")
     if guidance != 1.0 and model.num_classes == 0:
@@ -154,7 +177,8 @@ def generate(model: Model, num: int, *, classes: list[int] | None = None, sample
     if not 0 <= seed < 2**63:
         raise UserError(f"the seed must be between 0 and 2**63 - 1, not {seed}.")
     device = next(model.net.parameters()).device
-    check_memory(model, num, batch_size, guided=guidance != 1.0, device=device)
+    guided_twice = guidance != 1.0 and not model.config.net.guidance_input  # both halves in one batch
+    check_memory(model, num, batch_size, guided=guided_twice, device=device)
     labels = resolve_labels(model, num, classes)
     net_cfg = model.config.net
     shape = (net_cfg.in_channels, net_cfg.image_size, net_cfg.image_size)
@@ -165,7 +189,8 @@ def generate(model: Model, num: int, *, classes: list[int] | None = None, sample
             generators = image_generators(seed, start, n, device)
             noise = torch.stack([torch.randn(shape, generator=g, device=device) for g in generators])
             y = labels[start:start + n].to(device) if labels is not None else None
-            denoise = Denoiser(model.net, model.diffusion, y, guidance, null_class=net_cfg.num_classes)
+            denoise = Denoiser(model.net, model.diffusion, y, guidance, null_class=net_cfg.num_classes,
+                               guidance_input=net_cfg.guidance_input)
             x0 = sample_fn(denoise, noise, model.diffusion, steps, callback=callback, generator=generators,
                            **sampler_options)
             if not torch.isfinite(x0).all():

@@ -1,7 +1,9 @@
-"""Networks. Each one is `forward(x, t, y=None) -> tensor` shaped like x, and knows nothing about noise.
+"""Networks. Each one is `forward(x, t, y=None, guidance=None) -> tensor` shaped like x, and knows nothing
+about noise.
 
 `x` is [B, C, H, W] in model space, `t` a float tensor [B] of (possibly fractional) step indices in
-[0, T), `y` an optional long tensor [B] of class indices (index `num_classes` means "no class").
+[0, T), `y` an optional long tensor [B] of class indices (index `num_classes` means "no class"), and
+`guidance` the guidance scales [B], taken only by a network with `guidance_input` (a distilled student).
 
 A network is its module and its config class (which builds it), named in NETWORKS: adding one means those
 two files and one line here. This package imports no torch until a network is built.

@@ -20,6 +20,8 @@ class NetConfig:
     num_classes: int = option(0, "classes the network is conditioned on (0: unconditional; index num_classes "
                               "means 'no class', for guidance)")
     dropout: float = option(0.0, "dropout probability in the network's blocks")
+    guidance_input: bool = option(False, "the network also takes the guidance scale, so one evaluation gives a "
+                                  "guided prediction (set by `tinydiffusion distill`)")
 
     def checks(self) -> list[tuple[bool, str]]:
         """(condition, message) pairs that a valid config satisfies: the shared ones; networks add theirs."""
@@ -32,7 +34,7 @@ class NetConfig:
         ]
 
     def build(self):
-        """The network as a torch module: forward(x, t, y=None) -> a tensor shaped like x."""
+        """The network as a torch module: forward(x, t, y=None, guidance=None) -> a tensor shaped like x."""
         raise NotImplementedError
 
     def activation_floats(self, training: bool) -> int:

@@ -111,7 +111,7 @@ class DiT(nn.Module):
             self.pos_embed = nn.Parameter(pos)  # starts from the sin-cos table rather than noise
         else:
             self.register_buffer("pos_embed", pos, persistent=False)  # rebuilt from the config on load
-        self.embed = ConditionEmbedding(TIME_FREQ_DIM, dim, config.num_classes)
+        self.embed = ConditionEmbedding(TIME_FREQ_DIM, dim, config.num_classes, config.guidance_input)
         self.blocks = nn.ModuleList(
             DiTBlock(dim, config.num_heads, config.mlp_ratio, config.dropout) for _ in range(config.depth)
         )
@@ -130,10 +130,11 @@ class DiT(nn.Module):
         if self.embed.class_embedding is not None:
             nn.init.normal_(self.embed.class_embedding.weight, std=0.02)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
+                guidance: torch.Tensor | None = None) -> torch.Tensor:
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed  # [B, N, dim]
         # Every adaLN linear reads SiLU(c); applying it once here is the same as once per block.
-        cond = F.silu(self.embed(t, y))
+        cond = F.silu(self.embed(t, y, guidance))
         for block in self.blocks:
             tokens = block(tokens, cond)
         out = self.final(tokens, cond)  # [B, N, patch**2 * C]

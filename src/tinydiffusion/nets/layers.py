@@ -27,22 +27,32 @@ class ConditionEmbedding(nn.Module):
     """Timestep (through an MLP) plus an optional class embedding, summed into one vector.
 
     Class index `num_classes` is the learned "no class" token used for classifier-free guidance;
-    `y=None` means "no class" for the whole batch.
+    `y=None` means "no class" for the whole batch. A distilled student also takes the guidance scale w
+    (Meng et al. 2023, sec. 4.1: w embedded like the time and added to it); its MLP ends in zeros, so a
+    student made from its teacher's weights starts as the teacher's conditional model.
     """
 
-    def __init__(self, freq_dim: int, dim: int, num_classes: int = 0):
+    GUIDANCE_SCALE = 100.0  # w in [0, ~10] spread over the sinusoid's periods as timesteps are
+
+    def __init__(self, freq_dim: int, dim: int, num_classes: int = 0, guidance_input: bool = False):
         super().__init__()
         self.freq_dim = freq_dim
         self.num_classes = num_classes
         self.time_mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.class_embedding = nn.Embedding(num_classes + 1, dim) if num_classes > 0 else None
+        self.guidance_mlp = (nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), zero_init(nn.Linear(dim, dim)))
+                             if guidance_input else None)
 
-    def forward(self, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, t: torch.Tensor, y: torch.Tensor | None, guidance: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.time_mlp(sinusoidal_embedding(t, self.freq_dim))
         if self.class_embedding is not None:
             if y is None:
                 y = torch.full((t.shape[0],), self.num_classes, device=t.device, dtype=torch.long)
             emb = emb + self.class_embedding(y)
+        if self.guidance_mlp is not None:
+            if guidance is None:
+                raise ValueError("this network takes the guidance scale as an input; pass guidance=[B] scales.")
+            emb = emb + self.guidance_mlp(sinusoidal_embedding(guidance * self.GUIDANCE_SCALE, self.freq_dim))
         return emb
 
 

@@ -58,7 +58,7 @@ class UNet(nn.Module):
         self.config = config
         base = config.base_channels
         emb_dim = 4 * base
-        self.embed = ConditionEmbedding(base, emb_dim, config.num_classes)
+        self.embed = ConditionEmbedding(base, emb_dim, config.num_classes, config.guidance_input)
         # An optional pixel-unshuffle stem (space-to-depth, Shi et al. 2016) runs the whole UNet at
         # half resolution: 28x28x1 becomes 14x14x4. On a CPU this cuts the cost per image about 4x.
         self.patch = config.stem_patch
@@ -98,8 +98,9 @@ class UNet(nn.Module):
             return AttentionResBlock(res, SelfAttention(out_ch))
         return res
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        emb = self.embed(t, y)
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
+                guidance: torch.Tensor | None = None) -> torch.Tensor:
+        emb = self.embed(t, y, guidance)
         if self.patch > 1:
             x = F.pixel_unshuffle(x, self.patch)
         h = self.conv_in(x)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..errors import UserError
 from .base import CLEAN, Denoiser, Level, Sampler, gaussian_like
+from .consistency import consistency
 from .ddim import ddim
 from .ddpm import ddpm
 from .dpmpp_2m import dpmpp_2m
@@ -24,6 +25,7 @@ SAMPLERS: dict[str, Sampler] = {
     "dpmpp-2m": Sampler(dpmpp_2m, uniform_levels),
     "euler": Sampler(euler, karras_levels),
     "heun": Sampler(heun, karras_levels, evaluations=lambda steps: 2 * steps - 1),
+    "consistency": Sampler(consistency, uniform_levels),
 }
 
 

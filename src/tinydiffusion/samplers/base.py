@@ -36,24 +36,32 @@ class Denoiser:
 
     Classifier-free guidance (Ho & Salimans 2022, eq. 6) mixes the conditional and unconditional
     outputs as uncond + scale * (cond - uncond): scale 1 is the conditional model, 0 the
-    unconditional one. Both halves run as one batch. `evaluations` counts network calls.
+    unconditional one. Both halves run as one batch. A network that takes the scale as an input
+    (`guidance_input`, a distilled student) gives the guided output in one call instead. The scale
+    is a float, or a tensor of one scale per image. `evaluations` counts network calls.
     """
 
-    def __init__(self, net, diffusion, y: torch.Tensor | None = None, guidance: float = 1.0,
-                 null_class: int | None = None):
+    def __init__(self, net, diffusion, y: torch.Tensor | None = None, guidance: float | torch.Tensor = 1.0,
+                 null_class: int | None = None, guidance_input: bool = False):
         self.net, self.diffusion, self.y, self.guidance = net, diffusion, y, guidance
-        self.null_class = null_class
+        self.null_class, self.guidance_input = null_class, guidance_input
         self.evaluations = 0
 
     @torch.no_grad()
     def __call__(self, x_t: torch.Tensor, t: float, alpha: float, sigma: float):
         self.evaluations += 1
         t_batch = torch.full((x_t.shape[0],), float(t), device=x_t.device)
-        if self.y is not None and self.guidance != 1.0:
+        scale = self.guidance
+        if self.guidance_input:
+            scales = torch.as_tensor(scale, dtype=torch.float32, device=x_t.device).expand(x_t.shape[0])
+            output = self.net(x_t, t_batch, self.y, scales).float()
+        elif self.y is not None and (isinstance(scale, torch.Tensor) or scale != 1.0):
             null = torch.full_like(self.y, self.null_class)
             both = self.net(torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]), torch.cat([self.y, null]))
             cond, uncond = both.float().chunk(2)
-            output = uncond + self.guidance * (cond - uncond)
+            if isinstance(scale, torch.Tensor):
+                scale = scale.to(cond).view(-1, *([1] * (cond.dim() - 1)))
+            output = uncond + scale * (cond - uncond)
         else:
             output = self.net(x_t, t_batch, self.y).float()
         return self.diffusion.eps_and_x0_from_output(output, x_t, alpha, sigma)

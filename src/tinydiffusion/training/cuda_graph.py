@@ -14,7 +14,7 @@ class GraphedStep:
     set its speed (docs/gpu-h200), and a replay launches them all at once. Batches are drawn eagerly
     and copied into the graph's fixed input tensors; the LR and EMA weight are device tensors the
     Trainer refills before each step. Capture records without running, so replay follows at once.
-    Called like the step it wraps: step(x0, y, times, noise) -> the loss (0-dim, on the device).
+    Called like the step it wraps: step(x0, y, noise, *drawn) -> the loss (0-dim, on the device).
     """
 
     WARMUP_STEPS = 3  # eager steps on a side stream first, as capture requires

@@ -1,4 +1,5 @@
-"""One training step, read top to bottom: the loss of a batch, its gradients, AdamW, and the EMA.
+"""One training step, read top to bottom: the loss of a batch (the task's: tasks.py), its gradients, AdamW, and
+the EMA.
 
 A plain function of what it touches. The Trainer binds its parts once (functools.partial) and calls it for
 every batch, eagerly or, opted in, replayed as a CUDA graph (cuda_graph.py). Nothing in it waits for the
@@ -22,14 +23,15 @@ class StepSettings:
     found_inf: torch.Tensor | None  # fused AdamW's skip flag, set on the device; None: the host decides
 
 
-def train_step(model, net, diffusion, optimizer, ema, settings: StepSettings, ema_weight: torch.Tensor,
-               x0: torch.Tensor, y: torch.Tensor | None, times: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+def train_step(model, net, task, optimizer, ema, settings: StepSettings, ema_weight: torch.Tensor,
+               x0: torch.Tensor, y: torch.Tensor | None, noise: torch.Tensor, *drawn: torch.Tensor) -> torch.Tensor:
     """Returns the global batch's loss (0-dim, on the device). `model` is what runs the forward pass (the
-    network, or its DDP or compiled wrapper); `net` holds the weights that are clipped and averaged."""
+    network, or its DDP or compiled wrapper); `net` holds the weights that are clipped and averaged; `drawn`
+    is what the task drew per image (the times t, for denoising)."""
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=settings.bf16,
                         cache_enabled=not settings.graphed):
-        loss = diffusion.training_loss(model, x0, times, noise, y)
+        loss = task.loss(model, x0, y, noise, *drawn)
     loss.backward()
     if settings.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)

@@ -23,13 +23,12 @@ from .. import checkpoint as ckpt
 from ..config import RunConfig
 from ..data import ImageDataset, load_data
 from ..data.pixels import to_model_space
-from ..defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
 from ..diffusion import GaussianDiffusion
 from ..errors import UserError
 from ..files import atomic_write_bytes, check_run_not_in_use, run_lock
 from ..nets import build_network, count_parameters
 from ..nets.memory import activation_bytes, format_bytes
-from ..pipeline import Model, default_guidance, generate, memory_of
+from ..pipeline import Model, generate, memory_of, sampling_settings
 from ..tensorboard_log import TensorBoardLog
 from ..viz import grid_image, save_grid
 from .cuda_graph import GraphedStep
@@ -40,6 +39,7 @@ from .metrics_log import MetricsLog
 from .options import resolve_options
 from .signals import StopRequest
 from .step import StepSettings, train_step
+from .tasks import task_for
 
 
 def learning_rate(config, step: int, total_steps: int) -> float:
@@ -117,6 +117,7 @@ class Trainer:
 
         torch.manual_seed(t.seed)
         self.diffusion = GaussianDiffusion(config.diffusion)
+        self.task = task_for(config, self.diffusion, self.device)  # denoising, or a student's distillation
         self.net = (net if net is not None else build_network(config.net)).to(self.device)
         if self.options["channels_last"]:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -143,7 +144,7 @@ class Trainer:
         # The step itself (step.py): eager, or (opt-in, one GPU) recorded once as a CUDA graph and replayed
         settings = StepSettings(grad_clip=t.grad_clip, bf16=self.options["bf16"], world_size=self.dist.world_size,
                                 graphed=graph, found_inf=self._found_inf if self.options["fused_adamw"] else None)
-        step = functools.partial(train_step, self.model_for_step, self.net, self.diffusion, self.optimizer, self.ema,
+        step = functools.partial(train_step, self.model_for_step, self.net, self.task, self.optimizer, self.ema,
                                  settings, self._ema_weight)
         self._run_step = GraphedStep(step, self.optimizer, self.device) if graph else step
 
@@ -237,13 +238,14 @@ class Trainer:
     # --- one step ----------------------------------------------------------------------------
 
     def _draw_batch(self, order: torch.Tensor, index_in_epoch: int):
-        """This process's slice of the global batch, with the global batch's noise, t and dropout."""
+        """This process's slice of the global batch, with the global batch's noise, the task's draws (t) and the
+        label dropout."""
         t, world = self.config.train, self.dist
         global_idx = order[index_in_epoch * t.batch_size:(index_in_epoch + 1) * t.batch_size]
         net_cfg = self.config.net
         shape = (t.batch_size, net_cfg.in_channels, net_cfg.image_size, net_cfg.image_size)
         noise = torch.randn(shape, generator=self.generator, device=self.device)
-        times = self.diffusion.draw_times(t.batch_size, self.generator, self.device)
+        drawn = self.task.draw(t.batch_size, self.generator, self.device)
         drop = torch.rand(t.batch_size, generator=self.generator, device=self.device) < t.label_dropout
         mine = slice(world.rank * self.local_batch, (world.rank + 1) * self.local_batch)
         idx = global_idx[mine]
@@ -255,17 +257,17 @@ class Trainer:
         y = None
         if net_cfg.num_classes > 0:
             y = torch.where(drop[mine], net_cfg.num_classes, self.labels[host_idx].to(self.device))
-        return x0, y, times[mine], noise[mine]
+        return x0, y, noise[mine], *(values[mine] for values in drawn)
 
     def _train_step(self, order: torch.Tensor, index_in_epoch: int) -> None:
         """Queue one step; its loss joins the pending ones, which the host reads later (losses.py)."""
-        x0, y, times, noise = self._draw_batch(order, index_in_epoch)
+        x0, y, noise, *drawn = self._draw_batch(order, index_in_epoch)
         if self.options["channels_last"]:
             x0 = x0.contiguous(memory_format=torch.channels_last)
             noise = noise.contiguous(memory_format=torch.channels_last)
         self._set_learning_rate(learning_rate(self.config, self.step, self.total_steps))
         self._ema_weight.fill_(self.ema.weight_at(self.step))
-        loss = self._run_step(x0, y, times, noise)
+        loss = self._run_step(x0, y, noise, *drawn)
         self.losses.queue(self.step, loss)
 
     def _set_learning_rate(self, lr: float) -> None:
@@ -387,30 +389,30 @@ class Trainer:
         if not (self.dist.is_main and t.sample_every_epoch and t.sample_num > 0):
             return
         model = Model(self.ema.net, self.diffusion, self.config, self.run_dir)
-        steps = min(t.sample_steps, self.diffusion.num_timesteps)
-        images, _ = generate(model, t.sample_num, sampler="ddim", steps=steps, seed=t.seed)
+        # DDIM at train.sample_steps, guidance 1; a student with its own sampler and steps, at its default guidance
+        sampling = {} if self.config.distill.steps else {"sampler": "ddim", "guidance": 1.0,
+                                                         "steps": min(t.sample_steps, self.diffusion.num_timesteps)}
+        images, _ = generate(model, t.sample_num, seed=t.seed, **sampling)
         save_grid(images, self.run_dir / "samples" / f"epoch-{epoch:03d}.png")
         if self.tensorboard is not None:
             self.tensorboard.image("samples", grid_image(images), self.step)
 
     def _evaluate(self, epoch: int) -> None:
-        """Every train.eval_every epochs: FD of train.eval_num samples of the EMA model (the default sampler,
+        """Every train.eval_every epochs: FD of train.eval_num samples of the EMA model (its default sampler,
         steps and guidance), one line of metrics.jsonl. At this small N it shows trends, not final scores."""
         t = self.config.train
         if self.evaluator is None or epoch % t.eval_every:
             return
         started = time.perf_counter()
         model = Model(self.ema.net, self.diffusion, self.config, self.run_dir)
-        steps = min(DEFAULT_STEPS[DEFAULT_SAMPLER], self.diffusion.num_timesteps)
-        guidance = default_guidance(model)
+        sampler, steps, guidance = sampling_settings(model)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):  # resumes stay exact
-            images, labels = generate(model, t.eval_num, sampler=DEFAULT_SAMPLER, steps=steps, guidance=guidance,
-                                      seed=t.seed)
+            images, labels = generate(model, t.eval_num, sampler=sampler, steps=steps, guidance=guidance, seed=t.seed)
             result = self.evaluator.score(images, labels)
         scores = {key: result[key] for key in ("fd", "fd_floor", "precision", "recall", "class_accuracy")
                   if key in result}
         self._log({"step": self.step, "epoch": epoch, **scores, "eval_num": t.eval_num, "metric": result["metric"],
-                   "sampler": f"{DEFAULT_SAMPLER}, {steps} steps, guidance {guidance}",
+                   "sampler": f"{sampler}, {steps} steps, guidance {guidance}",
                    "eval_seconds": round(time.perf_counter() - started, 1)})
         print(f"epoch {epoch}: {result['metric']} {result['fd']:.3f} at N={t.eval_num} "
               f"(floor {result['fd_floor']:.3f}; small N, for trends only)")
@@ -443,9 +445,11 @@ def record_data(config: RunConfig, dataset: ImageDataset) -> RunConfig:
 
 
 def train(config: RunConfig, run_dir: str | Path, resume: bool = False, dataset: ImageDataset | None = None,
-          progress: bool = True, checkpoint: str | Path | None = None) -> TrainResult:
-    """Train (or resume: see Trainer) a run; the command line and tests call this."""
-    trainer = Trainer(config, Path(run_dir), resume=resume, dataset=dataset, progress=progress,
+          progress: bool = True, checkpoint: str | Path | None = None,
+          net: torch.nn.Module | None = None) -> TrainResult:
+    """Train (or resume: see Trainer) a run; the command line and tests call this. `net`: the network to start
+    from (a student starts from its teacher's weights), else one the config describes."""
+    trainer = Trainer(config, Path(run_dir), resume=resume, dataset=dataset, progress=progress, net=net,
                       checkpoint=None if checkpoint is None else Path(checkpoint))
     try:
         return trainer.run()

@@ -1,0 +1,151 @@
+"""Distillation: a student that samples in K network evaluations where its teacher's sampler takes many.
+
+Two methods share everything but their targets. In both, x_i is a training image noised to a level L_i
+(q(x_t | x0)), so the student learns on the true marginals with no full teacher trajectories to generate, and the
+teacher's deterministic sampler runs on its own levels from L_i to a target level L_j.
+
+- trajectory: L_i is one of the student's K levels and L_j the next. The student's one DDIM step from L_i must land
+  where the teacher's steps land: progressive distillation's target (Salimans & Ho 2022, algorithm 2), taken in
+  one round against the teacher's whole solver instead of halving the steps round after round. For a DDIM step
+  from (alpha_i, sigma_i) to (alpha_j, sigma_j), the x0 that lands on the teacher's x_j is
+
+      x0* = (x_j - (sigma_j / sigma_i) x_i) / (alpha_j - alpha_i sigma_j / sigma_i)     (Salimans & Ho, eq. 8)
+
+  and x0* = x_j on the last step, to the clean image. The x0 error is weighted by 1 + SNR, the "SNR+1"
+  weighting of Salimans & Ho (sec. 4), which is the v-objective's error. The student samples with DDIM at its K
+  levels, and only there.
+- consistency: L_i is any of the teacher's levels and L_j the clean image, so x0* is the end of the teacher's
+  path from x_i: the consistency function of Song et al. 2023, regressed onto the teacher's full solve instead of
+  their one-step bootstrap, with the x0 error unweighted. It samples with multistep consistency sampling
+  (samplers/consistency.py) at any number of steps.
+
+Guidance is folded in (Meng et al. 2023): the teacher runs with classifier-free guidance at a scale w drawn per
+image, and the student takes w as an input, so one evaluation per step honours any scale in the learned range.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from itertools import pairwise
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from ..samplers import SAMPLERS, Denoiser, uniform_levels
+
+
+class Distillation:
+    def __init__(self, teacher: torch.nn.Module, diffusion, steps: int, teacher_sampler: str, teacher_steps: int,
+                 guidance_range: tuple[float, float], num_classes: int, method: str = "trajectory"):
+        self.teacher, self.diffusion, self.method = teacher, diffusion, method
+        self.num_classes, self.guidance_range = num_classes, guidance_range
+        self.solve = SAMPLERS[teacher_sampler].algorithm
+        teacher_levels = SAMPLERS[teacher_sampler].spacing(diffusion, teacher_steps)
+        # Each stretch is the teacher's own levels from a start level to a target level; its sampler walks them.
+        if method == "consistency":  # from every teacher level to the clean image
+            self.stretches = [teacher_levels[i:] for i in range(len(teacher_levels) - 1)]
+            return
+        levels = uniform_levels(diffusion, steps)  # the student's K levels, then the clean image
+        position = {level.t: i for i, level in enumerate(teacher_levels)}
+        if any(level.t not in position for level in levels):
+            raise UserError(f"the student's {steps} levels are not among the teacher's {teacher_steps}; choose "
+                            "distill.teacher_steps as a multiple of the student's steps.")
+        self.stretches = [teacher_levels[position[a.t]:position[b.t] + 1] for a, b in pairwise(levels)]
+
+    @classmethod
+    def from_config(cls, config, diffusion, device: torch.device) -> Distillation:
+        from ..pipeline import load_model
+
+        d = config.distill
+        teacher = load_model(d.teacher, device=str(device))
+        weights_sha256 = file_sha256(teacher.source)
+        if d.teacher_sha256 and weights_sha256 != d.teacher_sha256:
+            raise UserError(f"the teacher {d.teacher} has changed since this student's distillation started; a resumed "
+                            "run needs the same teacher. Start a new --run-dir to distill the new one.")
+        if teacher.config.diffusion != config.diffusion:
+            raise UserError(f"the teacher {d.teacher} has other diffusion settings than this student.")
+        teacher.net.requires_grad_(False)
+        return cls(teacher.net, diffusion, d.steps, d.teacher_sampler, d.teacher_steps,
+                   (d.guidance_min, d.guidance_max), config.net.num_classes, d.method)
+
+    def draw(self, batch: int, generator: torch.Generator, device) -> tuple[torch.Tensor, ...]:
+        """Per image: which stretch it trains (the batch split evenly over them) and its guidance scale."""
+        step = torch.arange(batch, device=device) * len(self.stretches) // batch
+        low, high = self.guidance_range
+        guidance = low + (high - low) * torch.rand(batch, generator=generator, device=device)
+        return step, guidance
+
+    def loss(self, model, x0: torch.Tensor, y: torch.Tensor | None, noise: torch.Tensor, step: torch.Tensor,
+             guidance: torch.Tensor) -> torch.Tensor:
+        errors = []
+        for i, stretch in enumerate(self.stretches):
+            chosen = step == i
+            if not chosen.any():
+                continue
+            level, following = stretch[0], stretch[-1]
+            x_i = level.alpha * x0[chosen] + level.sigma * noise[chosen]
+            y_i = None if y is None else y[chosen]
+            scale = guidance[chosen] if self.num_classes else 1.0
+            teacher = Denoiser(self.teacher, self.diffusion, y_i, scale, null_class=self.num_classes)
+            with torch.no_grad():
+                x_j = self.solve(teacher, x_i, stretch).float()
+            if following.sigma == 0:
+                target = x_j
+            else:
+                ratio = following.sigma / level.sigma
+                target = (x_j - ratio * x_i) / (following.alpha - level.alpha * ratio)
+            times = torch.full((len(x_i),), float(level.t), device=x_i.device)
+            output = model(x_i, times, y_i, guidance[chosen])
+            _, predicted = self.diffusion.eps_and_x0_from_output(output.float(), x_i, level.alpha, level.sigma)
+            weight = 1 + (level.alpha / level.sigma) ** 2 if self.method == "trajectory" else 1.0
+            errors.append(weight * ((predicted - target) ** 2).flatten(1).mean(1))
+        return torch.cat(errors).mean()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def student_network(config, teacher_net: torch.nn.Module) -> torch.nn.Module:
+    """The student's network, built from its config and started from the teacher's weights; only the guidance
+    embedding is new (and starts at zero: nets/layers.py)."""
+    from ..nets import build_network
+
+    student = build_network(config.net)
+    missing, unexpected = student.load_state_dict(teacher_net.state_dict(), strict=False)
+    if unexpected or any(not name.startswith("embed.guidance_mlp.") for name in missing):
+        raise UserError("the student's network does not match its teacher's; it must be the same network.")
+    return student
+
+
+# What a distillation run changes in the training defaults: a fine-tuning learning rate, no label dropout (the
+# student learns the teacher's guided outputs for every class), batches of 128 and one pass over the data.
+STUDENT_TRAINING = {"lr": 2e-4, "warmup_steps": 50, "epochs": 1, "max_steps": 0, "batch_size": 128,
+                    "label_dropout": 0.0, "ema_decay": 0.999, "eval_every": 0}
+
+
+def student_config(teacher, teacher_weights: Path, overrides: dict):
+    """A student's RunConfig: its teacher's network (taking the guidance scale, for a class-conditional
+    teacher), process and data, the training defaults above, what it is distilled from, and `overrides`
+    (dotted names, as the command line gives them); its sampler follows from the method."""
+    import dataclasses
+
+    from ..config import DISTILL_METHODS, DistillConfig, RunConfig, TrainConfig, apply_overrides
+
+    cfg = teacher.config
+    net = dataclasses.replace(cfg.net, guidance_input=cfg.net.num_classes > 0)
+    data = dataclasses.replace(cfg.data, prepared_sha256="")  # the student records the data it is given
+    distill = DistillConfig(teacher=str(Path(teacher_weights).resolve()), steps=4,
+                            teacher_sha256=file_sha256(teacher_weights))
+    if cfg.net.num_classes == 0:  # no guidance to fold in
+        distill = dataclasses.replace(distill, guidance_min=1.0, guidance_max=1.0)
+    train = dataclasses.replace(TrainConfig(), seed=cfg.train.seed, **STUDENT_TRAINING)
+    config = RunConfig(name=cfg.name, net=net, diffusion=cfg.diffusion, train=train, data=data, distill=distill)
+    config = apply_overrides(config, overrides)
+    distill = dataclasses.replace(config.distill, sampler=DISTILL_METHODS.get(config.distill.method, ""))
+    return dataclasses.replace(config, name=f"{cfg.name}-student-{distill.steps}", distill=distill)

@@ -1,0 +1,249 @@
+"""Distillation: the student's target against an analytic teacher, resume, its config, sampling with it, bad input."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import cli, files_of
+from PIL import Image
+from safetensors.torch import load_file
+from torch import nn
+
+from tinydiffusion.checkpoint import latest_checkpoint, load_config
+from tinydiffusion.config import DiffusionConfig, RunConfig
+from tinydiffusion.diffusion import GaussianDiffusion
+from tinydiffusion.pipeline import generate, load_model
+from tinydiffusion.samplers import SAMPLERS, Denoiser, uniform_levels
+from tinydiffusion.training.distillation import Distillation
+
+MEAN, STD = 0.3, 0.25
+
+
+class AnalyticTeacher(nn.Module):
+    """The exact denoiser of data ~ N(MEAN, STD^2) per pixel, as a v-predicting network: the best teacher there
+    is, whose probability-flow ODE is known in closed form."""
+
+    def __init__(self, diffusion, mean=MEAN, std=STD):
+        super().__init__()
+        self.alphas_cumprod, self.mean, self.std = diffusion.alphas_cumprod, mean, std
+
+    def forward(self, x, t, y=None, guidance=None):
+        ab = self.alphas_cumprod[t.long()].view(-1, 1, 1, 1)
+        alpha, sigma = ab.sqrt(), (1 - ab).sqrt()
+        mean, var = self.mean, self.std**2
+        x0 = mean + alpha * var / (alpha**2 * var + sigma**2) * (x.double() - alpha * mean)
+        return ((alpha * x - x0) / sigma).float()  # v = (alpha x_t - x0) / sigma
+
+
+class AffineStudent(nn.Module):
+    """x0 = a_k x + b_k at each of the student's levels k (output as v): it can represent the exact step map."""
+
+    def __init__(self, diffusion, levels):
+        super().__init__()
+        self.index = {level.t: k for k, level in enumerate(levels[:-1])}
+        self.alphas_cumprod = diffusion.alphas_cumprod
+        self.a = nn.Parameter(torch.zeros(len(self.index)))
+        self.b = nn.Parameter(torch.zeros(len(self.index)))
+
+    def forward(self, x, t, y=None, guidance=None):
+        k = torch.tensor([self.index[float(v)] for v in t])
+        ab = self.alphas_cumprod[t.long()].float().view(-1, 1, 1, 1)
+        alpha, sigma = ab.sqrt(), (1 - ab).sqrt()
+        x0 = self.a[k].view(-1, 1, 1, 1) * x + self.b[k].view(-1, 1, 1, 1)
+        return (alpha * x - x0) / sigma
+
+
+def distil_analytic(method: str, steps: int, teacher_steps: int = 40, batches: int = 300, mean=MEAN, std=STD):
+    """An affine student trained by the distillation loss alone (Adam on batches of N(mean, std^2) data)."""
+    diffusion = GaussianDiffusion(DiffusionConfig(schedule="cosine", objective="v"))
+    teacher = AnalyticTeacher(diffusion, mean, std)
+    task = Distillation(teacher, diffusion, steps, "dpmpp-2m", teacher_steps, (1.0, 1.0), num_classes=0,
+                        method=method)
+    student = AffineStudent(diffusion, uniform_levels(diffusion, steps if method == "trajectory" else teacher_steps))
+    optimizer = torch.optim.Adam(student.parameters(), lr=0.05)
+    generator = torch.Generator().manual_seed(0)
+    for i in range(batches):
+        x0 = mean + std * torch.randn(1024, 1, 2, 2, generator=generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        for group in optimizer.param_groups:
+            group["lr"] = 0.05 * (1 - i / batches) + 1e-4
+        optimizer.zero_grad()
+        task.loss(student, x0, None, noise, *task.draw(len(x0), generator, "cpu")).backward()
+        optimizer.step()
+    return diffusion, teacher, student
+
+
+@pytest.mark.parametrize("method,steps,sampler,teacher_steps", [("trajectory", 1, "ddim", 40),
+                                                                ("trajectory", 2, "ddim", 40),
+                                                                ("consistency", 1, "consistency", 10)])
+def test_a_student_of_an_analytic_teacher_matches_the_teachers_ode_solution(method, steps, sampler, teacher_steps):
+    """A student's deterministic steps land where the teacher's DPM-Solver++(2M) lands from the same noise,
+    within 0.01 (4% of the data's std)."""
+    diffusion, teacher, student = distil_analytic(method, steps, teacher_steps)
+    noise = torch.randn(4000, 1, 2, 2, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ode = SAMPLERS["dpmpp-2m"](Denoiser(teacher, diffusion), noise, diffusion, teacher_steps)
+        distilled = SAMPLERS[sampler](Denoiser(student, diffusion), noise, diffusion, steps)
+        untrained = SAMPLERS[sampler](Denoiser(teacher, diffusion), noise, diffusion, steps)
+    assert (distilled - ode).abs().max().item() < 0.01
+    # The teacher's own few steps miss the ODE solution by far more: the student learned something.
+    assert (untrained - ode).abs().max().item() > 0.05
+
+
+def test_a_consistency_student_draws_its_teachers_distribution_at_more_steps():
+    """Multistep consistency sampling: at 1 and 2 steps the samples keep the mean of the teacher's own within 0.01
+    and their spread within 3%. (At more steps the spread shrinks: the student's estimate from a late level is
+    the teacher's few remaining steps there, which shrink toward the mean; with 10 teacher steps, 10 student
+    steps give std 0.41 against the teacher's 0.47.)"""
+    diffusion, teacher, student = distil_analytic("consistency", 1, teacher_steps=10, batches=200, mean=0.1, std=0.5)
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        reference = SAMPLERS["dpmpp-2m"](Denoiser(teacher, diffusion), torch.randn(8000, 1, 2, 2, generator=generator),
+                                         diffusion, 10)
+    for steps in (1, 2):
+        noise = torch.randn(8000, 1, 2, 2, generator=generator)
+        with torch.no_grad():
+            x0 = SAMPLERS["consistency"](Denoiser(student, diffusion), noise, diffusion, steps, generator=generator)
+        assert x0.mean().item() == pytest.approx(reference.mean().item(), abs=0.01), steps
+        assert x0.std().item() == pytest.approx(reference.std().item(), rel=0.03), steps
+
+
+def test_the_distillation_target_is_the_teachers_landing_point():
+    """One DDIM step with the x0 the loss regresses to lands exactly on the teacher's solution (Salimans & Ho,
+    eq. 8): checked by evaluating the loss of a student that outputs that very x0."""
+    diffusion = GaussianDiffusion(DiffusionConfig(schedule="cosine", objective="v"))
+    teacher = AnalyticTeacher(diffusion)
+    task = Distillation(teacher, diffusion, 4, "ddim", 8, (1.0, 1.0), num_classes=0)
+    generator = torch.Generator().manual_seed(1)
+    x0 = MEAN + STD * torch.randn(64, 1, 2, 2, generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    step, guidance = task.draw(64, generator, "cpu")
+
+    class Oracle(nn.Module):  # outputs, at each level, the v whose x0 makes the DDIM step land on the teacher
+        def forward(self, x, t, y=None, guidance=None):
+            stretch = next(s for s in task.stretches if s[0].t == float(t[0]))
+            level, following = stretch[0], stretch[-1]
+            x_j = SAMPLERS["ddim"].algorithm(Denoiser(teacher, diffusion), x, stretch)
+            ratio = following.sigma / level.sigma
+            target = x_j if following.sigma == 0 else (x_j - ratio * x) / (following.alpha - level.alpha * ratio)
+            return (level.alpha * x - target) / level.sigma
+
+    assert task.loss(Oracle(), x0, None, noise, step, guidance).item() < 1e-9
+    assert task.loss(teacher, x0, None, noise, step, guidance).item() > 1e-4
+
+
+@pytest.fixture(scope="module")
+def student_run(trained_run, tiny_data_dir, tmp_path_factory):
+    """A 2-step student of the smoke run, 4 steps of distillation with a checkpoint every 2."""
+    from tinydiffusion.cli import main
+
+    run = tmp_path_factory.mktemp("student") / "student"
+    assert main(["distill", "--teacher", str(trained_run), "--steps", "2", "--data-dir", str(tiny_data_dir),
+                 "--run-dir", str(run), "--max-steps", "4", "--checkpoint-every", "2", "--keep", "5",
+                 "--batch-size", "8", "--no-progress", "--train.threads", "1", "--train.sample_every_epoch", "false",
+                 "--distill.teacher_steps", "4"]) == 0
+    return run
+
+
+def test_distillation_resumes_bit_identically(student_run, tmp_path):
+    crashed = tmp_path / "crashed"
+    shutil.copytree(student_run, crashed)
+    shutil.rmtree(crashed / "checkpoints" / "step-00000004")
+    (crashed / "checkpoints" / "latest").write_text("step-00000002\n")
+    from tinydiffusion.cli import main
+
+    assert main(["distill", "--resume", str(crashed), "--no-progress"]) == 0
+    for name in ("model.safetensors", "ema.safetensors"):
+        a = load_file(str(student_run / "checkpoints" / "step-00000004" / name))
+        b = load_file(str(crashed / "checkpoints" / "step-00000004" / name))
+        assert a.keys() == b.keys() and any("guidance_mlp" in k for k in a)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_a_students_config_round_trips_and_records_how_it_samples(student_run, trained_run):
+    config = load_config(student_run / "config.json")
+    assert RunConfig.from_dict(config.to_dict()) == config
+    assert load_config(latest_checkpoint(student_run) / "config.json") == config
+    assert config.distill.steps == 2 and config.distill.sampler == "ddim"
+    assert config.net.guidance_input and config.train.label_dropout == 0
+    assert config.distill.teacher.endswith("ema.safetensors") and len(config.distill.teacher_sha256) == 64
+    teacher = load_config(trained_run / "config.json")
+    assert config.diffusion == teacher.diffusion
+
+
+def test_a_student_samples_with_its_own_steps_and_one_evaluation_each(student_run):
+    model = load_model(student_run, device="cpu")
+    calls = []
+    model.net.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    images, labels = generate(model, 6, guidance=2.5)
+    assert images.shape == (6, 1, 28, 28) and labels.tolist() == [0, 1, 2, 3, 4, 5]
+    assert calls == [6, 6]  # two steps, one batch of 6 each: guidance is an input, not a second half
+    x, t, y = torch.randn(2, 1, 28, 28), torch.full((2,), 999.0), torch.tensor([1, 1])
+    with torch.no_grad():  # the scale is an input the student learned to use (its embedding left zero)
+        at_1, at_3 = (model.net(x, t, y, torch.full((2,), scale)) for scale in (1.0, 3.0))
+    assert not torch.equal(at_1, at_3)
+
+
+def test_sampling_a_student_otherwise_is_one_sentence(student_run, capsys, tmp_path):
+    out = tmp_path / "s.png"
+    for flags, expected in ((["--steps", "4"], "distilled to sample with 2 ddim steps"),
+                            (["--sampler", "dpmpp-2m"], "distilled to sample with 2 ddim steps"),
+                            (["--eta", "0.5"], "sampler options"),
+                            (["--guidance", "7"], "learned guidance scales from 1 to 3")):
+        code, _, err = cli(capsys, "sample", "--checkpoint", student_run, "--num", "2", "--out", out, *flags)
+        assert code == 2 and expected in err and "Traceback" not in err, (flags, err)
+        assert not out.exists()
+
+
+def test_distill_refuses_bad_input_in_one_sentence(student_run, trained_run, tiny_data_dir, capsys, tmp_path):
+    run = tmp_path / "new"
+    common = ["--data-dir", tiny_data_dir, "--run-dir", run, "--no-progress", "--max-steps", "1"]
+    cases = [
+        (["--teacher", tmp_path / "missing"], "does not exist"),
+        (["--teacher", student_run], "is itself a student"),
+        (["--teacher", trained_run, "--steps", "3"], "multiple of the student's 3 steps"),
+        (["--teacher", trained_run, "--distill.teacher_sampler", "heun"], "distill.teacher_sampler must be one of"),
+        (["--teacher", trained_run, "--distill.guidance_min", "4"], "guidance_min <= distill.guidance_max"),
+        (["--teacher", trained_run, "--steps", "0"], "--steps"),
+        (["--teacher", trained_run, "--run-dir", student_run], "already holds a run"),
+    ]
+    resumes = [
+        (["--resume", student_run, "--teacher", trained_run], "keeps its teacher"),
+        (["--resume", student_run, "--distill.teacher_steps", "8"], "keeps its network, diffusion and distillation"),
+    ]
+    before = files_of(student_run)
+    for flags, expected in [(common + flags, expected) for flags, expected in cases] + resumes:
+        code, _, err = cli(capsys, "distill", *flags)
+        assert code == 2 and expected in err and "Traceback" not in err, (flags, err)
+    assert not run.exists()
+    assert files_of(student_run) == before  # nothing already on disk was touched
+
+
+def test_a_changed_teacher_is_refused_on_resume(student_run, trained_run, tmp_path, capsys):
+    config = load_config(student_run / "config.json")
+    teacher_copy = tmp_path / "teacher.safetensors"
+    shutil.copy(config.distill.teacher, teacher_copy)
+    shutil.copy(trained_run / "config.json", tmp_path / "teacher.json")
+    student = tmp_path / "student"
+    shutil.copytree(student_run, student)
+    text = (student / "config.json").read_text().replace(config.distill.teacher, str(teacher_copy))
+    (student / "config.json").write_text(text)
+    weights = load_file(str(teacher_copy))
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1
+    from safetensors.torch import save_file
+
+    save_file(weights, str(teacher_copy))
+    code, _, err = cli(capsys, "distill", "--resume", student, "--no-progress")
+    assert code == 2 and "has changed since this student's distillation started" in err
+
+
+def test_sample_fast_draws_with_the_bundled_student(capsys, tmp_path):
+    out = tmp_path / "fast.png"
+    code, stdout, err = cli(capsys, "sample", "--fast", "--num", "8", "--class", "sneaker", "--seed", "3", "--out", out)
+    assert code == 0, err
+    grid = np.asarray(Image.open(out))
+    assert grid.shape[0] > 28 and grid.std() > 10  # a real grid of images, not a blank
+    code, _, err = cli(capsys, "sample", "--fast", "--checkpoint", "x", "--out", out)
+    assert code == 2 and "--fast" in err
