@@ -4,7 +4,7 @@ Every row draws N images (classes cycled evenly, one seed) at one guidance scale
 project's evaluation (fmnist-classifier FD with its real-data floor at the same N). A network evaluation is one
 forward pass per image: the teacher's guided steps take two (the conditional and unconditional halves), a
 student's one. Also writes a grid of teacher and student samples from the same seeds, and times 64 images from a
-warm process for each student.
+warm process for each student and for the teacher at DPM-Solver++(2M), 20 steps.
 
     python benchmarks/distill_quality.py --teacher runs/preset --student runs/preset-student-4 \
         --student runs/preset-student-1 --num 1000 --guidance 2 --markdown docs/distill.md \
@@ -36,13 +36,13 @@ def evaluations_per_image(model, row: dict) -> int:
     return row["nfe"] * (2 if guided_twice else 1)
 
 
-def warm_seconds_for_64(model, guidance: float, repeats: int = 5) -> float:
+def warm_seconds_for_64(model, guidance: float, repeats: int = 5, **sampling) -> float:
     """The median time of 64 images from a process that has already drawn once (the speed target's measure)."""
-    generate(model, 64, guidance=guidance)
+    generate(model, 64, guidance=guidance, **sampling)
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        generate(model, 64, guidance=guidance, batch_size=64)
+        generate(model, 64, guidance=guidance, batch_size=64, **sampling)
         times.append(time.perf_counter() - started)
     return sorted(times)[len(times) // 2]
 
@@ -75,7 +75,7 @@ def markdown(state: dict) -> str:
                      f"{row['fd']:.2f} ({row['fd_floor']:.2f}) | {row['precision']:.2f} / {row['recall']:.2f} | "
                      f"{row.get('class_accuracy', float('nan')):.3f} |")
     if state.get("speed"):
-        lines += ["", "| student | 64 images from a warm process (median of 5) |", "|---|---:|"]
+        lines += ["", "| model | 64 images from a warm process (median of 5) |", "|---|---:|"]
         lines += [f"| {name} | {seconds:.2f} s |" for name, seconds in state["speed"].items()]
     return "\n".join(lines) + "\n"
 
@@ -87,7 +87,7 @@ def plot(state: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for (model, sampler) in dict.fromkeys((r["model"], r["sampler"]) for r in state["rows"]):
+    for model, sampler in dict.fromkeys((r["model"], r["sampler"]) for r in state["rows"]):
         rows = sorted((r for r in state["rows"] if r["model"] == model and r["sampler"] == sampler),
                       key=lambda r: r["evaluations"])
         label = f"teacher, {sampler}" if model == "teacher" else model
@@ -135,9 +135,12 @@ def main() -> None:
             Path(args.json).write_text(json.dumps(state, indent=2) + "\n")
 
     for student, path in zip(students, args.student, strict=True):
-        name = f"student, {student.config.distill.steps} step{'s' if student.config.distill.steps > 1 else ''}"
-        add(student, name, student.config.distill.sampler, student.config.distill.steps)
+        d = student.config.distill
+        name = f"{d.method} student, {d.steps} step{'s' if d.steps > 1 else ''}"
+        add(student, name, d.sampler, d.steps)
         state["speed"][f"{name} ({path})"] = warm_seconds_for_64(student, args.guidance)
+    state["speed"]["teacher, dpmpp-2m 20 steps"] = warm_seconds_for_64(teacher, args.guidance, repeats=3,
+                                                                        sampler="dpmpp-2m", steps=20)
     for sampler, steps in parse_rows(args.rows):
         add(teacher, "teacher", sampler, steps)
     if args.grid:

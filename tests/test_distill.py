@@ -122,12 +122,16 @@ def test_the_distillation_target_is_the_teachers_landing_point():
 
     class Oracle(nn.Module):  # outputs, at each level, the v whose x0 makes the DDIM step land on the teacher
         def forward(self, x, t, y=None, guidance=None):
-            stretch = next(s for s in task.stretches if s[0].t == float(t[0]))
-            level, following = stretch[0], stretch[-1]
-            x_j = SAMPLERS["ddim"].algorithm(Denoiser(teacher, diffusion), x, stretch)
-            ratio = following.sigma / level.sigma
-            target = x_j if following.sigma == 0 else (x_j - ratio * x) / (following.alpha - level.alpha * ratio)
-            return (level.alpha * x - target) / level.sigma
+            out = torch.empty_like(x)
+            for stretch in task.stretches:
+                here = t == stretch[0].t
+                level, following = stretch[0], stretch[-1]
+                x_i = x[here]
+                x_j = SAMPLERS["ddim"].algorithm(Denoiser(teacher, diffusion), x_i, stretch)
+                ratio = following.sigma / level.sigma
+                target = x_j if following.sigma == 0 else (x_j - ratio * x_i) / (following.alpha - level.alpha * ratio)
+                out[here] = (level.alpha * x_i - target) / level.sigma
+            return out
 
     assert task.loss(Oracle(), x0, None, noise, step, guidance).item() < 1e-9
     assert task.loss(teacher, x0, None, noise, step, guidance).item() > 1e-4
@@ -247,3 +251,20 @@ def test_sample_fast_draws_with_the_bundled_student(capsys, tmp_path):
     assert grid.shape[0] > 28 and grid.std() > 10  # a real grid of images, not a blank
     code, _, err = cli(capsys, "sample", "--fast", "--checkpoint", "x", "--out", out)
     assert code == 2 and "--fast" in err
+
+
+def test_a_fresh_student_is_its_teachers_conditional_model(trained_run):
+    """The guidance embedding's last layer starts at zero: before any distillation, the student's output at any
+    scale is the teacher's conditional output, so distillation starts from the teacher, not from noise."""
+    import dataclasses
+
+    from tinydiffusion.training.distillation import student_network
+
+    teacher = load_model(trained_run, device="cpu")
+    config = dataclasses.replace(teacher.config, net=dataclasses.replace(teacher.config.net, guidance_input=True))
+    student = student_network(config, teacher.net).eval()
+    x, t, y = torch.randn(3, 1, 28, 28), torch.tensor([10.0, 500.0, 999.0]), torch.tensor([0, 4, 9])
+    with torch.no_grad():
+        expected = teacher.net(x, t, y)
+        for scale in (1.0, 2.0, 3.0):
+            assert torch.equal(student(x, t, y, torch.full((3,), scale)), expected)

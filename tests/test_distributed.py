@@ -116,6 +116,20 @@ def test_a_two_process_checkpoint_resumes_and_samples_in_one_process(runs, tmp_p
     assert out.stat().st_size > 0
 
 
+def test_distillation_in_two_processes_takes_the_steps_of_one(runs, tiny_data_dir, tmp_path):
+    """The student's loop is the Trainer's: under torchrun each process walks the teacher for its slice of the
+    global batch, and the two processes' student equals one process's."""
+    args = ["distill", "--teacher", runs["one"], "--steps", "2", "--distill.teacher_steps", "4", "--data-dir",
+            tiny_data_dir, "--max-steps", "3", "--batch-size", "16", "--device", "cpu", "--train.threads", "1",
+            "--train.sample_every_epoch", "false", "--no-progress"]
+    assert_ok(run([*args, "--run-dir", tmp_path / "two"], nproc=2))
+    assert_ok(run([*args, "--run-dir", tmp_path / "one"]))
+    two, one = final_weights(tmp_path / "two"), final_weights(tmp_path / "one")
+    for key in one[MODEL_FILE]:
+        torch.testing.assert_close(two[MODEL_FILE][key], one[MODEL_FILE][key], atol=1e-5, rtol=1e-4, msg=key)
+    assert [m["step"] for m in metrics(tmp_path / "two")] == [3]
+
+
 def test_a_failing_rank_ends_the_job_promptly(tiny_data_dir, tmp_path):
     started = time.monotonic()
     worker = Path(__file__).with_name("failing_rank_worker.py")  # the command line, with rank 1 failing at step 2

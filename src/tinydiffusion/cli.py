@@ -15,9 +15,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .config import MAX_GUIDANCE, MAX_TIMESTEPS, DataConfig, RunConfig, apply_overrides, config_fields, config_value
+from .config import (
+    MAX_GUIDANCE,
+    MAX_TIMESTEPS,
+    DataConfig,
+    RunConfig,
+    TrainConfig,
+    apply_overrides,
+    config_fields,
+    config_value,
+)
 from .data import NAMED, canonical_source
-from .defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
+from .defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, STUDENT_TRAINING
 from .errors import UserError
 from .files import atomic_write_bytes
 from .presets import NAMED_NETWORKS, PRESETS, config_for_data, get_preset, preset_for_source
@@ -134,7 +143,7 @@ def add_train(sub) -> None:
     p.add_argument("--net", choices=list(NAMED_NETWORKS), help="network: the UNet or a Transformer (dit = dit-s) "
                    "(default: the preset's)")
     preset = get_preset(HELP_PRESET)
-    fields = dict(config_fields())
+    fields = dict(config_fields(("net", "diffusion", "train", "data")))  # distill.*: `tinydiffusion distill`
     for flag, dotted in TRAIN_SHORTCUTS.items():
         p.add_argument(flag, dest=dotted, default=None, metavar=dotted.split(".")[1].upper(),
                        help=f"same as --{dotted}: {_field_help(preset, dotted, fields[dotted])}")
@@ -245,7 +254,7 @@ DISTILL_SHORTCUTS = {flag: dotted for flag, dotted in TRAIN_SHORTCUTS.items() if
 
 def add_distill(sub) -> None:
     p = sub.add_parser("distill", help="distill a trained model into a student that samples in 1 to 4 steps",
-                       description="Distill a teacher into a student that takes --steps deterministic steps, each one "
+                       description="Distill a teacher into a student that takes --steps steps, each one "
                        "network evaluation with guidance folded in (training/distillation.py). The student is a run "
                        "directory like any other: sample, evaluate and generate() use its own sampler and steps. "
                        "It trains on the teacher's data (--data-dir where it lies), and resumes, stops on a signal "
@@ -258,14 +267,14 @@ def add_distill(sub) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a distillation from its latest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     fields = dict(config_fields(("train", "distill")))
-    defaults = RunConfig()
+    defaults = RunConfig(train=dataclasses.replace(TrainConfig(), **STUDENT_TRAINING))
     for flag, dotted in DISTILL_SHORTCUTS.items():
         p.add_argument(flag, dest=dotted, default=None, metavar=dotted.split(".")[1].upper(),
                        help=f"same as --{dotted}")
     p.add_argument("--epochs", dest="train.epochs", default=None, metavar="EPOCHS",
                    help="passes over the teacher's data (default: 1)")
     group = p.add_argument_group("distillation and training settings (the train section's defaults are a "
-                                 "fine-tuning's: learning rate 2e-4, one epoch, no label dropout)")
+                                 "fine-tuning's)")
     for dotted, f in fields.items():
         if dotted not in ("distill.steps", "distill.teacher"):
             group.add_argument(f"--{dotted}", dest=dotted, default=None, metavar=_type_name(f),

@@ -263,10 +263,11 @@ class RunConfig:
             (distill.teacher_sampler in TEACHER_SAMPLERS,
              f"distill.teacher_sampler must be one of {', '.join(TEACHER_SAMPLERS)} (deterministic, on the model's "
              "own steps)"),
-            (distill.steps == 0 or (distill.teacher_steps % distill.steps == 0
-                                    and distill.teacher_steps <= d.timesteps),
-             f"distill.teacher_steps must be a multiple of the student's {distill.steps} steps, and at most the "
-             f"model's {d.timesteps}"),
+            (1 <= distill.teacher_steps <= d.timesteps,
+             f"distill.teacher_steps must be between 1 and the model's {d.timesteps}"),
+            (distill.steps == 0 or distill.method != "trajectory" or distill.teacher_steps % distill.steps == 0,
+             f"distill.teacher_steps must be a multiple of the student's {distill.steps} steps (the trajectory "
+             "method's levels lie on the teacher's)"),
             (0 <= distill.guidance_min <= distill.guidance_max <= MAX_GUIDANCE,
              f"need 0 <= distill.guidance_min <= distill.guidance_max <= {MAX_GUIDANCE:g}"),
         ]

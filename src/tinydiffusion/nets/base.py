@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..fields import option
+from ..fields import option, recorded
 
 MAX_IMAGE_SIZE = 1024
 MAX_CLASSES = 100_000
@@ -20,8 +20,8 @@ class NetConfig:
     num_classes: int = option(0, "classes the network is conditioned on (0: unconditional; index num_classes "
                               "means 'no class', for guidance)")
     dropout: float = option(0.0, "dropout probability in the network's blocks")
-    guidance_input: bool = option(False, "the network also takes the guidance scale, so one evaluation gives a "
-                                  "guided prediction (set by `tinydiffusion distill`)")
+    guidance_input: bool = recorded(False, "the network also takes the guidance scale, so one evaluation gives a "
+                                    "guided prediction (a student of `tinydiffusion distill`)")
 
     def checks(self) -> list[tuple[bool, str]]:
         """(condition, message) pairs that a valid config satisfies: the shared ones; networks add theirs."""

@@ -78,29 +78,40 @@ class Distillation:
 
     def loss(self, model, x0: torch.Tensor, y: torch.Tensor | None, noise: torch.Tensor, step: torch.Tensor,
              guidance: torch.Tensor) -> torch.Tensor:
-        errors = []
+        # The teacher walks each stretch for the images drawn to it; the student then sees them all in one
+        # forward pass (one per step, as DistributedDataParallel requires).
+        parts = []
         for i, stretch in enumerate(self.stretches):
-            chosen = step == i
-            if not chosen.any():
-                continue
-            level, following = stretch[0], stretch[-1]
-            x_i = level.alpha * x0[chosen] + level.sigma * noise[chosen]
-            y_i = None if y is None else y[chosen]
-            scale = guidance[chosen] if self.num_classes else 1.0
-            teacher = Denoiser(self.teacher, self.diffusion, y_i, scale, null_class=self.num_classes)
-            with torch.no_grad():
-                x_j = self.solve(teacher, x_i, stretch).float()
-            if following.sigma == 0:
-                target = x_j
-            else:
-                ratio = following.sigma / level.sigma
-                target = (x_j - ratio * x_i) / (following.alpha - level.alpha * ratio)
-            times = torch.full((len(x_i),), float(level.t), device=x_i.device)
-            output = model(x_i, times, y_i, guidance[chosen])
-            _, predicted = self.diffusion.eps_and_x0_from_output(output.float(), x_i, level.alpha, level.sigma)
-            weight = 1 + (level.alpha / level.sigma) ** 2 if self.method == "trajectory" else 1.0
-            errors.append(weight * ((predicted - target) ** 2).flatten(1).mean(1))
-        return torch.cat(errors).mean()
+            chosen = (step == i).nonzero().squeeze(1)
+            if len(chosen):
+                parts.append(self._teacher_target(stretch, chosen, x0, y, noise, guidance))
+        index, x_i, target, times, alpha, sigma, weight = (torch.cat(values) for values in zip(*parts, strict=True))
+        output = model(x_i, times, None if y is None else y[index], guidance[index])
+        _, predicted = self.diffusion.eps_and_x0_from_output(output.float(), x_i, alpha, sigma)
+        return (weight * ((predicted - target) ** 2).flatten(1).mean(1)).mean()
+
+    @torch.no_grad()
+    def _teacher_target(self, stretch, chosen, x0, y, noise, guidance):
+        """For the images `chosen` for this stretch: x_i on its first level, the x0 the student should predict
+        there, and what the student's forward pass needs (time, alpha, sigma, loss weight), per image."""
+        level, following = stretch[0], stretch[-1]
+        x_i = level.alpha * x0[chosen] + level.sigma * noise[chosen]
+        y_i = None if y is None else y[chosen]
+        scale = guidance[chosen] if self.num_classes else 1.0
+        x_j = self.solve(Denoiser(self.teacher, self.diffusion, y_i, scale, null_class=self.num_classes), x_i,
+                         stretch).float()
+        if following.sigma == 0:
+            target = x_j
+        else:
+            ratio = following.sigma / level.sigma
+            target = (x_j - ratio * x_i) / (following.alpha - level.alpha * ratio)
+        weight = 1 + (level.alpha / level.sigma) ** 2 if self.method == "trajectory" else 1.0
+
+        def per_image(value: float, *shape: int) -> torch.Tensor:
+            return torch.full((len(chosen), *shape), float(value), device=x_i.device)
+
+        return (chosen, x_i, target, per_image(level.t), per_image(level.alpha, 1, 1, 1),
+                per_image(level.sigma, 1, 1, 1), per_image(weight))
 
 
 def file_sha256(path: Path) -> str:
@@ -113,29 +124,28 @@ def file_sha256(path: Path) -> str:
 
 def student_network(config, teacher_net: torch.nn.Module) -> torch.nn.Module:
     """The student's network, built from its config and started from the teacher's weights; only the guidance
-    embedding is new (and starts at zero: nets/layers.py)."""
+    embedding is new (its output layer starts at zero: nets/layers.py), drawn from the run's seed as training's
+    networks are, so one process and many start alike."""
     from ..nets import build_network
 
-    student = build_network(config.net)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.train.seed)
+        student = build_network(config.net)
     missing, unexpected = student.load_state_dict(teacher_net.state_dict(), strict=False)
     if unexpected or any(not name.startswith("embed.guidance_mlp.") for name in missing):
         raise UserError("the student's network does not match its teacher's; it must be the same network.")
     return student
 
 
-# What a distillation run changes in the training defaults: a fine-tuning learning rate, no label dropout (the
-# student learns the teacher's guided outputs for every class), batches of 128 and one pass over the data.
-STUDENT_TRAINING = {"lr": 2e-4, "warmup_steps": 50, "epochs": 1, "max_steps": 0, "batch_size": 128,
-                    "label_dropout": 0.0, "ema_decay": 0.999, "eval_every": 0}
-
-
 def student_config(teacher, teacher_weights: Path, overrides: dict):
     """A student's RunConfig: its teacher's network (taking the guidance scale, for a class-conditional
-    teacher), process and data, the training defaults above, what it is distilled from, and `overrides`
+    teacher), process and data, the training defaults of defaults.STUDENT_TRAINING, what it is distilled from,
+    and `overrides`
     (dotted names, as the command line gives them); its sampler follows from the method."""
     import dataclasses
 
     from ..config import DISTILL_METHODS, DistillConfig, RunConfig, TrainConfig, apply_overrides
+    from ..defaults import STUDENT_TRAINING
 
     cfg = teacher.config
     net = dataclasses.replace(cfg.net, guidance_input=cfg.net.num_classes > 0)
