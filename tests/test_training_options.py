@@ -189,8 +189,8 @@ def poison_noise(monkeypatch, bad_steps: set[int]) -> None:
     real_draw = Trainer._draw_batch
 
     def draw(self, order, index_in_epoch):
-        x0, y, timesteps, noise = real_draw(self, order, index_in_epoch)
-        return (x0, y, timesteps, noise * float("nan")) if self.step in bad_steps else (x0, y, timesteps, noise)
+        x0, y, noise, *drawn = real_draw(self, order, index_in_epoch)
+        return (x0, y, noise * float("nan") if self.step in bad_steps else noise, *drawn)
 
     monkeypatch.setattr(Trainer, "_draw_batch", draw)
 

@@ -143,7 +143,7 @@ def add_train(sub) -> None:
     p.add_argument("--net", choices=list(NAMED_NETWORKS), help="network: the UNet or a Transformer (dit = dit-s) "
                    "(default: the preset's)")
     preset = get_preset(HELP_PRESET)
-    fields = dict(config_fields(("net", "diffusion", "train", "data")))  # distill.*: `tinydiffusion distill`
+    fields = dict(config_fields())
     for flag, dotted in TRAIN_SHORTCUTS.items():
         p.add_argument(flag, dest=dotted, default=None, metavar=dotted.split(".")[1].upper(),
                        help=f"same as --{dotted}: {_field_help(preset, dotted, fields[dotted])}")

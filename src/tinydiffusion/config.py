@@ -132,7 +132,8 @@ class DistillConfig:
     teacher_sha256: str = recorded("", "the teacher's weights' SHA-256, so a resumed run uses the same teacher")
 
 
-SECTIONS = ("net", "diffusion", "train", "data", "distill")
+TRAINING_SECTIONS = ("net", "diffusion", "train", "data")  # what `train` sets; `distill` sets train and distill
+SECTIONS = (*TRAINING_SECTIONS, "distill")
 
 
 @dataclass
@@ -391,7 +392,7 @@ def config_value(config: RunConfig, dotted: str):
     return getattr(getattr(config, section), name)
 
 
-def config_fields(sections: tuple[str, ...] = SECTIONS) -> list[tuple[str, dataclasses.Field]]:
+def config_fields(sections: tuple[str, ...] = TRAINING_SECTIONS) -> list[tuple[str, dataclasses.Field]]:
     """Every field a user can set in `sections`, as (dotted name, field), for building command-line flags and
     their help: the net section's are those of every registered network. The fields training records
     (data.num_images, ...) are not settings, so they have no flags."""

@@ -140,8 +140,7 @@ def student_network(config, teacher_net: torch.nn.Module) -> torch.nn.Module:
 def student_config(teacher, teacher_weights: Path, overrides: dict):
     """A student's RunConfig: its teacher's network (taking the guidance scale, for a class-conditional
     teacher), process and data, the training defaults of defaults.STUDENT_TRAINING, what it is distilled from,
-    and `overrides`
-    (dotted names, as the command line gives them); its sampler follows from the method."""
+    and `overrides` (dotted names, as the command line gives them); its sampler follows from the method."""
     import dataclasses
 
     from ..config import DISTILL_METHODS, DistillConfig, RunConfig, TrainConfig, apply_overrides
