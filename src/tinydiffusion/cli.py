@@ -249,7 +249,7 @@ def run_training(args, config: RunConfig, run_dir: Path, dataset, checkpoint, ne
 
 # --- distill ---------------------------------------------------------------------------------
 
-DISTILL_SHORTCUTS = {flag: dotted for flag, dotted in TRAIN_SHORTCUTS.items() if flag not in ("--data", "--epochs")}
+DISTILL_SHORTCUTS = {flag: dotted for flag, dotted in TRAIN_SHORTCUTS.items() if flag != "--epochs"}
 
 
 def add_distill(sub) -> None:
@@ -257,7 +257,8 @@ def add_distill(sub) -> None:
                        description="Distill a teacher into a student that takes --steps steps, each one "
                        "network evaluation with guidance folded in (training/distillation.py). The student is a run "
                        "directory like any other: sample, evaluate and generate() use its own sampler and steps. "
-                       "It trains on the teacher's data (--data-dir where it lies), and resumes, stops on a signal "
+                       "It trains on the teacher's data (--data-dir, or --data, where it lies now), and resumes, stops "
+                       "on a signal "
                        "and runs under torchrun as training does.")
     p.add_argument("--teacher", help="the teacher: a run directory, a checkpoint or a .safetensors file (default: "
                    "the bundled model)")
