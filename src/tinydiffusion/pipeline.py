@@ -146,7 +146,8 @@ def sampling_settings(model: Model, sampler: str | None = None, steps: int | Non
         sampler, steps = student.sampler, steps or student.steps
     sampler = sampler or DEFAULT_SAMPLER
     get_sampler(sampler)
-    steps = steps if steps is not None else (DEFAULT_STEPS[sampler] or model.diffusion.num_timesteps)
+    T = model.diffusion.num_timesteps
+    steps = steps if steps is not None else min(DEFAULT_STEPS[sampler] or T, T)  # a default fits any model's T
     guidance = default_guidance(model) if guidance is None else guidance
     if student.steps and model.num_classes and not student.guidance_min <= guidance <= student.guidance_max:
         raise UserError(f"this student learned guidance scales from {student.guidance_min:g} to "

@@ -389,8 +389,8 @@ class Trainer:
         if not (self.dist.is_main and t.sample_every_epoch and t.sample_num > 0):
             return
         model = Model(self.ema.net, self.diffusion, self.config, self.run_dir)
-        # DDIM at train.sample_steps, guidance 1; a student with its own sampler and steps, at its default guidance
-        sampling = {} if self.config.distill.steps else {"sampler": "ddim", "guidance": 1.0,
+        # DDIM at train.sample_steps; a student with its own sampler and steps (both at the default guidance)
+        sampling = {} if self.config.distill.steps else {"sampler": "ddim",
                                                          "steps": min(t.sample_steps, self.diffusion.num_timesteps)}
         images, _ = generate(model, t.sample_num, seed=t.seed, **sampling)
         save_grid(images, self.run_dir / "samples" / f"epoch-{epoch:03d}.png")
