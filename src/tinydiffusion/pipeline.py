@@ -155,6 +155,49 @@ def sampling_settings(model: Model, sampler: str | None = None, steps: int | Non
     return sampler, steps, guidance
 
 
+def checked_settings(model: Model, sampler: str | None, steps: int | None, guidance: float | None, seed: int,
+                     options: dict) -> tuple[str, int, float]:
+    """sampling_settings(), each checked: what generate() and the editing functions (editing/) sample with."""
+    sampler, steps, guidance = sampling_settings(model, sampler, steps, guidance, options)
+    check_sampler_options(sampler, options)
+    if not 1 <= steps <= model.diffusion.num_timesteps:
+        raise UserError(f"--steps must be between 1 and {model.diffusion.num_timesteps} (the model's T), not {steps}.")
+    if not (math.isfinite(guidance) and guidance >= 0):
+        raise UserError(f"the guidance scale must be a finite number, 0 or more, not {guidance}.")
+    if guidance != 1.0 and model.num_classes == 0:
+        raise UserError("guidance needs a class-conditional model; this one is unconditional.")
+    if not 0 <= seed < 2**63:
+        raise UserError(f"the seed must be between 0 and 2**63 - 1, not {seed}.")
+    return sampler, steps, guidance
+
+
+def start_noise(model: Model, seed: int, first: int, count: int) -> tuple[torch.Tensor, list[torch.Generator]]:
+    """The starting noise of images first .. first + count - 1 of a seed, and their generators (which go on to
+    draw a stochastic sampler's noise): image i's noise is the same whatever batch it is drawn in."""
+    net_cfg = model.config.net
+    device = next(model.net.parameters()).device
+    generators = image_generators(seed, first, count, device)
+    shape = (net_cfg.in_channels, net_cfg.image_size, net_cfg.image_size)
+    return torch.stack([torch.randn(shape, generator=g, device=device) for g in generators]), generators
+
+
+def denoiser(model: Model, labels: torch.Tensor | None, guidance: float | torch.Tensor) -> Denoiser:
+    """The model's network as the samplers call it, for these labels (on the network's device) and guidance."""
+    device = next(model.net.parameters()).device
+    net_cfg = model.config.net
+    return Denoiser(model.net, model.diffusion, None if labels is None else labels.to(device), guidance,
+                    null_class=net_cfg.num_classes, guidance_input=net_cfg.guidance_input)
+
+
+def check_finite(x0: torch.Tensor, sampler: str, steps: int, guidance: float, options: dict) -> None:
+    """A result that is not finite is an error, never a black image."""
+    if not torch.isfinite(x0).all():
+        settings = "".join(f", {key} {value}" for key, value in options.items())
+        raise UserError(f"sampling gave values that are not finite (NaN or infinity) with {sampler}, "
+                        f"{steps} steps, guidance {guidance}{settings}; these settings or the model's "
+                        "weights are broken, so no image was written.")
+
+
 def generate(model: Model, num: int, *, classes: list[int] | None = None, sampler: str | None = None,
              steps: int | None = None, guidance: float | None = None, seed: int = 0, batch_size: int = 500,
              progress: bool = False, callback=None, **sampler_options) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -164,41 +207,23 @@ def generate(model: Model, num: int, *, classes: list[int] | None = None, sample
     images at any batch size. A result that is not finite is an error, never a black image. What is not
     given (sampler, its steps, the guidance) is the model's default: sampling_settings.
     """
-    sampler, steps, guidance = sampling_settings(model, sampler, steps, guidance, sampler_options)
-    sample_fn = get_sampler(sampler)
-    check_sampler_options(sampler, sampler_options)
-    if not 1 <= steps <= model.diffusion.num_timesteps:
-        raise UserError(f"--steps must be between 1 and {model.diffusion.num_timesteps} (the model's T), not {steps}.")
+    sampler, steps, guidance = checked_settings(model, sampler, steps, guidance, seed, sampler_options)
     if num < 1 or batch_size < 1:
         raise UserError(f"the number of images and the batch size must be at least 1, not {num} and {batch_size}.")
-    if not (math.isfinite(guidance) and guidance >= 0):
-        raise UserError(f"the guidance scale must be a finite number, 0 or more, not {guidance}.")
-    if guidance != 1.0 and model.num_classes == 0:
-        raise UserError("guidance needs a class-conditional model; this one is unconditional.")
-    if not 0 <= seed < 2**63:
-        raise UserError(f"the seed must be between 0 and 2**63 - 1, not {seed}.")
     device = next(model.net.parameters()).device
     guided_twice = guidance != 1.0 and not model.config.net.guidance_input  # both halves in one batch
     check_memory(model, num, batch_size, guided=guided_twice, device=device)
     labels = resolve_labels(model, num, classes)
-    net_cfg = model.config.net
-    shape = (net_cfg.in_channels, net_cfg.image_size, net_cfg.image_size)
+    sample_fn = get_sampler(sampler)
     images = []
     with tqdm(total=num, desc=f"sampling ({sampler}, {steps} steps)", unit="img", disable=not progress) as bar:
         for start in range(0, num, batch_size):
             n = min(batch_size, num - start)
-            generators = image_generators(seed, start, n, device)
-            noise = torch.stack([torch.randn(shape, generator=g, device=device) for g in generators])
-            y = labels[start:start + n].to(device) if labels is not None else None
-            denoise = Denoiser(model.net, model.diffusion, y, guidance, null_class=net_cfg.num_classes,
-                               guidance_input=net_cfg.guidance_input)
+            noise, generators = start_noise(model, seed, start, n)
+            denoise = denoiser(model, labels[start:start + n] if labels is not None else None, guidance)
             x0 = sample_fn(denoise, noise, model.diffusion, steps, callback=callback, generator=generators,
                            **sampler_options)
-            if not torch.isfinite(x0).all():
-                options = "".join(f", {key} {value}" for key, value in sampler_options.items())
-                raise UserError(f"sampling gave values that are not finite (NaN or infinity) with {sampler}, "
-                                f"{steps} steps, guidance {guidance}{options}; these settings or the model's "
-                                "weights are broken, so no image was written.")
+            check_finite(x0, sampler, steps, guidance, sampler_options)
             images.append(to_pixels(x0).cpu())
             bar.update(n)
     return torch.cat(images), labels

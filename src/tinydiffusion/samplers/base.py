@@ -107,13 +107,23 @@ class Sampler:
         """Its own options and their defaults, read from the two functions' signatures."""
         return {**_own_options(self.spacing), **_own_options(self.algorithm)}
 
+    def levels(self, diffusion, steps: int | None = None, **options) -> list[Level]:
+        """The levels it visits for `steps` steps (its spacing options among `options`; the others are ignored)."""
+        spacing_keys = _own_options(self.spacing)
+        return self.spacing(diffusion, steps or diffusion.num_timesteps,
+                            **{k: v for k, v in options.items() if k in spacing_keys})
+
+    def walk(self, denoise, x, levels: list[Level], *, callback: Callback = None, generator=None, **options):
+        """Run the algorithm from x at levels[0] through the given levels (its own options among `options`): the
+        editing functions walk part of a sampler's levels, or one step of them at a time."""
+        spacing_keys = _own_options(self.spacing)
+        return self.algorithm(denoise, x, levels, callback=callback, generator=generator,
+                              **{k: v for k, v in options.items() if k not in spacing_keys})
+
     def __call__(self, denoise, x, diffusion, steps: int | None = None, *, callback: Callback = None,
                  generator=None, **options):
-        spacing_keys = _own_options(self.spacing)
         unknown = set(options) - set(self.options())
         if unknown:
             raise UserError(f"this sampler does not take {', '.join(sorted(unknown))}.")
-        levels = self.spacing(diffusion, steps or diffusion.num_timesteps,
-                              **{k: v for k, v in options.items() if k in spacing_keys})
-        return self.algorithm(denoise, x, levels, callback=callback, generator=generator,
-                              **{k: v for k, v in options.items() if k not in spacing_keys})
+        return self.walk(denoise, x, self.levels(diffusion, steps, **options), callback=callback,
+                         generator=generator, **options)
