@@ -19,3 +19,6 @@ DEFAULT_GUIDANCE = 1.5
 # preset-sized student of docs/distill.md was made with these (150 steps).
 STUDENT_TRAINING = {"lr": 2e-4, "warmup_steps": 50, "epochs": 1, "max_steps": 0, "batch_size": 128,
                     "label_dropout": 0.0, "ema_decay": 0.999, "eval_every": 0}
+
+# The editing commands' built-in masks (editing/images.py draws them): the region to regenerate.
+BUILTIN_MASKS = ("left", "top", "centre", "strokes")

@@ -39,7 +39,7 @@ class Shape:
     alpha_background: tuple[int, int, int] = (255, 255, 255)
 
 
-def _to_mode(image: Image.Image, shape: Shape) -> Image.Image:
+def to_mode(image: Image.Image, shape: Shape) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit (or 32-bit int) greyscale
         array = np.asarray(image, dtype=np.int64)
         top = 65535 if image.mode.startswith("I;16") or array.max() > 255 else 255
@@ -59,7 +59,7 @@ def _to_mode(image: Image.Image, shape: Shape) -> Image.Image:
 def shape_image(image: Image.Image, shape: Shape) -> np.ndarray:
     """A Pillow image -> uint8 [size, size, channels]."""
     try:
-        image = _to_mode(image, shape)
+        image = to_mode(image, shape)
     except ValueError as err:  # a mode Pillow reads but cannot convert (a LAB TIFF to grey, say)
         raise SkipImage(f"has colour mode {image.mode}, which cannot be converted ({err})") from None
     width, height = image.size

@@ -1,0 +1,70 @@
+"""What every edit shares: its sampling set up as generate() sets up a batch, and the image it starts from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..data.pixels import to_pixels
+from ..errors import UserError
+from ..pipeline import Model, check_finite, check_memory, checked_settings, denoiser, resolve_labels, start_noise
+from ..samplers import SAMPLERS, Denoiser, Level, Sampler
+
+
+@dataclass
+class Draw:
+    """An edit's sampling: the settings as used, the sampler's levels, each image's noise and generator, and the
+    denoiser. Image i of a seed starts from the same noise as generate()'s image i."""
+    sampler_name: str
+    steps: int
+    guidance: float
+    options: dict
+    sampler: Sampler
+    levels: list[Level]
+    noise: torch.Tensor
+    generators: list[torch.Generator]
+    denoise: Denoiser
+
+    def walk(self, x: torch.Tensor, levels: list[Level], denoise=None) -> torch.Tensor:
+        """The sampler from x at levels[0] through `levels`."""
+        return self.sampler.walk(denoise or self.denoise, x, levels, generator=self.generators, **self.options)
+
+    def pixels(self, x0: torch.Tensor) -> torch.Tensor:
+        check_finite(x0, self.sampler_name, self.steps, self.guidance, self.options)
+        return to_pixels(x0).cpu()
+
+
+def edit_labels(model: Model, num: int, classes: list[int] | None, guidance: float | None):
+    """(labels, guidance) for an edit. With no class asked for, a class-conditional model runs unconditionally
+    (its null label): the class of a given image is unknown, and guessing one would pull the edit toward it."""
+    if classes or not model.num_classes:
+        return resolve_labels(model, num, classes), guidance
+    if guidance not in (None, 1.0):
+        raise UserError("guidance steers toward a class; add --class NAME, or drop --guidance to edit without one.")
+    return torch.full((num,), model.num_classes, dtype=torch.long), 1.0
+
+
+def prepare(model: Model, num: int, classes: list[int] | None, sampler: str | None, steps: int | None,
+            guidance: float | None, seed: int, options: dict) -> Draw:
+    if num < 1:
+        raise UserError(f"the number of images must be at least 1, not {num}.")
+    labels, guidance = edit_labels(model, num, classes, guidance)
+    sampler, steps, guidance = checked_settings(model, sampler, steps, guidance, seed, options)
+    device = next(model.net.parameters()).device
+    check_memory(model, num, num, guided=guidance != 1.0 and not model.config.net.guidance_input, device=device)
+    noise, generators = start_noise(model, seed, 0, num)
+    chosen = SAMPLERS[sampler]
+    return Draw(sampler, steps, guidance, options, chosen, chosen.levels(model.diffusion, steps, **options), noise,
+                generators, denoiser(model, labels, guidance))
+
+
+def check_image(model: Model, image: torch.Tensor, what: str = "the image") -> torch.Tensor:
+    """uint8 [C, H, W] in the model's shape (fit_image makes one from any picture), on the network's device."""
+    net = model.config.net
+    shape = (net.in_channels, net.image_size, net.image_size)
+    if not isinstance(image, torch.Tensor) or image.dtype != torch.uint8 or tuple(image.shape) != shape:
+        got = f"{image.dtype} {tuple(image.shape)}" if isinstance(image, torch.Tensor) else type(image).__name__
+        raise UserError(f"{what} must be uint8 pixels shaped {shape} for this model, not {got}; "
+                        "editing.fit_image makes one from any picture.")
+    return image.to(next(model.net.parameters()).device)
