@@ -17,7 +17,8 @@ def trained_run(tiny_data_dir, tmp_path_factory):
 
 
 @pytest.mark.parametrize("command", [[], ["train"], ["sample"], ["visualize"], ["visualize", "forward"],
-                                     ["visualize", "reverse"], ["evaluate"]])
+                                     ["visualize", "reverse"], ["evaluate"], ["inpaint"], ["img2img"],
+                                     ["interpolate"]])
 def test_help(command):
     result = run_cli([*command, "--help"])
     assert result.returncode == 0 and "usage: tinydiffusion" in result.stdout

@@ -1,5 +1,5 @@
-"""Command line: `tinydiffusion train | distill | prepare | sample | visualize | evaluate`: it only wires things
-together.
+"""Command line: `tinydiffusion train | distill | prepare | sample | visualize | inpaint | img2img | interpolate |
+evaluate | demo`: it only wires things together.
 
 Nothing here imports torch at the top: `--help` and argument errors answer at once, and torch is
 imported by the command that needs it.
@@ -26,7 +26,7 @@ from .config import (
     config_value,
 )
 from .data import NAMED, canonical_source
-from .defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, STUDENT_TRAINING
+from .defaults import BUILTIN_MASKS, DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, STUDENT_TRAINING
 from .errors import UserError
 from .files import atomic_write_bytes
 from .presets import NAMED_NETWORKS, PRESETS, config_for_data, get_preset, preset_for_source
@@ -355,16 +355,22 @@ def cmd_prepare(args) -> int:
 
 def add_sampling_options(p, default_num: int) -> None:
     p.add_argument("--num", type=number(int, 1, MAX_NUM), default=default_num, help="number of images")
+    p.add_argument("--class", dest="classes", action="append", metavar="NAME",
+                   help="class to generate, by the model's class name or index (repeatable; default: every "
+                   "class in turn)")
+    add_sampler_options(p, "seed of the noise: a seed gives the same images at any --batch-size")
+    p.add_argument("--batch-size", type=number(int, 1, MAX_BATCH), default=500,
+                   help="images per network call; a smaller batch needs less memory, with the same images")
+
+
+def add_sampler_options(p, seed_help: str) -> None:
+    """The options every drawing command shares (sample, visualize, evaluate and the edits)."""
     p.add_argument("--sampler", default=None, choices=list(DEFAULT_STEPS),
                    help=f"sampler (default: {DEFAULT_SAMPLER}, or a distilled student's own)")
     own_steps = ", ".join(f"{name} {steps or 'T'}" for name, steps in DEFAULT_STEPS.items())
     p.add_argument("--steps", type=number(int, 1, MAX_TIMESTEPS),
                    help=f"sampling steps (default: the sampler's own: {own_steps}, where T is the model's)")
-    p.add_argument("--seed", type=number(int, 0, MAX_SEED), default=0,
-                   help="seed of the noise: a seed gives the same images at any --batch-size")
-    p.add_argument("--class", dest="classes", action="append", metavar="NAME",
-                   help="class to generate, by the model's class name or index (repeatable; default: every "
-                   "class in turn)")
+    p.add_argument("--seed", type=number(int, 0, MAX_SEED), default=0, help=seed_help)
     p.add_argument("--guidance", type=number(float, 0, MAX_GUIDANCE), default=None,
                    help="classifier-free guidance scale: 1 is the plain conditional model, 0 the unconditional "
                    f"one (default: {DEFAULT_GUIDANCE} for class-conditional models, 1 for unconditional ones)")
@@ -373,8 +379,6 @@ def add_sampling_options(p, default_num: int) -> None:
     p.add_argument("--spacing", choices=["leading", "trailing", "linspace"], default=None,
                    help="ddpm, ddim, dpmpp-2m and consistency only: which of the model's timesteps are visited "
                    "(default: trailing)")
-    p.add_argument("--batch-size", type=number(int, 1, MAX_BATCH), default=500,
-                   help="images per network call; a smaller batch needs less memory, with the same images")
     p.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda or cuda:N")
 
 
@@ -515,6 +519,162 @@ def cmd_visualize_reverse(args) -> int:
     return 0
 
 
+# --- inpaint, img2img, interpolate -----------------------------------------------------------------
+
+def add_edit_options(p, out_default: str) -> None:
+    p.add_argument("--checkpoint", help="a run directory, a checkpoint directory or a .safetensors file "
+                   "(default: the bundled model)")
+    p.add_argument("--image", required=True, help="the picture: any image file Pillow reads, converted to the "
+                   "model's channels and resized to its size (stretched if it is not square); the result is resized "
+                   "back to the picture's own size")
+    p.add_argument("--class", dest="edit_class", metavar="NAME", help="the class to draw toward, by the model's "
+                   "class name or index (default: none, the model runs unconditionally, and --guidance does not apply)")
+    p.add_argument("--num", type=number(int, 1, 1000), default=1, help="variants to make, written as a grid")
+    add_sampler_options(p, "seed of the noise: variant i is the same for a seed whatever --num is")
+    p.add_argument("--out", default=out_default, help="FILE.png: the edited picture at its own size, or with --num N "
+                   "a grid of the N variants (replaced if it exists)")
+
+
+def read_edit_input(args, *masks):
+    """(--out, the pictures, the model): every file is read, and refused in one sentence, before the model."""
+    from .editing import read_picture
+    from .pipeline import load_model
+
+    out = output_path(args.out, "--out", (".png",))
+    pictures = [read_picture(args.image, "--image")] + [read_picture(path, flag) for flag, path in masks]
+    return out, pictures, load_model(args.checkpoint, args.device)
+
+
+def edit_classes(model, names: str | list[str] | None) -> list[int] | None:
+    """Class indices from one --class NAME or several; None for none."""
+    names = [names] if isinstance(names, str) else names
+    return [model.class_index(name) for name in names] if names else None
+
+
+def write_edits(images, out: Path) -> None:
+    """One picture as it is, or N variants as a grid; refused first if it cannot fit in memory."""
+    from .viz import grid_image, save_image
+
+    check_figure_fits(images.numel() * 4, f"{len(images)} pictures of {images.shape[3]}x{images.shape[2]}",
+                      "lower --num or use a smaller picture")
+    with writing(out):
+        save_image(grid_image(images, padding=0 if len(images) == 1 else 2), out)
+    print(f"wrote {out}")
+
+
+def add_inpaint(sub) -> None:
+    p = sub.add_parser("inpaint", help="regenerate a masked region of a picture (RePaint)",
+                       description="Regenerate the masked region of a picture in keeping with the rest (RePaint, "
+                       "editing/inpaint.py); the pixels outside the mask are written back exactly as given.")
+    add_edit_options(p, "inpainted.png")
+    p.add_argument("--mask", required=True, help=f"an image the picture's size, white where to regenerate (black, or "
+                   f"transparent, to keep), or a built-in mask: {', '.join(BUILTIN_MASKS)} (the strokes follow --seed)")
+    p.add_argument("--jump-length", type=number(int, 1, MAX_TIMESTEPS), default=None,
+                   help="RePaint's jumps: levels gone back up at each (default: a tenth of the steps)")
+    p.add_argument("--resamplings", type=number(int, 1, 100), default=5,
+                   help="RePaint's resampling: times each stretch between jumps is walked (1: no jumps)")
+    p.set_defaults(run=cmd_inpaint)
+
+
+def cmd_inpaint(args) -> int:
+    import torch
+
+    from .editing import builtin_mask, fit_image, fit_mask, inpaint, picture_pixels, scale_mask, to_picture_size
+
+    builtin = args.mask in BUILTIN_MASKS
+    if not builtin and not Path(args.mask).exists():
+        raise UserError(f"--mask {args.mask} is neither a file nor a built-in mask ({', '.join(BUILTIN_MASKS)}).")
+    out, pictures, model = read_edit_input(args, *([] if builtin else [("--mask", args.mask)]))
+    picture = pictures[0]
+    if builtin:
+        mask = builtin_mask(args.mask, model.config.net.image_size, seed=args.seed)
+        full = scale_mask(mask, picture.size)
+    else:
+        mask, full = fit_mask(model, pictures[1], picture.size)
+    if not mask.any():
+        raise UserError("the mask is empty (no white pixel), so there is nothing to inpaint.")
+    results = inpaint(model, fit_image(model, picture), mask, args.num, classes=edit_classes(model, args.edit_class),
+                      sampler=args.sampler, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                      jump_length=args.jump_length, resamplings=args.resamplings, **sampler_options(args))
+    given = picture_pixels(model, picture)  # the picture's own pixels outside the mask, at its own size
+    write_edits(torch.where(full, to_picture_size(results, picture.size), given), out)
+    return 0
+
+
+def add_img2img(sub) -> None:
+    p = sub.add_parser("img2img", help="redraw a picture from part-way along the reverse process (SDEdit)",
+                       description="Noise a picture to a depth and denoise it, optionally toward another class "
+                       "(SDEdit, editing/img2img.py): --strength 0 returns it, 1 draws a new image.")
+    add_edit_options(p, "img2img.png")
+    p.add_argument("--strength", type=number(float, 0, 1), required=True,
+                   help="how much of the reverse process is redone, from 0 (the picture as it is) to 1 (a new image)")
+    p.set_defaults(run=cmd_img2img)
+
+
+def cmd_img2img(args) -> int:
+    from .editing import fit_image, img2img, to_picture_size
+
+    out, (picture,), model = read_edit_input(args)
+    results = img2img(model, fit_image(model, picture), args.strength, args.num,
+                      classes=edit_classes(model, args.edit_class), sampler=args.sampler, steps=args.steps,
+                      guidance=args.guidance, seed=args.seed, **sampler_options(args))
+    write_edits(to_picture_size(results, picture.size), out)
+    return 0
+
+
+def add_interpolate(sub) -> None:
+    p = sub.add_parser("interpolate", help="images along a path between two noises, two pictures or two classes",
+                       description="Draw images along a spherical path between the noises of two seeds (--seed, "
+                       "--seed-end), or between two pictures found again by DDIM inversion (--images), and from "
+                       "one class to another with two --class (editing/interpolate.py).")
+    p.add_argument("--checkpoint", help="a run directory, a checkpoint directory or a .safetensors file "
+                   "(default: the bundled model)")
+    p.add_argument("--images", nargs=2, metavar=("FIRST", "SECOND"), help="two pictures to go between, inverted "
+                   "with DDIM (then the sampler is ddim, with --steps 50 unless given)")
+    p.add_argument("--seed-end", type=number(int, 0, MAX_SEED), default=None,
+                   help="seed of the second noise (default: --seed + 1)")
+    p.add_argument("--class", dest="classes", action="append", metavar="NAME", help="the class of every frame, "
+                   "or given twice, the first and last frames' classes (default: none, the model runs "
+                   "unconditionally)")
+    p.add_argument("--frames", type=number(int, 2, 1000), default=8, help="images along the path, both ends included")
+    add_sampler_options(p, "seed of the first noise")
+    p.add_argument("--out", default="interpolation.png", help="the strip, FILE.png (replaced if it exists)")
+    p.add_argument("--gif", help="also write the frames, there and back, as an animated FILE.gif")
+    p.set_defaults(run=cmd_interpolate)
+
+
+def cmd_interpolate(args) -> int:
+    from .editing import fit_image, interpolate, read_picture
+    from .pipeline import load_model
+    from .viz import grid_image, save_image
+
+    out = output_path(args.out, "--out", (".png",))
+    gif = output_path(args.gif, "--gif", (".gif",)) if args.gif else None
+    if args.classes and len(args.classes) > 2:
+        raise UserError(f"an interpolation goes between at most two classes, not {len(args.classes)} --class.")
+    if args.images and args.seed_end is not None:
+        raise UserError("--seed-end picks the second noise; with --images the pictures give both ends, so drop it.")
+    pictures = [read_picture(path, "--images") for path in args.images or ()]
+    model = load_model(args.checkpoint, args.device)
+    images = tuple(fit_image(model, picture) for picture in pictures) or None
+    seed_end = args.seed + 1 if args.seed_end is None else args.seed_end
+    if seed_end > MAX_SEED:
+        raise UserError(f"--seed {args.seed} has no next seed; give --seed-end.")
+    frames = interpolate(model, args.frames, seeds=(args.seed, seed_end), images=images,
+                         classes=edit_classes(model, args.classes), sampler=args.sampler, steps=args.steps,
+                         guidance=args.guidance, **sampler_options(args))
+    with writing(out):
+        save_image(grid_image(frames, nrow=len(frames), scale=2), out)
+    print(f"wrote {out}")
+    if gif:
+        pictures = [grid_image(frame[None], padding=0, scale=4) for frame in frames]
+        with writing(gif):
+            save_image(pictures[0], gif, save_all=True, append_images=pictures[1:] + pictures[-2:0:-1],
+                       duration=120, loop=0)
+        print(f"wrote {gif}")
+    return 0
+
+
 # --- evaluate --------------------------------------------------------------------------------
 
 def add_evaluate(sub) -> None:
@@ -590,6 +750,33 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+# --- demo ------------------------------------------------------------------------------------
+
+def add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="serve a local web page to sample, watch and edit images (needs the demo extra)",
+                       description="Serve the demo page (Gradio; pip install -e \".[demo]\"): generate a grid, "
+                       "watch the reverse process, run the forward process on a test image, inpaint, image to image "
+                       "and interpolation. Its root URL serves the page; Ctrl-C stops it.")
+    p.add_argument("--checkpoint", help="a run directory, a checkpoint directory or a .safetensors file "
+                   "(default: the bundled model)")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on: 127.0.0.1 is reachable from this "
+                   "machine only; 0.0.0.0 opens the page to the network")
+    p.add_argument("--port", type=number(int, 1, 65535), default=7860, help="the port to listen on")
+    p.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda or cuda:N")
+    p.add_argument("--data-dir", help="where the model's dataset is, for the forward-process test images "
+                   "(default: where training put it; without it the model draws its own)")
+    p.add_argument("--max-upload-mb", type=number(float, 0.01, 1024), default=10,
+                   help="the largest upload the page accepts, in MB")
+    p.set_defaults(run=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.checkpoint, args.device, args.host, args.port, args.data_dir, args.max_upload_mb)
+    return 0
+
+
 # --- entry point -----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -600,7 +787,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_prepare(sub)
     add_sample(sub)
     add_visualize(sub)
+    add_inpaint(sub)
+    add_img2img(sub)
+    add_interpolate(sub)
     add_evaluate(sub)
+    add_demo(sub)
     return parser
 
 
