@@ -73,13 +73,9 @@ def test_inpainting_keeps_the_pixels_outside_the_mask_exactly(model, shirt, name
     assert (out[:, :, mask] != shirt[:, mask]).float().mean() > 0.5  # the masked region is drawn anew
 
 
-def test_inpainting_an_exact_gaussian_draws_near_its_exact_conditional():
-    """Correlated Gaussian pixels, the right half given: the left half's exact conditional is known in closed form.
-    RePaint approximates it, and its resampling is what brings it near: at 100 DDPM steps with 10 resamplings
-    (jumps of 5) the 300 draws' mean is within 0.12 of the exact conditional mean on every pixel (the given half
-    moves it by up to 0.43; the prior std is 0.3, the conditional's 0.23-0.28) and their std within 0.04, where
-    without resampling the mean is off by more than 0.15. (RePaint's own setting, 250 steps with jumps of 10,
-    comes within 0.07; docs/editing.md.)"""
+def gaussian_inpainting():
+    """The Gaussian model, one of its draws as an image, the left half masked, and the exact conditional of the
+    masked pixels given the rest: (model, image, mask, its mean, its std), over the masked pixels in order."""
     gaussian, cov = gaussian_model()
     x0 = torch.linalg.cholesky(cov) @ torch.randn(SIDE * SIDE, generator=torch.Generator().manual_seed(0),
                                                    dtype=torch.float64)
@@ -88,14 +84,26 @@ def test_inpainting_an_exact_gaussian_draws_near_its_exact_conditional():
     mask = torch.zeros(SIDE, SIDE, dtype=torch.bool)
     mask[:, : SIDE // 2] = True
     m, k = mask.flatten(), ~mask.flatten()
-    gain = cov[m][:, k] @ torch.linalg.inv(cov[k][:, k])
-    exact_mean, exact_cov = gain @ given[k], cov[m][:, m] - gain @ cov[k][:, m]  # the data's mean is 0
-    errors = {}
-    for resamplings in (1, 10):
-        out = inpaint(gaussian, image, mask, 300, sampler="ddpm", steps=100, jump_length=5, resamplings=resamplings)
-        drawn = (out.double().flatten(1) / 127.5 - 1)[:, m]
-        errors[resamplings] = ((drawn.mean(0) - exact_mean).abs().max().item(),
-                               (drawn.std(0) - exact_cov.diag().sqrt()).abs().max().item())
+    gain = cov[m][:, k] @ torch.linalg.inv(cov[k][:, k])  # the data's mean is 0
+    return gaussian, image, mask, gain @ given[k], (cov[m][:, m] - gain @ cov[k][:, m]).diag().sqrt()
+
+
+def conditional_errors(out: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor, std: torch.Tensor):
+    """The largest errors, over the masked pixels, of the inpaintings' mean and std against the exact ones."""
+    drawn = (out.double().flatten(1) / 127.5 - 1)[:, mask.flatten()]
+    return (drawn.mean(0) - mean).abs().max().item(), (drawn.std(0) - std).abs().max().item()
+
+
+def test_inpainting_an_exact_gaussian_draws_near_its_exact_conditional():
+    """Correlated Gaussian pixels, the right half given: the left half's exact conditional is known in closed form.
+    RePaint approximates it, and its resampling is what brings it near: at 100 DDPM steps with 10 resamplings
+    (jumps of 5) the 300 draws' mean is within 0.12 of the exact conditional mean on every pixel (the given half
+    moves it by up to 0.43; the prior std is 0.3, the conditional's 0.23-0.28) and their std within 0.04, where
+    without resampling the mean is off by more than 0.15. (RePaint's own setting, 250 steps with jumps of 10,
+    comes within 0.06; docs/editing.md.)"""
+    gaussian, image, mask, mean, std = gaussian_inpainting()
+    errors = {r: conditional_errors(inpaint(gaussian, image, mask, 300, sampler="ddpm", steps=100, jump_length=5,
+                                            resamplings=r), mask, mean, std) for r in (1, 10)}
     assert errors[10][0] < 0.12 and errors[10][1] < 0.04, errors
     assert errors[1][0] > 0.15, errors
 
