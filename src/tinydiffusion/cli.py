@@ -353,6 +353,11 @@ def cmd_prepare(args) -> int:
 
 # --- sample ----------------------------------------------------------------------------------
 
+def add_checkpoint(p) -> None:
+    p.add_argument("--checkpoint", help="a run directory, a checkpoint directory or a .safetensors file "
+                   "(default: the bundled model)")
+
+
 def add_sampling_options(p, default_num: int) -> None:
     p.add_argument("--num", type=number(int, 1, MAX_NUM), default=default_num, help="number of images")
     p.add_argument("--class", dest="classes", action="append", metavar="NAME",
@@ -407,8 +412,7 @@ def run_sampling(args, model, progress: bool = True, callback=None):
 def add_sample(sub) -> None:
     p = sub.add_parser("sample", help="generate images", description="Generate images from a trained model "
                        "(default: the model bundled with the package). An existing --out is replaced.")
-    p.add_argument("--checkpoint", help="a run directory, a checkpoint directory or a .safetensors file "
-                   "(default: the bundled model)")
+    add_checkpoint(p)
     p.add_argument("--fast", action="store_true", help="draw with the bundled model's distilled student: "
                    "4 steps of one network evaluation each, guidance folded in (instead of --checkpoint)")
     add_sampling_options(p, default_num=64)
@@ -455,8 +459,7 @@ def add_visualize(sub) -> None:
     fwd.add_argument("--out", default="forward.png", help="the figure, FILE.png")
     fwd.set_defaults(run=cmd_visualize_forward)
     rev = which.add_parser("reverse", help="samples at several steps of the reverse process, and a GIF")
-    rev.add_argument("--checkpoint", help="a run directory, a checkpoint directory or a .safetensors file "
-                     "(default: the bundled model)")
+    add_checkpoint(rev)
     add_sampling_options(rev, default_num=8)
     rev.add_argument("--columns", type=number(int, 2, 1000), default=10, help="steps shown, evenly spread, the last "
                      "being the final image")
@@ -522,8 +525,7 @@ def cmd_visualize_reverse(args) -> int:
 # --- inpaint, img2img, interpolate -----------------------------------------------------------------
 
 def add_edit_options(p, out_default: str) -> None:
-    p.add_argument("--checkpoint", help="a run directory, a checkpoint directory or a .safetensors file "
-                   "(default: the bundled model)")
+    add_checkpoint(p)
     p.add_argument("--image", required=True, help="the picture: any image file Pillow reads, converted to the "
                    "model's channels and resized to its size (stretched if it is not square); the result is resized "
                    "back to the picture's own size")
@@ -627,8 +629,7 @@ def add_interpolate(sub) -> None:
                        description="Draw images along a spherical path between the noises of two seeds (--seed, "
                        "--seed-end), or between two pictures found again by DDIM inversion (--images), and from "
                        "one class to another with two --class (editing/interpolate.py).")
-    p.add_argument("--checkpoint", help="a run directory, a checkpoint directory or a .safetensors file "
-                   "(default: the bundled model)")
+    add_checkpoint(p)
     p.add_argument("--images", nargs=2, metavar=("FIRST", "SECOND"), help="two pictures to go between, inverted "
                    "with DDIM (then the sampler is ddim, with --steps 50 unless given)")
     p.add_argument("--seed-end", type=number(int, 0, MAX_SEED), default=None,
@@ -757,8 +758,7 @@ def add_demo(sub) -> None:
                        description="Serve the demo page (Gradio; pip install -e \".[demo]\"): generate a grid, "
                        "watch the reverse process, run the forward process on a test image, inpaint, image to image "
                        "and interpolation. Its root URL serves the page; Ctrl-C stops it.")
-    p.add_argument("--checkpoint", help="a run directory, a checkpoint directory or a .safetensors file "
-                   "(default: the bundled model)")
+    add_checkpoint(p)
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on: 127.0.0.1 is reachable from this "
                    "machine only; 0.0.0.0 opens the page to the network")
     p.add_argument("--port", type=number(int, 1, 65535), default=7860, help="the port to listen on")
