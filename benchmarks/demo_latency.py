@@ -20,10 +20,12 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -88,7 +90,7 @@ def server_times(runs: int, settings: tuple) -> tuple[float, list[float], list[f
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "tinydiffusion", "demo", "--port", str(port), "--device", "cpu"],
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/"
+    url, downloads = f"http://127.0.0.1:{port}/", None
     try:
         while True:
             if process.poll() is not None:
@@ -99,7 +101,8 @@ def server_times(runs: int, settings: tuple) -> tuple[float, list[float], list[f
             except httpx.HTTPError:
                 time.sleep(0.2)
         startup = time.perf_counter() - started
-        client = Client(url, verbose=False)
+        downloads = tempfile.mkdtemp(prefix="demo-latency-")  # the grids the client fetches; removed below
+        client = Client(url, verbose=False, download_files=downloads)
         statuses = []
 
         def request():
@@ -110,6 +113,8 @@ def server_times(runs: int, settings: tuple) -> tuple[float, list[float], list[f
     finally:
         process.terminate()
         process.communicate(timeout=60)
+        if downloads:
+            shutil.rmtree(downloads, ignore_errors=True)
 
 
 def summary(seconds: list[float]) -> dict:

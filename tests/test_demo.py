@@ -275,7 +275,7 @@ def test_server_refuses_oversized_uploads_and_paths(server, tmp_path):
         {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, 0.5, 1, *settings]})
     result = httpx.get(server + f"gradio_api/call/img2img/{response.json()['event_id']}", timeout=60).text
     assert "event: error" in result and "root:" not in result
-    client = Client(server, verbose=False)
+    client = Client(server, verbose=False, download_files=tmp_path / "downloads")  # not /tmp/gradio
     text_file = tmp_path / "not-an-image.png"
     text_file.write_text("hello, I am text renamed to .png\n" * 10)
     with pytest.raises(Exception, match="not an image this page can read"):  # the handler's sentence, on the page
