@@ -606,7 +606,8 @@ def cmd_inpaint(args) -> int:
 def add_img2img(sub) -> None:
     p = sub.add_parser("img2img", help="redraw a picture from part-way along the reverse process (SDEdit)",
                        description="Noise a picture to a depth and denoise it, optionally toward another class "
-                       "(SDEdit, editing/img2img.py): --strength 0 returns it, 1 draws a new image.")
+                       "(SDEdit, editing/img2img.py): --strength 0 returns it as the model sees it (at the model's "
+                       "size, resized back), 1 draws a new image.")
     add_edit_options(p, "img2img.png")
     p.add_argument("--strength", type=number(float, 0, 1), required=True,
                    help="how much of the reverse process is redone, from 0 (the picture as it is) to 1 (a new image)")
