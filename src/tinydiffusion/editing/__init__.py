@@ -10,7 +10,6 @@ picture) and generate()'s options: sampler, steps, guidance, seed and the sample
 from .images import (
     MASKS,
     builtin_mask,
-    decode_picture,
     fit_image,
     fit_mask,
     picture_pixels,
@@ -22,5 +21,5 @@ from .img2img import img2img
 from .inpaint import inpaint
 from .interpolate import interpolate
 
-__all__ = ["MASKS", "builtin_mask", "decode_picture", "fit_image", "fit_mask", "img2img", "inpaint", "interpolate",
+__all__ = ["MASKS", "builtin_mask", "fit_image", "fit_mask", "img2img", "inpaint", "interpolate",
            "picture_pixels", "read_picture", "scale_mask", "to_picture_size"]

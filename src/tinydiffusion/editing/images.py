@@ -50,14 +50,10 @@ def read_picture(path: str | Path, what: str = "--image") -> Image.Image:
         payload = Path(path).read_bytes()
     except OSError as err:
         raise UserError(f"cannot read {what} {path} ({err.strerror or err}).") from None
-    return decode_picture(payload, f"{what} {path}")
-
-
-def decode_picture(payload: bytes, what: str) -> Image.Image:
     try:
         return open_image(payload)
     except SkipImage as err:
-        raise UserError(f"{what} {err}.") from None
+        raise UserError(f"{what} {path} {err}.") from None
 
 
 def picture_pixels(model: Model, picture: Image.Image) -> torch.Tensor:
