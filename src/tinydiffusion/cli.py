@@ -26,10 +26,19 @@ from .config import (
     config_value,
 )
 from .data import NAMED, canonical_source
-from .defaults import BUILTIN_MASKS, DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, STUDENT_TRAINING
+from .defaults import (
+    BUILTIN_MASKS,
+    DEFAULT_GUIDANCE,
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    MASK_ALIASES,
+    STUDENT_STEPS,
+    STUDENT_TRAINING,
+)
 from .errors import UserError
 from .files import atomic_write_bytes
 from .presets import NAMED_NETWORKS, PRESETS, config_for_data, get_preset, preset_for_source
+from .words import count
 
 # Bounds on sampling options; memory is checked as well, before anything is allocated (pipeline.generate).
 MAX_NUM = 10_000_000
@@ -95,6 +104,19 @@ def output_path(text: str, flag: str, suffixes: tuple[str, ...]) -> Path:
     return path
 
 
+def check_not_an_input(out: Path, flag: str, inputs: list[tuple[str, str]]) -> None:
+    """Refuse to write a result over a file the command reads, such as the user's own picture: the same path, or
+    another name for the same file (a link)."""
+    for input_flag, given in inputs:
+        try:
+            same = os.path.samefile(out, given)
+        except OSError:  # one of them does not exist (yet): the same only if the paths are
+            same = out.resolve() == Path(given).resolve()
+        if same:
+            raise UserError(f"{flag} {out} is the {input_flag} file, which would be written over; give another "
+                            f"{flag}.")
+
+
 def check_figure_fits(needed: int, what: str, advice: str) -> None:
     """A figure is drawn in the machine's memory: refuse one that cannot fit before any work."""
     import torch
@@ -138,21 +160,22 @@ def add_train(sub) -> None:
     p.add_argument("--run-dir", help="where checkpoints, samples and logs go (default: runs/<preset or data name>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its latest checkpoint, or from "
                    "RUN_DIR/checkpoints/step-N (later checkpoints and metrics are then superseded); a run with no "
-                   "checkpoint yet restarts from step 0")
+                   "checkpoint yet restarts from step 0, and a finished run says so and exits with status 0 "
+                   "(raise --max-steps or --epochs to train it further)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--net", choices=list(NAMED_NETWORKS), help="network: the UNet or a Transformer (dit = dit-s) "
                    "(default: the preset's)")
     preset = get_preset(HELP_PRESET)
     fields = dict(config_fields())
     for flag, dotted in TRAIN_SHORTCUTS.items():
-        p.add_argument(flag, dest=dotted, default=None, metavar=dotted.split(".")[1].upper(),
+        p.add_argument(flag, dest=dotted, default=None, metavar=_metavar(dotted, fields[dotted]),
                        help=f"same as --{dotted}: {_field_help(preset, dotted, fields[dotted])}")
     groups = {}
     for dotted, f in fields.items():
         section = dotted.split(".")[0]
         if section not in groups:
             groups[section] = p.add_argument_group(f"{section} settings")
-        groups[section].add_argument(f"--{dotted}", dest=dotted, default=None, metavar=_type_name(f),
+        groups[section].add_argument(f"--{dotted}", dest=dotted, default=None, metavar=_metavar(dotted, f),
                                      help=_field_help(preset, dotted, f))
     p.set_defaults(run=cmd_train)
 
@@ -171,8 +194,14 @@ def _field_help(preset: RunConfig, dotted: str, f: dataclasses.Field) -> str:
     return f"{f.metadata['help']} (default: {value})".replace("%", "%%")  # argparse formats help with %
 
 
-def _type_name(f: dataclasses.Field) -> str:
+METAVARS = {"data.source": "SOURCE", "data.data_dir": "DIR", "train.device": "DEVICE"}  # else by the field's type
+
+
+def _metavar(dotted: str, f: dataclasses.Field) -> str:
+    """One placeholder per kind of value, whichever command shows the option: SOURCE, DIR, N, X, BOOL, TEXT."""
     hint = str(f.type)
+    if dotted in METAVARS:
+        return METAVARS[dotted]
     return "N,N,..." if hint.startswith("tuple") else {"int": "N", "float": "X", "bool": "BOOL"}.get(hint, "TEXT")
 
 
@@ -186,6 +215,8 @@ def cmd_train(args) -> int:
     if args.resume:
         config, run_dir, checkpoint = resumed_config(args, overrides)
         dataset = load_data(config.data, "train", progress=not args.no_progress)
+        if already_complete(config, run_dir, checkpoint, len(dataset)):
+            return 0
     else:
         source = str(overrides.get("data.source", "fashion-mnist"))
         if "data.source" in overrides:
@@ -236,14 +267,32 @@ def resumed_config(args, overrides: dict):
     return config, run_dir, checkpoint
 
 
+def already_complete(config: RunConfig, run_dir: Path, checkpoint: Path | None, num_images: int) -> bool:
+    """Whether the checkpoint a resume continues from is at the run's last step already: then that is said in one
+    sentence and nothing is trained or written. The last step is the Trainer's: train.max_steps, else
+    train.epochs passes of whole batches (tests/test_cli.py checks the two agree)."""
+    from .checkpoint import latest_checkpoint, read_checkpoint_info
+
+    found = checkpoint or latest_checkpoint(run_dir)
+    step = read_checkpoint_info(found).get("step") if found is not None else None
+    t = config.train
+    last = t.max_steps or t.epochs * (num_images // t.batch_size)
+    if not isinstance(step, int) or not 0 < last <= step:
+        return False
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one process says it
+        print(f"{run_dir} is already complete: its checkpoint is at step {step:,} of {last:,}, so there is nothing "
+              "to train; resume with a higher --max-steps (or --epochs) to train it further.")
+    return True
+
+
 def run_training(args, config: RunConfig, run_dir: Path, dataset, checkpoint, net=None) -> int:
     from .training import train
 
     result = train(config, run_dir, resume=bool(args.resume), dataset=dataset, progress=not args.no_progress,
                    checkpoint=checkpoint, net=net)
     if result.main_process:
-        print(f"done: step {result.step}, final loss {result.final_loss:.4f}, {result.images_per_second:.0f} images/s, "
-              f"{result.wall_seconds:.0f} s; checkpoints in {run_dir}")
+        print(f"done: step {result.step:,}, final loss {result.final_loss:.4f}, {result.images_per_second:.0f} "
+              f"images/s, {result.wall_seconds:.0f} s; checkpoints in {run_dir}")
     return 0
 
 
@@ -262,23 +311,25 @@ def add_distill(sub) -> None:
                        "and runs under torchrun as training does.")
     p.add_argument("--teacher", help="the teacher: a run directory, a checkpoint or a .safetensors file (default: "
                    "the bundled model)")
-    p.add_argument("--steps", dest="distill.steps", type=number(int, 1, 1000), default=None,
-                   help="the student's sampling steps, 1, 2 or 4 (each one network evaluation) (default: 4)")
+    p.add_argument("--steps", "--student-steps", dest="distill.steps", type=int, choices=STUDENT_STEPS, default=None,
+                   metavar="K", help=f"the student's own sampling steps, {', '.join(map(str, STUDENT_STEPS[:-1]))} or "
+                   f"{STUDENT_STEPS[-1]}, each one network evaluation with guidance folded in (not a sampler's steps, "
+                   "as sample --steps; --student-steps is the same option) (default: 4)")
     p.add_argument("--run-dir", help="where the student goes (default: runs/<teacher's name>-student-<steps>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a distillation from its latest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    fields = dict(config_fields(("train", "distill")))
+    fields, every_field = dict(config_fields(("train", "distill"))), dict(config_fields())
     defaults = RunConfig(train=dataclasses.replace(TrainConfig(), **STUDENT_TRAINING))
     for flag, dotted in DISTILL_SHORTCUTS.items():
-        p.add_argument(flag, dest=dotted, default=None, metavar=dotted.split(".")[1].upper(),
+        p.add_argument(flag, dest=dotted, default=None, metavar=_metavar(dotted, every_field[dotted]),
                        help=f"same as --{dotted}")
-    p.add_argument("--epochs", dest="train.epochs", default=None, metavar="EPOCHS",
+    p.add_argument("--epochs", dest="train.epochs", default=None, metavar="N",
                    help="passes over the teacher's data (default: 1)")
     group = p.add_argument_group("distillation and training settings (the train section's defaults are a "
                                  "fine-tuning's)")
     for dotted, f in fields.items():
         if dotted not in ("distill.steps", "distill.teacher"):
-            group.add_argument(f"--{dotted}", dest=dotted, default=None, metavar=_type_name(f),
+            group.add_argument(f"--{dotted}", dest=dotted, default=None, metavar=_metavar(dotted, f),
                                help=_field_help(defaults, dotted, f))
     p.set_defaults(run=cmd_distill)
 
@@ -296,6 +347,8 @@ def cmd_distill(args) -> int:
             raise UserError("a resumed distillation keeps its teacher; drop --teacher.")
         config, run_dir, checkpoint = resumed_config(args, overrides)
         dataset = load_data(config.data, "train", progress=not args.no_progress)
+        if already_complete(config, run_dir, checkpoint, len(dataset)):
+            return 0
         return run_training(args, config, run_dir, dataset, checkpoint)
     teacher_weights, _ = resolve_checkpoint(args.teacher)
     teacher = load_model(args.teacher, device="cpu")
@@ -328,12 +381,12 @@ def add_prepare(sub) -> None:
                        "(on a cluster's login node, say); then train with --data FILE.")
     p.add_argument("source", help=f"a folder of images, a .zip, an .npz/.npy, or a named dataset ({', '.join(NAMED)})")
     p.add_argument("--out", required=True, help="the prepared file, FILE.npy (FILE.labels.npy and FILE.json beside it)")
-    p.add_argument("--data-dir", dest="data.data_dir", default=None, help="where a named dataset's files are "
-                   "(default: the cache)")
+    p.add_argument("--data-dir", dest="data.data_dir", default=None, metavar="DIR", help="where a named dataset's "
+                   "files are (default: the cache)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     fields = dict(config_fields())
     for dotted in ("data.image_size", "data.channels", "data.alpha_background", "data.download"):
-        p.add_argument(f"--{dotted}", dest=dotted, default=None, metavar=_type_name(fields[dotted]),
+        p.add_argument(f"--{dotted}", dest=dotted, default=None, metavar=_metavar(dotted, fields[dotted]),
                        help=_field_help(RunConfig(), dotted, fields[dotted]))
     p.set_defaults(run=cmd_prepare)
 
@@ -342,6 +395,7 @@ def cmd_prepare(args) -> int:
     from .data import prepare_source
 
     out = output_path(args.out, "--out", (".npy",))
+    check_not_an_input(out, "--out", [("source", args.source)])
     overrides = {k: v for k, v in vars(args).items() if "." in k and v is not None}
     config = apply_overrides(RunConfig(data=DataConfig(source=args.source)), overrides)
     config.validate()
@@ -430,7 +484,7 @@ def cmd_sample(args) -> int:
 
     out = output_path(args.out, "--out", (".png", ".npz"))
     if args.nrow and args.nrow > args.num:
-        raise UserError(f"--nrow {args.nrow} is more than the {args.num} images asked for (--num).")
+        raise UserError(f"--nrow {args.nrow} is more than the {count(args.num, 'image')} asked for (--num).")
     if args.fast and args.checkpoint:
         raise UserError("--fast draws with the bundled student; drop --checkpoint (or --fast, to sample that one).")
     model = load_model(BUNDLED_STUDENT if args.fast else args.checkpoint, args.device)
@@ -442,7 +496,7 @@ def cmd_sample(args) -> int:
             save_image(class_columns(images, model.class_names), out)  # every class in turn: one named column each
         else:
             save_grid(images, out, nrow=args.nrow)
-    print(f"wrote {len(images)} images to {out}")
+    print(f"wrote {count(len(images), 'image')} to {out}")
     return 0
 
 
@@ -453,7 +507,8 @@ def add_visualize(sub) -> None:
     which = p.add_subparsers(dest="what", required=True, parser_class=Parser)
     fwd = which.add_parser("forward", help="images noised at evenly spaced t from 0 to T")
     fwd.add_argument("--checkpoint", help="model whose noise schedule to use (default: the bundled model)")
-    fwd.add_argument("--data-dir", help="where the model's named dataset is (default: where training put it)")
+    fwd.add_argument("--data-dir", metavar="DIR", help="where the model's named dataset is (default: where training "
+                     "put it)")
     fwd.add_argument("--num-images", type=number(int, 1, 100), default=4, help="rows: one image of each class in turn")
     fwd.add_argument("--columns", type=number(int, 2, 100), default=10, help="noise levels shown, from t = 0 to T")
     fwd.add_argument("--out", default="forward.png", help="the figure, FILE.png")
@@ -509,7 +564,7 @@ def cmd_visualize_reverse(args) -> int:
     _, steps, _ = sampling_settings(args, model)
     net = model.config.net
     check_figure_fits(steps * args.num * net.in_channels * net.image_size**2 * 4,  # x_t of every image at every step
-                      f"recording {steps} steps of {args.num} images", "lower --num or --steps")
+                      f"recording {count(steps, 'step')} of {count(args.num, 'image')}", "lower --num or --steps")
     recorder = ReverseRecorder()
     run_sampling(args, model, progress=False, callback=recorder)
     with writing(out):
@@ -543,6 +598,7 @@ def read_edit_input(args, *masks):
     from .pipeline import load_model
 
     out = output_path(args.out, "--out", (".png",))
+    check_not_an_input(out, "--out", [("--image", args.image), *masks])
     pictures = [read_picture(args.image, "--image")] + [read_picture(path, flag) for flag, path in masks]
     return out, pictures, load_model(args.checkpoint, args.device)
 
@@ -557,7 +613,7 @@ def write_edits(images, out: Path) -> None:
     """One picture as it is, or N variants as a grid; refused first if it cannot fit in memory."""
     from .viz import grid_image, save_image
 
-    check_figure_fits(images.numel() * 4, f"{len(images)} pictures of {images.shape[3]}x{images.shape[2]}",
+    check_figure_fits(images.numel() * 4, f"{count(len(images), 'picture')} of {images.shape[3]}x{images.shape[2]}",
                       "lower --num or use a smaller picture")
     with writing(out):
         save_image(grid_image(images, padding=0 if len(images) == 1 else 2), out)
@@ -569,8 +625,9 @@ def add_inpaint(sub) -> None:
                        description="Regenerate the masked region of a picture in keeping with the rest (RePaint, "
                        "editing/inpaint.py); the pixels outside the mask are written back exactly as given.")
     add_edit_options(p, "inpainted.png")
-    p.add_argument("--mask", required=True, help=f"an image the picture's size, white where to regenerate (black, or "
-                   f"transparent, to keep), or a built-in mask: {', '.join(BUILTIN_MASKS)} (the strokes follow --seed)")
+    p.add_argument("--mask", required=True, type=lambda text: MASK_ALIASES.get(text, text),
+                   help=f"an image the picture's size, white where to regenerate (black, or transparent, to keep), or "
+                   f"a built-in mask: {', '.join(BUILTIN_MASKS)} (center is centre; the strokes follow --seed)")
     p.add_argument("--jump-length", type=number(int, 1, MAX_TIMESTEPS), default=None,
                    help="RePaint's jumps: levels gone back up at each (default: a tenth of the steps)")
     p.add_argument("--resamplings", type=number(int, 1, 100), default=5,
@@ -652,6 +709,9 @@ def cmd_interpolate(args) -> int:
 
     out = output_path(args.out, "--out", (".png",))
     gif = output_path(args.gif, "--gif", (".gif",)) if args.gif else None
+    for flag, path in (("--out", out), ("--gif", gif)):
+        if path is not None:
+            check_not_an_input(path, flag, [("--images", image) for image in args.images or ()])
     if args.classes and len(args.classes) > 2:
         raise UserError(f"an interpolation goes between at most two classes, not {len(args.classes)} --class.")
     if args.images and args.seed_end is not None:
@@ -691,13 +751,15 @@ def add_evaluate(sub) -> None:
     p.add_argument("--samples", help="score the images in this .npz (arr_0: uint8 N x H x W x C, optional labels) "
                    "instead")
     add_sampling_options(p, default_num=10_000)
-    p.add_argument("--data", help=f"score against this data: a named dataset ({', '.join(NAMED)}), a folder of "
-                   "images, a .zip or an .npz/.npy (default: the run's own data; fashion-mnist with --samples)")
-    p.add_argument("--data-dir", help="where a named dataset's files are (default: the run's; else the cache, "
-                   "where train downloads them)")
-    p.add_argument("--data.download", dest="data.download", default=None,
-                   help="download a named dataset that is missing (default: false)")
-    p.add_argument("--json", help="also write the figures to this FILE.json (replaced if it exists)")
+    p.add_argument("--data", metavar="SOURCE", help=f"score against this data: a named dataset ({', '.join(NAMED)}), "
+                   "a folder of images, a .zip or an .npz/.npy (default: the run's own data; fashion-mnist with "
+                   "--samples)")
+    p.add_argument("--data-dir", metavar="DIR", help="where a named dataset's files are (default: the run's; else the "
+                   "cache, where train downloads them)")
+    p.add_argument("--data.download", dest="data.download", default=None, metavar="BOOL",
+                   help="download a named dataset that is missing (default: false, unlike train's true: evaluate "
+                   "never downloads unless told to, even for a run whose training did)")
+    p.add_argument("--json", metavar="FILE", help="also write the figures to this FILE.json (replaced if it exists)")
     p.add_argument("--inception", action="store_true",
                    help="also compute Inception FID (needs torch-fidelity and its weights)")
     p.set_defaults(run=cmd_evaluate)
@@ -724,6 +786,8 @@ def cmd_evaluate(args) -> int:
 
     started = time.perf_counter()
     json_out = output_path(args.json, "--json", (".json",)) if args.json else None
+    if json_out and args.samples:
+        check_not_an_input(json_out, "--json", [("--samples", args.samples)])
     # The data, classifier and reference are made ready before any sample is drawn: a missing dataset or
     # an unscorable one is one sentence, not an error after minutes of sampling.
     if args.samples:
@@ -764,8 +828,8 @@ def add_demo(sub) -> None:
                    "machine only; 0.0.0.0 opens the page to the network")
     p.add_argument("--port", type=number(int, 1, 65535), default=7860, help="the port to listen on")
     p.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda or cuda:N")
-    p.add_argument("--data-dir", help="where the model's dataset is, for the forward-process test images "
-                   "(default: where training put it; without it the model draws its own)")
+    p.add_argument("--data-dir", metavar="DIR", help="where the model's dataset is, for the forward-process test "
+                   "images (default: where training put it; without it the model draws its own)")
     p.add_argument("--max-upload-mb", type=number(float, 0.01, 1024), default=10,
                    help="the largest upload the page accepts, in MB")
     p.set_defaults(run=cmd_demo)

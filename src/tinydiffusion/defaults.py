@@ -22,3 +22,8 @@ STUDENT_TRAINING = {"lr": 2e-4, "warmup_steps": 50, "epochs": 1, "max_steps": 0,
 
 # The editing commands' built-in masks (editing/images.py draws them): the region to regenerate.
 BUILTIN_MASKS = ("left", "top", "centre", "strokes")
+MASK_ALIASES = {"center": "centre"}  # the US spelling is the same mask
+
+# The student steps `tinydiffusion distill --steps` makes: each a trajectory level that lies on the teacher's
+# default 20-step path (distill.teacher_steps, a multiple of each), as docs/distill.md measures them.
+STUDENT_STEPS = (1, 2, 4)

@@ -1,0 +1,10 @@
+"""Counts in messages, in one place: "1 image", "2 images", "1 class", "1,000 steps"."""
+
+from __future__ import annotations
+
+IRREGULAR = {"class": "classes", "process": "processes", "batch": "batches"}
+
+
+def count(number: int, noun: str) -> str:
+    """`number` and `noun`, plural unless the number is one: count(1, "step") -> "1 step"."""
+    return f"{number:,} {noun if number == 1 else IRREGULAR.get(noun, noun + 's')}"
