@@ -1,5 +1,7 @@
 """The command line end to end on tiny generated IDX files."""
 
+import re
+
 import numpy as np
 import pytest
 from conftest import run_cli
@@ -100,3 +102,75 @@ def test_evaluate_a_run_and_a_samples_file(trained_run, tiny_data_dir, tmp_path)
     assert result.returncode == 0, result.stderr
     # the same images scored from the file give the same FD as when sampled in the command
     assert json.loads(scores.read_text())["fd"] == pytest.approx(figures["fd"], rel=1e-6)
+
+
+def test_resuming_a_finished_run_says_it_is_complete(trained_run, tmp_path):
+    import shutil
+
+    from conftest import files_of
+
+    run = tmp_path / "copy"
+    shutil.copytree(trained_run, run)
+    before = files_of(run)
+    result = run_cli(["train", "--resume", run, "--no-progress"])
+    assert result.returncode == 0, result.stderr
+    assert "is already complete: its checkpoint is at step 8 of 8" in result.stdout and "nan" not in result.stdout
+    assert result.stdout.count("\n") == 1 and files_of(run) == before  # one sentence; nothing trained or written
+
+
+def every_parser():
+    from tinydiffusion.cli import build_parser
+
+    pending = [build_parser()]
+    while pending:
+        parser = pending.pop()
+        yield parser
+        for action in parser._actions:
+            if action.choices and isinstance(action.choices, dict):
+                pending.extend(action.choices.values())
+
+
+def test_one_placeholder_per_kind_of_value_in_every_command():
+    shown = {}
+    for parser in every_parser():
+        for action in parser._actions:
+            if action.option_strings and action.nargs != 0:
+                text = parser._get_formatter()._format_args(action, action.dest.upper())
+                assert not re.search(r"[A-Z]\.[A-Z]", text), f"{parser.prog} {action.option_strings[0]} shows {text}"
+                shown.setdefault(action.option_strings[0], set()).add(text)
+    assert shown["--data"] == {"SOURCE"} and shown["--data-dir"] == {"DIR"}
+    assert shown["--data.download"] == {"BOOL"}
+
+
+def test_distill_steps_are_the_students_and_said_in_the_users_terms(capsys):
+    from conftest import cli
+
+    from tinydiffusion.cli import build_parser
+
+    assert getattr(build_parser().parse_args(["distill", "--student-steps", "2"]), "distill.steps") == 2
+    for steps in ("3", "5", "8"):
+        code, _, err = cli(capsys, "distill", "--steps", steps)
+        assert code == 2 and "choose from 1, 2, 4" in err and "teacher_steps" not in err, err
+    help_text = " ".join(build_parser()._subparsers._group_actions[0].choices["distill"].format_help().split())
+    assert "the student's own sampling steps, 1, 2 or 4" in help_text  # whose steps they are
+    assert "not a sampler's steps, as sample --steps" in help_text
+
+
+def test_sample_counts_in_the_singular(trained_run, tmp_path):
+    result = run_cli(["sample", "--checkpoint", trained_run, "--num", "1", "--steps", "2", "--out",
+                      tmp_path / "one.png"])
+    assert result.returncode == 0, result.stderr
+    assert f"wrote 1 image to {tmp_path / 'one.png'}" in result.stdout
+
+
+def test_the_bundled_classifier_is_not_a_model(capsys, tmp_path):
+    from conftest import cli
+
+    from tinydiffusion.evaluation import BUNDLED_CLASSIFIER
+
+    for command in (["distill", "--teacher", BUNDLED_CLASSIFIER, "--run-dir", tmp_path / "s"],
+                    ["sample", "--checkpoint", BUNDLED_CLASSIFIER, "--out", tmp_path / "x.png"]):
+        code, _, err = cli(capsys, *command)
+        assert code == 2 and "is a feature classifier" in err and "not a diffusion model" in err, err
+        assert "unknown field" not in err and err.count("\n") == 1
+    assert not (tmp_path / "s").exists()

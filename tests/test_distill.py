@@ -206,7 +206,8 @@ def test_distill_refuses_bad_input_in_one_sentence(student_run, trained_run, tin
     cases = [
         (["--teacher", tmp_path / "missing"], "does not exist"),
         (["--teacher", student_run], "is itself a student"),
-        (["--teacher", trained_run, "--steps", "3"], "multiple of the student's 3 steps"),
+        (["--teacher", trained_run, "--steps", "3"], "choose from 1, 2, 4"),
+        (["--teacher", trained_run, "--distill.teacher_steps", "6"], "multiple of the student's 4 steps"),
         (["--teacher", trained_run, "--distill.teacher_sampler", "heun"], "distill.teacher_sampler must be one of"),
         (["--teacher", trained_run, "--distill.guidance_min", "4"], "guidance_min <= distill.guidance_max"),
         (["--teacher", trained_run, "--steps", "0"], "--steps"),
@@ -268,3 +269,11 @@ def test_a_fresh_student_is_its_teachers_conditional_model(trained_run):
         expected = teacher.net(x, t, y)
         for scale in (1.0, 2.0, 3.0):
             assert torch.equal(student(x, t, y, torch.full((3,), scale)), expected)
+
+
+def test_resuming_a_finished_distillation_says_it_is_complete(student_run, capsys):
+    before = files_of(student_run)
+    code, out, err = cli(capsys, "distill", "--resume", student_run, "--no-progress")
+    assert code == 0, err
+    assert "is already complete: its checkpoint is at step 4 of 4" in out and "nan" not in out
+    assert files_of(student_run) == before

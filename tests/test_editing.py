@@ -273,3 +273,34 @@ def test_bad_input_is_one_sentence_and_writes_nothing(pictures, tmp_path, capsys
     assert code == 2 and words in err, err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert out.read_bytes() == b"already here" and stdout == ""
+
+
+@pytest.mark.parametrize("command", [
+    ["inpaint", "--image", "{mine}", "--mask", "left", "--out", "{mine}"],
+    ["inpaint", "--image", "{p}/shirt.png", "--mask", "{mine}", "--out", "{mine}"],
+    ["img2img", "--image", "{mine}", "--strength", "0.5", "--out", "{same}"],  # another spelling of the same path
+    ["img2img", "--image", "{mine}", "--strength", "0.5", "--out", "{link}"],  # another name of the same file
+    ["interpolate", "--images", "{p}/shirt.png", "{mine}", "--out", "{mine}"],
+])
+def test_the_result_never_overwrites_an_input(pictures, tmp_path, capsys, command):
+    import os
+    import shutil
+
+    mine = tmp_path / "mine.png"
+    shutil.copy(pictures / "shirt.png", mine)
+    os.link(mine, tmp_path / "link.png")
+    original = mine.read_bytes()
+    names = {"{p}": str(pictures), "{mine}": str(mine), "{same}": f"{tmp_path}/../{tmp_path.name}/mine.png",
+             "{link}": str(tmp_path / "link.png")}
+    code, stdout, err = cli(capsys, *[names.get(a, a.replace("{p}", str(pictures))) for a in command])
+    assert code == 2 and "which would be written over; give another --out" in err, err
+    assert err.count("\n") == 1 and stdout == "" and mine.read_bytes() == original
+
+
+def test_the_us_spelling_center_is_the_centre_mask(pictures, tmp_path, capsys):
+    outs = {name: tmp_path / f"{name}.png" for name in ("centre", "center")}
+    for name, out in outs.items():
+        code, _, err = cli(capsys, "inpaint", "--image", pictures / "shirt.png", "--mask", name, "--resamplings", "1",
+                           "--out", out, *STEPS)
+        assert code == 0, err
+    assert outs["centre"].read_bytes() == outs["center"].read_bytes()

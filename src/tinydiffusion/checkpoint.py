@@ -310,6 +310,20 @@ def load_training_state(checkpoint_dir: Path) -> dict:
 
 
 def load_config(path: Path) -> RunConfig:
-    config = RunConfig.from_json_file(path)
+    try:
+        config = RunConfig.from_json_file(path)
+    except UserError:
+        if is_classifier_config(path):  # the bundled FD classifier's .json sits beside the bundled model's
+            raise UserError(f"{Path(path).with_suffix('.safetensors').name} is a feature classifier (the one evaluate "
+                            "scores in), not a diffusion model; give a run directory, a checkpoint or a model's "
+                            ".safetensors file.") from None
+        raise
     config.validate()
     return config
+
+
+def is_classifier_config(path: Path) -> bool:
+    try:
+        return json.loads(Path(path).read_text()).get("format") == "tinydiffusion-classifier"
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return False

@@ -269,14 +269,16 @@ def resumed_config(args, overrides: dict):
 
 def already_complete(config: RunConfig, run_dir: Path, checkpoint: Path | None, num_images: int) -> bool:
     """Whether the checkpoint a resume continues from is at the run's last step already: then that is said in one
-    sentence and nothing is trained or written. The last step is the Trainer's: train.max_steps, else
-    train.epochs passes of whole batches (tests/test_cli.py checks the two agree)."""
+    sentence and nothing is trained or written. The last step is the Trainer's: the steps a time budget planned,
+    else train.max_steps, else train.epochs passes of whole batches; a budget not planned yet has none
+    (tests/test_cli.py checks that such a resume takes no step)."""
     from .checkpoint import latest_checkpoint, read_checkpoint_info
 
     found = checkpoint or latest_checkpoint(run_dir)
     step = read_checkpoint_info(found).get("step") if found is not None else None
     t = config.train
-    last = t.max_steps or t.epochs * (num_images // t.batch_size)
+    budget = t.max_seconds or getattr(t, "minutes", 0)
+    last = getattr(t, "planned_steps", 0) or t.max_steps or (0 if budget else t.epochs * (num_images // t.batch_size))
     if not isinstance(step, int) or not 0 < last <= step:
         return False
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one process says it
@@ -403,6 +405,21 @@ def cmd_prepare(args) -> int:
         prepare_source(config.data, out, progress=not args.no_progress)
     print(f"wrote {out} (use it with: tinydiffusion train --data {out})")
     return 0
+
+
+def add_cache(sub) -> None:
+    p = sub.add_parser("cache", help="list the prepared data in the cache with sizes, or clear it",
+                       description="List the cache's prepared datasets (source, split, images, size) and the size of "
+                       "its other parts. Only the newest preparation of each source is kept; --clear removes them "
+                       "all (they are prepared again when needed); downloaded datasets are kept.")
+    p.add_argument("--clear", action="store_true", help="remove the prepared data and what was derived from it")
+    p.set_defaults(run=cmd_cache)
+
+
+def cmd_cache(args) -> int:
+    from .data import cache
+
+    return cache.run(args.clear)
 
 
 # --- sample ----------------------------------------------------------------------------------
@@ -850,6 +867,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train(sub)
     add_distill(sub)
     add_prepare(sub)
+    add_cache(sub)
     add_sample(sub)
     add_visualize(sub)
     add_inpaint(sub)

@@ -151,7 +151,7 @@ def sampling_settings(model: Model, sampler: str | None = None, steps: int | Non
     guidance = default_guidance(model) if guidance is None else guidance
     if student.steps and model.num_classes and not student.guidance_min <= guidance <= student.guidance_max:
         raise UserError(f"this student learned guidance scales from {student.guidance_min:g} to "
-                        f"{student.guidance_max:g}, not {guidance:g}; choose one in that range.")
+                        f"{student.guidance_max:g}, not {guidance}; choose one in that range.")
     return sampler, steps, guidance
 
 
