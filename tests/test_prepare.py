@@ -145,7 +145,7 @@ def test_prepare_of_bad_input_writes_nothing(tmp_path, capsys):
     out = tmp_path / "out" / "bad.npy"
     out.parent.mkdir()
     assert cli.main(["prepare", str(tmp_path / "bad"), "--out", str(out), "--no-progress"]) == 2
-    assert capsys.readouterr().err.startswith("error: none of the 1 images in")
+    assert capsys.readouterr().err.startswith("error: the only file in")
     assert list(out.parent.iterdir()) == []
 
 

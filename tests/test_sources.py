@@ -619,7 +619,7 @@ def test_every_image_bad_is_one_sentence(tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "a.png").write_bytes(b"")
     (tmp_path / "bad" / "b.png").write_bytes(b"garbage")
-    refused(tmp_path / "bad", "none of the 2 images", "a.png is empty")
+    refused(tmp_path / "bad", "none of the 2 files", "a.png is empty")
 
 
 def test_links_that_dangle_or_loop_are_skipped_and_the_walk_ends(tmp_path, capsys):

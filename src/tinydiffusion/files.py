@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -45,6 +46,39 @@ def cache_dir() -> Path:
     if os.environ.get("TINYDIFFUSION_CACHE"):
         return Path(os.environ["TINYDIFFUSION_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tinydiffusion"
+
+
+class NotAFile(OSError):
+    """What a path names is not a regular file (a named pipe, a device, a socket, a folder), or is larger than
+    the reader allows: reading it could block for ever or never end. `strerror` says which, as in "is a socket"."""
+
+
+_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+
+
+def not_a_file(mode: int) -> str:
+    """'' for a regular file, else what it is ("a named pipe", "a device", ...)."""
+    return "" if stat.S_ISREG(mode) else next((what for test, what in _KINDS if test(mode)), "not a regular file")
+
+
+def read_regular_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`; NotAFile for anything else.
+
+    Opened without blocking (a named pipe with no writer would wait for ever) and checked on the open
+    descriptor, so a link swapped after a check still cannot make this read a device: /dev/zero is endless."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        kind = not_a_file(st.st_mode)
+        if kind:
+            raise NotAFile(0, f"is {kind}, not a file")
+        if st.st_size > max_bytes:
+            raise NotAFile(0, f"is {st.st_size:,} bytes, more than the {max_bytes:,} allowed")
+        payload = f.read(max_bytes + 1)  # a file that grows while it is read stops here
+    if len(payload) > max_bytes:
+        raise NotAFile(0, f"is more than the {max_bytes:,} bytes allowed")
+    return payload
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:

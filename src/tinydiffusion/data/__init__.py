@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING
 from ..config import DataConfig
 from ..errors import UserError
 from ..files import atomic_directory, cache_dir, exclusive_lock
+from . import cache
 from . import prepared as store
 from .download import download_files
 from .formats import find_format
-from .formats.base import held_out_sibling
+from .formats.base import held_out_sibling, plural
 from .idx import MAX_IDX_BYTES, read_idx, write_idx
 from .named import NAMED, NamedDataset
 
@@ -96,6 +97,10 @@ def _locate(config: DataConfig, split: str, progress: bool):
     """(format, path, split to read) for the requested split, or None when the source has no such split."""
     named = named_dataset(config)
     if named is not None:
+        here = Path(config.source)
+        if split == "train" and here.exists() and here.resolve() != dataset_folder(config).resolve():
+            print(f"note: {config.source} names the dataset {named.title}, not the {config.source} here; to read "
+                  f"that, give --data ./{config.source}.")
         path = _named_source(named, config, split, progress)
     else:
         path = Path(config.source).expanduser()
@@ -120,12 +125,12 @@ def _cache_entry(fmt, path: Path, split: str, config: DataConfig) -> tuple[Path,
     """The cache folder of this source, split and shape; its name changes whenever any file of the source does."""
     fingerprint = fmt.fingerprint(path, split)
     named = named_dataset(config)  # a named dataset's folder read by path has other class names: another entry
-    key = hashlib.sha256(json.dumps([store.VERSION, fmt.NAME, str(path.resolve()), split, fingerprint,
-                                     config.image_size, config.channels, config.alpha_background,
-                                     named.name if named else ""]).encode())
+    source_key = hashlib.sha256(json.dumps([store.VERSION, fmt.NAME, str(path.resolve()), split, config.image_size,
+                                            config.channels, config.alpha_background,
+                                            named.name if named else ""]).encode()).hexdigest()
+    input_hash = hashlib.sha256(fingerprint.encode()).hexdigest()
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", path.name)[:40] or "data"
-    return cache_dir() / "prepared" / f"{slug}-{split}-{key.hexdigest()[:16]}", hashlib.sha256(
-        fingerprint.encode()).hexdigest()
+    return cache.entry_path(slug, split, source_key, input_hash), input_hash
 
 
 def _prepare(fmt, path: Path, split: str, config: DataConfig, stem: Path, input_hash: str, progress: bool) -> dict:
@@ -137,17 +142,21 @@ def _prepare(fmt, path: Path, split: str, config: DataConfig, stem: Path, input_
             raise UserError(f"{found.labels_from or path} holds label {found.labels.max()}; {named.title} labels are "
                             f"0-{len(named.class_names) - 1}. Delete the file and download it again.")
         found.class_names = named.class_names
-    shape = store.choose_shape(found, config.image_size, config.channels, config.alpha_background)
-    description = {"source": config.source if named else str(path), "resolved": str(path.resolve()),
+    what = config.source if named else str(path)
+    shape, channels_note = store.choose_shape(found, config.image_size, config.channels, config.alpha_background,
+                                              what)
+    description = {"source": what, "resolved": str(path.resolve()),
                    "reader": fmt.NAME, "split": split, "input_hash": input_hash,
                    "read_seconds": time.perf_counter() - started}
     manifest = store.prepare(found, stem, shape, description, progress)
     print(store.summary(manifest))
+    for line in found.warnings + ([f"note: {channels_note}"] if channels_note else []):
+        print(line)
     scarce = [f"{name!r} ({count})" for name, count in zip(manifest["class_names"], manifest["class_counts"] or [],
                                                             strict=False) if count < 2]
     if scarce:
         listed = ", ".join(scarce[:10]) + (f" and {len(scarce) - 10} more" if len(scarce) > 10 else "")
-        print(f"warning: {len(scarce)} class{'es' * (len(scarce) != 1)} of {manifest['source']} "
+        print(f"warning: {plural(len(scarce), 'class')} of {manifest['source']} "
               f"{'have' if len(scarce) != 1 else 'has'} fewer than 2 images: {listed}; the model will hardly learn "
               f"{'them' if len(scarce) != 1 else 'it'}.")
     return manifest
@@ -173,6 +182,7 @@ def prepared_path(config: DataConfig, split: str = "train", progress: bool = Tru
             if not (entry / "data.json").is_file():
                 with atomic_directory(entry) as tmp:
                     _prepare(fmt, path, split, config, tmp / "data", input_hash, progress)
+                cache.remove_older(entry)  # the copies of older versions of the source
     except OSError as err:
         raise UserError(f"cannot write prepared data to the cache {entry.parent} ({err.strerror or err}); "
                         "set TINYDIFFUSION_CACHE to a writable folder.") from None

@@ -20,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # Pillow reads EPS by running Ghostscript, an interpreter of a programming language, when it is installed:
 # a folder of someone else's images must never run a program. Every other format Pillow reads itself.
 EXTERNAL_PROGRAM_FORMATS = {"EPS"}
+MAX_FILE_BYTES = 256 << 20  # no image a small model trains on is near this; a larger file is not read
 
 
 def readable_formats() -> list[str]:

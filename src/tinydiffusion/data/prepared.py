@@ -27,14 +27,19 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..files import atomic_file
+from ..nets.base import MAX_IMAGE_SIZE
 from .formats import SourceImages
+from .formats.base import plural
 from .images import Shape, SkipImage, array_to_image, open_image, shape_image
+from .memory import default_memory_limit
 
 MANIFEST_FORMAT = "tinydiffusion-prepared"
 VERSION = 1
 DEFAULT_MAX_SIZE = 64  # a folder of photos is not trained at its full resolution unless asked
 SAMPLE_FOR_DEFAULTS = 500  # images looked at to choose a folder's default size and channels
 BACKGROUNDS = {"white": (255, 255, 255), "black": (0, 0, 0)}
+MIN_SIZE = 4  # the smallest side a network is built for (as data.image_size)
+GREY_ROUNDING = 2  # how far lossy coding moves a grey pixel's channels apart (WebP: 1)
 
 
 @dataclass
@@ -66,33 +71,60 @@ def is_prepared(path: Path) -> bool:
 
 # --- making one ------------------------------------------------------------------------------
 
-def choose_shape(found: SourceImages, image_size: int, channels: int, background: str) -> Shape:
-    """The requested size and channels, or the source's own: an array's shape, or for files the most
-    common shorter side (at most DEFAULT_MAX_SIZE) and colour if any sampled image has colour."""
+def choose_shape(found: SourceImages, image_size: int, channels: int, background: str,
+                 what: str) -> tuple[Shape, str]:
+    """(the shape, a note on how the channels were chosen or ""): the requested size and channels, or the
+    source's own: an array's shape, or for files the most common shorter side (at most DEFAULT_MAX_SIZE) and
+    colour if at least half the sampled images have colour. An image whose red, green and blue agree is grey,
+    whatever its mode (Pillow decodes every WebP as RGB), so a stray colour file does not make a grey set RGB."""
     if background not in BACKGROUNDS:
         raise UserError(f"data.alpha_background must be white or black, not {background!r}.")
+    note = ""
     if found.array is not None:
         _, h, w, c = found.array.shape
-        size, colour = min(h, w), c >= 3 and not _is_grey(found.array[:SAMPLE_FOR_DEFAULTS, ..., :3])
+        size = min(h, w)
+        colour = c >= 3 and not all(_is_grey(image[..., :3]) for image in found.array[:SAMPLE_FOR_DEFAULTS])
     elif image_size and channels:
         size, colour = image_size, channels == 3
     else:
         step = max(1, len(found.files) // SAMPLE_FOR_DEFAULTS)
-        sides, colour = collections.Counter(), False
+        sides, coloured, grey = collections.Counter(), [], 0
         for file in found.files[::step]:
             try:
                 image = open_image(file.read())
-                colour = colour or (image.mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
-                                    and not _is_grey(np.asarray(image.convert("RGB"))[None]))
+                if image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") or \
+                        _is_grey(np.asarray(image.convert("RGB"))):
+                    grey += 1
+                else:
+                    coloured.append(file.name)
             except (SkipImage, OSError, ValueError):  # ValueError: a mode Pillow cannot convert
                 continue
             sides[min(image.size)] += 1
         size = min(sides.most_common(1)[0][0], DEFAULT_MAX_SIZE) if sides else DEFAULT_MAX_SIZE
-    return Shape(image_size or size, channels or (3 if colour else 1), BACKGROUNDS[background])
+        colour = len(coloured) >= grey and bool(coloured)
+        if coloured and grey and not channels:
+            note = (f"{'3 channels' if colour else '1 channel (grey)'}: {plural(len(coloured), 'image')} of the "
+                    f"{len(coloured) + grey:,} looked at {'have' if len(coloured) != 1 else 'has'} colour "
+                    f"({coloured[0]}{', ...' if len(coloured) > 1 else ''}), the rest {'are' if grey != 1 else 'is'} "
+                    f"grey; --data.channels {1 if colour else 3} chooses otherwise.")
+    size = image_size or size
+    if not MIN_SIZE <= size <= MAX_IMAGE_SIZE:
+        too = "smaller" if size < MIN_SIZE else "larger"
+        raise UserError(f"the images in {what} are {plural(size, 'pixel')} on their shorter side, "
+                        f"{too} than the {MIN_SIZE} to {MAX_IMAGE_SIZE:,} pixels a network takes; "
+                        + ("give larger images." if too == "smaller" else "give --data.image_size N (64, say) to "
+                           "resize them."))
+    return Shape(size, channels or (3 if colour else 1), BACKGROUNDS[background]), note
 
 
 def _is_grey(rgb: np.ndarray) -> bool:
-    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+    """Red, green and blue agree, but for the unbiased rounding of lossy coding: a grey WebP (which Pillow decodes
+    as RGB) has channels 1 apart here and there; a colour, however faint, shifts a channel on average."""
+    rgb = rgb.astype(np.int16)
+    for difference in (rgb[..., 0] - rgb[..., 1], rgb[..., 1] - rgb[..., 2]):
+        if np.abs(difference).max(initial=0) > GREY_ROUNDING or abs(difference.mean()) > GREY_ROUNDING / 8:
+            return False
+    return True
 
 
 def _shape_all(found: SourceImages, shape: Shape, out: np.ndarray, progress: bool, what: str):
@@ -162,7 +194,7 @@ def prepare(found: SourceImages, stem: Path, shape: Shape, description: dict, pr
             "class_names": list(found.class_names), "class_counts": class_counts,
             "images": images_path.name, "labels": labels_path.name if labels is not None else None,
             "sha256": digest, "alpha_background": "black" if shape.alpha_background == (0, 0, 0) else "white",
-            "skipped_count": len(skipped), "skipped": [list(s) for s in skipped[:200]],
+            "skipped_count": len(skipped), "skipped": [list(s) for s in skipped[:200]], "hidden_count": found.hidden,
             "prepare_seconds": round(time.perf_counter() - started + description.get("read_seconds", 0.0), 2),
         }
         tmp_manifest.write_text(json.dumps(manifest, indent=1) + "\n")
@@ -182,7 +214,9 @@ def _write_images(found: SourceImages, shape: Shape, out: Path, total: int, prog
         skipped = found.skipped + skipped
         if kept == 0:
             reasons = "; ".join(f"{name} {why}" for name, why in skipped[:3])
-            raise UserError(f"none of the {total:,} images in {what} could be used ({reasons}).")
+            which = "the only file" if len(skipped) == 1 else f"none of the {len(skipped):,} files"
+            verdict = "is not an image" if len(skipped) == 1 else "is an image"
+            raise UserError(f"{which} in {what} {verdict} that can be used ({reasons}).")
         if kept == total:
             full.flush()
             del full
@@ -211,26 +245,20 @@ def _sha256(images_path: Path, labels: np.ndarray | None) -> str:
 def summary(manifest: dict) -> str:
     """One line: what was prepared, and what was skipped and why (the first few by name)."""
     c, h, w = manifest["image_shape"]
-    classes = f", {len(manifest['class_names'])} classes" if manifest["class_names"] else ", unlabelled"
-    line = (f"prepared {manifest['count']:,} image{'s' * (manifest['count'] != 1)} of {w}x{h}x{c}{classes} from "
+    classes = f", {plural(len(manifest['class_names']), 'class')}" if manifest["class_names"] else ", unlabelled"
+    line = (f"prepared {plural(manifest['count'], 'image')} of {w}x{h}x{c}{classes} from "
             f"{manifest['source']} in {manifest['prepare_seconds']:.1f} s")
     if manifest["skipped_count"]:
         examples = "; ".join(f"{name} {why}" for name, why in manifest["skipped"][:5])
         more = f"; and {manifest['skipped_count'] - 5:,} more" if manifest["skipped_count"] > 5 else ""
-        line += (f"; skipped {manifest['skipped_count']:,} file{'s' * (manifest['skipped_count'] != 1)}: {examples}"
+        line += (f"; skipped {plural(manifest['skipped_count'], 'file')}: {examples}"
                  f"{more} (all listed in the manifest)")
+    if manifest.get("hidden_count"):
+        line += f"; left out {plural(manifest['hidden_count'], 'hidden or system entry')}"
     return line
 
 
 # --- reading one -----------------------------------------------------------------------------
-
-def default_memory_limit() -> int:
-    """Half the machine's memory: a larger prepared array is memory-mapped rather than read in."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
-    except (ValueError, OSError, AttributeError):
-        return 4 << 30
-
 
 def open_prepared(path: Path, memory_limit: int | None = None) -> Prepared:
     """Open a prepared dataset by its .npy or manifest path; refuse one that is damaged or incomplete."""

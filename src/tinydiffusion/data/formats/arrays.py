@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import UserError
-from .base import SourceImages, class_names_for_labels, stat_fingerprint
+from ..memory import default_memory_limit
+from .base import SourceImages, check_class_names, class_names_for_labels, stat_fingerprint
 
 SPLITS_INSIDE = False  # a held-out split is a sibling file (test.npz beside train.npz)
 NAME = "NumPy array"
@@ -26,24 +27,47 @@ def claims(path: Path) -> bool:
 
 
 def npz_member(archive, name: str, path: Path) -> np.ndarray:
-    """One array of an .npz, refused if its header claims more bytes than the archive holds for it.
-
-    numpy allocates the claimed shape before reading, so a 1 kB file could otherwise ask for petabytes.
-    """
+    """One array of an .npz, refused if its header claims more bytes than the archive holds for it, or more
+    than memory holds: numpy allocates the claimed shape before reading, and an .npz cannot be memory-mapped,
+    so a 28 MB file of zeros could otherwise ask for 6 GiB, and a 1 kB file for petabytes."""
     member = archive.zip.getinfo(name + ".npy" if name + ".npy" in archive.zip.namelist() else name)
+    if member.flag_bits & 0x1:
+        raise UserError(f"{path} is encrypted; save the arrays without a password.")
     with archive.zip.open(member) as stream:
         version = np.lib.format.read_magic(stream)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, _, dtype = read_header(stream)
-    if math.prod(shape) * dtype.itemsize > member.file_size:
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > member.file_size:
         raise UserError(f"{name} in {path} claims shape {shape}, more data than the file holds; it is damaged.")
+    if claimed > default_memory_limit():
+        raise UserError(f"{name} in {path} is {claimed / 2**30:.1f} GiB uncompressed, more than the "
+                        f"{default_memory_limit() / 2**30:.1f} GiB of memory data may take; save it as an .npy, "
+                        "which is read from disk as needed.")
     return archive[name]
+
+
+def _kind(path: Path) -> str:
+    """What the file's first bytes say it is: "npy", "npz" (a zip), "pickle" (np.load refuses it) or ""."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as err:
+        raise UserError(f"{path} cannot be read ({err.strerror or err}).") from None
+    if head == b"\x93NUMPY":
+        return "npy"
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "npz"
+    return "pickle" if head[:1] == b"\x80" else ""
 
 
 def _load(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """(images, labels or None, class names or None) as stored."""
+    kind = _kind(path)
+    if not kind:
+        raise UserError(f"{path} is not a NumPy file (it does not start as an .npy or an .npz does).")
     try:
-        loaded = np.load(path, allow_pickle=False, mmap_mode="r" if path.suffix.lower() == ".npy" else None)
+        loaded = np.load(path, allow_pickle=False, mmap_mode="r" if kind == "npy" else None)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             return loaded, None, None
         with loaded:
@@ -62,7 +86,7 @@ def _load(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]
             raise UserError(f"{path} holds Python objects that only pickle can load; tinydiffusion never unpickles "
                             "files. Save plain uint8 arrays (and integer labels, string class names).") from None
         raise UserError(f"{path} is not a readable NumPy file ({err}).") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as err:
+    except (OSError, EOFError, zipfile.BadZipFile, RuntimeError) as err:  # RuntimeError: zipfile's "encrypted"
         raise UserError(f"{path} is not a readable NumPy file ({err}).") from None
 
 
@@ -90,6 +114,7 @@ def read(path: Path, split: str) -> SourceImages:
     elif names.dtype.kind != "U" or names.ndim != 1 or len(names) <= labels.max():
         raise UserError(f"class_names in {path} must be {int(labels.max()) + 1} or more strings, one per label "
                         f"value, not {names.dtype} of shape {names.shape}.")
+    check_class_names([str(n) for n in names], f"class_names in {path}")
     return SourceImages(class_names=tuple(str(n) for n in names), array=images, labels=labels.astype(np.int64))
 
 

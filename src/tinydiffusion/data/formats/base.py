@@ -32,6 +32,8 @@ class SourceImages:
     array: np.ndarray | None = None  # uint8 [N, H, W, C]
     labels: np.ndarray | None = None  # int64 [N], for array sources
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, why), found while listing
+    hidden: int = 0  # hidden and system entries left out (is_hidden): not counted as skipped files
+    warnings: list[str] = field(default_factory=list)  # said once, when the source is prepared
     labels_from: str = ""  # the file the labels came from, for messages
 
     @property
@@ -78,25 +80,103 @@ def image_extensions() -> set[str]:
     return {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in formats}
 
 
-def assign_classes(names: list[str], source: Path) -> tuple[tuple[str, ...], list[tuple[str, int]],
-                                                            list[tuple[str, str]]]:
-    """Image paths relative to the source ("cat/001.png") -> (class names, [(path, label)], skipped).
+def assign_classes(names: list[str], source: Path, folders: set[str] = frozenset()) -> Listing:
+    """Image paths relative to the source ("cat/001.png") -> classes, [(path, label)], and what is left out.
 
-    Sub-folders are classes, named after the folder (images in deeper folders belong to the top one);
-    a source with no sub-folders is unlabelled (label -1). Beside class folders, loose files are skipped.
+    Sub-folders are classes, named after the folder (images in deeper folders belong to the top one); a source
+    with no sub-folders is unlabelled (label -1). One rule for folders and zips alike: a source whose only entry
+    is one folder (a zip of `pets/`, or a folder holding just `cat/`) is read as that folder, so a lone class
+    folder is unlabelled data. Beside class folders, loose files are skipped; a class folder without images is
+    a warning. `folders` are every non-hidden folder of the source, empty ones included ("cat", "cat/young").
     """
     names = sorted(names)
     if not names:
         raise UserError(f"{source} holds no image files.")
-    top = {n.split("/", 1)[0] for n in names if "/" in n}
+    prefix = _single_folder(names, folders)
+    relative = {n: n[len(prefix):] for n in names}
+    top = {r.split("/", 1)[0] for r in relative.values() if "/" in r}
     if not top:
-        return (), [(n, -1) for n in names], []
+        return Listing((), [(n, -1) for n in names])
     train = next((t for t in sorted(top) if t.lower() == "train"), None)
     if train is not None and {t.lower() for t in top} & set(HELD_OUT_NAMES):
         raise UserError(f"{source} holds split folders ({', '.join(sorted(top))}), not class folders; "
-                        f"point --data at its train folder ({source / train}).")
+                        f"point --data at its train folder ({source / prefix / train}).")
     class_names = tuple(sorted(top))
+    check_class_names(class_names, f"{source}")
     index = {name: i for i, name in enumerate(class_names)}
-    labelled = [(n, index[n.split("/", 1)[0]]) for n in names if "/" in n]
-    skipped = [(n, "lies outside the class folders") for n in names if "/" not in n]
-    return class_names, labelled, skipped
+    labelled = [(n, index[r.split("/", 1)[0]]) for n, r in relative.items() if "/" in r]
+    skipped = [(n, "lies outside the class folders") for n, r in relative.items() if "/" not in r]
+    empty = sorted({f[len(prefix):].split("/", 1)[0] for f in folders if f.startswith(prefix)}
+                   - top)
+    warnings = []
+    if empty:
+        listed = ", ".join(repr(e) for e in empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+        verbs = ("holds", "is") if len(empty) == 1 else ("hold", "are")
+        warnings.append(f"warning: {plural(len(empty), 'class folder')} of {source} {verbs[0]} no image files and "
+                        f"{verbs[1]} left out: {listed}.")
+    return Listing(class_names, labelled, skipped, warnings)
+
+
+def _single_folder(names: list[str], folders: set[str]) -> str:
+    """The path ("pets/" or "data/pets/") of the one folder that holds everything, or "" when there is none."""
+    prefix = ""
+    while True:
+        below = [n[len(prefix):] for n in names]
+        tops = {b.split("/", 1)[0] for b in below} | {f[len(prefix):].split("/", 1)[0] for f in folders
+                                                      if f.startswith(prefix) and len(f) > len(prefix)}
+        if len(tops) != 1 or not all("/" in b for b in below):
+            return prefix
+        prefix += tops.pop() + "/"
+
+
+@dataclass
+class Listing:
+    """What assign_classes makes of a source's image paths."""
+
+    class_names: tuple[str, ...]
+    labelled: list[tuple[str, int]]  # (path, label)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_class_names(names, what: str) -> None:
+    """`--class` picks a class by its name, in any case: names must be non-empty, distinct and not paths."""
+    seen = {}
+    for name in names:
+        if not name.strip():
+            raise UserError(f"{what} has an empty class name; give every class a name.")
+        if "/" in name or "\\" in name or name.strip() in (".", "..") or not name.isprintable():
+            raise UserError(f"{what} has the class name {name!r}, which looks like a path or holds control "
+                            "characters; class names are plain words.")
+        key = name.strip().lower()
+        if key in seen:
+            raise UserError(f"{what} has two classes named {seen[key]!r} and {name!r}, which --class cannot tell "
+                            "apart; give each class its own name.")
+        seen[key] = name
+
+
+# Entries a person does not mean as data: hidden ones (a leading dot: .DS_Store, .ipynb_checkpoints, macOS's ._x
+# resource forks, .git) and those an operating system or tool adds (macOS's __MACOSX in zips, Windows' Thumbs.db
+# and desktop.ini, a Synology NAS's @eaDir, lost+found).
+SYSTEM_NAMES = {"__macosx", "thumbs.db", "ehthumbs.db", "desktop.ini", "$recycle.bin", "system volume information",
+                "@eadir", "lost+found", "__pycache__"}
+
+
+def is_hidden(name: str) -> bool:
+    """Whether one path component names a hidden or system entry, never data."""
+    return name.startswith(".") or name.lower() in SYSTEM_NAMES
+
+
+def shown(name: str) -> str:
+    """A file name as messages and manifests print it: bytes that are not UTF-8 (an old archive's, a network
+    share's) become U+FFFD rather than an error when printed."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 image', '2 images', '3 classes', '2 entries', '1,000 files'."""
+    if noun.endswith("y") and noun[-2:-1] not in "aeiou":
+        plural_noun = noun[:-1] + "ies"
+    else:
+        plural_noun = noun + ("es" if noun.endswith(("s", "sh", "ch", "x")) else "s")
+    return f"{count:,} {noun if count == 1 else plural_noun}"

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .base import EncodedImage, SourceImages, assign_classes, image_extensions
+from ...files import not_a_file, read_regular_file
+from ..images import MAX_FILE_BYTES
+from .base import EncodedImage, SourceImages, assign_classes, image_extensions, is_hidden, shown
 
 SPLITS_INSIDE = False  # a held-out split is a sibling source (test/ beside train/)
 NAME = "image folder"
@@ -16,50 +19,78 @@ def claims(path: Path) -> bool:
     return path.is_dir()
 
 
-def _walk(root: Path):
-    """(relative name, path) of every file below root, following links to folders but never in a loop,
-    and the files that cannot be stat'ed (broken links, link loops) as (name, why)."""
-    found, broken, seen = [], [], set()
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        st = os.stat(folder)
-        if (st.st_dev, st.st_ino) in seen:  # a link back up the tree: do not descend again
-            dirs[:] = []
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        dirs.sort()
-        for name in files:
-            path = Path(folder) / name
-            relative = path.relative_to(root).as_posix()
-            try:
-                os.stat(path)
-            except OSError as err:
-                broken.append((relative, f"cannot be read ({err.strerror or err})"))
+@dataclass
+class Walk:
+    files: list[tuple[str, Path, os.stat_result]] = field(default_factory=list)  # (relative name, path, stat)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative name, why): never read
+    folders: set[str] = field(default_factory=set)  # every folder walked, by relative name
+    hidden: int = 0  # hidden and system entries, left out
+
+
+def _walk(root: Path) -> Walk:
+    """Every regular file below root, following links to folders but never in a loop nor up to a folder that
+    holds root. Hidden and system entries are counted, never listed; what is not a regular file (a named pipe,
+    a device, a socket: reading one could block or never end) and what cannot be stat'ed (a broken link, a link
+    loop) is skipped with its reason. Names keep bytes that are not UTF-8 (os.fsencode gives them back)."""
+    walk, seen, stack = Walk(), set(), [("", root)]
+    top = os.path.realpath(root)
+    while stack:
+        prefix, folder = stack.pop()
+        try:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen:  # a link back into the tree: walked already
                 continue
-            found.append((relative, path))
-    return found, broken
+            seen.add((st.st_dev, st.st_ino))
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as err:
+            walk.skipped.append((shown(prefix or "."), f"cannot be listed ({err.strerror or err})"))
+            continue
+        for entry in entries:
+            name = prefix + entry.name
+            if is_hidden(entry.name):
+                walk.hidden += 1
+                continue
+            try:
+                st = entry.stat()  # through links
+            except OSError as err:
+                walk.skipped.append((shown(name), f"cannot be read ({err.strerror or err})"))
+                continue
+            if not_a_file(st.st_mode) == "a folder":
+                target = os.path.realpath(entry.path)
+                if target != top and top.startswith(target.rstrip(os.sep) + os.sep):  # a link to / or above root
+                    walk.skipped.append((shown(name), "links to a folder that holds the source"))
+                    continue
+                walk.folders.add(shown(name))
+                stack.append((name + "/", Path(entry.path)))
+            elif not_a_file(st.st_mode):
+                walk.skipped.append((shown(name), f"is {not_a_file(st.st_mode)}, not a file"))
+            else:
+                walk.files.append((name, Path(entry.path), st))
+    return walk
 
 
 def _reader(path: Path):
-    return lambda: path.read_bytes()
+    return lambda: read_regular_file(path, MAX_FILE_BYTES)
 
 
 def read(path: Path, split: str) -> SourceImages | None:
-    found, skipped = _walk(path)
+    walk = _walk(path)
     extensions = image_extensions()
-    images = {name: p for name, p in found if Path(name).suffix.lower() in extensions}
-    skipped += [(name, "is not an image file") for name, _ in found if name not in images]
-    class_names, labelled, loose = assign_classes(list(images), path)
-    files = [EncodedImage(name, label, _reader(images[name])) for name, label in labelled]
-    return SourceImages(class_names=class_names, files=files, skipped=skipped + loose)
+    images = {shown(name): p for name, p, _ in walk.files if Path(name).suffix.lower() in extensions}
+    skipped = walk.skipped + [(shown(name), "is not an image file") for name, _, _ in walk.files
+                              if shown(name) not in images]
+    listing = assign_classes(list(images), path, walk.folders)
+    files = [EncodedImage(name, label, _reader(images[name])) for name, label in listing.labelled]
+    return SourceImages(class_names=listing.class_names, files=files, skipped=skipped + listing.skipped,
+                        hidden=walk.hidden, warnings=listing.warnings)
 
 
 def fingerprint(path: Path, split: str) -> str:
     """Every file's name, size and modification time: a changed, added or removed image changes it."""
-    digest = hashlib.sha256(str(path.resolve()).encode())
-    found, broken = _walk(path)
-    for name, p in sorted(found):
-        st = os.stat(p)
-        digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    for name, _ in broken:
-        digest.update(f"{name}\0broken\n".encode())
+    digest = hashlib.sha256(os.fsencode(path.resolve()))
+    walk = _walk(path)
+    for name, _, st in sorted(walk.files):
+        digest.update(os.fsencode(name) + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    for name, why in walk.skipped:
+        digest.update(f"{name}\0{why}\n".encode())
     return digest.hexdigest()

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import stat
 import threading
 import zipfile
 import zlib
 from pathlib import Path
 
 from ...errors import UserError
-from ..images import SkipImage
-from .base import EncodedImage, SourceImages, assign_classes, image_extensions, stat_fingerprint
+from ..images import MAX_FILE_BYTES, SkipImage
+from .base import EncodedImage, SourceImages, assign_classes, image_extensions, is_hidden, stat_fingerprint
 
 SPLITS_INSIDE = False  # a held-out split is a sibling source (test/ beside train/)
 NAME = "zip of an image folder"
-MAX_MEMBER_BYTES = 256 << 20  # no small image is near this; a bigger member is skipped unread
 
 
 def claims(path: Path) -> bool:
@@ -27,25 +27,44 @@ def _open(path: Path) -> zipfile.ZipFile:
         raise UserError(f"{path} is not a readable zip archive ({err}).") from None
 
 
+def _unsafe(name: str) -> bool:
+    """A name an extraction tool would refuse: absolute ("/x", "C:x") or climbing out ("../x")."""
+    return name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in name.split("/")
+
+
+def _is_link(member: zipfile.ZipInfo) -> bool:
+    return stat.S_ISLNK(member.external_attr >> 16)
+
+
 def read(path: Path, split: str) -> SourceImages | None:
     archive = _open(path)
-    # macOS's Finder adds __MACOSX/ (resource forks, never images) beside the folder it compresses: not data.
-    members = [m for m in archive.infolist() if not m.is_dir() and not m.filename.startswith("__MACOSX/")]
-    # A zip made of a folder ("train/0/a.png", ...) holds everything under one top folder: drop it.
-    tops = {m.filename.split("/", 1)[0] for m in members}
-    prefix = f"{tops.pop()}/" if len(tops) == 1 and all("/" in m.filename for m in members) else ""
-    extensions, skipped, usable = image_extensions(), [], {}
-    for m in members:
-        name = m.filename[len(prefix):]
-        if Path(name).suffix.lower() not in extensions:
+    extensions, skipped, usable, folders, hidden, encrypted = image_extensions(), [], {}, set(), 0, 0
+    for m in archive.infolist():
+        parts = [part for part in m.filename.split("/") if part not in ("", ".")]  # "./a//b.png" is a/b.png
+        name = "/".join(parts)
+        if _unsafe(m.filename):
+            skipped.append((m.filename, "has an unsafe name (absolute, or climbing out with ..)"))
+            continue
+        if any(is_hidden(part) for part in parts):  # __MACOSX/ (Finder's resource forks), .DS_Store, ...
+            hidden += 1
+            continue
+        folders.update("/".join(parts[:i]) for i in range(1, len(parts) + m.is_dir()))
+        if m.is_dir():
+            continue
+        if _is_link(m):
+            skipped.append((name, "is a symbolic link, not a file"))
+        elif Path(name).suffix.lower() not in extensions:
             skipped.append((name, "is not an image file"))
         elif m.flag_bits & 0x1:
+            encrypted += 1
             skipped.append((name, "is encrypted"))
-        elif m.file_size > MAX_MEMBER_BYTES:
+        elif m.file_size > MAX_FILE_BYTES:
             skipped.append((name, f"is {m.file_size:,} bytes uncompressed, too large for an image"))
         else:
             usable[name] = m
-    class_names, labelled, loose = assign_classes(list(usable), path)
+    if encrypted and not usable:
+        raise UserError(f"{path} is encrypted (its images need a password); unzip it and give the folder instead.")
+    listing = assign_classes(list(usable), path, folders)
     lock = threading.Lock()  # one ZipFile is shared by the decoding threads
 
     def reader(member: zipfile.ZipInfo):
@@ -58,8 +77,9 @@ def read(path: Path, split: str) -> SourceImages | None:
                 raise SkipImage(f"cannot be read from {path.name} ({err})") from None
         return read_member
 
-    files = [EncodedImage(name, label, reader(usable[name])) for name, label in labelled]
-    return SourceImages(class_names=class_names, files=files, skipped=skipped + loose)
+    files = [EncodedImage(name, label, reader(usable[name])) for name, label in listing.labelled]
+    return SourceImages(class_names=listing.class_names, files=files, skipped=skipped + listing.skipped,
+                        hidden=hidden, warnings=listing.warnings)
 
 
 def fingerprint(path: Path, split: str) -> str:
