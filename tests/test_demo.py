@@ -113,9 +113,10 @@ def test_forward_process(model):
     one_sentence(err)
 
 
-def test_test_images_from_data_or_drawn(model, tiny_data_dir, tmp_path):
+def test_test_images_from_data_or_drawn(model, tiny_data_dir, tmp_path, _private_cache):
     images, names, note = handlers.test_images(model, str(tiny_data_dir))
     assert images.shape[1:] == (1, SIZE, SIZE) and len(names) == len(images) and "model's data" in note
+    assert not list(_private_cache.glob("prepared/*"))  # read, not prepared
     assert names[0].startswith("t-shirt")
     images, names, note = handlers.test_images(model, str(tmp_path))  # no data there, and nothing downloaded
     assert images.shape == (10, 1, SIZE, SIZE) and "drawn by the model itself" in note
@@ -189,6 +190,9 @@ def test_uploads_decode_within_limits():
 
 # --- the running server -------------------------------------------------------------------------------------
 
+LOGS: dict[str, object] = {}  # the running server's log, by its URL
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -225,6 +229,7 @@ def server(tmp_path_factory, tiny_data_dir):
         process.wait()
         if attempt == 2 or "in use" not in log.read_text():
             pytest.fail(f"the demo did not start:\n{log.read_text()[-3000:]}")
+    LOGS[url] = log
     yield url
     process.terminate()
     process.wait(timeout=30)
@@ -285,6 +290,107 @@ def test_server_refuses_oversized_uploads_and_paths(server, tmp_path):
     image, status = client.predict(4, *settings, api_name="/generate")
     check_real_grid(Image.open(image), 2, 2)
     assert status.startswith("4 images, ddim, 2 steps")
+
+
+def test_server_refusals_are_a_sentence_for_the_client_and_one_line_in_the_log(server):
+    import httpx
+
+    settings = [handlers.EVERY_CLASS, "ddim", 2, 1.5, 0]
+    cases = [("img2img", [{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, 0.5, 1, *settings],
+              "not a path on the server"),
+             ("generate", [4], "this request gives 1 of the 6 values this action takes"),
+             ("generate", [4, handlers.EVERY_CLASS, "ddim", 2, 1.5, "abc"], "the seed cannot be 'abc'"),
+             ("generate", [4, handlers.EVERY_CLASS, "ddim", 2, 1.5, -1], "less than minimum value 0"),  # Gradio's
+             ("generate", [4, "zebra", "ddim", 2, 1.5, 0], "zebra is not in the list of choices")]
+    before = LOGS[server].read_text()
+    for route, data, sentence in cases:
+        event = httpx.post(server + f"gradio_api/call/{route}", json={"data": data}).json()["event_id"]
+        result = httpx.get(server + f"gradio_api/call/{route}/{event}", timeout=60).text
+        assert "event: error" in result and sentence in result and "null" not in result, (route, data, result)
+    time.sleep(0.5)
+    log = LOGS[server].read_text()[len(before):]
+    assert "Traceback" not in log and log.count("refused: ") == len(cases) == len(log.strip().splitlines()), log
+
+
+def test_server_bounds_the_bytes_of_a_request(server):
+    import httpx
+
+    files = [("files", (f"{i}.png", b"\x89PNG" + b"\0" * 600_000, "image/png")) for i in range(3)]
+    response = httpx.post(server + "gradio_api/upload", files=files)  # each file within --max-upload-mb 1
+    assert response.status_code == 413 and "send one image at a time" in response.json()["error"]
+
+
+def test_storage_is_bounded_in_total_and_in_time(tmp_path):
+    import asyncio
+
+    from tinydiffusion.demo import limits
+
+    stored = []
+
+    async def app(scope, receive, send):  # stands for Gradio: stores the request's body as a file
+        body = (await receive())["body"]
+        path = tmp_path / f"upload-{len(stored)}"
+        path.write_bytes(body)
+        stored.append(path)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    def post(middleware, size: int, headers=None) -> int:
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"x" * size, "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/gradio_api/upload",
+                 "headers": headers if headers is not None else [(b"content-length", str(size).encode())]}
+        asyncio.run(middleware(scope, receive, send))
+        return sent[0]["status"]
+
+    middleware = limits.StorageLimit(app, tmp_path, request_bytes=1000, total_bytes=2500, keep_seconds=600)
+    assert post(middleware, 1001) == 413
+    assert post(middleware, 10, headers=[(b"transfer-encoding", b"chunked")]) == 411
+    assert [post(middleware, 1000) for _ in range(3)] == [200, 200, 507]  # full: the two are too new to delete
+    assert sum(p.stat().st_size for p in tmp_path.iterdir()) == 2000
+    old = time.time() - 120  # older than the grace period: the oldest goes to make room
+    os.utime(stored[0], (old, old))
+    assert post(middleware, 1000) == 200 and not stored[0].exists()
+    ancient = time.time() - 700  # older than keep_seconds: deleted at the next request, room or not
+    os.utime(stored[1], (ancient, ancient))
+    assert post(middleware, 0) == 200 and limits.sweep(tmp_path, 600, 10**9) and not stored[1].exists()
+
+
+def test_test_images_read_only_what_the_page_shows(model, tmp_path, monkeypatch):
+    """A folder of 300 images in 10 classes: the page's ten are decoded, nothing is prepared or cached."""
+    import dataclasses
+
+    from tinydiffusion.demo import examples
+    from tinydiffusion.pipeline import Model
+
+    monkeypatch.setenv("TINYDIFFUSION_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "clothes"
+    for c in range(10):
+        (folder / f"class{c}").mkdir(parents=True)
+        for i in range(30):
+            Image.new("L", (28, 28), 20 * c + i).save(folder / f"class{c}" / f"{i:03d}.png")
+    decoded = []
+    real_open = examples.open_image
+    monkeypatch.setattr(examples, "open_image", lambda payload: decoded.append(1) or real_open(payload))
+    config = dataclasses.replace(model.config, data=dataclasses.replace(model.config.data, source=str(folder)))
+    images, names, note = handlers.test_images(Model(model.net, model.diffusion, config, model.source))
+    assert images.shape == (10, 1, SIZE, SIZE) and len(decoded) == 10 and "10 images of the model's data" in note
+    assert names[3] == "class3 (test image 3)" and int(images[3, 0, 0, 0]) == 60
+    assert not (tmp_path / "cache").exists()
+
+
+def test_counts_and_the_us_spelling_of_centre(model):
+    _, status = handlers.generate_grid(model, 1, **{**FAST, "steps": 1})
+    assert status.startswith("1 image, ddim, 1 step, guidance 1.5, seed 0:")
+    image = Image.new("L", (28, 28), 100)
+    assert handlers.inpaint_tab(model, image, None, "center", 1, **FAST).tobytes() == \
+        handlers.inpaint_tab(model, image, None, "centre", 1, **FAST).tobytes()
 
 
 # --- a real browser -----------------------------------------------------------------------------------------

@@ -49,13 +49,12 @@ def check_port(host: str, port: int) -> None:
 def run_demo(checkpoint: str | None = None, device: str = "auto", host: str = "127.0.0.1", port: int = 7860,
              data_dir: str | None = None, max_upload_mb: float = MAX_UPLOAD_MB, max_pixels: int = MAX_PIXELS) -> None:
     """`tinydiffusion demo`: check the port and Gradio, load the model, serve the page until Ctrl-C or SIGTERM.
-    Gradio keeps uploads in a private folder made here (before Gradio is imported, which reads where it is),
-    removed on the way out whatever stops the server."""
+    Gradio keeps uploads in a private folder made here (before Gradio is imported, which reads where it is; inside
+    GRADIO_TEMP_DIR if that is set), bounded by limits.py, and removed on the way out whatever stops the server."""
     check_port(host, port)
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    made = None
-    if "GRADIO_TEMP_DIR" not in os.environ:
-        made = os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="tinydiffusion-demo-")
+    given = os.environ.get("GRADIO_TEMP_DIR")  # a folder of the user's own: the page's goes inside it
+    made = os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="tinydiffusion-demo-", dir=given)
     try:
         import_gradio()
         from ..pipeline import load_model
@@ -64,9 +63,11 @@ def run_demo(checkpoint: str | None = None, device: str = "auto", host: str = "1
         serve(load_model(checkpoint, device), host, port, data_dir, max_upload_mb, max_pixels)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if made:
-            shutil.rmtree(made, ignore_errors=True)
+        shutil.rmtree(made, ignore_errors=True)
+        if given is None:
             os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = given
 
 
 def _interrupt(signum, frame):

@@ -19,10 +19,11 @@ from PIL import Image
 from .. import editing
 from ..data.images import SkipImage, open_image, readable_formats
 from ..data.pixels import to_model_space, to_pixels
-from ..defaults import DEFAULT_STEPS
+from ..defaults import DEFAULT_STEPS, MASK_ALIASES
 from ..errors import UserError
 from ..pipeline import Model, generate, sampling_settings
 from ..viz import grid_image
+from ..words import count
 from . import MAX_PIXELS
 
 MAX_IMAGES = 64  # images in one grid
@@ -207,8 +208,8 @@ def generate_grid(model: Model, num, class_name, sampler, steps, guidance, seed)
     with torch.no_grad():
         images, _ = generate(model, num, seed=settings.seed, **settings.options())
     seconds = time.perf_counter() - started
-    return grid(images), f"{num} images, {settings.sampler}, {settings.steps} steps, guidance {settings.guidance:g}, " \
-                         f"seed {settings.seed}: {seconds:.2f} s."
+    return grid(images), (f"{count(num, 'image')}, {settings.sampler}, {count(settings.steps, 'step')}, guidance "
+                          f"{settings.guidance:g}, seed {settings.seed}: {seconds:.2f} s.")
 
 
 def reverse_process(model: Model, num, class_name, sampler, steps, guidance, seed) -> torch.Tensor:
@@ -236,34 +237,26 @@ def frame_at(frames: torch.Tensor | None, index) -> Image.Image | None:
 
 def test_images(model: Model, data_dir: str | None = None) -> tuple[torch.Tensor, list[str], str]:
     """Images for the forward-process slider and the editing tabs, with a name each and a line saying where they
-    come from: one test image per class from the model's data when it is on this machine (never downloaded), else
-    one per class drawn by the model itself."""
+    come from: one test image per class from the model's data when it is on this machine (only those images are
+    read; nothing is downloaded or prepared), else one per class drawn by the model itself."""
     import dataclasses
 
-    from ..data import load_data
+    from .examples import examples
 
-    data_config = dataclasses.replace(model.config.data, download=False, **({"data_dir": data_dir} if data_dir else {}))
-    try:
-        data = load_data(data_config, "test", progress=False) or load_data(data_config, "train", progress=False)
-    except UserError:
-        data = None
+    data_config = dataclasses.replace(model.config.data, **({"data_dir": data_dir} if data_dir else {}))
     net = model.config.net
-    if data is not None and tuple(data.images.shape[1:]) == (net.in_channels, net.image_size, net.image_size):
-        if data.labels is not None:
-            classes = [c for c in range(len(data.class_names)) if (data.labels == c).any()][:10]
-            picks = [int(np.argmax(data.labels.numpy() == c)) for c in classes]
-            names = [f"{data.class_names[c]} (test image {i})" for c, i in zip(classes, picks, strict=True)]
-        else:
-            picks = list(range(min(10, len(data))))
-            names = [f"test image {i}" for i in picks]
-        note = f"{len(picks)} images of the model's data ({model.config.data.source})"
-        return data.images[picks].clone(), names, note
-    count = model.num_classes or 8
+    found = examples(data_config, (net.in_channels, net.image_size, net.image_size))
+    if found is not None:
+        images, classes = found
+        names = [f"{name} (test image {i})" if name is not None else f"test image {i}"
+                 for i, name in enumerate(classes)]
+        return images, names, f"{count(len(images), 'image')} of the model's data ({model.config.data.source})"
+    number = model.num_classes or 8
     with torch.no_grad():
-        images, labels = generate(model, count, seed=0)
+        images, labels = generate(model, number, seed=0)
     names = [f"{model.class_names[c]} (drawn)" for c in labels.tolist()] if labels is not None else \
-        [f"drawn image {i}" for i in range(count)]
-    return images, names, (f"{count} images drawn by the model itself (seed 0), since its data "
+        [f"drawn image {i}" for i in range(number)]
+    return images, names, (f"{count(number, 'image')} drawn by the model itself (seed 0), since its data "
                            f"({model.config.data.source}) is not on this machine")
 
 
@@ -292,6 +285,7 @@ def inpaint_tab(model: Model, image, mask, mask_name: str, num, class_name, samp
     image = as_image(image, max_pixels)
     num, settings = whole_number(num, "number of images", 1, 16), sampling(model, class_name, sampler, steps,
                                                                            guidance, seed)
+    mask_name = MASK_ALIASES.get(mask_name, mask_name)
     if mask_name not in ("drawn", *editing.MASKS):
         raise UserError(f"unknown mask {mask_name!r}; choose drawn or one of {', '.join(editing.MASKS)}.")
     pixels = model_image(model, image, max_pixels)

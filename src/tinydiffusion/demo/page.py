@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import base64
 import functools
+import os
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from PIL import Image
 
 from ..errors import UserError
 from ..pipeline import Model, sampling_settings
-from . import MAX_PIXELS, MAX_UPLOAD_MB, handlers, import_gradio
+from . import MAX_PIXELS, MAX_UPLOAD_MB, handlers, import_gradio, limits
 
 ENTER_SCALE = 8  # a test image is put into the image boxes at 8x its size (224x224), large enough to draw on
 
@@ -51,6 +54,22 @@ def upload_bytes(file, max_bytes: int) -> bytes:
     return data
 
 
+def refused(gr, message: str):
+    """A refusal: one line in the server's log, and the sentence for the visitor (gr.Error, no traceback)."""
+    print(f"refused: {message}", file=sys.stderr, flush=True)
+    error = gr.Error(message, print_exception=False)
+    error.logged = True
+    return error
+
+
+def logged(error):
+    """A gr.Error Gradio raised itself (a number below a box's minimum, say): logged in one line as ours are."""
+    if not getattr(error, "logged", False):
+        print(f"refused: {error.message}", file=sys.stderr, flush=True)
+        error.logged, error.print_exception = True, False
+    return error
+
+
 def shown(gr, fn):
     """A handler whose UserError reaches the page as its message (gr.Error), never as a traceback."""
     @functools.wraps(fn)
@@ -58,7 +77,47 @@ def shown(gr, fn):
         try:
             return fn(*args)
         except UserError as err:
-            raise gr.Error(str(err), print_exception=False) from None
+            raise refused(gr, str(err)) from None
+    return run
+
+
+def refuse_bad_requests(gr, page) -> None:
+    """Requests Gradio refuses before a handler runs (a path on the server as a file, too few values, text for a
+    number) reach the visitor as a sentence and the log as one line, instead of {"error": null} and a traceback.
+    Each input box's own refusal names the box; what is left is refused as a whole request."""
+    for block in page.blocks.values():
+        if isinstance(block, gr.components.Component) and "preprocess" not in vars(block):
+            block.preprocess = _named_refusals(gr, block, block.preprocess)
+    preprocess_data = page.preprocess_data
+
+    async def checked(block_fn, inputs, *args, **kwargs):
+        try:
+            return await preprocess_data(block_fn, inputs, *args, **kwargs)
+        except gr.Error as err:
+            raise logged(err) from None
+        except Exception as err:
+            if isinstance(err, gr.exceptions.InvalidPathError):
+                message = "this page takes uploaded files only, not a path on the server."
+            elif len(inputs or ()) < len(block_fn.inputs):
+                message = (f"this request gives {len(inputs or ())} of the {len(block_fn.inputs)} values this "
+                           "action takes; send one for each input.")
+            else:
+                message = (f"this request could not be read ({type(err).__name__}); send the values the page's API "
+                           "lists.")
+            raise refused(gr, message) from None
+    page.preprocess_data = checked
+
+
+def _named_refusals(gr, box, preprocess):
+    def run(payload):
+        try:
+            return preprocess(payload)
+        except gr.Error as err:
+            raise logged(err) from None
+        except Exception:
+            shown_value = repr(payload) if len(repr(payload)) <= 40 else repr(payload)[:40] + "..."
+            raise refused(gr, f"the {box.label or 'value'} cannot be {shown_value}; give a value of the kind that "
+                          "box takes.") from None
     return run
 
 
@@ -73,14 +132,14 @@ def checked_components(gr, max_pixels: int, max_bytes: int):
         try:
             return handlers.read_upload(upload_bytes(file, max_bytes), max_pixels)
         except UserError as err:
-            raise gr.Error(str(err), print_exception=False) from None
+            raise refused(gr, str(err)) from None
 
     def local_only(box):
         fetch = box.async_move_resource_to_block_cache
 
         async def move(url_or_file_path):
             if str(url_or_file_path or "").lower().startswith(("http:", "https:", "ftp:", "//")):
-                raise gr.Error("this page takes uploaded image files only, not web addresses.", print_exception=False)
+                raise refused(gr, "this page takes uploaded image files only, not web addresses.")
             return await fetch(url_or_file_path)
         box.async_move_resource_to_block_cache = move
         return box
@@ -131,8 +190,10 @@ def build_page(model: Model, data_dir: str | None = None, max_pixels: int = MAX_
     T, conditional = model.diffusion.num_timesteps, bool(model.num_classes)
     on_model = {"concurrency_limit": 1, "concurrency_id": "model"}  # one computation at a time: the CPU is shared
 
-    # Uploads and results older than an hour are deleted every hour (and all of them on exit).
-    with gr.Blocks(title="tinydiffusion demo", analytics_enabled=False, delete_cache=(3600, 3600)) as page:
+    # Gradio deletes what the page stored every KEEP_SECONDS, as limits.sweep does before each request (and all of
+    # it on exit).
+    with gr.Blocks(title="tinydiffusion demo", analytics_enabled=False,
+                   delete_cache=(limits.KEEP_SECONDS, limits.KEEP_SECONDS)) as page:
         gr.Markdown(f"# tinydiffusion demo\n{describe(model)}")
         with gr.Accordion("Sampling settings (every tab)", open=True):
             with gr.Row():
@@ -270,6 +331,7 @@ def build_page(model: Model, data_dir: str | None = None, max_pixels: int = MAX_
                                      api_name="interpolate", **on_model)
                 position.change(shown(gr, handlers.frame_along), [path_frames, position], at,
                                 trigger_mode="always_last", show_progress="hidden")
+    refuse_bad_requests(gr, page)
     return page
 
 
@@ -284,9 +346,16 @@ def serve(model: Model, host: str = "127.0.0.1", port: int = 7860, data_dir: str
         # torch's threads on a 2-core CPU; every 50 ms is still at once for a person (measured in docs/demo.md).
         queue.sleep_when_free = 0.05
         queue.progress_update_sleep_when_free = 0.1
+    from starlette.middleware import Middleware
+
+    max_file = int(max_upload_mb * 2**20)
+    folder = os.environ.get("GRADIO_TEMP_DIR") or str(Path(tempfile.gettempdir()) / "gradio")  # where Gradio stores
+    storage = Middleware(limits.StorageLimit, folder=folder, request_bytes=limits.request_limit(max_file),
+                         total_bytes=limits.STORED_FILES * max_file)
     try:
-        page.launch(server_name=host, server_port=port, max_file_size=int(max_upload_mb * 2**20), share=False,
-                    inbrowser=False, show_error=False, ssr_mode=False, quiet=True, prevent_thread_lock=True)
+        page.launch(server_name=host, server_port=port, max_file_size=max_file, share=False,
+                    inbrowser=False, show_error=False, ssr_mode=False, quiet=True, prevent_thread_lock=True,
+                    app_kwargs={"middleware": [storage]})
     except OSError as err:
         raise UserError(f"cannot serve on {host}:{port} ({err}); choose another --port or --host.") from None
     shown_host = f"[{host}]" if ":" in host else host
