@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import words
 from ..config import DataConfig
 from ..errors import UserError
 from ..files import atomic_directory, cache_dir, exclusive_lock
@@ -28,7 +29,7 @@ from . import cache
 from . import prepared as store
 from .download import download_files
 from .formats import find_format
-from .formats.base import held_out_sibling, plural
+from .formats.base import held_out_sibling
 from .idx import MAX_IDX_BYTES, read_idx, write_idx
 from .named import NAMED, NamedDataset
 
@@ -156,7 +157,7 @@ def _prepare(fmt, path: Path, split: str, config: DataConfig, stem: Path, input_
                                                             strict=False) if count < 2]
     if scarce:
         listed = ", ".join(scarce[:10]) + (f" and {len(scarce) - 10} more" if len(scarce) > 10 else "")
-        print(f"warning: {plural(len(scarce), 'class')} of {manifest['source']} "
+        print(f"warning: {words.count(len(scarce), 'class')} of {manifest['source']} "
               f"{'have' if len(scarce) != 1 else 'has'} fewer than 2 images: {listed}; the model will hardly learn "
               f"{'them' if len(scarce) != 1 else 'it'}.")
     return manifest

@@ -13,8 +13,8 @@ import shutil
 import time
 from pathlib import Path
 
+from .. import words
 from ..files import cache_dir
-from .formats.base import plural
 
 DERIVED = ("prepared", "evaluation")  # rebuilt when needed; "datasets" (downloads) is not cleared
 
@@ -50,7 +50,7 @@ def _describe(entry: Path) -> str:
     try:
         manifest = json.loads((entry / "data.json").read_text())
         c, h, w = manifest["image_shape"]
-        what = (f"{manifest['source']} ({manifest['split']}), {plural(int(manifest['count']), 'image')} of "
+        what = (f"{manifest['source']} ({manifest['split']}), {words.count(int(manifest['count']), 'image')} of "
                 f"{w}x{h}x{c}")
     except (OSError, ValueError, KeyError, TypeError):
         what = "incomplete or damaged (prepared again when needed)"
@@ -64,7 +64,7 @@ def report() -> str:
     entries = sorted(p for p in prepared_root().iterdir() if p.is_dir() and not p.name.startswith(".")) \
         if prepared_root().is_dir() else []
     lines = [f"cache: {root}"]
-    lines += [f"prepared data ({plural(len(entries), 'entry')}):"] + [_describe(e) for e in entries]
+    lines += [f"prepared data ({words.count(len(entries), 'folder')}):"] + [_describe(e) for e in entries]
     for part in sorted(root.iterdir()) if root.is_dir() else []:
         if part.name != "prepared" and part.is_dir():
             lines.append(f"{part.name}: {_megabytes(_size(part))}")

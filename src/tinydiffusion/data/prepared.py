@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .. import words
 from ..errors import UserError
 from ..files import atomic_file
 from ..nets.base import MAX_IMAGE_SIZE
 from .formats import SourceImages
-from .formats.base import plural
 from .images import Shape, SkipImage, array_to_image, open_image, shape_image
 from .memory import default_memory_limit
 
@@ -103,14 +103,14 @@ def choose_shape(found: SourceImages, image_size: int, channels: int, background
         size = min(sides.most_common(1)[0][0], DEFAULT_MAX_SIZE) if sides else DEFAULT_MAX_SIZE
         colour = len(coloured) >= grey and bool(coloured)
         if coloured and grey and not channels:
-            note = (f"{'3 channels' if colour else '1 channel (grey)'}: {plural(len(coloured), 'image')} of the "
+            note = (f"{'3 channels' if colour else '1 channel (grey)'}: {words.count(len(coloured), 'image')} of the "
                     f"{len(coloured) + grey:,} looked at {'have' if len(coloured) != 1 else 'has'} colour "
                     f"({coloured[0]}{', ...' if len(coloured) > 1 else ''}), the rest {'are' if grey != 1 else 'is'} "
                     f"grey; --data.channels {1 if colour else 3} chooses otherwise.")
     size = image_size or size
     if not MIN_SIZE <= size <= MAX_IMAGE_SIZE:
         too = "smaller" if size < MIN_SIZE else "larger"
-        raise UserError(f"the images in {what} are {plural(size, 'pixel')} on their shorter side, "
+        raise UserError(f"the images in {what} are {words.count(size, 'pixel')} on their shorter side, "
                         f"{too} than the {MIN_SIZE} to {MAX_IMAGE_SIZE:,} pixels a network takes; "
                         + ("give larger images." if too == "smaller" else "give --data.image_size N (64, say) to "
                            "resize them."))
@@ -245,16 +245,16 @@ def _sha256(images_path: Path, labels: np.ndarray | None) -> str:
 def summary(manifest: dict) -> str:
     """One line: what was prepared, and what was skipped and why (the first few by name)."""
     c, h, w = manifest["image_shape"]
-    classes = f", {plural(len(manifest['class_names']), 'class')}" if manifest["class_names"] else ", unlabelled"
-    line = (f"prepared {plural(manifest['count'], 'image')} of {w}x{h}x{c}{classes} from "
+    classes = f", {words.count(len(manifest['class_names']), 'class')}" if manifest["class_names"] else ", unlabelled"
+    line = (f"prepared {words.count(manifest['count'], 'image')} of {w}x{h}x{c}{classes} from "
             f"{manifest['source']} in {manifest['prepare_seconds']:.1f} s")
     if manifest["skipped_count"]:
         examples = "; ".join(f"{name} {why}" for name, why in manifest["skipped"][:5])
         more = f"; and {manifest['skipped_count'] - 5:,} more" if manifest["skipped_count"] > 5 else ""
-        line += (f"; skipped {plural(manifest['skipped_count'], 'file')}: {examples}"
+        line += (f"; skipped {words.count(manifest['skipped_count'], 'file')}: {examples}"
                  f"{more} (all listed in the manifest)")
     if manifest.get("hidden_count"):
-        line += f"; left out {plural(manifest['hidden_count'], 'hidden or system entry')}"
+        line += f"; left out {words.count(manifest['hidden_count'], 'hidden or system item')}"
     return line
 
 

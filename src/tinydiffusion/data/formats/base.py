@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ... import words
 from ...errors import UserError
 
 HELD_OUT_NAMES = ("test", "val", "valid", "validation")
@@ -112,7 +113,7 @@ def assign_classes(names: list[str], source: Path, folders: set[str] = frozenset
     if empty:
         listed = ", ".join(repr(e) for e in empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
         verbs = ("holds", "is") if len(empty) == 1 else ("hold", "are")
-        warnings.append(f"warning: {plural(len(empty), 'class folder')} of {source} {verbs[0]} no image files and "
+        warnings.append(f"warning: {words.count(len(empty), 'class folder')} of {source} {verbs[0]} no image files and "
                         f"{verbs[1]} left out: {listed}.")
     return Listing(class_names, labelled, skipped, warnings)
 
@@ -171,12 +172,3 @@ def shown(name: str) -> str:
     """A file name as messages and manifests print it: bytes that are not UTF-8 (an old archive's, a network
     share's) become U+FFFD rather than an error when printed."""
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def plural(count: int, noun: str) -> str:
-    """'1 image', '2 images', '3 classes', '2 entries', '1,000 files'."""
-    if noun.endswith("y") and noun[-2:-1] not in "aeiou":
-        plural_noun = noun[:-1] + "ies"
-    else:
-        plural_noun = noun + ("es" if noun.endswith(("s", "sh", "ch", "x")) else "s")
-    return f"{count:,} {noun if count == 1 else plural_noun}"
