@@ -291,3 +291,17 @@ def test_tensorboard_missing_is_one_sentence_before_training(tiny_data_dir, tmp_
     with pytest.raises(UserError, match="tinydiffusion\\[tensorboard\\]"):
         Trainer(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_classifier_worse_than_chance_is_refused(tmp_path):
+    """A held-out split whose labels name other classes than the train split's (bar c labelled c + 1): the
+    classifier is right on none of it, and FD in its features would mean nothing."""
+    folder = tmp_path / "bars"
+    folder.mkdir()
+    write_npz(folder / "train.npz", 150, seed=1)
+    images, labels = bars(45, seed=2)
+    np.savez(folder / "test.npz", images=images, labels=(labels + 1) % 3, class_names=np.array(CLASS_NAMES))
+    with pytest.raises(UserError, match="worse than chance") as err:  # a classifier that learns the bars
+        evaluation.Evaluator(DataConfig(source=str(folder / "train.npz"), download=False), progress=False,
+                             recipe=evaluation.Recipe(epochs=2, min_steps=60))
+    assert "\n" not in str(err.value) and "33% for 3 classes" in str(err.value)

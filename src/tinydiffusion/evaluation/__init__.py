@@ -38,6 +38,7 @@ from ..data import named_dataset as named_dataset_of
 from ..data.named import FASHION_MNIST
 from ..errors import UserError
 from ..files import cache_dir
+from ..words import count
 from . import metrics
 from .classifier import (
     BUNDLED_CLASSIFIER,
@@ -187,7 +188,22 @@ class Evaluator:
                                        data=self.name, held_out_split=held_out_text)
         self.classifier_text = (f"a classifier trained on {classifier.info['train_images']:,} images of {self.name}, "
                                 f"held-out accuracy {classifier.info['test_accuracy']:.3f} on {held_out_text}")
+        self._check_useful(classifier.info["test_accuracy"], held_out_text)
         return classifier
+
+    def _check_useful(self, accuracy: float, held_out_text: str) -> None:
+        """A classifier right on fewer held-out images than half what guessing gets has learned classes the
+        held-out split does not share, and its features say nothing about samples: refused. One closer to chance
+        than to perfect is used, with a warning in the table."""
+        chance = 1 / len(self.class_names)
+        if accuracy < chance / 2:
+            raise UserError(f"the feature classifier trained on {self.name} is right on {accuracy:.0%} of "
+                            f"{held_out_text}, worse than chance ({chance:.0%} for "
+                            f"{count(len(self.class_names), 'class')}), so FD, precision and recall in its features "
+                            "would mean nothing; check that the held-out split's classes are the train split's.")
+        if accuracy < (1 + chance) / 2:
+            self.notes.append(f"warning: the feature classifier is right on only {accuracy:.0%} of {held_out_text} "
+                              f"(chance: {chance:.0%}), so these scores say little")
 
     def _check_inception(self, unlabelled: bool) -> None:
         reason = inception_unavailable()
