@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -83,3 +86,79 @@ def test_read_the_code_references_point_at_their_code():
         lines = (source / shown).read_text().splitlines()
         found = [number for number, text in enumerate(lines, 1) if code in text]
         assert code in lines[int(line) - 1], f"{shown}:{line} no longer holds `{code}` (now at line(s) {found})"
+
+
+MACHINE_PATH = re.compile(r"(/work/|/tmp/|/var/tmp/|/home/|/Users/|/root/|[A-Z]:\\\\)")
+
+
+def load_runner():
+    """docs/tutorial/execute.py as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tutorial_execute", TUTORIAL / "execute.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_outputs_name_no_machine_paths():
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    outputs = json.dumps([cell.outputs for cell in code_cells(notebook)])
+    assert not MACHINE_PATH.findall(outputs)
+    assert not MACHINE_PATH.findall((TUTORIAL / "figures" / "results.json").read_text())
+    runner = load_runner()  # and a full run's outputs are scrubbed before they are written
+    text = f"figures in {TUTORIAL}/figures, run in /tmp/tinydiffusion-tutorial-x1y2/tiny, cache {Path.home()}/.cache"
+    assert runner.scrub_text(text) == "figures in figures, run in <temporary folder>/tiny, cache ~/.cache"
+
+
+@pytest.mark.parametrize("how", [["--fast"], []])  # the flag, or only the variable set
+def test_the_runners_fast_mode_writes_over_nothing_and_leaves_nothing(how, tmp_path, monkeypatch):
+    import tempfile
+
+    import nbclient
+
+    seen = {}
+
+    class Client:  # stands for the kernel: records the mode and writes a figure where the notebook would
+        def __init__(self, notebook, resources, **options):
+            self.folder = Path(resources["metadata"]["path"])
+
+        def execute(self):
+            seen["fast"] = os.environ.get("TINYDIFFUSION_TUTORIAL_FAST")
+            out = Path(os.environ.get("TINYDIFFUSION_TUTORIAL_OUT") or self.folder / "figures")
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "schedules.png").write_bytes(PNG)
+            seen["out"] = out
+
+    monkeypatch.setattr(nbclient, "NotebookClient", Client)
+    runner = load_runner()
+    here = tmp_path / "tutorial"
+    here.mkdir()
+    (here / NOTEBOOK.name).write_bytes(NOTEBOOK.read_bytes())
+    monkeypatch.setattr(runner, "HERE", here)
+    monkeypatch.setattr(runner, "NOTEBOOK", here / NOTEBOOK.name)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setenv("TINYDIFFUSION_TUTORIAL_FAST", "1")
+    monkeypatch.delenv("TINYDIFFUSION_TUTORIAL_OUT", raising=False)
+    monkeypatch.setattr(sys, "argv", ["execute.py", *how])
+    assert runner.main() == 0
+    assert seen["fast"] == "1" and not seen["out"].exists()  # a fast run, its figures in a folder now removed
+    assert (here / NOTEBOOK.name).read_bytes() == NOTEBOOK.read_bytes() and not (here / "figures").exists()
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_the_notebook_in_fast_mode_writes_its_figures_elsewhere_and_cleans_up(tmp_path):
+    """As in Jupyter with TINYDIFFUSION_TUTORIAL_FAST=1: the first cell sends figures to a folder of the session's
+    own, removed when the kernel ends, never to figures/ beside the notebook."""
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    setup = code_cells(notebook)[0].source + "\nprint('OUT', OUT.resolve())\nprint('WORK', WORK.name)\n"
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "TINYDIFFUSION_TUTORIAL_FAST": "1", "TMPDIR": str(tmp_path / "tmp"), "OMP_NUM_THREADS": "1",
+           "MPLBACKEND": "Agg"}
+    env.pop("TINYDIFFUSION_TUTORIAL_OUT", None)
+    result = subprocess.run([sys.executable, "-c", setup], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"OUT {tmp_path / 'tmp'}" in result.stdout and "1 CPU thread\n" in result.stdout
+    assert not (tmp_path / "figures").exists() and list((tmp_path / "tmp").iterdir()) == []
