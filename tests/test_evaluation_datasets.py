@@ -305,3 +305,15 @@ def test_a_classifier_worse_than_chance_is_refused(tmp_path):
         evaluation.Evaluator(DataConfig(source=str(folder / "train.npz"), download=False), progress=False,
                              recipe=evaluation.Recipe(epochs=2, min_steps=60))
     assert "\n" not in str(err.value) and "33% for 3 classes" in str(err.value)
+
+
+def test_too_few_images_to_hold_out_count_in_the_singular(tmp_path):
+    np.savez(tmp_path / "one.npz", images=np.zeros((3, 8, 8), np.uint8), labels=np.array([0, 1, 2]),
+             class_names=np.array(CLASS_NAMES))
+    data = load_data(DataConfig(source=str(tmp_path / "one.npz"), download=False), "train", progress=False)
+    with pytest.raises(UserError, match="has 3 images, too few") as err:
+        evaluation.hold_out(data)
+    one = evaluation.ImageDataset(data.images[:1], data.labels[:1], data.class_names, data.manifest)
+    with pytest.raises(UserError, match="has 1 image, too few") as err:
+        evaluation.hold_out(one)
+    assert "\n" not in str(err.value)

@@ -168,10 +168,10 @@ class Evaluator:
             raise UserError(f"the train split of {self.name} has classes but its held-out split "
                             f"{short_path(test.manifest.get('source', 'test'))} has none; give it the same classes.")
         if named_dataset_of(self.data):
-            self.reference_text = f"the {self.name} test split ({len(test):,} images)"
+            self.reference_text = f"the {self.name} test split ({count(len(test), 'image')})"
             return test, train, f"the {self.name} test split"
         where = short_path(test.manifest.get("source", "test"))
-        self.reference_text = f"{where}, the held-out split beside {self.name} ({len(test):,} images)"
+        self.reference_text = f"{where}, the held-out split beside {self.name} ({count(len(test), 'image')})"
         return test, train, where
 
     def _fits_bundled(self) -> bool:
@@ -345,8 +345,8 @@ def hold_out(train: ImageDataset) -> tuple[ImageDataset, ImageDataset]:
     num = len(train)
     num_held = max(2, round(HOLDOUT_FRACTION * num))
     if num - num_held < 2:
-        raise UserError(f"{train.manifest.get('source', 'the data')} has {num} images, too few to hold some out "
-                        "as a reference; add a test split beside it.")
+        raise UserError(f"{train.manifest.get('source', 'the data')} has {count(num, 'image')}, too few to hold "
+                        "some out as a reference; add a test split beside it.")
     order = torch.randperm(num, generator=torch.Generator().manual_seed(HOLDOUT_SEED))
     held, rest = order[:num_held].sort().values, order[num_held:].sort().values
 

@@ -26,6 +26,7 @@ from ..data.pixels import to_model_space
 from ..errors import UserError
 from ..files import atomic_write_bytes
 from ..nets.classifier import ClassifierConfig, FashionClassifier
+from ..words import count
 from .samples import as_image_batch
 
 BUNDLED_CLASSIFIER = Path(__file__).resolve().parents[1] / "assets" / "fmnist-classifier.safetensors"
@@ -248,6 +249,6 @@ def cached_classifier(path: Path, train, held_out, recipe: Recipe = Recipe(), co
         print(f"training a feature classifier on {len(train):,} images of {provenance.get('data', 'the data')} "
               f"(once; it is kept at {path})", file=sys.stderr)
     info = train_classifier(train, held_out, path, config, recipe, progress, **provenance)
-    print(f"classifier held-out accuracy {info['test_accuracy']:.4f} on {len(held_out):,} images of "
+    print(f"classifier held-out accuracy {info['test_accuracy']:.4f} on {count(len(held_out), 'image')} of "
           f"{provenance.get('held_out_split', 'the held-out split')}; saved {path}")
     return load_classifier(path)
