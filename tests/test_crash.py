@@ -146,7 +146,8 @@ def test_second_signal_exits_at_once(tiny_data_dir, tmp_path):
     """
     run = tmp_path / "run"
     proc = start_cli(train_args(tiny_data_dir, run, "--max-steps", 2000, "--checkpoint-every", 0,
-                                "--train.sample_num", 1000, "--train.sample_steps", 100), tmp_path / "log")
+                                "--train.sample_num", 1000, "--train.sample_steps", 100, "--train.sample_every", 16),
+                     tmp_path / "log")
     assert wait_until(lambda: latest_step(run) == 16, proc)  # the epoch-1 checkpoint: the grid comes next
     proc.send_signal(signal.SIGINT)
     time.sleep(1.5)  # a repeat within a second counts as the same request (SLURM and torchrun send two)

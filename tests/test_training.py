@@ -33,7 +33,7 @@ def test_smoke_loss_falls(tiny_data_dir, tmp_path):
 
 def test_run_directory_layout_and_checkpoint_round_trip(tiny_data_dir, tmp_path):
     run = tmp_path / "run"
-    config = smoke_config(tiny_data_dir, **{"train.epochs": 2})
+    config = smoke_config(tiny_data_dir, **{"train.epochs": 2, "train.sample_every": 16})  # a report per epoch
     result = train(config, run, progress=False)
     assert result.step == 32
     assert (run / "config.json").is_file() and (run / "metrics.jsonl").is_file()

@@ -273,12 +273,12 @@ def already_complete(config: RunConfig, run_dir: Path, checkpoint: Path | None, 
     else train.max_steps, else train.epochs passes of whole batches; a budget not planned yet has none
     (tests/test_cli.py checks that such a resume takes no step)."""
     from .checkpoint import latest_checkpoint, read_checkpoint_info
+    from .training.budget import last_step
 
     found = checkpoint or latest_checkpoint(run_dir)
     step = read_checkpoint_info(found).get("step") if found is not None else None
     t = config.train
-    budget = t.max_seconds or getattr(t, "minutes", 0)
-    last = getattr(t, "planned_steps", 0) or t.max_steps or (0 if budget else t.epochs * (num_images // t.batch_size))
+    last = last_step(t, num_images // t.batch_size) or 0
     if not isinstance(step, int) or not 0 < last <= step:
         return False
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one process says it

@@ -64,7 +64,10 @@ class DiffusionConfig:
 class TrainConfig:
     epochs: int = option(5, "passes over the data")
     max_steps: int = option(0, "stop after this many optimizer steps (0: epochs decide)")
-    max_seconds: float = option(0.0, "end training once this much wall-clock time has passed (0: no limit)")
+    max_seconds: float = option(0.0, "a time budget in seconds: the run measures its speed over its first steps and "
+                                "plans its step count, learning-rate decay and EMA to end then (with max_steps set: "
+                                "only a limit that cuts the run short); 0: none")
+    minutes: float = option(0.0, "the time budget in minutes (the same as max_seconds = 60 x minutes); 0: none")
     batch_size: int = option(128, "global batch, split across processes")
     lr: float = option(2e-3, "peak learning rate of AdamW")
     lr_schedule: str = option("cosine", "constant, or cosine (decays to lr * min_lr_ratio)")
@@ -73,17 +76,22 @@ class TrainConfig:
     weight_decay: float = option(0.0, "AdamW's weight decay")
     grad_clip: float = option(1.0, "clip the gradient norm to this (0: no clipping)")
     ema_decay: float = option(0.999, "decay of the exponential moving average of the weights (0 to 1)")
+    ema_std: float = option(0.0, "a power-function EMA instead (Karras et al. 2024): its width as a fraction of the "
+                            "steps so far, e.g. 0.1; it averages over the same share of any run's length (0: off)")
     label_dropout: float = option(0.1, "probability of dropping the class, for classifier-free guidance "
                                   "(Ho & Salimans 2022)")
     seed: int = option(0, "seed of every random draw in training")
     log_every: int = option(50, "steps between lines of metrics.jsonl")
-    checkpoint_every: int = option(0, "steps between checkpoints (0: at the end of every epoch only)")
+    checkpoint_every: int = option(0, "steps between checkpoints (0: at every report: see sample_every)")
     keep: int = option(2, "how many checkpoints to keep")
     on_nan: str = option("stop", "a non-finite loss: stop, or skip the step")
-    sample_every_epoch: bool = option(True, "write a grid of EMA samples after every epoch")
+    sample_every: int = option(0, "steps between reports (a checkpoint, a grid of EMA samples, an FD if eval_every "
+                               "says so); 0: at epoch ends, epochs shorter than 200 steps grouped; always at the end")
+    sample_every_epoch: bool = option(True, "write a grid of EMA samples at every report")
     sample_num: int = option(36, "images in each epoch's grid")
     sample_steps: int = option(25, "DDIM steps for each epoch's grid")
-    eval_every: int = option(0, "epochs between FDs of eval_num EMA samples in metrics.jsonl (0: never)")
+    eval_every: int = option(0, "epochs between FDs of eval_num EMA samples in metrics.jsonl, at the report that "
+                             "passes each such epoch (0: never)")
     eval_num: int = option(500, "samples per such FD (noisy and biased upwards at this N: for trends only)")
     tensorboard: bool = option(False, "also log to RUN_DIR/tensorboard (pip install 'tinydiffusion[tensorboard]')")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
@@ -94,6 +102,8 @@ class TrainConfig:
     fused_adamw: str = option("auto", "AdamW's single-kernel implementation: auto, on or off")
     cuda_graph: str = option("auto", "replay each whole step as one CUDA graph (one GPU): auto, on or off")
     threads: int = option(0, "CPU threads for torch (0: torch's default)")
+    planned_steps: int = recorded(0, "the step count a time budget planned (0: none planned yet)")
+    planned_at: int = recorded(0, "the step at which it was planned (the learning rate decays from there)")
 
 
 @dataclass
@@ -234,7 +244,13 @@ class RunConfig:
             (1 <= t.log_every <= MAX_STEPS, "train.log_every must be at least 1"),
             (0 <= t.warmup_steps <= MAX_STEPS and 0 <= t.checkpoint_every <= MAX_STEPS,
              "step counts must not be negative"),
-            (t.max_seconds >= 0, "train.max_seconds must be 0 (no limit) or positive"),
+            (t.max_seconds >= 0 and t.minutes >= 0, "train.max_seconds and train.minutes must be 0 (no budget) "
+             "or positive"),
+            (not (t.max_seconds and t.minutes) or math.isclose(t.max_seconds, 60 * t.minutes),
+             "set the time budget once: train.minutes or train.max_seconds"),
+            (t.ema_std == 0 or 0.001 <= t.ema_std <= 0.28, "train.ema_std must be 0 (off) or between 0.001 and 0.28"),
+            (0 <= t.sample_every <= MAX_STEPS and 0 <= t.planned_at <= t.planned_steps <= MAX_STEPS,
+             "train.sample_every must be 0 (at epoch ends) or a number of steps"),
             (1 <= t.keep <= 1000, "train.keep must be between 1 and 1000"),
             (t.on_nan in ("stop", "skip"), "train.on_nan must be 'stop' or 'skip'"),
             (DEVICE_PATTERN.fullmatch(t.device) is not None, f"train.device must be auto, cpu, cuda or cuda:N, "

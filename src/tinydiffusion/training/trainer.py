@@ -20,7 +20,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from .. import checkpoint as ckpt
-from ..config import RunConfig
+from ..config import MAX_STEPS, RunConfig
 from ..data import ImageDataset, load_data
 from ..data.pixels import to_model_space
 from ..diffusion import GaussianDiffusion
@@ -31,6 +31,7 @@ from ..nets.memory import activation_bytes, format_bytes
 from ..pipeline import Model, generate, memory_of, sampling_settings
 from ..tensorboard_log import TensorBoardLog
 from ..viz import grid_image, save_grid
+from .budget import StepPlanner, budget_seconds, last_step
 from .cuda_graph import GraphedStep
 from .distributed import setup_distributed
 from .ema import EMA
@@ -42,15 +43,36 @@ from .step import StepSettings, train_step
 from .tasks import task_for
 
 
-def learning_rate(config, step: int, total_steps: int) -> float:
-    """Linear warm-up, then constant or a cosine decay to lr * min_lr_ratio."""
+def learning_rate(config, step: int, total_steps: int | None) -> float:
+    """Linear warm-up, then constant or a cosine decay to lr * min_lr_ratio. A run planned from a time budget holds
+    the peak until its plan (total_steps None meanwhile), and decays from there (train.planned_at)."""
     t = config.train
     if step < t.warmup_steps:
         return t.lr * (step + 1) / t.warmup_steps
-    if t.lr_schedule == "constant":
+    if t.lr_schedule == "constant" or total_steps is None:
         return t.lr
-    progress = min(1.0, (step - t.warmup_steps) / max(1, total_steps - t.warmup_steps))
+    decay_from = max(t.warmup_steps, t.planned_at)
+    progress = min(1.0, max(0, step - decay_from) / max(1, total_steps - decay_from))
     return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+GRID_SHARE = 0.05  # a report's sample grid takes at most about this share of the training time between reports
+MIN_REPORT_STEPS = 10  # and reports (checkpoints) come no closer than this, however short an epoch
+
+
+def grid_cost_in_steps(t) -> float:
+    """About how many training steps' time a sample grid takes: images x steps x 2 (guidance) network evaluations,
+    where a training step costs about 3 x batch (the forward pass and a backward pass of twice its cost)."""
+    return 2 * t.sample_num * t.sample_steps / (3 * t.batch_size) if t.sample_every_epoch else 0.0
+
+
+def report_interval(t, steps_per_epoch: int) -> int:
+    """Steps between reports (a checkpoint, a sample grid, an FD): train.sample_every, or whole epochs, as few as
+    keep the grids to GRID_SHARE of the time, so a small folder's short epochs do not spend their time on grids."""
+    if t.sample_every:
+        return t.sample_every
+    needed = max(MIN_REPORT_STEPS, grid_cost_in_steps(t) / GRID_SHARE)
+    return math.ceil(needed / steps_per_epoch) * steps_per_epoch
 
 
 def epoch_order(num_images: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
@@ -113,7 +135,11 @@ class Trainer:
         self.steps_per_epoch = len(self.dataset) // t.batch_size
         if self.steps_per_epoch == 0:
             raise UserError(f"the dataset has {len(self.dataset)} images, fewer than one batch of {t.batch_size}.")
-        self.total_steps = t.max_steps or t.epochs * self.steps_per_epoch
+        self.report_every = report_interval(t, self.steps_per_epoch)
+        # A time budget plans the step count once, after timing the first steps (budget.py); until then the
+        # run counts towards a length it will not reach, and the learning rate is still warming up.
+        last = last_step(t, self.steps_per_epoch)
+        self.planning, self.total_steps = last is None, last or MAX_STEPS
 
         torch.manual_seed(t.seed)
         self.diffusion = GaussianDiffusion(config.diffusion)
@@ -121,7 +147,7 @@ class Trainer:
         self.net = (net if net is not None else build_network(config.net)).to(self.device)
         if self.options["channels_last"]:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.ema = EMA(self.net, t.ema_decay)
+        self.ema = EMA(self.net, t.ema_decay, t.ema_std)
         graph = self.options["cuda_graph"]  # a captured optimizer reads its LR from a tensor
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=torch.tensor(t.lr, device=self.device) if graph
                                            else t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.999),
@@ -265,7 +291,7 @@ class Trainer:
         if self.options["channels_last"]:
             x0 = x0.contiguous(memory_format=torch.channels_last)
             noise = noise.contiguous(memory_format=torch.channels_last)
-        self._set_learning_rate(learning_rate(self.config, self.step, self.total_steps))
+        self._set_learning_rate(learning_rate(self.config, self.step, None if self.planning else self.total_steps))
         self._ema_weight.fill_(self.ema.weight_at(self.step))
         loss = self._run_step(x0, y, noise, *drawn)
         self.losses.queue(self.step, loss)
@@ -288,14 +314,18 @@ class Trainer:
         t = self.config.train
         if self.dist.is_main:
             self._write_run_files()
+            length = (f"as many steps as fit in {budget_seconds(t):g} s" if self.planning
+                      else f"{self.total_steps} step{'s' if self.total_steps != 1 else ''}")
             print(f"training {self.config.name}: {count_parameters(self.net) / 1e6:.2f}M parameters, "
-                  f"{self.total_steps} steps of {t.batch_size} images on {self.device}"
+                  f"{length} of {t.batch_size} images on {self.device}"
                   f"{f' x {self.dist.world_size} processes' if self.dist.world_size > 1 else ''}; "
                   f"run directory {self.run_dir}")
-        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", disable=not self.progress, smoothing=0.05)
+        bar = tqdm(total=None if self.planning else self.total_steps, initial=self.step, unit="step",
+                   disable=not self.progress, smoothing=0.05)
         stopped, out_of_time = False, False
         start, window_start, window_steps, images_per_second = time.perf_counter(), time.perf_counter(), 0, 0.0
-        first_step = self.step
+        first_step, last_report_epoch = self.step, self.step // self.steps_per_epoch
+        planner = StepPlanner(budget_seconds(t), start, self._report_cost_in_steps(), self.report_every)
         order, order_epoch = None, None
         with StopRequest() as stop:
             while self.step < self.total_steps:  # one flat loop over steps; the epoch follows from the step
@@ -307,6 +337,9 @@ class Trainer:
                     self.losses.read(keep_last=True)  # this one's: the GPU is busy with it
                 self.step += 1
                 window_steps += 1
+                if self.planning:
+                    self._plan(planner.after_step(self.step - first_step))
+                    bar.total = None if self.planning else self.total_steps
                 stopped, out_of_time = self._end_requested(stop, start)
                 if self.step % t.log_every == 0 or self.step == self.total_steps or out_of_time:
                     self.losses.read()
@@ -314,7 +347,8 @@ class Trainer:
                     images_per_second = window_steps * t.batch_size / (now - window_start)
                     mean_loss = self.losses.window_mean()
                     self._log({"step": self.step, "epoch": epoch + 1, "loss": mean_loss,
-                               "lr": learning_rate(self.config, self.step - 1, self.total_steps),
+                               "lr": learning_rate(self.config, self.step - 1,
+                                                   None if self.planning else self.total_steps),
                                "images_per_second": images_per_second, "skipped_steps": self.losses.skipped,
                                "elapsed_s": now - start})
                     bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_second:.0f}")
@@ -324,11 +358,14 @@ class Trainer:
                     self.save()
                 if stopped:  # a signal: the final checkpoint below, without the epoch's grid or FD
                     break
-                if index_in_epoch + 1 == self.steps_per_epoch:  # this step ended an epoch
+                if self.step % self.report_every == 0 or self.step == self.total_steps:  # a report
                     if not t.checkpoint_every or self.step % t.checkpoint_every:
                         self.save()
-                    self._sample_grid(epoch + 1)
-                    self._evaluate(epoch + 1)
+                    epochs_done = self.step // self.steps_per_epoch
+                    self._sample_grid(self._report_name())
+                    if t.eval_every and epochs_done // t.eval_every > last_report_epoch // t.eval_every:
+                        self._evaluate(epochs_done)
+                    last_report_epoch = epochs_done
                 if out_of_time:
                     break
         bar.close()
@@ -343,11 +380,42 @@ class Trainer:
         return TrainResult(self.run_dir, self.step, self.losses.last, average_images_per_second, wall, stopped,
                            self.dist.is_main)
 
+    def _plan(self, planned: int | None) -> None:
+        """Fix the run's length once the planner has measured the speed (rank 0's plan, for every process), and
+        record it in config.json, so that a resumed run continues the same schedule."""
+        if self.dist.world_size > 1:
+            shared = torch.tensor([-1 if planned is None else planned], device=self.device)
+            dist.broadcast(shared, 0)
+            planned = None if shared.item() < 0 else int(shared.item())
+        if planned is None:
+            return
+        self.planning, self.total_steps = False, planned
+        self.config = dataclasses.replace(self.config, train=dataclasses.replace(
+            self.config.train, planned_steps=planned, planned_at=self.step))
+        if self.dist.is_main:
+            atomic_write_bytes(self.run_dir / "config.json", self.config.to_json().encode())
+            print(f"planned {planned} steps to end within the time budget of {budget_seconds(self.config.train):g} s")
+
+    def _report_cost_in_steps(self) -> float:
+        """About how many training steps' time one report's sampling takes: its grid, and its share of the FDs
+        (eval_num images at 20 steps with guidance, every eval_every epochs)."""
+        t = self.config.train
+        fd = 2 * t.eval_num * 20 / (3 * t.batch_size) if t.eval_every else 0.0
+        reports_per_fd = max(1.0, t.eval_every * self.steps_per_epoch / self.report_every)
+        return grid_cost_in_steps(t) + fd / reports_per_fd
+
+    def _report_name(self) -> str:
+        """A report's grid is named by its epoch where it falls on an epoch's end, else by its step."""
+        epochs, within = divmod(self.step, self.steps_per_epoch)
+        return f"epoch-{epochs:03d}" if within == 0 else f"step-{self.step:08d}"
+
     def _end_requested(self, stop: StopRequest, start: float) -> tuple[bool, bool]:
-        """(a signal asked to stop, train.max_seconds is spent), agreed by all processes in one collective,
-        so none is left waiting alone. A run out of time ends as at its last step (final checkpoint; the LR
-        schedule keeps its length, so its decay is cut short)."""
-        limit = self.config.train.max_seconds
+        """(a signal asked to stop, the time budget is spent), agreed by all processes in one collective, so none
+        is left waiting alone. A run out of time ends as at its last step (final checkpoint; a run with max_steps
+        keeps its LR schedule's length, so its decay is cut short). A planned run takes its planned steps: the plan
+        is what fits the budget at the measured speed, and a resumed run takes them too."""
+        t = self.config.train
+        limit = 0.0 if t.planned_steps else budget_seconds(t)
         flags = [stop.requested, limit > 0 and time.perf_counter() - start >= limit]
         if self.dist.world_size == 1:
             return flags[0], flags[1]
@@ -384,7 +452,7 @@ class Trainer:
         if self.dist.is_main:
             self.metrics.write(record)
 
-    def _sample_grid(self, epoch: int) -> None:
+    def _sample_grid(self, name: str) -> None:
         t = self.config.train
         if not (self.dist.is_main and t.sample_every_epoch and t.sample_num > 0):
             return
@@ -393,15 +461,16 @@ class Trainer:
         sampling = {} if self.config.distill.steps else {"sampler": "ddim",
                                                          "steps": min(t.sample_steps, self.diffusion.num_timesteps)}
         images, _ = generate(model, t.sample_num, seed=t.seed, **sampling)
-        save_grid(images, self.run_dir / "samples" / f"epoch-{epoch:03d}.png")
+        save_grid(images, self.run_dir / "samples" / f"{name}.png")
         if self.tensorboard is not None:
             self.tensorboard.image("samples", grid_image(images), self.step)
 
     def _evaluate(self, epoch: int) -> None:
-        """Every train.eval_every epochs: FD of train.eval_num samples of the EMA model (its default sampler,
-        steps and guidance), one line of metrics.jsonl. At this small N it shows trends, not final scores."""
+        """At the report that passes each train.eval_every-th epoch: FD of train.eval_num samples of the EMA model
+        (its default sampler, steps and guidance), one line of metrics.jsonl. At this small N it shows trends, not
+        final scores."""
         t = self.config.train
-        if self.evaluator is None or epoch % t.eval_every:
+        if self.evaluator is None:
             return
         started = time.perf_counter()
         model = Model(self.ema.net, self.diffusion, self.config, self.run_dir)
