@@ -1,10 +1,11 @@
-"""Time to quality: FD against training wall time, for the `fashion-mnist` preset and variants of it.
+"""Time to quality: FD against training wall time, for a preset (default `fashion-mnist`) and variants of it.
 
-Each `--run "NAME: FLAGS"` trains `tinydiffusion train --preset fashion-mnist FLAGS` (the command users run,
-as a subprocess) with a checkpoint every `--every` steps, all kept, and sample grids off. The runs train one
-after another, never side by side, so each has the machine's cores to itself. Afterwards, each checkpoint's
-EMA weights are scored by `tinydiffusion evaluate` (N images, one sampler, steps, guidance and seed for all),
-so scoring never overlaps the training it measures. A point of the curve is (the training loop's wall time
+Each `--run "NAME: FLAGS"` trains `tinydiffusion train --preset PRESET [--data SOURCE] COMMON FLAGS` (the
+command users run, as a subprocess; `--preset auto` leaves the preset to the data) with a checkpoint every
+`--every` steps, all kept, and sample grids off; the checkpoints at multiples of `--every` and the last are
+scored. The runs train one after another, never side by side, so each has the machine's cores to itself.
+Afterwards, each checkpoint's EMA weights are scored by `tinydiffusion evaluate` (N images, one sampler, steps,
+guidance and seed for all), so scoring never overlaps the training it measures. A point of the curve is (the training loop's wall time
 at that step, from the run's metrics.jsonl, FD). The process's CPU time (user + system, from the kernel) is
 recorded too: on a shared machine it is less disturbed by other load than the wall time.
 
@@ -15,6 +16,7 @@ Rerunning with the same --out-dir reuses finished runs and scores, so an interru
 
     python benchmarks/time_to_quality.py --data-dir ../shared/data/fashion-mnist \
         --run "preset:" --run "half-batch: --batch-size 64 --train.max_steps 2340" \
+        [--preset NAME|auto] [--data SOURCE] [--common "FLAGS FOR EVERY RUN"] \
         [--every 468] [--num 1000] [--guidance 2] [--out-dir runs/time-to-quality] \
         [--markdown docs/time_to_quality.md] [--plot docs/figures/time_to_quality.png] [--target 1.45]
 """
@@ -35,8 +37,6 @@ from pathlib import Path
 from baselines import machine_description
 
 from tinydiffusion.checkpoint import is_complete
-
-PRESET = "fashion-mnist"
 
 
 def parse_run(text: str) -> tuple[str, list[str]]:
@@ -59,9 +59,9 @@ def train(name: str, flags: list[str], args) -> dict:
     if record_file.is_file():
         print(f"{name}: reusing the finished run in {run_dir}", file=sys.stderr, flush=True)
         return json.loads(record_file.read_text())
-    command = tinydiffusion("train", "--preset", PRESET, "--data-dir", str(args.data_dir), "--run-dir", str(run_dir),
+    command = tinydiffusion("train", *data_flags(args), "--run-dir", str(run_dir),
                             "--no-progress", "--train.sample_every_epoch", "false", "--train.keep", "1000",
-                            "--train.checkpoint_every", str(args.every), *flags)
+                            "--train.checkpoint_every", str(args.every), *args.common, *flags)
     print(f"{name}: {shlex.join(command[1:])}", file=sys.stderr, flush=True)
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
@@ -75,6 +75,12 @@ def train(name: str, flags: list[str], args) -> dict:
               "load_average_before": load_before, "load_average_after": os.getloadavg()[0]}
     record_file.write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def data_flags(args) -> list[str]:
+    """The preset and the data every run trains on."""
+    preset = [] if args.preset == "auto" else ["--preset", args.preset]
+    return preset + (["--data", args.data] if args.data else ["--data-dir", str(args.data_dir)])
 
 
 def elapsed_at(records: list[dict], step: int) -> float:
@@ -96,19 +102,24 @@ def score_checkpoints(name: str, args) -> list[dict]:
     config = json.loads((run_dir / "config.json").read_text())
     steps_per_epoch = config["data"]["num_images"] // config["train"]["batch_size"]
     points = []
-    for checkpoint in sorted(p for p in (run_dir / "checkpoints").glob("step-*") if is_complete(p)):
+    checkpoints = sorted(p for p in (run_dir / "checkpoints").glob("step-*") if is_complete(p))
+    for checkpoint in checkpoints:  # the reports' checkpoints between the curve's points are not scored
         step = int(checkpoint.name.removeprefix("step-"))
+        if step % args.every and checkpoint != checkpoints[-1]:
+            continue
         scores_file = run_dir / f"evaluation-{checkpoint.name}.json"
         if not scores_file.is_file():
             command = tinydiffusion("evaluate", str(checkpoint), "--num", str(args.num), "--sampler", args.sampler,
                                     "--steps", str(args.steps), "--guidance", str(args.guidance), "--seed", "0",
-                                    "--data-dir", str(args.data_dir), "--json", str(scores_file))
+                                    *([] if args.data else ["--data-dir", str(args.data_dir)]),
+                                    "--json", str(scores_file))
             print(f"{name}: scoring {checkpoint.name}", file=sys.stderr, flush=True)
             if subprocess.run(command, stdout=subprocess.DEVNULL).returncode != 0:
                 raise SystemExit(f"{name}: scoring {checkpoint.name} failed; see above")
         scores = json.loads(scores_file.read_text())
         points.append({"step": step, "epoch": step / steps_per_epoch, "train_seconds": elapsed_at(records, step),
-                       **{key: scores[key] for key in ("fd", "fd_floor", "precision", "recall", "class_accuracy")}})
+                       **{key: scores[key] for key in ("fd", "fd_floor", "precision", "recall", "class_accuracy",
+                                                       "metric") if key in scores}})
     return points
 
 
@@ -123,13 +134,18 @@ def header_lines(args, results: list[dict]) -> list[str]:
     return [
         f"machine: {machine_description()}; training device cpu, torch's default threads",
         f"Python {platform.python_version()}, {datetime.now().astimezone().isoformat(timespec='minutes')}",
-        f"each run: `tinydiffusion train --preset {PRESET}` with its flags, sample grids off, a checkpoint at each "
-        "epoch's end and every N steps (" + ", ".join(f"{r['name']} {r.get('checkpoint_every', args.every)}"
-                                                     for r in results) + "); the runs trained one after another",
-        f"scored: every checkpoint's EMA, {args.num} samples, {args.sampler} {args.steps} steps, guidance "
-        f"{args.guidance:g}, seed 0, classes cycled; `tinydiffusion evaluate` (fmnist-classifier FD)",
+        f"each run: `tinydiffusion train {shlex.join(data_flags(args) + args.common)}` with its flags, sample grids "
+        "off, a checkpoint every N steps (" + ", ".join(f"{r['name']} {r.get('checkpoint_every', args.every)}"
+                                                         for r in results) + "); the runs trained one after another",
+        f"scored: the EMA at every N steps and at the end, {args.num} samples, {args.sampler} {args.steps} steps, "
+        f"guidance {args.guidance:g}, seed 0, classes cycled; `tinydiffusion evaluate` ({metric_of(results)})",
         f"load average (1 min) before -> after each training: {loads}",
     ]
+
+
+def metric_of(results: list[dict]) -> str:
+    """The metric the scores were computed in, as `evaluate` names it."""
+    return results[0]["points"][0].get("metric", "FD") if results and results[0].get("points") else "FD"
 
 
 def format_markdown(args, results: list[dict]) -> str:
@@ -176,7 +192,7 @@ def plot(path: Path, args, results: list[dict]) -> None:
     half = results[0]["points"][-1]["train_seconds"] / 2 / 60
     ax.axvline(half, color="grey", linestyle=":", linewidth=1, label=f"half of {results[0]['name']}'s time")
     ax.set_yscale("log")
-    ax.yaxis.set_major_locator(FixedLocator([1, 1.5, 2, 3, 5, 10]))
+    ax.yaxis.set_major_locator(FixedLocator([1, 1.5, 2, 3, 5, 10, 20, 30, 50, 100, 200]))
     ax.yaxis.set_major_formatter(ScalarFormatter())
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("training wall time (minutes)")
@@ -193,7 +209,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("data/fashion-mnist"), help="Fashion-MNIST IDX files")
     parser.add_argument("--run", type=parse_run, action="append", required=True, metavar="'NAME: FLAGS'",
-                        help="a run: a name, then flags for `train --preset fashion-mnist` (the first is the baseline)")
+                        help="a run: a name, then flags for `train --preset PRESET` (the first is the baseline)")
+    parser.add_argument("--preset", default="fashion-mnist", help="the preset every run starts from (auto: none, the "
+                        "data chooses)")
+    parser.add_argument("--data", help="train on this source (a folder, a zip, ...) instead of Fashion-MNIST in "
+                        "--data-dir; scored against the data each run recorded")
+    parser.add_argument("--common", type=shlex.split, default=[], metavar="'FLAGS'",
+                        help="flags for every run, before its own")
     parser.add_argument("--every", type=int, default=468, help="steps between checkpoints, the curve's points")
     parser.add_argument("--num", type=int, default=1000, help="samples scored per checkpoint")
     parser.add_argument("--sampler", default="dpmpp-2m")
@@ -210,7 +232,7 @@ def main() -> None:
         parser.error("run names must differ, and --every, --num (>= 10) and --steps must be positive")
     if not (0 <= args.guidance <= 100 and args.target > 0):  # nan fails these too
         parser.error("--guidance must be between 0 and 100, and --target a positive FD")
-    if not any(args.data_dir.glob("train-images*")):
+    if args.data is None and not any(args.data_dir.glob("train-images*")):
         parser.error(f"{args.data_dir} holds no Fashion-MNIST training images (train-images-idx3-ubyte[.gz])")
     for output in (args.markdown, args.plot):  # written at the end: refuse an impossible path before hours of work
         if output is not None and not output.parent.is_dir():

@@ -25,11 +25,30 @@ DIT_S = DiTConfig(image_size=28, in_channels=1, num_classes=10, patch_size=4, hi
                   depth=4, num_heads=3, mlp_ratio=4.0)
 DIT_B = DiTConfig(image_size=28, in_channels=1, num_classes=10, patch_size=2, hidden_size=384,
                   depth=12, num_heads=6, mlp_ratio=4.0)
+
+
+def working_patch(image_size: int, target: int = 16) -> int:
+    """The pixel-unshuffle patch that runs the UNet nearest `target` pixels a side: a divisor of the image size
+    (28 -> 2, 14x14; 32 -> 2; 64 -> 4; 96 -> 6)."""
+    divisors = [p for p in range(1, image_size + 1) if image_size % p == 0]
+    return min(divisors, key=lambda p: (abs(image_size / p - target), p))
+
+
+def colour_unet(image_size: int) -> UNetConfig:
+    """The reference UNet for colour images of any size: the stem patch keeps it at about 16x16 (16 -> 8 -> 4),
+    so a 32- or 64-pixel RGB image costs about what a 28-pixel grey one does (docs/colour.md)."""
+    return dataclasses.replace(FASHION_MNIST_UNET, image_size=image_size, in_channels=3,
+                               stem_patch=working_patch(image_size))
+
+
 NAMED_NETWORKS: dict[str, NetConfig] = {"unet": FASHION_MNIST_UNET, "dit": DIT_S, "dit-s": DIT_S, "dit-b": DIT_B}
 
 # The reference run's process and recipe, shared by the presets derived from it.
 REFERENCE_DIFFUSION = DiffusionConfig(schedule="cosine", objective="v", loss_weighting="min-snr")
 REFERENCE_TRAIN = TrainConfig(epochs=5, batch_size=128, lr=2e-3, warmup_steps=200, ema_decay=0.999)
+# Colour on a CPU (docs/colour.md): the reference recipe with a power-function EMA, whose length follows the run's
+# however long a time budget makes it.
+COLOUR_TRAIN = dataclasses.replace(REFERENCE_TRAIN, ema_std=0.1)
 
 PRESETS: dict[str, RunConfig] = {
     "fashion-mnist": RunConfig(
@@ -67,6 +86,12 @@ PRESETS: dict[str, RunConfig] = {
         train=dataclasses.replace(REFERENCE_TRAIN, epochs=100, lr=1e-3, warmup_steps=1000, ema_decay=0.9995),
         data=DataConfig(source="cifar10", hflip=True),
     ),
+    # Colour images of 32 and 64 pixels on a CPU (emoji, icons, sprites): `train --data FOLDER` picks these for
+    # colour data, by size. Give them a time budget: --train.minutes 15.
+    "colour-32": RunConfig(name="colour-32", net=colour_unet(32), diffusion=REFERENCE_DIFFUSION, train=COLOUR_TRAIN,
+                           data=DataConfig(image_size=32, channels=3)),
+    "colour-64": RunConfig(name="colour-64", net=colour_unet(64), diffusion=REFERENCE_DIFFUSION, train=COLOUR_TRAIN,
+                           data=DataConfig(image_size=64, channels=3)),
     # Tiny: trains in seconds on a CPU; for tests and for trying the command line.
     "smoke": RunConfig(
         name="smoke",
@@ -111,10 +136,14 @@ def preset_for_source(source: str) -> str:
     return name if name in PRESETS and PRESETS[name].data.source == name else "auto"
 
 
-def auto_config(image_size: int) -> RunConfig:
-    """A sensible start for images of this size: the reference run's UNet and recipe (with its pixel-unshuffle
+def auto_config(image_size: int, channels: int = 1) -> RunConfig:
+    """A sensible start for images of this size and channels. Colour: the colour presets' network and recipe (the
+    UNet at about 16x16 behind its stem). Grey: the reference run's UNet and recipe (with its pixel-unshuffle
     stem), and above 32 pixels a fourth level, so that the lowest resolution stays 4 pixels (64 -> 32 -> 16
     -> 8 -> 4, attention at the two lowest)."""
+    if channels == 3:
+        return RunConfig(name="auto", net=colour_unet(image_size), diffusion=REFERENCE_DIFFUSION, train=COLOUR_TRAIN,
+                         data=DataConfig())
     net = dataclasses.replace(FASHION_MNIST_UNET, image_size=image_size)
     if image_size > 32:
         net = dataclasses.replace(net, channel_mults=(1, 2, 2, 2), attention_levels=(2, 3))
@@ -127,8 +156,8 @@ def config_for_data(preset: str, net: str | None, overrides: dict,
     the network fitted to the data, given as (image shape C x H x W, number of classes, number of images).
     Without `data` it is the config before the data is read, for checking every flag first."""
     auto = preset == "auto"
-    size = data[0][1] if data else FASHION_MNIST_UNET.image_size
-    config = auto_config(size) if auto else preset_with_network(preset, net)
+    channels, size = data[0][:2] if data else (FASHION_MNIST_UNET.in_channels, FASHION_MNIST_UNET.image_size)
+    config = auto_config(size, channels) if auto else preset_with_network(preset, net)
     if auto and net:
         config = with_network(config, net)
     config = apply_overrides(config, overrides)
@@ -140,12 +169,14 @@ def config_for_data(preset: str, net: str | None, overrides: dict,
 def fit_to_data(config: RunConfig, image_shape: tuple[int, int, int], num_classes: int, num_images: int,
                 explicit: set[str], auto: bool = False) -> RunConfig:
     """Give the network the data's shape and classes (unless a flag set them explicitly); an auto config also
-    trains for at least MIN_AUTO_STEPS steps."""
+    trains for at least MIN_AUTO_STEPS steps, in batches no larger than the data."""
     channels, size, _ = image_shape
     facts = {"net.in_channels": channels, "net.image_size": size, "net.num_classes": num_classes}
     net = dataclasses.replace(config.net, **{k.split(".")[1]: v for k, v in facts.items() if k not in explicit})
     net = net.fitted_to_size(explicit)  # e.g. DiT patches that tile the new size
     train = config.train
+    if auto and "train.batch_size" not in explicit and num_images < train.batch_size:  # a small folder: one batch
+        train = dataclasses.replace(train, batch_size=max(1, num_images))
     if auto and "train.epochs" not in explicit and "train.max_steps" not in explicit:
         steps_per_epoch = max(1, num_images // train.batch_size)
         train = dataclasses.replace(train, epochs=max(train.epochs, math.ceil(MIN_AUTO_STEPS / steps_per_epoch)))

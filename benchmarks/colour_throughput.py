@@ -1,0 +1,125 @@
+"""Colour throughput: the colour presets' networks against the 28x28x1 reference network, side by side.
+
+For each network, in one process on the CPU in fp32, round after round (each round measures every network in
+turn, so load from elsewhere falls on all alike; every figure is the median over rounds):
+
+  training: images/s of the bare step (forward, the MSE loss, backward, AdamW) on a fixed batch of 128;
+  sampling: images/s of one network evaluation (eval mode, no_grad) on a batch of 256;
+  forward FLOPs per image (torch.utils.flop_counter: convolutions, matrix products, attention; a multiply-add is 2).
+
+The target (issue 25): at 32x32x3, training and sampling at >= 60% of the reference's images/s.
+
+    python benchmarks/colour_throughput.py [--rounds 5] [--threads 0] [--markdown docs/colour_throughput.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from baselines import machine_description
+from torch.utils.flop_counter import FlopCounterMode
+
+from tinydiffusion.nets import NetConfig, build_network, count_parameters
+from tinydiffusion.presets import get_preset
+
+TRAIN_BATCH, SAMPLE_BATCH = 128, 256
+NETWORKS = {  # name -> the preset whose network it is; the first is the reference
+    "fashion-mnist (28x28x1, reference)": "fashion-mnist",
+    "colour-32 (32x32x3)": "colour-32",
+    "colour-64 (64x64x3)": "colour-64",
+}
+
+
+def batch_for(config: NetConfig, size: int, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    shape = (size, config.in_channels, config.image_size, config.image_size)
+    x, t = torch.randn(shape, generator=generator), torch.rand(size, generator=generator)
+    y = torch.randint(0, config.num_classes + 1, (size,), generator=generator)
+    return x, t, y, torch.randn(shape, generator=generator)
+
+
+class Bench:
+    """One network with its optimizer and fixed batches; each call of a rate method times a few steps."""
+
+    def __init__(self, config: NetConfig):
+        torch.manual_seed(0)
+        self.config, self.net = config, build_network(config)
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=2e-3)
+        self.train_batch, self.sample_batch = batch_for(config, TRAIN_BATCH), batch_for(config, SAMPLE_BATCH, 1)
+        x, t, y, _ = batch_for(config, 1)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            self.net(x, t, y)
+        self.flops = counter.get_total_flops()
+        self.train_rate(1)  # warm-up: allocations and kernel choices
+        self.sample_rate(1)
+
+    def train_rate(self, steps: int = 3) -> float:
+        x, t, y, target = self.train_batch
+        self.net.train()
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.optimizer.zero_grad(set_to_none=True)
+            torch.nn.functional.mse_loss(self.net(x, t, y), target).backward()
+            self.optimizer.step()
+        return steps * TRAIN_BATCH / (time.perf_counter() - start)
+
+    @torch.no_grad()
+    def sample_rate(self, batches: int = 2) -> float:
+        x, t, y, _ = self.sample_batch
+        self.net.eval()
+        start = time.perf_counter()
+        for _ in range(batches):
+            self.net(x, t, y)
+        return batches * SAMPLE_BATCH / (time.perf_counter() - start)
+
+
+def measure(rounds: int) -> dict[str, dict]:
+    benches = {name: Bench(get_preset(preset).net) for name, preset in NETWORKS.items()}
+    rates = {name: {"train": [], "sample": []} for name in benches}
+    for _ in range(rounds):
+        for name, bench in benches.items():
+            rates[name]["train"].append(bench.train_rate())
+            rates[name]["sample"].append(bench.sample_rate())
+    return {name: {"parameters": count_parameters(bench.net), "gflops": bench.flops / 1e9,
+                   "train": statistics.median(rates[name]["train"]), "sample": statistics.median(rates[name]["sample"])}
+            for name, bench in benches.items()}
+
+
+def format_markdown(results: dict[str, dict], rounds: int) -> str:
+    reference = next(iter(results.values()))
+    lines = ["# Colour throughput", "", "Measured by `benchmarks/colour_throughput.py` (its docstring says how).", "",
+             f"- machine: {machine_description()}; torch {torch.__version__}, {torch.get_num_threads()} threads, fp32",
+             f"- medians of {rounds} rounds; training batch {TRAIN_BATCH} (bare step), sampling batch {SAMPLE_BATCH} "
+             "(one network evaluation)", "",
+             "| network | parameters | forward GFLOPs / image | training images/s | vs reference | "
+             "sampling images/s | vs reference |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['parameters'] / 1e6:.2f}M | {r['gflops']:.3f} | {r['train']:.0f} | "
+                     f"{r['train'] / reference['train']:.2f} | {r['sample']:.0f} | "
+                     f"{r['sample'] / reference['sample']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5, help="rounds; every figure is the median")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--markdown", help="write the table here (e.g. docs/colour_throughput.md)")
+    args = parser.parse_args()
+    if args.rounds < 1 or args.threads < 0:
+        parser.error("--rounds must be at least 1 and --threads at least 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    text = format_markdown(measure(args.rounds), args.rounds)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
