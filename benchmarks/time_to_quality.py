@@ -1,13 +1,13 @@
 """Time to quality: FD against training wall time, for a preset (default `fashion-mnist`) and variants of it.
 
-Each `--run "NAME: FLAGS"` trains `tinydiffusion train --preset PRESET [--data SOURCE] COMMON FLAGS` (the
-command users run, as a subprocess; `--preset auto` leaves the preset to the data) with a checkpoint every
-`--every` steps, all kept, and sample grids off; the checkpoints at multiples of `--every` and the last are
-scored. The runs train one after another, never side by side, so each has the machine's cores to itself.
-Afterwards, each checkpoint's EMA weights are scored by `tinydiffusion evaluate` (N images, one sampler, steps,
-guidance and seed for all), so scoring never overlaps the training it measures. A point of the curve is (the training loop's wall time
-at that step, from the run's metrics.jsonl, FD). The process's CPU time (user + system, from the kernel) is
-recorded too: on a shared machine it is less disturbed by other load than the wall time.
+Each `--run "NAME: FLAGS"` trains `tinydiffusion train --preset PRESET [--data SOURCE] COMMON FLAGS` (the command
+users run, as a subprocess; `--preset auto` leaves the preset to the data) with a checkpoint every `--every` steps,
+all kept, and sample grids off; the checkpoints at multiples of `--every` and the last are scored. The runs train
+one after another, never side by side, so each has the machine's cores to itself. Afterwards, each checkpoint's EMA
+weights are scored by `tinydiffusion evaluate` (N images, one sampler, steps, guidance and seed for all), so
+scoring never overlaps the training it measures. A point of the curve is (the training loop's wall time at that
+step, from the run's metrics.jsonl, FD). The process's CPU time (user + system, from the kernel) is recorded too:
+on a shared machine it is less disturbed by other load than the wall time.
 
 Note what a point in the middle of a run is: the weights at that step of a longer schedule (the learning
 rate not yet decayed), not a shorter run's result.
