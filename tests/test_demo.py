@@ -114,9 +114,10 @@ def test_forward_process(model):
 
 
 def test_test_images_from_data_or_drawn(model, tiny_data_dir, tmp_path, _private_cache):
+    prepared_before = set(_private_cache.glob("prepared/*"))  # other tests on this worker share the cache
     images, names, note = handlers.test_images(model, str(tiny_data_dir))
     assert images.shape[1:] == (1, SIZE, SIZE) and len(names) == len(images) and "model's data" in note
-    assert not list(_private_cache.glob("prepared/*"))  # read, not prepared
+    assert set(_private_cache.glob("prepared/*")) == prepared_before  # read, not prepared
     assert names[0].startswith("t-shirt")
     images, names, note = handlers.test_images(model, str(tmp_path))  # no data there, and nothing downloaded
     assert images.shape == (10, 1, SIZE, SIZE) and "drawn by the model itself" in note

@@ -240,7 +240,7 @@ def test_a_changed_teacher_is_refused_on_resume(student_run, trained_run, tmp_pa
     from safetensors.torch import save_file
 
     save_file(weights, str(teacher_copy))
-    code, _, err = cli(capsys, "distill", "--resume", student, "--no-progress")
+    code, _, err = cli(capsys, "distill", "--resume", student, "--no-progress", "--max-steps", "6")
     assert code == 2 and "has changed since this student's distillation started" in err
 
 

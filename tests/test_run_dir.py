@@ -70,7 +70,8 @@ def run_copy(finished_run, tmp_path):
 def test_a_second_writer_is_refused_while_the_first_runs_on(tiny_data_dir, tmp_path, capsys):
     """While a training process runs, every way of writing to its folder is refused at once, naming it."""
     run = tmp_path / "run"
-    first = start_cli(train_args(tiny_data_dir, run, "--max-steps", 100, "--checkpoint-every", 10,
+    # long enough (about 10 s on a fast core) that it is still running when the last attempt below is made
+    first = start_cli(train_args(tiny_data_dir, run, "--max-steps", 600, "--checkpoint-every", 10,
                                  "--train.log_every", 1, "--train.sample_every_epoch", "false"), tmp_path / "log")
     assert wait_until(lambda: training_started(run) and latest_step(run) >= 10, first), \
         (tmp_path / "log" / "stderr").read_text()
@@ -90,8 +91,8 @@ def test_a_second_writer_is_refused_while_the_first_runs_on(tiny_data_dir, tmp_p
             train(config, run, resume=resume, progress=False)
         assert str(info.value) == expected
     assert first.wait(timeout=300) == 0, (tmp_path / "log" / "stderr").read_text()
-    assert assert_run_consistent(run).name == "step-00000100"
-    assert [r["step"] for r in records(run)] == list(range(1, 101)), "metrics.jsonl was written by two processes"
+    assert assert_run_consistent(run).name == "step-00000600"
+    assert [r["step"] for r in records(run)] == list(range(1, 601)), "metrics.jsonl was written by two processes"
 
 
 def test_the_lock_is_taken_before_anything_is_written(tiny_data_dir, tmp_path):
@@ -144,8 +145,8 @@ def test_kill_9_leaves_no_lock_and_the_resumed_metrics_log_each_step_once(tiny_d
 @pytest.mark.parametrize("target, extra, said, end", [
     ("{run}", ["--max-steps", "14"],
      ["resuming with train.max_steps = 14 (was 12)", "resuming {run} from step 12 (step-00000012)"], 14),
-    ("{run}/checkpoints", ["--run-dir", "{run}"], ["resuming {run} from step 12 (step-00000012)"], 12),
-    ("{run}/checkpoints/step-00000012", [], ["resuming {run} from step 12 (step-00000012)"], 12),
+    ("{run}/checkpoints", ["--run-dir", "{run}"], [], 12),  # finished: said to be complete, nothing done
+    ("{run}/checkpoints/step-00000012", [], [], 12),
     ("{run}/checkpoints/step-00000004", [],
      ["resuming {run} from step 4 (step-00000004); it supersedes the later checkpoints step-00000008, "
       "step-00000012 (set aside, deleted at the next checkpoint) and the metrics logged after step 4"], 12),
@@ -156,6 +157,7 @@ def test_resume_a_run_or_one_of_its_checkpoints(finished_run, run_copy, capsys, 
     assert code == 0, err
     lines = out.splitlines()
     assert [line for line in lines if line.startswith("resuming")] == [s.format(run=run_copy) for s in said]
+    assert ("is already complete" in out) == (not said)
     assert assert_run_consistent(run_copy).name == f"step-{end:08d}"
     steps = [r["step"] for r in records(run_copy)]
     assert steps == sorted(set(steps)) and steps[-1] == end  # each logged once, in order

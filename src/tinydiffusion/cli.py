@@ -272,11 +272,11 @@ def already_complete(config: RunConfig, run_dir: Path, checkpoint: Path | None, 
     sentence and nothing is trained or written. The last step is the Trainer's: the steps a time budget planned,
     else train.max_steps, else train.epochs passes of whole batches; a budget not planned yet has none
     (tests/test_cli.py checks that such a resume takes no step)."""
-    from .checkpoint import latest_checkpoint, read_checkpoint_info
+    from .checkpoint import latest_checkpoint, load_training_state
     from .training.budget import last_step
 
     found = checkpoint or latest_checkpoint(run_dir)
-    step = read_checkpoint_info(found).get("step") if found is not None else None
+    step = load_training_state(found)["step"] if found is not None else None  # a damaged one is refused here
     t = config.train
     last = last_step(t, num_images // t.batch_size) or 0
     if not isinstance(step, int) or not 0 < last <= step:
