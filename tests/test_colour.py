@@ -3,6 +3,7 @@ benchmark's core on the real networks."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -10,14 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import cli_env
 
-from tinydiffusion.presets import FASHION_MNIST_UNET, PRESETS, config_for_data, working_patch
+from tinydiffusion.presets import FASHION_MNIST_UNET, PRESETS, config_for_data
+from tinydiffusion.viz import class_columns
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.mark.parametrize("size, patch", [(28, 2), (32, 2), (64, 4), (96, 6), (48, 3), (27, 3), (5, 1)])
-def test_the_stem_patch_keeps_the_unet_near_16_pixels(size, patch):
-    assert working_patch(size) == patch and size % patch == 0
 
 
 @pytest.mark.parametrize("size, preset", [(32, "colour-32"), (64, "colour-64")])
@@ -25,8 +22,16 @@ def test_colour_data_without_a_preset_gets_the_colour_preset(size, preset):
     config = config_for_data("auto", None, {}, ((3, size, size), 9, 6826))
     expected = PRESETS[preset]
     assert config.net == type(expected.net)(**{**vars(expected.net), "num_classes": 9})
-    assert config.train.ema_std == expected.train.ema_std > 0  # the power-function EMA
-    assert config.diffusion == expected.diffusion
+    same_length = dataclasses.replace(config.train, epochs=expected.train.epochs)  # auto trains >= 2,000 steps
+    assert same_length == expected.train and config.diffusion == expected.diffusion
+
+
+def test_the_colour_presets_networks_and_recipes():
+    small, large = PRESETS["colour-32"], PRESETS["colour-64"]
+    assert (small.net.in_channels, small.net.stem_patch, small.net.channel_mults) == (3, 2, (1, 2, 2))
+    assert small.train.batch_size == 64 and small.train.ema_std > 0  # the levers measured at 32 px
+    assert (large.net.stem_patch, large.net.channel_mults) == (2, (1, 2, 2, 2))  # the lowest level stays 4 px
+    assert large.train == PRESETS["fashion-mnist"].train  # the only recipe measured at 64 px
 
 
 def test_grey_data_keeps_the_reference_network_and_recipe():
@@ -36,10 +41,19 @@ def test_grey_data_keeps_the_reference_network_and_recipe():
 
 
 def test_a_folder_smaller_than_a_batch_trains_in_one_batch_of_its_size():
-    config = config_for_data("auto", None, {}, ((3, 32, 32), 0, 100))
-    assert config.train.batch_size == 100
-    explicit = config_for_data("auto", None, {"train.batch_size": 32}, ((3, 32, 32), 0, 100))
-    assert explicit.train.batch_size == 32
+    assert config_for_data("auto", None, {}, ((3, 32, 32), 0, 10_000)).train.batch_size == 64  # the preset's
+    config = config_for_data("auto", None, {}, ((3, 32, 32), 0, 40))
+    assert config.train.batch_size == 40
+    explicit = config_for_data("auto", None, {"train.batch_size": 16}, ((3, 32, 32), 0, 40))
+    assert explicit.train.batch_size == 16
+
+
+def test_class_columns_of_colour_images_have_a_white_header():
+    import torch
+
+    images = torch.zeros(6, 3, 8, 8, dtype=torch.uint8)  # black images of three classes, two rows
+    picture = class_columns(images, ("a", "b", "c"), scale=1)
+    assert picture.mode == "RGB" and picture.getpixel((picture.width - 1, 0)) == (255, 255, 255)
 
 
 def test_the_colour_throughput_benchmark_measures_every_network(tmp_path):

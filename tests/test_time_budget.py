@@ -19,15 +19,15 @@ from tinydiffusion.training.budget import MARGIN, StepPlanner
 from tinydiffusion.training.ema import power_ema_exponent
 
 
-def test_the_planner_times_steps_after_its_warm_up_and_fills_the_budget():
-    planner = StepPlanner(budget=100.0, start=0.0)
+def test_the_planner_times_the_steady_steps_and_fills_the_budget():
+    planner = StepPlanner(budget=600.0, start=0.0)  # timed from 30 s to 60 s into the run
     clock, plan, step = 0.0, None, 0
     while plan is None:
         step += 1
-        clock += 5.0 if step <= 2 else 0.5  # two slow warm-up steps, then 0.5 s a step
+        clock += 1.0 if clock < 30 else 0.5  # slow first seconds, then 0.5 s a step
         plan = planner.after_step(step, now=clock)
-    assert planner.timed_steps >= 5 and clock - 10.0 >= planner.measure_for  # timed only after the warm-up
-    assert plan == step + int((MARGIN * 100.0 - clock) / 0.5)
+    assert planner.timed_from >= 30 and clock >= 60 and planner.timed_steps >= 5
+    assert plan == step + int((MARGIN * 600.0 - clock) / 0.5)  # the slow start does not count
 
 
 def test_the_planner_counts_what_reports_cost():

@@ -48,14 +48,14 @@ def labelled_rows(rows: list[torch.Tensor], column_labels: list[str], scale: int
     """Rows of uint8 [K, C, H, W] images under a header of column labels (e.g. timesteps or class names)."""
     grid = grid_image(torch.cat(rows), nrow=rows[0].shape[0], scale=scale)
     header = 14
-    canvas = Image.new(grid.mode, (grid.width, grid.height + header), 255)
+    canvas = Image.new(grid.mode, (grid.width, grid.height + header), "white")  # 255 alone is red in RGB
     canvas.paste(grid, (0, header))
     draw = ImageDraw.Draw(canvas)
     cell = grid.width / len(column_labels)
     for i, label in enumerate(column_labels):
         while len(label) > 1 and draw.textlength(label) > cell - 6:  # a long name is cut to its column
             label = label[:-1]
-        draw.text((i * cell + 4, 1), label, fill=0)
+        draw.text((i * cell + 4, 1), label, fill="black")
     return canvas
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import math
 import time
 
-WARMUP_STEPS = 2  # the first steps run slow (allocations, kernel choice): not timed
+WARMUP_STEPS = 2  # the first steps run slow (allocations, kernel choice): never timed
 MIN_TIMED_STEPS = 5
-MAX_MEASURE_SECONDS = 30.0  # measure over at most this long (or 3% of the budget, or 1 s, whichever is more)
+# The speed is timed between 5% and 10% of the budget (at most from 60 s to 120 s): a CPU's first seconds run
+# 10-20% slower than its steady state, and a plan made from them ends the run that much early.
+TIMED_FROM, TIMED_UNTIL, MAX_TIMED_UNTIL = 0.05, 0.10, 120.0
 MARGIN = 0.98  # plan to end a little before the budget: the final checkpoint and grid take time too
 
 
@@ -41,19 +43,20 @@ class StepPlanner:
         self.report_steps_cost, self.report_every = report_steps_cost, report_every
         self.timed_from: float | None = None
         self.timed_steps = 0
-        self.measure_for = max(1.0, min(MAX_MEASURE_SECONDS, 0.03 * budget))
+        self.until = min(MAX_TIMED_UNTIL, TIMED_UNTIL * budget)  # seconds into the run
+        self.since = self.until * TIMED_FROM / TIMED_UNTIL
 
     def after_step(self, step: int, now: float | None = None) -> int | None:
         """Called after each step (`step`: the steps done); the planned total once measured, else None."""
         now = time.perf_counter() if now is None else now
-        if step < WARMUP_STEPS:
+        if step < WARMUP_STEPS or now - self.start < self.since:
             return None
         if self.timed_from is None:
             self.timed_from, self.timed_steps = now, 0
             return None
         self.timed_steps += 1
         measured = now - self.timed_from
-        if self.timed_steps < MIN_TIMED_STEPS or measured < self.measure_for:
+        if self.timed_steps < MIN_TIMED_STEPS or now - self.start < self.until:
             return None
         seconds_per_step = measured / self.timed_steps
         if self.report_every:  # each report costs about report_steps_cost steps' time
