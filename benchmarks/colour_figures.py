@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from tinydiffusion import generate, load_model
+from tinydiffusion.errors import UserError
 from tinydiffusion.viz import class_columns, save_image
 
 
@@ -29,7 +30,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=int, default=2)
     args = parser.parse_args()
-    save_image(figure(args.run, args.rows, args.seed, args.scale), args.out)
+    if args.rows < 1 or args.scale < 1 or args.seed < 0:
+        parser.error("--rows and --scale must be at least 1, and --seed at least 0")
+    try:
+        save_image(figure(args.run, args.rows, args.seed, args.scale), args.out)
+    except (UserError, OSError) as err:
+        parser.error(str(err))
 
 
 if __name__ == "__main__":

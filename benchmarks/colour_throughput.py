@@ -15,6 +15,7 @@ The target (issue 25): at 32x32x3, training and sampling at >= 60% of the refere
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -24,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tinydiffusion.nets import NetConfig, build_network, count_parameters
 from tinydiffusion.presets import get_preset
+from tinydiffusion.words import count
 
 TRAIN_BATCH, SAMPLE_BATCH = 128, 256
 NETWORKS = {  # name -> the preset whose network it is; the first is the reference
@@ -92,7 +94,7 @@ def format_markdown(results: dict[str, dict], rounds: int) -> str:
     reference = next(iter(results.values()))
     lines = ["# Colour throughput", "", "Measured by `benchmarks/colour_throughput.py` (its docstring says how).", "",
              f"- machine: {machine_description()}; torch {torch.__version__}, {torch.get_num_threads()} threads, fp32",
-             f"- medians of {rounds} rounds; training batch {TRAIN_BATCH} (bare step), sampling batch {SAMPLE_BATCH} "
+             f"- medians of {count(rounds, 'round')}; training batch {TRAIN_BATCH} (bare step), sampling batch {SAMPLE_BATCH} "
              "(one network evaluation)", "",
              "| network | parameters | forward GFLOPs / image | training images/s | vs reference | "
              "sampling images/s | vs reference |",
@@ -112,6 +114,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 1 or args.threads < 0:
         parser.error("--rounds must be at least 1 and --threads at least 0")
+    if args.markdown and not os.path.isdir(os.path.dirname(os.path.abspath(args.markdown))):
+        parser.error(f"{os.path.dirname(args.markdown)} is not a folder, so {args.markdown} cannot be written")
     if args.threads:
         torch.set_num_threads(args.threads)
     text = format_markdown(measure(args.rounds), args.rounds)

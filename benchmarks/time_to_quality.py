@@ -37,6 +37,7 @@ from pathlib import Path
 from baselines import machine_description
 
 from tinydiffusion.checkpoint import is_complete
+from tinydiffusion.data.named import NAMED
 
 
 def parse_run(text: str) -> tuple[str, list[str]]:
@@ -232,6 +233,8 @@ def main() -> None:
         parser.error("run names must differ, and --every, --num (>= 10) and --steps must be positive")
     if not (0 <= args.guidance <= 100 and args.target > 0):  # nan fails these too
         parser.error("--guidance must be between 0 and 100, and --target a positive FD")
+    if args.data is not None and not Path(args.data).exists() and args.data not in NAMED:
+        parser.error(f"--data {args.data} is neither a file, a folder nor a named dataset ({', '.join(NAMED)})")
     if args.data is None and not any(args.data_dir.glob("train-images*")):
         parser.error(f"{args.data_dir} holds no Fashion-MNIST training images (train-images-idx3-ubyte[.gz])")
     for output in (args.markdown, args.plot):  # written at the end: refuse an impossible path before hours of work

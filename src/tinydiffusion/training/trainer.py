@@ -60,10 +60,15 @@ GRID_SHARE = 0.05  # a report's sample grid takes at most about this share of th
 MIN_REPORT_STEPS = 10  # and reports (checkpoints) come no closer than this, however short an epoch
 
 
+def sampling_cost_in_steps(images: int, steps: int, batch_size: int) -> float:
+    """About how many training steps' time sampling takes: images x steps x 2 (guidance) network evaluations, where
+    a training step costs about 3 x batch (the forward pass and a backward pass of twice its cost)."""
+    return 2 * images * steps / (3 * batch_size)
+
+
 def grid_cost_in_steps(t) -> float:
-    """About how many training steps' time a sample grid takes: images x steps x 2 (guidance) network evaluations,
-    where a training step costs about 3 x batch (the forward pass and a backward pass of twice its cost)."""
-    return 2 * t.sample_num * t.sample_steps / (3 * t.batch_size) if t.sample_every_epoch else 0.0
+    """A report's sample grid, in training steps' time (0 with grids off)."""
+    return sampling_cost_in_steps(t.sample_num, t.sample_steps, t.batch_size) if t.sample_every_epoch else 0.0
 
 
 def report_interval(t, steps_per_epoch: int) -> int:
@@ -291,10 +296,14 @@ class Trainer:
         if self.options["channels_last"]:
             x0 = x0.contiguous(memory_format=torch.channels_last)
             noise = noise.contiguous(memory_format=torch.channels_last)
-        self._set_learning_rate(learning_rate(self.config, self.step, None if self.planning else self.total_steps))
+        self._set_learning_rate(self._learning_rate(self.step))
         self._ema_weight.fill_(self.ema.weight_at(self.step))
         loss = self._run_step(x0, y, noise, *drawn)
         self.losses.queue(self.step, loss)
+
+    def _learning_rate(self, step: int) -> float:
+        """The schedule's rate at `step`; while a budget is being timed the run has no length yet."""
+        return learning_rate(self.config, step, None if self.planning else self.total_steps)
 
     def _set_learning_rate(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -347,8 +356,7 @@ class Trainer:
                     images_per_second = window_steps * t.batch_size / (now - window_start)
                     mean_loss = self.losses.window_mean()
                     self._log({"step": self.step, "epoch": epoch + 1, "loss": mean_loss,
-                               "lr": learning_rate(self.config, self.step - 1,
-                                                   None if self.planning else self.total_steps),
+                               "lr": self._learning_rate(self.step - 1),
                                "images_per_second": images_per_second, "skipped_steps": self.losses.skipped,
                                "elapsed_s": now - start})
                     bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_second:.0f}")
@@ -400,7 +408,7 @@ class Trainer:
         """About how many training steps' time one report's sampling takes: its grid, and its share of the FDs
         (eval_num images at 20 steps with guidance, every eval_every epochs)."""
         t = self.config.train
-        fd = 2 * t.eval_num * 20 / (3 * t.batch_size) if t.eval_every else 0.0
+        fd = sampling_cost_in_steps(t.eval_num, 20, t.batch_size) if t.eval_every else 0.0
         reports_per_fd = max(1.0, t.eval_every * self.steps_per_epoch / self.report_every)
         return grid_cost_in_steps(t) + fd / reports_per_fd
 
