@@ -94,8 +94,8 @@ def format_markdown(results: dict[str, dict], rounds: int) -> str:
     reference = next(iter(results.values()))
     lines = ["# Colour throughput", "", "Measured by `benchmarks/colour_throughput.py` (its docstring says how).", "",
              f"- machine: {machine_description()}; torch {torch.__version__}, {torch.get_num_threads()} threads, fp32",
-             f"- medians of {count(rounds, 'round')}; training batch {TRAIN_BATCH} (bare step), sampling batch {SAMPLE_BATCH} "
-             "(one network evaluation)", "",
+             f"- medians of {count(rounds, 'round')}; training batch {TRAIN_BATCH} (bare step), sampling batch "
+             f"{SAMPLE_BATCH} (one network evaluation)", "",
              "| network | parameters | forward GFLOPs / image | training images/s | vs reference | "
              "sampling images/s | vs reference |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
