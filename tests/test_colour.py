@@ -31,7 +31,7 @@ def test_the_colour_presets_networks_and_recipes():
     assert (small.net.in_channels, small.net.stem_patch, small.net.channel_mults) == (3, 2, (1, 2, 2))
     assert small.train.batch_size == 64 and small.train.ema_std > 0  # the levers measured at 32 px
     assert (large.net.stem_patch, large.net.channel_mults) == (2, (1, 2, 2, 2))  # the lowest level stays 4 px
-    assert large.train == PRESETS["fashion-mnist"].train  # the only recipe measured at 64 px
+    assert large.train == small.train  # one colour recipe: batches of 64, a power-function EMA
 
 
 def test_grey_data_keeps_the_reference_network_and_recipe():
