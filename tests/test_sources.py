@@ -14,6 +14,7 @@ import signal
 import struct
 import tarfile
 import tempfile
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -178,6 +179,19 @@ def test_palette_images_take_their_colours_and_transparency(tmp_path, transparen
     first = {"white": [255, 255, 255], "black": [0, 0, 0]}[background] if transparent else [255, 0, 0]
     colours = np.array([first, [0, 0, 255], [0, 255, 0]], np.uint8)
     assert np.array_equal(nhwc(dataset)[0], colours[indices])
+
+
+def test_a_palette_with_alpha_per_entry_loads_without_a_pillow_warning(tmp_path):
+    """Palette PNGs whose transparency is a table of alphas (many emoji sets) once made Pillow warn while the
+    folder's channels were chosen."""
+    image = Image.fromarray(np.kron(np.array([[0, 1], [1, 2]], np.uint8), np.ones((2, 2), np.uint8)), mode="P")
+    image.putpalette([255, 0, 0, 0, 0, 255, 0, 255, 0] + [0] * 759)
+    save(tmp_path / "source" / "palette.png", image, transparency=bytes([0, 128, 255]))
+    assert isinstance(Image.open(tmp_path / "source" / "palette.png").info["transparency"], bytes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dataset = load(tmp_path / "source")
+    assert dataset.images.shape == (1, 3, 4, 4)
 
 
 def test_grey_folders_default_to_one_channel_and_any_colour_to_three(tmp_path):

@@ -20,14 +20,25 @@ from tinydiffusion.training.ema import power_ema_exponent
 
 
 def test_the_planner_times_the_steady_steps_and_fills_the_budget():
-    planner = StepPlanner(budget=600.0, start=0.0)  # timed from 30 s to 60 s into the run
+    planner = StepPlanner(budget=600.0, start=0.0)  # timed from 30 s to 300 s into the run
     clock, plan, step = 0.0, None, 0
     while plan is None:
         step += 1
         clock += 1.0 if clock < 30 else 0.5  # slow first seconds, then 0.5 s a step
         plan = planner.after_step(step, now=clock)
-    assert planner.timed_from >= 30 and clock >= 60 and planner.timed_steps >= 5
+    assert planner.timed_from >= 30 and clock >= 300 and planner.timed_steps >= 5
     assert plan == step + int((MARGIN * 600.0 - clock) / 0.5)  # the slow start does not count
+
+
+def test_a_busy_spell_in_the_timed_window_does_not_shorten_the_plan():
+    """Another program took the CPU for a third of the window: its steps ran four times slower."""
+    planner = StepPlanner(budget=1800.0, start=0.0)  # timed from 90 s to 900 s into the run
+    clock, plan, step = 0.0, None, 0
+    while plan is None:
+        step += 1
+        clock += 2.0 if 100 <= clock < 370 else 0.5
+        plan = planner.after_step(step, now=clock)
+    assert plan == step + int((MARGIN * 1800.0 - clock) / 0.5)
 
 
 def test_the_planner_counts_what_reports_cost():

@@ -93,7 +93,7 @@ def choose_shape(found: SourceImages, image_size: int, channels: int, background
             try:
                 image = open_image(file.read())
                 if image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") or \
-                        _is_grey(np.asarray(image.convert("RGB"))):
+                        _is_grey(np.asarray(image.convert("RGBA"))[..., :3]):  # RGBA: no warning on a palette's alpha
                     grey += 1
                 else:
                     coloured.append(file.name)
