@@ -1,5 +1,5 @@
-"""Command line: `tinydiffusion train | distill | prepare | sample | visualize | inpaint | img2img | interpolate |
-evaluate | demo`: it only wires things together.
+"""Command line: `tinydiffusion train | distill | prepare | sample | export | visualize | inpaint | img2img |
+interpolate | evaluate | demo`: it only wires things together.
 
 Nothing here imports torch at the top: `--help` and argument errors answer at once, and torch is
 imported by the command that needs it.
@@ -490,13 +490,36 @@ def add_sample(sub) -> None:
     p.add_argument("--out", default="samples.png", help="FILE.png (a grid) or FILE.npz (uint8 arr_0 N x H x W x C)")
     p.add_argument("--nrow", type=number(int, 1, MAX_NUM),
                    help="images per row in the PNG grid (default: a square grid, or one column per class)")
+    p.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch", help="run the network in "
+                   "PyTorch, or export it to ONNX in memory and run that graph in onnxruntime, on the CPU (pip "
+                   "install 'tinydiffusion[onnx]'; docs/export.md): the same images, within float rounding; with "
+                   "onnxruntime, --checkpoint may also be a file `export` wrote, FILE.onnx")
     p.set_defaults(run=cmd_sample)
+
+
+def sampling_model(args, checkpoint):
+    """The model `sample` draws with: in PyTorch, or (--runtime onnxruntime) through its graph exported in memory,
+    or read from an exported .onnx file alone."""
+    from .pipeline import load_model
+
+    is_onnx = checkpoint is not None and Path(checkpoint).suffix.lower() == ".onnx"
+    if args.runtime == "torch":
+        if is_onnx:
+            raise UserError(f"{checkpoint} is an exported ONNX file; sample it with --runtime onnxruntime.")
+        return load_model(checkpoint, args.device)
+    from .export import load_onnx_model, onnx_graph
+
+    if args.device not in ("auto", "cpu"):
+        raise UserError("--runtime onnxruntime runs on the CPU; drop --device.")
+    if is_onnx:
+        return load_onnx_model(checkpoint)
+    model = load_model(checkpoint, "cpu")
+    return dataclasses.replace(model, graph=onnx_graph(model))
 
 
 def cmd_sample(args) -> int:
     from .checkpoint import BUNDLED_STUDENT
     from .evaluation.samples import save_npz
-    from .pipeline import load_model
     from .viz import class_columns, save_grid, save_image
 
     out = output_path(args.out, "--out", (".png", ".npz"))
@@ -504,7 +527,7 @@ def cmd_sample(args) -> int:
         raise UserError(f"--nrow {args.nrow} is more than the {count(args.num, 'image')} asked for (--num).")
     if args.fast and args.checkpoint:
         raise UserError("--fast draws with the bundled student; drop --checkpoint (or --fast, to sample that one).")
-    model = load_model(BUNDLED_STUDENT if args.fast else args.checkpoint, args.device)
+    model = sampling_model(args, BUNDLED_STUDENT if args.fast else args.checkpoint)
     images, labels = run_sampling(args, model)
     with writing(out):
         if out.suffix.lower() == ".npz":
@@ -514,6 +537,42 @@ def cmd_sample(args) -> int:
         else:
             save_grid(images, out, nrow=args.nrow)
     print(f"wrote {count(len(images), 'image')} to {out}")
+    return 0
+
+
+# --- export ----------------------------------------------------------------------------------
+
+def add_export(sub) -> None:
+    p = sub.add_parser("export", help="write a model for other runtimes: one ONNX file",
+                       description="Write a model as one ONNX file that any runtime can sample from: inputs x, t "
+                       "(the continuous time in [0, 1]), y (the class) and, for a distilled student, guidance; "
+                       "outputs x0 and eps; with the image shape, classes, schedule and default sampler in its "
+                       "metadata (docs/export.md). An existing --out is replaced.")
+    p.add_argument("checkpoint", nargs="?", metavar="RUN_OR_CHECKPOINT", help="a run directory, a checkpoint "
+                   "directory or a .safetensors file (default: the bundled model)")
+    p.add_argument("--fast", action="store_true", help="export the bundled model's distilled student (4 steps, "
+                   "guidance folded in) instead")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="onnx: one .onnx file")
+    p.add_argument("--out", default="model.onnx", help="the file to write, FILE.onnx")
+    p.set_defaults(run=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from .checkpoint import BUNDLED_STUDENT, resolve_checkpoint
+    from .export import write_onnx
+    from .pipeline import load_model
+
+    if args.fast and args.checkpoint:
+        raise UserError("--fast exports the bundled student; drop RUN_OR_CHECKPOINT (or --fast, to export that one).")
+    out = output_path(args.out, "--out", (".onnx",))
+    source = BUNDLED_STUDENT if args.fast else args.checkpoint
+    weights, config = resolve_checkpoint(source)
+    check_not_an_input(out, "--out", [("checkpoint", weights), ("checkpoint's config", config)])
+    model = load_model(source, "cpu")
+    with writing(out):
+        size = write_onnx(model, out)
+    print(f"wrote {out} ({size / 1e6:.1f} MB; inputs x, t, y{', guidance' if model.config.net.guidance_input else ''};"
+          " outputs x0, eps)")
     return 0
 
 
@@ -869,6 +928,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_prepare(sub)
     add_cache(sub)
     add_sample(sub)
+    add_export(sub)
     add_visualize(sub)
     add_inpaint(sub)
     add_img2img(sub)

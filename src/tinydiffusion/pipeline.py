@@ -32,6 +32,12 @@ class Model:
     diffusion: GaussianDiffusion
     config: RunConfig
     source: Path
+    graph: object | None = None  # an exported graph the samplers run instead of `net` (export.OnnxGraph)
+
+    @property
+    def device(self) -> torch.device:
+        """Where images are made: the network's device; the CPU for a model read from an exported file alone."""
+        return torch.device("cpu") if self.net is None else next(self.net.parameters()).device
 
     @property
     def num_classes(self) -> int:
@@ -175,7 +181,7 @@ def start_noise(model: Model, seed: int, first: int, count: int) -> tuple[torch.
     """The starting noise of images first .. first + count - 1 of a seed, and their generators (which go on to
     draw a stochastic sampler's noise): image i's noise is the same whatever batch it is drawn in."""
     net_cfg = model.config.net
-    device = next(model.net.parameters()).device
+    device = model.device
     generators = image_generators(seed, first, count, device)
     shape = (net_cfg.in_channels, net_cfg.image_size, net_cfg.image_size)
     return torch.stack([torch.randn(shape, generator=g, device=device) for g in generators]), generators
@@ -183,10 +189,15 @@ def start_noise(model: Model, seed: int, first: int, count: int) -> tuple[torch.
 
 def denoiser(model: Model, labels: torch.Tensor | None, guidance: float | torch.Tensor) -> Denoiser:
     """The model's network as the samplers call it, for these labels (on the network's device) and guidance."""
-    device = next(model.net.parameters()).device
+    device = model.device
     net_cfg = model.config.net
-    return Denoiser(model.net, model.diffusion, None if labels is None else labels.to(device), guidance,
-                    null_class=net_cfg.num_classes, guidance_input=net_cfg.guidance_input)
+    kind, net = Denoiser, model.net
+    if model.graph is not None:
+        from .export import GraphDenoiser
+
+        kind, net = GraphDenoiser, model.graph
+    return kind(net, model.diffusion, None if labels is None else labels.to(device), guidance,
+                null_class=net_cfg.num_classes, guidance_input=net_cfg.guidance_input)
 
 
 def check_finite(x0: torch.Tensor, sampler: str, steps: int, guidance: float, options: dict) -> None:
@@ -210,7 +221,7 @@ def generate(model: Model, num: int, *, classes: list[int] | None = None, sample
     sampler, steps, guidance = checked_settings(model, sampler, steps, guidance, seed, sampler_options)
     if num < 1 or batch_size < 1:
         raise UserError(f"the number of images and the batch size must be at least 1, not {num} and {batch_size}.")
-    device = next(model.net.parameters()).device
+    device = model.device
     guided_twice = guidance != 1.0 and not model.config.net.guidance_input  # both halves in one batch
     check_memory(model, num, batch_size, guided=guided_twice, device=device)
     labels = resolve_labels(model, num, classes)
