@@ -22,6 +22,7 @@ session cut short still returns what it measured. Stages:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
@@ -43,7 +44,7 @@ from tinydiffusion import evaluation  # noqa: E402
 from tinydiffusion.config import apply_overrides  # noqa: E402
 from tinydiffusion.pipeline import generate, load_model  # noqa: E402
 from tinydiffusion.presets import get_preset  # noqa: E402
-from tinydiffusion.training import Trainer  # noqa: E402
+from tinydiffusion.training import Batch, Trainer  # noqa: E402
 
 RESULTS: dict = {}
 
@@ -91,10 +92,8 @@ def graph_check(args, out: Path) -> dict:
     if not torch.cuda.is_available():
         return {"skipped": "no GPU"}
 
-    class PoisonedTrainer(Trainer):
-        def _draw_batch(self, order, index_in_epoch):
-            x0, y, timesteps, noise = super()._draw_batch(order, index_in_epoch)
-            return (x0, y, timesteps, noise * float("nan") if self.step == bad_step else noise)
+    def poison(step: int, batch: Batch) -> Batch:  # the Trainer's batch hook: NaN noise at bad_step, by name
+        return dataclasses.replace(batch, noise=batch.noise * float("nan")) if step == bad_step else batch
 
     runs = {}
     for graph in ("off", "on"):
@@ -102,7 +101,7 @@ def graph_check(args, out: Path) -> dict:
                                         "train.fused_adamw": "on", "train.on_nan": "skip", "train.precision": "fp32"})
         run = out / "work" / f"graph-check-{graph}"
         shutil.rmtree(run, ignore_errors=True)
-        trainer = PoisonedTrainer(config, run, progress=False)
+        trainer = Trainer(config, run, progress=False, on_batch=poison)
         trainer.run()
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         runs[graph] = (records, {k: v.detach().clone() for k, v in trainer.net.state_dict().items()})

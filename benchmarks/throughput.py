@@ -123,13 +123,6 @@ class BareStep:
         return steps * BATCH / (time.perf_counter() - wall), steps * BATCH / (time.process_time() - cpu)
 
 
-class CpuTimedTrainer(Trainer):
-    """The project's Trainer, unchanged, except that each metrics.jsonl record also gets the process CPU time."""
-
-    def _log(self, record: dict) -> None:
-        super()._log({**record, "cpu_s": time.process_time()})
-
-
 def loop_worker(name: str, steps: int, threads: int, data_dir: str) -> dict:
     """The whole loop for `steps` steps, then the bare step; steady-state rates and this process's peak RSS."""
     config = apply_overrides(get_preset("fashion-mnist"), {
@@ -138,10 +131,11 @@ def loop_worker(name: str, steps: int, threads: int, data_dir: str) -> dict:
         "train.channels_last": "off",  # the bare step below is plain NCHW: like with like
     })
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = CpuTimedTrainer(config, Path(run_dir), progress=False, net=build(name))
+        records = []  # each metrics.jsonl record, with this process's CPU time when it was logged
+        trainer = Trainer(config, Path(run_dir), progress=False, net=build(name),
+                          on_log=lambda record: records.append({**record, "cpu_s": time.process_time()}))
         rss_before = peak_rss_bytes()
         trainer.run()
-        records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
     rss_peak = peak_rss_bytes()
     del trainer
     first, last = records[0], records[-1]  # the first window (steps 1..LOG_EVERY) holds the warm-up

@@ -23,6 +23,7 @@ from test_crash import assert_run_consistent, latest_step, start_cli, training_s
 from tinydiffusion import checkpoint as ckpt
 from tinydiffusion.files import RunInUse, run_lock
 from tinydiffusion.training import Trainer, train
+from tinydiffusion.training.checkpoints import Checkpoints
 
 # --- helpers ---------------------------------------------------------------------------------
 
@@ -178,13 +179,13 @@ def test_resume_from_an_older_checkpoint_then_crash_resumes_from_it(run_copy, ca
     class Crash(Exception):
         pass
 
-    real_write = Trainer._write_run_files
+    real_write = Checkpoints.write_run_files
 
-    def write_then_crash(self):
-        real_write(self)
+    def write_then_crash(self, *args, **kwargs):
+        real_write(self, *args, **kwargs)
         raise Crash
 
-    monkeypatch.setattr(Trainer, "_write_run_files", write_then_crash)
+    monkeypatch.setattr(Checkpoints, "write_run_files", write_then_crash)
     with pytest.raises(Crash):  # a crash just after the run directory was cut back to step 4
         cli(capsys, "train", "--resume", run_copy / "checkpoints" / "step-00000004", "--no-progress")
     monkeypatch.undo()

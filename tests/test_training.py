@@ -15,7 +15,7 @@ from tinydiffusion.data.pixels import to_model_space
 from tinydiffusion.errors import UserError
 from tinydiffusion.pipeline import generate, load_model
 from tinydiffusion.presets import get_preset
-from tinydiffusion.training import Trainer, learning_rate, train
+from tinydiffusion.training import Trainer, epoch_order, learning_rate, train
 
 
 def smoke_config(data_dir, **overrides):
@@ -94,8 +94,9 @@ def test_in_memory_dataset(tiny_data_dir):
 def test_hflip_mirrors_about_half_of_each_batch(tiny_data_dir, tmp_path):
     trainer = Trainer(smoke_config(tiny_data_dir, **{"data.hflip": True, "train.batch_size": 64}), tmp_path / "r",
                       progress=False)
-    x0, *_ = trainer._draw_batch(torch.arange(len(trainer.dataset)), 0)
-    plain = to_model_space(trainer.dataset.images[:64])
+    x0 = trainer.batches.draw(0).x0
+    order = epoch_order(len(trainer.dataset), trainer.config.train.seed, 0, trainer.device)
+    plain = to_model_space(trainer.dataset.images[order[:64]])
     same = (x0 == plain).flatten(1).all(1)
     mirrored = (x0 == plain.flip(-1)).flatten(1).all(1)
     assert (same | mirrored).all()  # every image is itself or its mirror image, nothing else

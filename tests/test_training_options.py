@@ -7,6 +7,7 @@ results as the host-side skip, and check that runs resume across a change of opt
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -20,7 +21,7 @@ from tinydiffusion.checkpoint import latest_checkpoint
 from tinydiffusion.config import apply_overrides
 from tinydiffusion.errors import UserError
 from tinydiffusion.presets import get_preset
-from tinydiffusion.training import EMA, Trainer, resolve_options, train
+from tinydiffusion.training import EMA, Batch, Trainer, resolve_options, train
 
 CPU = torch.device("cpu")
 
@@ -183,41 +184,37 @@ def test_no_checkpoint_is_written_after_a_non_finite_loss(tiny_data_dir, tmp_pat
 # --- CUDA graphs (run where a GPU is present) ----------------------------------------------------
 
 
-def poison_noise(monkeypatch, bad_steps: set[int]) -> None:
-    """NaN noise for the given steps. The batch is drawn outside the CUDA graph, so this reaches a step
-    that is replayed, where a patched Python function would not run."""
-    real_draw = Trainer._draw_batch
+def poison_noise(bad_steps: set[int]):
+    """A batch hook that makes the noise NaN at the given steps. The batch is drawn outside the CUDA graph, so
+    this reaches a step that is replayed, where a patched Python function would not run."""
+    def poison(step: int, batch: Batch) -> Batch:
+        return dataclasses.replace(batch, noise=batch.noise * float("nan")) if step in bad_steps else batch
 
-    def draw(self, order, index_in_epoch):
-        x0, y, noise, *drawn = real_draw(self, order, index_in_epoch)
-        return (x0, y, noise * float("nan") if self.step in bad_steps else noise, *drawn)
-
-    monkeypatch.setattr(Trainer, "_draw_batch", draw)
+    return poison
 
 
-def graph_runs(data_dir, tmp_path, monkeypatch, device: str, graphs: list[str], bad_steps: set[int]):
-    poison_noise(monkeypatch, bad_steps)
+def graph_runs(data_dir, tmp_path, device: str, graphs: list[str], bad_steps: set[int]):
     runs = {}
     for graph in graphs:
         config = fp32_smoke(data_dir, **{"train.device": device, "train.max_steps": 12, "train.cuda_graph": graph,
                                            "train.fused_adamw": "on", "train.on_nan": "skip", "train.log_every": 4})
-        train(config, tmp_path / graph, progress=False)
+        Trainer(config, tmp_path / graph, progress=False, on_batch=poison_noise(bad_steps)).run()
         records = [json.loads(line) for line in (tmp_path / graph / "metrics.jsonl").read_text().splitlines()]
         runs[graph] = (final_weights(tmp_path / graph), records)
     return runs
 
 
-def test_nan_noise_is_skipped_on_the_device(tiny_data_dir, tmp_path, monkeypatch):
-    runs = graph_runs(tiny_data_dir, tmp_path, monkeypatch, "cpu", ["off"], bad_steps={6})
+def test_nan_noise_is_skipped_on_the_device(tiny_data_dir, tmp_path):
+    runs = graph_runs(tiny_data_dir, tmp_path, "cpu", ["off"], bad_steps={6})
     weights, records = runs["off"]
     assert [r["skipped_steps"] for r in records] == [0, 1, 1]
     assert all(torch.isfinite(w).all() for group in weights.values() for w in group.values())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_cuda_graph_trains_like_eager_and_skips_on_the_device(tiny_data_dir, tmp_path, monkeypatch):
+def test_cuda_graph_trains_like_eager_and_skips_on_the_device(tiny_data_dir, tmp_path):
     """Step 6 comes after the warm-up steps and the capture, so it is a replay."""
-    runs = graph_runs(tiny_data_dir, tmp_path, monkeypatch, "cuda", ["off", "on"], bad_steps={6})
+    runs = graph_runs(tiny_data_dir, tmp_path, "cuda", ["off", "on"], bad_steps={6})
     (eager, eager_records), (graph, graph_records) = runs["off"], runs["on"]
     assert [r["skipped_steps"] for r in graph_records] == [0, 1, 1]
     for a, b in zip(eager_records, graph_records, strict=True):

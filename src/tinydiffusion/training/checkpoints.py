@@ -1,0 +1,134 @@
+"""A run in training, saved and restored: its weights, EMA, optimizer, generators and loss window, so that a
+resumed run takes exactly the steps the uninterrupted one would have; and the run directory's files on a start or
+a resume (config.json, the checkpoints and metrics a resume from an older checkpoint supersedes).
+
+The files themselves, written crash-safe, are checkpoint.py's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .. import checkpoint as ckpt
+from ..config import RunConfig
+from ..errors import UserError
+from ..files import atomic_write_bytes
+from .distributed import Distributed
+from .ema import EMA
+from .losses import LossWatch
+from .metrics_log import MetricsLog
+
+
+@dataclass
+class Checkpoints:
+    run_dir: Path
+    net: torch.nn.Module
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator  # the run's draws (batches.py)
+    losses: LossWatch
+    metrics: MetricsLog
+    options: dict  # the speed options this run resolved (options.py)
+    dist: Distributed
+    device: torch.device
+    resumed_from: Path | None = None  # the checkpoint this run continues from; None: from step 0
+    saved_step: int | None = None  # the step whose checkpoint is on disk already
+
+    def restore(self, checkpoint: Path | None) -> int:
+        """Load the checkpoint a resume continues from (default: the latest) and return its step; 0 when the run
+        has none yet (it stopped before its first), which then starts afresh."""
+        run_dir = self.run_dir
+        if checkpoint is not None and Path(checkpoint).parent.resolve() != (run_dir / ckpt.CHECKPOINTS).resolve():
+            raise UserError(f"{checkpoint} is not a checkpoint of the run {run_dir}.")
+        found = Path(checkpoint) if checkpoint is not None else ckpt.latest_checkpoint(run_dir)
+        if found is None:
+            if not (run_dir / "config.json").is_file():
+                raise UserError(f"{run_dir} is not a run directory (it has no config.json).")
+            return 0
+        state = ckpt.load_training_state(found)  # its step is checked there
+        ckpt.load_into(self.net, ckpt.load_weights(found / ckpt.MODEL_FILE), found / ckpt.MODEL_FILE)
+        ckpt.load_into(self.ema.net, ckpt.load_weights(found / ckpt.EMA_FILE), found / ckpt.EMA_FILE)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self._match_optimizer_to_options()
+            self.generator.set_state(state["generator"].to(self.generator.get_state().device))
+            torch.set_rng_state(state["torch_rng"])
+            if self.device.type == "cuda" and "cuda_rng" in state:
+                torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+            self.losses.load_state(state)
+            step = state["step"]
+        except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as err:
+            raise UserError(f"{found} holds a training state that does not fit this run ({err}).") from None
+        self.resumed_from, self.saved_step = found, step
+        return step
+
+    def _match_optimizer_to_options(self) -> None:
+        """A loaded optimizer state carries the saving run's implementation flags and LR type; this run's
+        options win, so a run started without fused AdamW or CUDA graphs can resume with them and back."""
+        graph, fused = self.options["cuda_graph"], self.options["fused_adamw"]
+        for group in self.optimizer.param_groups:
+            lr = float(group["lr"])
+            group["lr"] = torch.tensor(lr, device=self.device) if graph else lr
+            group.update(fused=fused, capturable=graph, foreach=None if fused else group.get("foreach"))
+        for param_state in self.optimizer.state.values():
+            if "step" in param_state:
+                on_device = fused or graph
+                param_state["step"] = param_state["step"].to(dtype=torch.float32,
+                                                              device=self.device if on_device else "cpu")
+
+    def save(self, step: int, config: RunConfig) -> Path | None:
+        """Write the checkpoint of `step` (rank 0; every process waits for it) and return its directory."""
+        self.losses.read()  # a non-finite loss under on_nan "stop" ends the run before this save
+        if step == self.saved_step:  # an epoch end and the end of the run often fall on the same step
+            return ckpt.latest_checkpoint(self.run_dir) if self.dist.is_main else None
+        path = None
+        if self.dist.is_main:
+            state = {
+                "step": step,
+                "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                **self.losses.state(),
+            }
+            if self.device.type == "cuda":
+                state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+            try:
+                path = ckpt.save_checkpoint(self.run_dir, step, config, ckpt.plain_state_dict(self.net),
+                                            ckpt.plain_state_dict(self.ema.net), state, config.train.keep)
+            except OSError as err:
+                raise UserError(f"could not write a checkpoint to {self.run_dir} ({err.strerror or err}); "
+                                "the previous checkpoint is untouched. Free some space or choose another "
+                                "--run-dir.") from None
+        if self.dist.world_size > 1:
+            dist.barrier()
+        self.saved_step = step
+        return path
+
+    def write_run_files(self, config: RunConfig, step: int, resume: bool) -> None:
+        """config.json and, on a resume, the run directory cut back to the step it continues from. Called
+        under the run's lock: nothing is written to a run directory another process is writing to."""
+        superseded = []
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if self.resumed_from is not None:
+                superseded = ckpt.continue_from(self.run_dir, self.resumed_from, step)
+            if resume:
+                self.metrics.drop_after(step)
+            atomic_write_bytes(self.run_dir / "config.json", config.to_json().encode())
+        except OSError as err:
+            raise UserError(f"cannot write to the run directory {self.run_dir} ({err.strerror or err}).") from None
+        if not resume:
+            return
+        if self.resumed_from is None:
+            print(f"{self.run_dir} has no checkpoint yet; starting it afresh from step 0.")
+            return
+        later = ""
+        if superseded:
+            names = ", ".join(superseded)
+            later = (f"; it supersedes the later checkpoint{'s' if len(superseded) > 1 else ''} {names} (set aside, "
+                     f"deleted at the next checkpoint) and the metrics logged after step {step}")
+        print(f"resuming {self.run_dir} from step {step} ({self.resumed_from.name}){later}")
