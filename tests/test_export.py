@@ -3,6 +3,7 @@ the graph's contract, its metadata, parity with PyTorch for every sampler, and h
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -147,7 +148,7 @@ def sample_both(model, graph, sampler: str, steps: int, guidance: float, labels)
     """The sampler's result with the torch network and with the graph in onnxruntime, from the same noise."""
     results = []
     for runtime in (None, graph):
-        with_runtime = type(model)(model.net, model.diffusion, model.config, model.source, graph=runtime)
+        with_runtime = dataclasses.replace(model, graph=runtime)
         noise, generators = start_noise(model, 3, 0, len(labels))
         results.append(SAMPLERS[sampler](denoiser(with_runtime, labels, guidance), noise, model.diffusion, steps,
                                          generator=generators))
@@ -194,7 +195,7 @@ def test_an_unconditional_model_exports_with_y_and_samples_the_same(tmp_path):
     assert [i.name for i in graph.session.get_inputs()] == ["x", "t", "y"] and graph.metadata["null_class"] == 0
     noise, _ = start_noise(model, 0, 0, 2)
     torch_x0 = SAMPLERS["ddim"](denoiser(model, None, 1.0), noise, model.diffusion, 5)
-    with_graph = type(model)(model.net, model.diffusion, model.config, model.source, graph=graph)
+    with_graph = dataclasses.replace(model, graph=graph)
     onnx_x0 = SAMPLERS["ddim"](denoiser(with_graph, None, 1.0), noise, model.diffusion, 5)
     assert (torch_x0 - onnx_x0).abs().max() < PARITY
 
@@ -362,3 +363,25 @@ def test_the_export_speed_benchmark_times_each_runtime_side_by_side(tmp_path):
     for cells in rows.values():
         if cells[0].strip() != "not installed":
             assert float(cells[0]) > 0 and float(cells[3]) > 0 and float(cells[6]) < 1e-3  # ms, and agreement
+
+
+@needs_onnx
+def test_an_exported_file_whose_metadata_does_not_describe_its_graph_is_one_sentence(tmp_path, capsys):
+    import onnx
+
+    model = load_model(tiny_model(tmp_path), "cpu")
+    proto = onnx.load_from_string(onnx_bytes(model))
+    meta = json.loads(proto.metadata_props[0].value)
+    meta["config"]["net"]["image_size"] = 16  # a valid config, for another graph
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, {"tinydiffusion": json.dumps(meta)})
+    edited = tmp_path / "edited.onnx"
+    edited.write_bytes(proto.SerializeToString())
+    message = one_sentence(capsys, "sample", "--runtime", "onnxruntime", "--checkpoint", edited,
+                           "--out", tmp_path / "s.png")
+    assert "holds a graph its metadata does not describe" in message and not (tmp_path / "s.png").exists()
+    meta["config"] = {"net": "hostile"}
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, {"tinydiffusion": json.dumps(meta)})
+    edited.write_bytes(proto.SerializeToString())
+    one_sentence(capsys, "sample", "--runtime", "onnxruntime", "--checkpoint", edited, "--out", tmp_path / "s.png")

@@ -74,6 +74,13 @@ def load_onnx_model(path: str | Path, threads: int | None = None):
     graph = OnnxGraph(path, threads)
     config = RunConfig.from_dict(graph.metadata.get("config"))
     config.validate()
+    net = config.net
+    shape = [net.in_channels, net.image_size, net.image_size]
+    x = next(i for i in graph.session.get_inputs() if i.name == "x") if "x" in graph.inputs else None
+    if x is None or x.shape[1:] != shape or ("guidance" in graph.inputs) != net.guidance_input:
+        described = f"{'x'.join(map(str, shape))} images{', with a guidance input' if net.guidance_input else ''}"
+        raise UserError(f"{path} holds a graph its metadata does not describe (its config is for {described}); "
+                        "export it again.")
     return Model(None, GaussianDiffusion(config.diffusion), config, path, graph=graph)
 
 
