@@ -59,6 +59,29 @@ class DiffusionConfig:
     lognormal_mean: float = option(-1.2, "log-normal: the mean of log(sigma / alpha) (EDM's P_mean)")
     lognormal_std: float = option(1.2, "log-normal: the standard deviation of log(sigma / alpha) (EDM's P_std)")
 
+    def checks(self) -> list[tuple[bool, str]]:
+        """(condition, message) pairs that a valid diffusion section satisfies."""
+        objective = OBJECTIVES.get(self.objective)
+        return [
+            (self.schedule in SCHEDULE_NAMES, f"diffusion.schedule must be one of {', '.join(SCHEDULE_NAMES)}, "
+             f"not {self.schedule!r}"),
+            (2 <= self.timesteps <= MAX_TIMESTEPS, f"diffusion.timesteps must be between 2 and {MAX_TIMESTEPS:,}"),
+            (objective is not None, f"diffusion.objective must be one of {', '.join(OBJECTIVES)}, "
+             f"not {self.objective!r}"),
+            (objective is None or objective.defined_at_zero_snr
+             or not (self.zero_terminal_snr or self.schedule == "rectified-flow"),
+             f"diffusion.zero_terminal_snr and the rectified-flow schedule reach SNR 0, where objective "
+             f"{self.objective} is undefined; use v, x0 or flow"),
+            (self.timestep_sampling in TIMESTEP_SAMPLINGS,
+             f"diffusion.timestep_sampling must be one of {', '.join(TIMESTEP_SAMPLINGS)}"),
+            (self.logit_std > 0 and self.lognormal_std > 0,
+             "diffusion.logit_std and diffusion.lognormal_std must be positive"),
+            (self.loss_weighting in ("none", "min-snr"), "diffusion.loss_weighting must be 'none' or 'min-snr'"),
+            (0 < self.beta_start < self.beta_end < 1, "need 0 < diffusion.beta_start < diffusion.beta_end < 1"),
+            (0 <= self.cosine_s <= 1, "diffusion.cosine_s must be between 0 and 1"),
+            (self.min_snr_gamma > 0, "diffusion.min_snr_gamma must be positive"),
+        ]
+
 
 @dataclass
 class TrainConfig:
@@ -105,6 +128,50 @@ class TrainConfig:
     planned_steps: int = recorded(0, "the step count a time budget planned (0: none planned yet)")
     planned_at: int = recorded(0, "the step at which it was planned (the learning rate decays from there)")
 
+    def checks(self) -> list[tuple[bool, str]]:
+        """(condition, message) pairs that a valid train section satisfies."""
+        switches = ("auto", "on", "off")
+        return [
+            (self.epochs >= 1 or self.max_steps >= 1, "train.epochs must be at least 1"),
+            (0 <= self.epochs <= MAX_STEPS, "train.epochs must not be negative"),
+            (0 <= self.max_steps <= MAX_STEPS, f"train.max_steps must be 0 (no limit) or up to {MAX_STEPS:.0e}"),
+            (1 <= self.batch_size <= 1 << 20, "train.batch_size must be between 1 and 1,048,576"),
+            (0 < self.lr <= 1, "train.lr must be above 0 and at most 1"),
+            (self.lr_schedule in ("constant", "cosine"), "train.lr_schedule must be 'constant' or 'cosine'"),
+            (0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio must be between 0 and 1 (a fraction of train.lr)"),
+            (self.weight_decay >= 0 and self.grad_clip >= 0,
+             "train.weight_decay and train.grad_clip must not be negative"),
+            (0.0 <= self.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
+            (0.0 <= self.label_dropout < 1.0, "train.label_dropout must be in [0, 1)"),
+            (0 <= self.seed <= MAX_TRAIN_SEED, f"train.seed must be between 0 and {MAX_TRAIN_SEED}"),
+            (1 <= self.log_every <= MAX_STEPS, "train.log_every must be at least 1"),
+            (0 <= self.warmup_steps <= MAX_STEPS and 0 <= self.checkpoint_every <= MAX_STEPS,
+             "step counts must not be negative"),
+            (self.max_seconds >= 0 and self.minutes >= 0, "train.max_seconds and train.minutes must be 0 (no budget) "
+             "or positive"),
+            (not (self.max_seconds and self.minutes) or math.isclose(self.max_seconds, 60 * self.minutes),
+             "set the time budget once: train.minutes or train.max_seconds"),
+            (self.ema_std == 0 or 0.001 <= self.ema_std <= 0.28,
+             "train.ema_std must be 0 (off) or between 0.001 and 0.28"),
+            (0 <= self.sample_every <= MAX_STEPS and 0 <= self.planned_at <= self.planned_steps <= MAX_STEPS,
+             "train.sample_every must be 0 (at epoch ends) or a number of steps"),
+            (1 <= self.keep <= 1000, "train.keep must be between 1 and 1000"),
+            (self.on_nan in ("stop", "skip"), "train.on_nan must be 'stop' or 'skip'"),
+            (DEVICE_PATTERN.fullmatch(self.device) is not None, f"train.device must be auto, cpu, cuda or cuda:N, "
+             f"not {self.device!r}"),
+            (self.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),
+            (self.compile in switches, "train.compile must be auto, on or off"),
+            (self.channels_last in switches, "train.channels_last must be auto, on or off"),
+            (self.fused_adamw in switches, "train.fused_adamw must be auto, on or off"),
+            (self.cuda_graph in switches, "train.cuda_graph must be auto, on or off"),
+            (self.compile_mode in COMPILE_MODES, f"train.compile_mode must be one of {', '.join(COMPILE_MODES)}"),
+            (0 <= self.sample_num <= 10_000 and 1 <= self.sample_steps <= MAX_TIMESTEPS,
+             "train.sample_num must be between 0 and 10,000, and train.sample_steps at least 1"),
+            (self.eval_every >= 0, "train.eval_every must be 0 (off) or a number of epochs"),
+            (10 <= self.eval_num <= 1_000_000, "train.eval_num must be between 10 and 1,000,000"),
+            (0 <= self.threads <= 1024, "train.threads must be between 0 (torch's default) and 1024"),
+        ]
+
 
 @dataclass
 class DataConfig:
@@ -123,6 +190,17 @@ class DataConfig:
     class_names: tuple[str, ...] = recorded((), "the class names")
     prepared_sha256: str = recorded("", "the prepared array's SHA-256")
 
+    def checks(self) -> list[tuple[bool, str]]:
+        """(condition, message) pairs that a valid data section satisfies."""
+        return [
+            (bool(self.source.strip()), "data.source must name a dataset, a folder or a file"),
+            (self.image_size == 0 or 4 <= self.image_size <= MAX_IMAGE_SIZE,
+             f"data.image_size must be 0 (the source's own) or between 4 and {MAX_IMAGE_SIZE}"),
+            (self.channels in (0, 1, 3), "data.channels must be 0 (the source's own), 1 or 3"),
+            (self.alpha_background in ("white", "black"), "data.alpha_background must be white or black"),
+            (self.memory_limit_mb >= 0, "data.memory_limit_mb must be a finite size, 0 or more"),
+        ]
+
 
 @dataclass
 class DistillConfig:
@@ -140,6 +218,26 @@ class DistillConfig:
     guidance_max: float = option(3.0, "the highest guidance scale the student learns")
     sampler: str = recorded("ddim", "the sampler the student's steps are taken with (set by the method)")
     teacher_sha256: str = recorded("", "the teacher's weights' SHA-256, so a resumed run uses the same teacher")
+
+    def checks(self) -> list[tuple[bool, str]]:
+        """(condition, message) pairs that a valid distill section satisfies (the teacher's steps against the
+        process's: RunConfig.validate)."""
+        student_sampler = DISTILL_METHODS.get(self.method)
+        return [
+            (0 <= self.steps <= 1000, "distill.steps must be between 1 and 1,000 (0: not a student)"),
+            (student_sampler is not None, f"distill.method must be one of {', '.join(DISTILL_METHODS)}"),
+            (self.sampler == (student_sampler or self.sampler),
+             f"distill.sampler must be the {self.method} method's {student_sampler}"),
+            (self.steps == 0 or bool(self.teacher), "a student (distill.steps) needs its distill.teacher"),
+            (self.teacher_sampler in TEACHER_SAMPLERS,
+             f"distill.teacher_sampler must be one of {', '.join(TEACHER_SAMPLERS)} (deterministic, on the model's "
+             "own steps)"),
+            (self.steps == 0 or self.method != "trajectory" or self.teacher_steps % self.steps == 0,
+             f"distill.teacher_steps must be a multiple of the student's {self.steps} steps (the trajectory "
+             "method's levels lie on the teacher's)"),
+            (0 <= self.guidance_min <= self.guidance_max <= MAX_GUIDANCE,
+             f"need 0 <= distill.guidance_min <= distill.guidance_max <= {MAX_GUIDANCE:g}"),
+        ]
 
 
 TRAINING_SECTIONS = ("net", "diffusion", "train", "data")  # what `train` sets; `distill` sets train and distill
@@ -202,91 +300,20 @@ class RunConfig:
 
     def validate(self) -> None:
         """Reject impossible settings before any work starts. A config read from disk is untrusted, so every
-        number is checked to be finite and in a range where the code does something sensible."""
+        number is checked to be finite and in a range where the code does something sensible. Each section checks
+        itself (its `checks()`); the checks here are those across sections."""
         for name in SECTIONS:
             section = getattr(self, name)
             for f in dataclasses.fields(section):
                 value = getattr(section, f.name)
                 if isinstance(value, float) and not math.isfinite(value):
                     raise UserError(f"{name}.{f.name} must be a finite number, not {value}.")
-        n, d, t, data, distill = self.net, self.diffusion, self.train, self.data, self.distill
+        n, d, distill = self.net, self.diffusion, self.distill
         checks = [
             (NETWORKS.get(n.kind) is type(n), f"net.kind must be one of {', '.join(NETWORKS)}, not {n.kind!r}"),
-            *n.checks(),
-            (d.schedule in SCHEDULE_NAMES, f"diffusion.schedule must be one of {', '.join(SCHEDULE_NAMES)}, "
-             f"not {d.schedule!r}"),
-            (2 <= d.timesteps <= MAX_TIMESTEPS, f"diffusion.timesteps must be between 2 and {MAX_TIMESTEPS:,}"),
-            (d.objective in OBJECTIVES, f"diffusion.objective must be one of {', '.join(OBJECTIVES)}, "
-             f"not {d.objective!r}"),
-            (d.objective not in OBJECTIVES or OBJECTIVES[d.objective].defined_at_zero_snr
-             or not (d.zero_terminal_snr or d.schedule == "rectified-flow"),
-             f"diffusion.zero_terminal_snr and the rectified-flow schedule reach SNR 0, where objective "
-             f"{d.objective} is undefined; use v, x0 or flow"),
-            (d.timestep_sampling in TIMESTEP_SAMPLINGS,
-             f"diffusion.timestep_sampling must be one of {', '.join(TIMESTEP_SAMPLINGS)}"),
-            (d.logit_std > 0 and d.lognormal_std > 0,
-             "diffusion.logit_std and diffusion.lognormal_std must be positive"),
-            (d.loss_weighting in ("none", "min-snr"), "diffusion.loss_weighting must be 'none' or 'min-snr'"),
-            (0 < d.beta_start < d.beta_end < 1, "need 0 < diffusion.beta_start < diffusion.beta_end < 1"),
-            (0 <= d.cosine_s <= 1, "diffusion.cosine_s must be between 0 and 1"),
-            (d.min_snr_gamma > 0, "diffusion.min_snr_gamma must be positive"),
-            (t.epochs >= 1 or t.max_steps >= 1, "train.epochs must be at least 1"),
-            (0 <= t.epochs <= MAX_STEPS, "train.epochs must not be negative"),
-            (0 <= t.max_steps <= MAX_STEPS, f"train.max_steps must be 0 (no limit) or up to {MAX_STEPS:.0e}"),
-            (1 <= t.batch_size <= 1 << 20, "train.batch_size must be between 1 and 1,048,576"),
-            (0 < t.lr <= 1, "train.lr must be above 0 and at most 1"),
-            (t.lr_schedule in ("constant", "cosine"), "train.lr_schedule must be 'constant' or 'cosine'"),
-            (0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio must be between 0 and 1 (a fraction of train.lr)"),
-            (t.weight_decay >= 0 and t.grad_clip >= 0, "train.weight_decay and train.grad_clip must not be negative"),
-            (0.0 <= t.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
-            (0.0 <= t.label_dropout < 1.0, "train.label_dropout must be in [0, 1)"),
-            (0 <= t.seed <= MAX_TRAIN_SEED, f"train.seed must be between 0 and {MAX_TRAIN_SEED}"),
-            (1 <= t.log_every <= MAX_STEPS, "train.log_every must be at least 1"),
-            (0 <= t.warmup_steps <= MAX_STEPS and 0 <= t.checkpoint_every <= MAX_STEPS,
-             "step counts must not be negative"),
-            (t.max_seconds >= 0 and t.minutes >= 0, "train.max_seconds and train.minutes must be 0 (no budget) "
-             "or positive"),
-            (not (t.max_seconds and t.minutes) or math.isclose(t.max_seconds, 60 * t.minutes),
-             "set the time budget once: train.minutes or train.max_seconds"),
-            (t.ema_std == 0 or 0.001 <= t.ema_std <= 0.28, "train.ema_std must be 0 (off) or between 0.001 and 0.28"),
-            (0 <= t.sample_every <= MAX_STEPS and 0 <= t.planned_at <= t.planned_steps <= MAX_STEPS,
-             "train.sample_every must be 0 (at epoch ends) or a number of steps"),
-            (1 <= t.keep <= 1000, "train.keep must be between 1 and 1000"),
-            (t.on_nan in ("stop", "skip"), "train.on_nan must be 'stop' or 'skip'"),
-            (DEVICE_PATTERN.fullmatch(t.device) is not None, f"train.device must be auto, cpu, cuda or cuda:N, "
-             f"not {t.device!r}"),
-            (t.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),
-            (t.compile in ("auto", "on", "off"), "train.compile must be auto, on or off"),
-            (t.channels_last in ("auto", "on", "off"), "train.channels_last must be auto, on or off"),
-            (t.fused_adamw in ("auto", "on", "off"), "train.fused_adamw must be auto, on or off"),
-            (t.cuda_graph in ("auto", "on", "off"), "train.cuda_graph must be auto, on or off"),
-            (t.compile_mode in COMPILE_MODES, f"train.compile_mode must be one of {', '.join(COMPILE_MODES)}"),
-            (0 <= t.sample_num <= 10_000 and 1 <= t.sample_steps <= MAX_TIMESTEPS,
-             "train.sample_num must be between 0 and 10,000, and train.sample_steps at least 1"),
-            (t.eval_every >= 0, "train.eval_every must be 0 (off) or a number of epochs"),
-            (10 <= t.eval_num <= 1_000_000, "train.eval_num must be between 10 and 1,000,000"),
-            (0 <= t.threads <= 1024, "train.threads must be between 0 (torch's default) and 1024"),
-            (bool(data.source.strip()), "data.source must name a dataset, a folder or a file"),
-            (data.image_size == 0 or 4 <= data.image_size <= MAX_IMAGE_SIZE,
-             f"data.image_size must be 0 (the source's own) or between 4 and {MAX_IMAGE_SIZE}"),
-            (data.channels in (0, 1, 3), "data.channels must be 0 (the source's own), 1 or 3"),
-            (data.alpha_background in ("white", "black"), "data.alpha_background must be white or black"),
-            (data.memory_limit_mb >= 0, "data.memory_limit_mb must be a finite size, 0 or more"),
-            (0 <= distill.steps <= 1000, "distill.steps must be between 1 and 1,000 (0: not a student)"),
-            (distill.method in DISTILL_METHODS, f"distill.method must be one of {', '.join(DISTILL_METHODS)}"),
-            (distill.sampler == DISTILL_METHODS.get(distill.method, distill.sampler),
-             f"distill.sampler must be the {distill.method} method's {DISTILL_METHODS.get(distill.method)}"),
-            (distill.steps == 0 or bool(distill.teacher), "a student (distill.steps) needs its distill.teacher"),
-            (distill.teacher_sampler in TEACHER_SAMPLERS,
-             f"distill.teacher_sampler must be one of {', '.join(TEACHER_SAMPLERS)} (deterministic, on the model's "
-             "own steps)"),
+            *(check for name in SECTIONS for check in getattr(self, name).checks()),
             (1 <= distill.teacher_steps <= d.timesteps,
              f"distill.teacher_steps must be between 1 and the model's {d.timesteps}"),
-            (distill.steps == 0 or distill.method != "trajectory" or distill.teacher_steps % distill.steps == 0,
-             f"distill.teacher_steps must be a multiple of the student's {distill.steps} steps (the trajectory "
-             "method's levels lie on the teacher's)"),
-            (0 <= distill.guidance_min <= distill.guidance_max <= MAX_GUIDANCE,
-             f"need 0 <= distill.guidance_min <= distill.guidance_max <= {MAX_GUIDANCE:g}"),
         ]
         for ok, message in checks:
             if not ok:
