@@ -16,10 +16,13 @@ from tinydiffusion.config import DiffusionConfig, RunConfig, apply_overrides
 from tinydiffusion.defaults import DEFAULT_STEPS
 from tinydiffusion.diffusion import GaussianDiffusion
 from tinydiffusion.errors import UserError
-from tinydiffusion.fields import option
+from tinydiffusion.fields import Choice, option
+from tinydiffusion.loss_weighting import LOSS_WEIGHTINGS
 from tinydiffusion.nets import NETWORKS, NetConfig
 from tinydiffusion.samplers import CLEAN, SAMPLERS, Sampler, karras_levels, uniform_levels
 from tinydiffusion.samplers.ddim import ddim
+from tinydiffusion.schedules import SCHEDULES, Schedule
+from tinydiffusion.timestep_sampling import TIMESTEP_SAMPLINGS
 from tinydiffusion.training import train
 
 PROCESSES = {
@@ -160,6 +163,34 @@ def test_a_network_is_its_config_class_and_one_registration(tiny_data_dir, tmp_p
     with pytest.raises(UserError, match="--net.base_channels is a setting of the unet network, and this run's "
                                         "network is tiny-conv"):
         apply_overrides(config, {"net.base_channels": "8"})
+
+
+def test_a_schedule_a_time_draw_and_a_loss_weighting_are_one_function_and_one_registration(tiny_data_dir, tmp_path,
+                                                                                          monkeypatch):
+    monkeypatch.setitem(SCHEDULES, "constant", Schedule(
+        lambda d: torch.full((d.timesteps,), 0.01, dtype=torch.float64), "every beta 0.01"))
+    monkeypatch.setitem(TIMESTEP_SAMPLINGS, "noisy-half", Choice(
+        lambda diffusion, batch, generator, device: 0.5 + 0.5 * torch.rand(batch, generator=generator, device=device,
+                                                                           dtype=torch.float64), "t above 0.5"))
+    monkeypatch.setitem(LOSS_WEIGHTINGS, "snr-capped", Choice(lambda snr, diffusion: snr.clamp(max=2.0),
+                                                              "SNR, at most 2"))
+    config = smoke_config(tiny_data_dir, **{"diffusion.schedule": "constant", "train.max_steps": 3,
+                                            "diffusion.timestep_sampling": "noisy-half",
+                                            "diffusion.loss_weighting": "snr-capped"})
+    result = train(config, tmp_path / "run", progress=False)
+    assert result.step == 3 and math.isfinite(result.final_loss)
+    diffusion = GaussianDiffusion(config.diffusion)
+    assert torch.allclose(diffusion.betas, torch.full((config.diffusion.timesteps,), 0.01, dtype=torch.float64))
+    assert (diffusion.draw_times(64, torch.Generator().manual_seed(0), "cpu") >= 0.5).all()
+    with pytest.raises(UserError, match="diffusion.schedule must be one of linear, cosine, rectified-flow, constant, "):
+        apply_overrides(config, {"diffusion.schedule": "nope"}).validate()
+
+
+def test_the_help_of_a_registry_field_names_each_entry():
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(DiffusionConfig)}
+    for name, registry in (("schedule", SCHEDULES), ("timestep_sampling", TIMESTEP_SAMPLINGS),
+                           ("loss_weighting", LOSS_WEIGHTINGS)):
+        assert all(f"{entry} ({choice.help})" in helps[name] for entry, choice in registry.items()), name
 
 
 def test_configs_of_the_flat_format_still_load():

@@ -15,10 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
-from .fields import option, recorded
+from .fields import choices_help, option, recorded
+from .loss_weighting import LOSS_WEIGHTINGS
 from .nets import NETWORKS, NetConfig, UNetConfig, network_config
 from .nets.base import MAX_IMAGE_SIZE
 from .objectives import OBJECTIVES
+from .schedules import SCHEDULES
+from .timestep_sampling import TIMESTEP_SAMPLINGS
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -32,28 +35,24 @@ MAX_TIMESTEPS = 100_000
 DISTILL_METHODS = {"trajectory": "ddim", "consistency": "consistency"}  # each method's student's sampler
 TEACHER_SAMPLERS = ("dpmpp-2m", "ddim")  # deterministic, on the process's own steps: a student's levels lie on them
 MAX_GUIDANCE = 100.0
-TIMESTEP_SAMPLINGS = ("uniform", "logit-normal", "log-normal")
 MAX_STEPS = 10**12
 MAX_TRAIN_SEED = 2**32 - 1  # epoch_order mixes the seed into a 64-bit generator seed
 MAX_CONFIG_BYTES = 1 << 20
-SCHEDULE_NAMES = ("linear", "cosine", "rectified-flow")  # schedules.make_betas builds each
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
 
 
 @dataclass
 class DiffusionConfig:
-    schedule: str = option("cosine", "noise schedule: linear (Ho et al. 2020), cosine (Nichol & Dhariwal 2021), or "
-                           "rectified-flow, the straight path of flow matching (Liu et al. 2022; use objective flow)")
+    schedule: str = option("cosine", f"noise schedule: {choices_help(SCHEDULES)}")
     timesteps: int = option(1000, "T, the number of steps of the forward process")
     beta_start: float = option(1e-4, "linear schedule: the first beta")
     beta_end: float = option(0.02, "linear schedule: the last beta")
     cosine_s: float = option(0.008, "cosine schedule: the offset s")
     zero_terminal_snr: bool = option(False, "rescale so x_T is pure noise (Lin et al. 2023; needs objective v or x0)")
     objective: str = option("eps", f"what the network predicts: {', '.join(OBJECTIVES)} (objectives/)")
-    loss_weighting: str = option("none", "none, or min-snr (Hang et al. 2023)")
+    loss_weighting: str = option("none", f"how the loss weights each noise level: {choices_help(LOSS_WEIGHTINGS)}")
     min_snr_gamma: float = option(5.0, "min-snr: the SNR at which the weight is capped")
-    timestep_sampling: str = option("uniform", "how training draws t: uniform, logit-normal (Esser et al. 2024), or "
-                                    "log-normal in the noise level (EDM, Karras et al. 2022)")
+    timestep_sampling: str = option("uniform", f"how training draws t: {choices_help(TIMESTEP_SAMPLINGS)}")
     logit_mean: float = option(0.0, "logit-normal: the mean of the logit of t / T")
     logit_std: float = option(1.0, "logit-normal: the standard deviation of the logit of t / T")
     lognormal_mean: float = option(-1.2, "log-normal: the mean of log(sigma / alpha) (EDM's P_mean)")
@@ -61,22 +60,24 @@ class DiffusionConfig:
 
     def checks(self) -> list[tuple[bool, str]]:
         """(condition, message) pairs that a valid diffusion section satisfies."""
-        objective = OBJECTIVES.get(self.objective)
+        objective, schedule = OBJECTIVES.get(self.objective), SCHEDULES.get(self.schedule)
+        reach_zero_snr = " and ".join(f"the {name} schedule" for name, s in SCHEDULES.items() if s.reaches_zero_snr)
         return [
-            (self.schedule in SCHEDULE_NAMES, f"diffusion.schedule must be one of {', '.join(SCHEDULE_NAMES)}, "
+            (schedule is not None, f"diffusion.schedule must be one of {', '.join(SCHEDULES)}, "
              f"not {self.schedule!r}"),
             (2 <= self.timesteps <= MAX_TIMESTEPS, f"diffusion.timesteps must be between 2 and {MAX_TIMESTEPS:,}"),
             (objective is not None, f"diffusion.objective must be one of {', '.join(OBJECTIVES)}, "
              f"not {self.objective!r}"),
             (objective is None or objective.defined_at_zero_snr
-             or not (self.zero_terminal_snr or self.schedule == "rectified-flow"),
-             f"diffusion.zero_terminal_snr and the rectified-flow schedule reach SNR 0, where objective "
+             or not (self.zero_terminal_snr or (schedule is not None and schedule.reaches_zero_snr)),
+             f"diffusion.zero_terminal_snr and {reach_zero_snr} reach SNR 0, where objective "
              f"{self.objective} is undefined; use v, x0 or flow"),
             (self.timestep_sampling in TIMESTEP_SAMPLINGS,
              f"diffusion.timestep_sampling must be one of {', '.join(TIMESTEP_SAMPLINGS)}"),
             (self.logit_std > 0 and self.lognormal_std > 0,
              "diffusion.logit_std and diffusion.lognormal_std must be positive"),
-            (self.loss_weighting in ("none", "min-snr"), "diffusion.loss_weighting must be 'none' or 'min-snr'"),
+            (self.loss_weighting in LOSS_WEIGHTINGS,
+             f"diffusion.loss_weighting must be {' or '.join(repr(name) for name in LOSS_WEIGHTINGS)}"),
             (0 < self.beta_start < self.beta_end < 1, "need 0 < diffusion.beta_start < diffusion.beta_end < 1"),
             (0 <= self.cosine_s <= 1, "diffusion.cosine_s must be between 0 and 1"),
             (self.min_snr_gamma > 0, "diffusion.min_snr_gamma must be positive"),

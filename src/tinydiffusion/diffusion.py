@@ -17,8 +17,10 @@ import torch
 from torch import nn
 
 from .config import DiffusionConfig
+from .loss_weighting import LOSS_WEIGHTINGS
 from .objectives import OBJECTIVES
 from .schedules import make_betas
+from .timestep_sampling import TIMESTEP_SAMPLINGS
 
 Network = Callable[..., torch.Tensor]  # net(x_t, t, y) -> prediction shaped like x_t
 
@@ -109,20 +111,9 @@ class GaussianDiffusion:
         return self.step_time(high - 1 + w)
 
     def draw_times(self, batch: int, generator: torch.Generator, device) -> torch.Tensor:
-        """Times t for a training batch, in float64, as diffusion.timestep_sampling says:
-        - uniform: a uniformly drawn step (Ho et al. 2020);
-        - logit-normal: a step at sigmoid(N(logit_mean, logit_std)) of the way (Esser et al. 2024, eq. 19),
-          which trains the middle noise levels more often;
-        - log-normal: EDM's log(sigma / alpha) ~ N(lognormal_mean, lognormal_std) (Karras et al. 2022, table 1),
-          at any time between the steps."""
-        d, T = self.config, self.num_timesteps
-        if d.timestep_sampling == "uniform":
-            return self.step_time(torch.randint(0, T, (batch,), generator=generator, device=device))
-        u = torch.randn(batch, generator=generator, device=device)
-        if d.timestep_sampling == "logit-normal":
-            steps = (torch.sigmoid(u * d.logit_std + d.logit_mean) * T).long().clamp(max=T - 1)
-            return self.step_time(steps)
-        return self.time_of_noise((u.double() * d.lognormal_std + d.lognormal_mean).exp())
+        """Times t for a training batch, in float64, drawn as diffusion.timestep_sampling says (timestep_sampling.py:
+        uniform over the steps, logit-normal, or log-normal in the noise level as EDM does)."""
+        return TIMESTEP_SAMPLINGS[self.config.timestep_sampling].run(self, batch, generator, device)
 
     # --- forward process --------------------------------------------------------------------
 
@@ -150,19 +141,12 @@ class GaussianDiffusion:
     # --- training ---------------------------------------------------------------------------
 
     def loss_weight(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Per-sample loss weight. Min-SNR-gamma (Hang et al. 2023, eq. 11 and sec. 3.4).
-
-        The paper's weight on the x_0 error is min(SNR, gamma). Each objective's squared error is a
-        rescaled x_0 error (||eps - eps'||^2 = SNR ||x0 - x0'||^2, for one), so its weight is min(SNR, gamma)
-        divided by that scale, which the objective gives.
-        """
+        """Per-sample loss weight, as diffusion.loss_weighting says (loss_weighting.py: none, or Min-SNR-gamma)."""
         (snr,) = self._shaped(t, x, "snr")
         return self._weight(snr)
 
     def _weight(self, snr: torch.Tensor) -> torch.Tensor:
-        if self.config.loss_weighting == "none":
-            return torch.ones_like(snr)
-        return snr.clamp(max=self.config.min_snr_gamma) / self.objective.error_scale(snr)
+        return LOSS_WEIGHTINGS[self.config.loss_weighting].run(snr, self)
 
     def training_loss(
         self,
