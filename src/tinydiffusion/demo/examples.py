@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..config import DataConfig
-from ..data import _locate, load_data, named_dataset
+from ..data import load_data, locate, named_dataset
 from ..data.images import Shape, SkipImage, array_to_image, open_image, shape_image
 from ..errors import UserError
 
@@ -25,7 +25,7 @@ def examples(data: DataConfig, shape: tuple[int, int, int], count: int = COUNT
     data = dataclasses.replace(data, download=False)
     for split in ("test", "train"):
         try:
-            located = _locate(data, split, progress=False)
+            located = locate(data, split, progress=False)
         except UserError:  # not on this machine, or not data at all
             return None
         if located is None:
