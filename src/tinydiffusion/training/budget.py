@@ -19,9 +19,9 @@ MIN_TIMED_STEPS = 5
 # The speed is timed from 5% to 50% of the budget, with the learning rate held at its peak; it then decays over
 # the second half. A CPU's first seconds run slower than its steady state, and a shared machine's speed drifts by
 # 20% within minutes (docs/colour.md): half the run is timed, so that the plan rests on the speed the run will
-# see. Holding the peak and decaying at the end is a warm-up-stable-decay schedule, which matches a cosine decay
-# over the whole run at equal length (Hagele et al. 2024, "Scaling laws and compute-optimal training beyond fixed
-# training durations", sec. 3).
+# see. Holding the peak and decaying at the end is a warm-up-stable-decay schedule, reported to match a cosine
+# decay over the whole run at equal length (Hagele et al. 2024, "Scaling laws and compute-optimal training beyond
+# fixed training durations"); not yet measured here against the earlier early decay.
 TIMED_FROM, TIMED_UNTIL = 0.05, 0.50
 MARGIN = 0.98  # plan to end a little before the budget: the final checkpoint and grid take time too
 
