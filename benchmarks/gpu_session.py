@@ -85,26 +85,41 @@ def preset_config(args, name="fashion-mnist", **overrides):
     return apply_overrides(get_preset(name), {**base, **overrides})
 
 
-def graph_check(args, out: Path) -> dict:
-    """The CUDA-graph step against the eager one: 40 steps each from one seed, NaN noise at step 20
-    (a replayed step) so the device-side skip is exercised; losses and final weights compared."""
-    bad_step = 20
-    if not torch.cuda.is_available():
-        return {"skipped": "no GPU"}
+BAD_STEP = 20  # graph_check's poisoned step: after the warm-up steps and the capture, so a replayed one
 
-    def poison(step: int, batch: Batch) -> Batch:  # the Trainer's batch hook: NaN noise at bad_step, by name
+
+def poison_noise_at(bad_step: int):
+    """The Trainer's batch hook for graph_check: NaN noise at `bad_step`, the batch's other parts as drawn. The
+    noise is named, not unpacked by position, so a change of the batch's order cannot poison something else."""
+    def poison(step: int, batch: Batch) -> Batch:
         return dataclasses.replace(batch, noise=batch.noise * float("nan")) if step == bad_step else batch
 
+    return poison
+
+
+def poisoned_runs(config, work: Path, graphs: tuple[str, ...], bad_step: int = BAD_STEP) -> dict:
+    """graph_check's core: `config` trained once per train.cuda_graph setting in `graphs`, with NaN noise at
+    `bad_step`; each run's metrics records and final weights."""
     runs = {}
-    for graph in ("off", "on"):
-        config = preset_config(args, **{"train.max_steps": 40, "train.log_every": 10, "train.cuda_graph": graph,
-                                        "train.fused_adamw": "on", "train.on_nan": "skip", "train.precision": "fp32"})
-        run = out / "work" / f"graph-check-{graph}"
+    for graph in graphs:
+        run = work / f"graph-check-{graph}"
         shutil.rmtree(run, ignore_errors=True)
-        trainer = Trainer(config, run, progress=False, on_batch=poison)
+        trainer = Trainer(apply_overrides(config, {"train.cuda_graph": graph}), run, progress=False,
+                          on_batch=poison_noise_at(bad_step))
         trainer.run()
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         runs[graph] = (records, {k: v.detach().clone() for k, v in trainer.net.state_dict().items()})
+    return runs
+
+
+def graph_check(args, out: Path) -> dict:
+    """The CUDA-graph step against the eager one: 40 steps each from one seed, NaN noise at step 20
+    (a replayed step) so the device-side skip is exercised; losses and final weights compared."""
+    if not torch.cuda.is_available():
+        return {"skipped": "no GPU"}
+    config = preset_config(args, **{"train.max_steps": 40, "train.log_every": 10, "train.fused_adamw": "on",
+                                    "train.on_nan": "skip", "train.precision": "fp32"})
+    runs = poisoned_runs(config, out / "work", ("off", "on"))
     (eager_records, eager), (graph_records, graph) = runs["off"], runs["on"]
     max_diff = max((eager[k].float() - graph[k].float()).abs().max().item() for k in eager)
     return {"eager_losses": [r["loss"] for r in eager_records], "graph_losses": [r["loss"] for r in graph_records],
