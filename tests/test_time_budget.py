@@ -17,6 +17,7 @@ from tinydiffusion.errors import UserError
 from tinydiffusion.training import EMA, Trainer, train
 from tinydiffusion.training.budget import MARGIN, StepPlanner
 from tinydiffusion.training.ema import power_ema_exponent
+from tinydiffusion.training.trainer import learning_rate
 
 
 def test_the_planner_times_the_steady_steps_and_fills_the_budget():
@@ -64,7 +65,9 @@ def test_a_budget_plans_the_run_records_the_plan_and_decays_the_learning_rate(ti
     assert wall < 4 + 3  # the loop ends at the budget; loading and the final checkpoint take a little more
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["step"] == planned
-    assert last["lr"] == pytest.approx(0.1 * config.train.lr, rel=0.02)  # the cosine decay ran to its end
+    recorded = load_config(run / "config.json")
+    assert recorded.train.planned_at >= 10 and last["lr"] < 0.2 * config.train.lr  # held, then decayed to the end
+    assert last["lr"] == pytest.approx(learning_rate(recorded, planned - 1, planned))  # the last step's rate
 
 
 @pytest.mark.parametrize("when", ["before-the-plan", "after-the-plan"])
