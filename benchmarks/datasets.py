@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from baselines import lscpu_fields
 from options import cpu_name, rates, report
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -144,26 +145,22 @@ def run_worker(name: str, cache: Path, **kwargs) -> dict:
 
 def lscpu_name() -> str:
     """The CPU as lscpu names it (model name, cores, threads per core, caches), else /proc/cpuinfo's name."""
-    try:
-        fields = dict(line.split(":", 1) for line in subprocess.run(
-            ["lscpu"], capture_output=True, text=True, check=True, env={**os.environ, "LC_ALL": "C"},
-        ).stdout.splitlines() if ":" in line)
-        fields = {key.strip(): value.strip() for key, value in fields.items()}
-        parts = [f"{fields.get('Model name', '?')} ({fields.get('Vendor ID', '?')}, "
-                 f"family {fields.get('CPU family', '?')} model {fields.get('Model', '?')})",
-                 f"{fields.get('CPU(s)', '?')} logical CPUs",
-                 f"{fields.get('Core(s) per socket', '?')} cores per socket, "
-                 f"{fields.get('Thread(s) per core', '?')} thread(s) per core"]
-        if fields.get("L3 cache"):
-            parts.append(f"L3 {fields['L3 cache']}")
-        if fields.get("Hypervisor vendor"):
-            parts.append(f"virtualised ({fields['Hypervisor vendor']})")
-        flags = fields.get("Flags", "").split()
-        wide = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
-        parts.append(f"vector extensions: {', '.join(wide) or 'none of avx2/avx512'}")
-        return "; ".join(parts)
-    except (OSError, subprocess.CalledProcessError, ValueError):
+    fields = lscpu_fields()
+    if not fields:
         return cpu_name()
+    parts = [f"{fields.get('Model name', '?')} ({fields.get('Vendor ID', '?')}, "
+             f"family {fields.get('CPU family', '?')} model {fields.get('Model', '?')})",
+             f"{fields.get('CPU(s)', '?')} logical CPUs",
+             f"{fields.get('Core(s) per socket', '?')} cores per socket, "
+             f"{fields.get('Thread(s) per core', '?')} thread(s) per core"]
+    if fields.get("L3 cache"):
+        parts.append(f"L3 {fields['L3 cache']}")
+    if fields.get("Hypervisor vendor"):
+        parts.append(f"virtualised ({fields['Hypervisor vendor']})")
+    flags = fields.get("Flags", "").split()
+    wide = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
+    parts.append(f"vector extensions: {', '.join(wide) or 'none of avx2/avx512'}")
+    return "; ".join(parts)
 
 
 def code_version() -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import socket
 import statistics
@@ -31,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+from baselines import cpu_flags, cpu_model
 
 from tinydiffusion.demo import handlers
 from tinydiffusion.files import atomic_write_bytes
@@ -42,15 +42,9 @@ NUM = 16
 
 def cpu() -> str:
     """The CPU as lscpu names it, with its core count and widest vector instructions."""
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
-    except (OSError, subprocess.CalledProcessError):
-        return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
-    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
-    flags = fields.get("Flags", "").split()
+    flags = cpu_flags()
     vectors = "AVX-512" if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags else "no AVX2"
-    name, count = fields.get("Model name") or platform.processor(), fields.get("CPU(s)", os.cpu_count())
-    return f"{name} ({count} CPUs, {vectors})"
+    return f"{cpu_model()} ({os.cpu_count()} CPUs, {vectors})"
 
 
 def cpu_seconds() -> tuple[float, float]:

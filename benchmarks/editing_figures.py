@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from baselines import cpu_model
 
 from tinydiffusion.config import DataConfig
 from tinydiffusion.data import load_data
@@ -134,8 +133,7 @@ def main() -> None:
     img2img_figure(model, images, labels, figures / "img2img.png")
     interpolation_figure(model, images, labels, figures / "interpolate.png")
     print("figures written", flush=True)
-    report = {"cpu": subprocess.run(["sh", "-c", "lscpu | grep 'Model name'"], capture_output=True,
-                                    text=True).stdout.split(":")[-1].strip() or platform.processor(),
+    report = {"cpu": cpu_model(),
               "torch": torch.__version__, "threads": torch.get_num_threads(),
               "seconds": timings(model, images[0])}
     print(report["seconds"], flush=True)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+from baselines import cpu_flags, cpu_model
 
 from tinydiffusion.config import apply_overrides
 from tinydiffusion.files import atomic_write_bytes
@@ -70,14 +70,9 @@ DEFAULT_SETS = {
 
 
 def cpu_name() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        name = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-        flags = next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags"))
-        bf16 = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
-        return f"{name} (bf16 instructions: {', '.join(bf16) or 'none'})"
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+    """The CPU and whether it has bf16 instructions, which decide what the bf16 option sets measure."""
+    bf16 = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in cpu_flags()]
+    return f"{cpu_model()} (bf16 instructions: {', '.join(bf16) or 'none'})"
 
 
 def worker(label: str, steps: int, threads: int, device: str, data_dir: str, preset: str = "fashion-mnist",
