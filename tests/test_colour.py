@@ -68,3 +68,29 @@ def test_the_colour_throughput_benchmark_measures_every_network(tmp_path):
     assert reference[5].strip() == "1.00" and reference[7].strip() == "1.00"  # ratios against itself
     for row in rows[1:]:
         assert float(row.split("|")[3]) > 0.05 and float(row.split("|")[4]) > 0  # FLOPs and images/s measured
+
+
+def test_the_latent_route_benchmarks_autoencoder_learns_and_codes_to_uint8():
+    """benchmarks/latent_route.py's core on tiny data: a 64x64x3 image codes to a 32x32x3 uint8 latent and back,
+    each half within TAESD's size, and a few seconds of training reconstruct better than the untrained halves."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import torch
+    from latent_route import Decoder, Encoder, decode, encode, train_autoencoder
+
+    ramp = torch.linspace(0, 255, 64)
+    images = torch.stack([torch.stack([ramp[None, :].expand(64, 64), ramp[:, None].expand(64, 64),
+                                       torch.full((64, 64), 40.0 * k)]) for k in range(6)]).to(torch.uint8)
+
+    def error(enc, dec):
+        latents = encode(enc, images)
+        assert latents.dtype == torch.uint8 and latents.shape == (6, 3, 32, 32)
+        decoded = decode(dec, latents)
+        assert decoded.dtype == torch.uint8 and decoded.shape == images.shape
+        return (decoded.float() - images.float()).abs().mean().item()
+
+    torch.manual_seed(0)
+    untrained = error(Encoder(16, 1).eval(), Decoder(16, 1).eval())
+    enc, dec, record = train_autoencoder(images, seconds=4.0, width=16, blocks=1, batch=6, lr=3e-3,
+                                         thumb_weight=0.1, seed=0)
+    assert record["steps"] > 0 and record["parameters_per_half"] < 1_500_000
+    assert error(enc, dec) < 0.8 * untrained
