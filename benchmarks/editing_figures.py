@@ -25,7 +25,7 @@ from tinydiffusion.config import DataConfig
 from tinydiffusion.data import load_data
 from tinydiffusion.data.pixels import to_model_space
 from tinydiffusion.editing import builtin_mask, img2img, inpaint, interpolate
-from tinydiffusion.editing.draw import prepare
+from tinydiffusion.editing.draw import start_draw
 from tinydiffusion.editing.interpolate import invert
 from tinydiffusion.pipeline import load_model
 from tinydiffusion.viz import labelled_rows, save_image
@@ -81,7 +81,7 @@ def interpolation_figure(model, images, labels, path: Path, frames: int = 8) -> 
 def round_trip(model, images, labels, steps: int = 50) -> dict:
     """Mean and 99th-percentile absolute error, in grey levels, of real images inverted and drawn back: what the
     ends of an interpolation between real images do (editing/interpolate.py), as one batch."""
-    draw = prepare(model, len(images), labels.tolist(), "ddim", steps, 1.0, 0, {})
+    draw = start_draw(model, len(images), labels.tolist(), "ddim", steps, 1.0, 0, {})
     back = draw.pixels(draw.walk(invert(draw, to_model_space(images)), draw.levels))
     error = (back.float() - images.float()).abs()
     return {"images": len(error), "steps": steps, "guidance": 1.0, "mean_grey_levels": error.mean().item(),

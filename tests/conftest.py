@@ -71,11 +71,41 @@ def _private_cache(tmp_path_factory):
         os.environ["TINYDIFFUSION_CACHE"] = old
 
 
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch) -> Path:
+    """A cache of this test's own (the session's is shared by every test): for tests that count what is cached."""
+    monkeypatch.setenv("TINYDIFFUSION_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     import torch
 
     torch.set_num_threads(1)  # the CI machine has two cores; tests run many small models
+
+
+# --- refusals: one sentence, one line, no traceback --------------------------------------------
+
+
+def one_sentence(error, *fragments: str) -> str:
+    """The text of a refusal (a string, or a pytest.ExceptionInfo of one raised), checked to be one sentence: one
+    line, no traceback, ending in a full stop, and holding each fragment (in any case). Returns it."""
+    text = str(error.value) if isinstance(error, pytest.ExceptionInfo) else error
+    assert "\n" not in text and "Traceback" not in text and text.endswith("."), text
+    for fragment in fragments:
+        assert fragment.lower() in text.lower(), text
+    return text
+
+
+def assert_error(code: int, err: str, *fragments: str, exact: str | None = None) -> str:
+    """Exit status 2 and exactly one line `error: <sentence>` on stderr (the sentence `exact`, when given, else one
+    holding each fragment). Returns the sentence."""
+    assert code == 2, err
+    assert err.startswith("error: ") and err.endswith("\n") and err.count("\n") == 1, err
+    sentence = one_sentence(err[len("error: "):-1], *fragments)
+    assert exact is None or sentence == exact, err
+    return sentence
 
 
 # --- helpers the training, crash and hostile-input tests share ----------------------------------
@@ -112,10 +142,10 @@ def run_copy(trained_run, tmp_path) -> Path:
     return run
 
 
-def smoke_config(data_dir, **overrides) -> RunConfig:
-    """The smoke preset on the tiny data, one thread, no sample grids."""
+def smoke_config(data_dir, grids: bool = False, **overrides) -> RunConfig:
+    """The smoke preset on the tiny data, one thread, sample grids only if asked for."""
     return apply_overrides(get_preset("smoke"), {"data.data_dir": str(data_dir), "train.threads": 1,
-                                                 "train.sample_every_epoch": False, **overrides})
+                                                 "train.sample_every_epoch": grids, **overrides})
 
 
 def train_args(data_dir, run_dir, *extra) -> list:
@@ -144,3 +174,37 @@ def poison_loss(monkeypatch, bad_calls: set[int], value: float = float("nan")) -
         return result * value if len(calls) - 1 in bad_calls else result
 
     monkeypatch.setattr(GaussianDiffusion, "training_loss", loss)
+
+
+def gaussian_denoiser(mean: float = 0.3, std: float = 0.25):
+    """The exact posterior mean for data ~ N(mean, std^2) per pixel: the optimal denoiser. The times it is called
+    at are in `.calls`.
+
+    x_t = a x0 + s eps  =>  E[x0 | x_t] = mean + a std^2 / (a^2 std^2 + s^2) (x_t - a mean).
+    """
+    calls = []
+
+    def denoise(x_t, t, alpha, sigma):
+        calls.append(t)
+        x0 = mean + alpha * std**2 / (alpha**2 * std**2 + sigma**2) * (x_t - alpha * mean)
+        eps = (x_t - alpha * x0) / sigma
+        return eps, x0
+
+    denoise.calls = calls
+    return denoise
+
+
+def command_lines(parser=None, prefix: tuple[str, ...] = ()) -> list[list[str]]:
+    """Every command and sub-command of the command line, as the arguments that name it ([]: the program itself),
+    read from its parser: a new command is tested without a list to update."""
+    import argparse
+
+    from tinydiffusion.cli import build_parser
+
+    parser = parser or build_parser()
+    found = [list(prefix)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += command_lines(sub, (*prefix, name))
+    return found

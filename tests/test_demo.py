@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import cli_env
+from conftest import cli_env, one_sentence
 from PIL import Image
 
 from tinydiffusion.demo import handlers
@@ -42,12 +42,6 @@ def model():
 def grid_side(count: int, scale: int = handlers.SCALE) -> int:
     """Pixels along a side of viz.grid_image's grid of `count` images per row or column (2-pixel padding)."""
     return (count * (SIZE + 2) + 2) * scale
-
-
-def one_sentence(err: pytest.ExceptionInfo) -> str:
-    text = str(err.value)
-    assert "\n" not in text and "Traceback" not in text and text.endswith("."), text
-    return text
 
 
 def png(image: Image.Image) -> bytes:

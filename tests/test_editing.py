@@ -11,7 +11,7 @@ from torch import nn
 from tinydiffusion.config import DiffusionConfig, RunConfig
 from tinydiffusion.diffusion import GaussianDiffusion
 from tinydiffusion.editing import MASKS, builtin_mask, img2img, inpaint, interpolate
-from tinydiffusion.editing.draw import prepare
+from tinydiffusion.editing.draw import start_draw
 from tinydiffusion.editing.interpolate import invert
 from tinydiffusion.errors import UserError
 from tinydiffusion.nets.unet_config import UNetConfig
@@ -140,7 +140,7 @@ def test_ddim_inversion_of_an_exact_denoiser_round_trips():
     under 0.002 (a fraction of one grey level)."""
     gaussian, _ = gaussian_model()
     images = torch.randn(8, 1, SIDE, SIDE, generator=torch.Generator().manual_seed(0)) * 0.3
-    draw = prepare(gaussian, 8, None, "ddim", 50, None, 0, {})
+    draw = start_draw(gaussian, 8, None, "ddim", 50, None, 0, {})
     error = [(draw.walk(invert(draw, images, refinements), draw.levels) - images).abs().max().item()
              for refinements in (0, 3)]
     assert error[0] > 0.05 and error[1] < 0.002, error

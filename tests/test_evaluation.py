@@ -22,13 +22,9 @@ from tinydiffusion.evaluation import (
     load_samples_npz,
     precision_recall,
 )
-from tinydiffusion.nets.classifier import ClassifierConfig, FashionClassifier
+from tinydiffusion.nets.classifier import ClassifierConfig, FeatureClassifier
 
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("TINYDIFFUSION_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+pytestmark = pytest.mark.usefixtures("private_cache")  # each test its own cache (conftest)
 
 
 def fake_images(num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,9 +50,9 @@ def fake_data_dir(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_classifier() -> FashionClassifier:
+def tiny_classifier() -> FeatureClassifier:
     torch.manual_seed(0)
-    return FashionClassifier(ClassifierConfig(channels=(4, 8), feature_dim=16)).eval()
+    return FeatureClassifier(ClassifierConfig(channels=(4, 8), feature_dim=16)).eval()
 
 
 # --- Fréchet distance ------------------------------------------------------------------------

@@ -22,10 +22,7 @@ CLASS_NAMES = ["bar-top", "bar-middle", "bar-bottom"]
 FAST = evaluation.Recipe(epochs=2, min_steps=10)  # a classifier in a fraction of a second; what it learns is not tested
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("TINYDIFFUSION_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+pytestmark = pytest.mark.usefixtures("private_cache")  # each test its own cache (conftest)
 
 
 def bars(num: int, seed: int, size: int = 8) -> tuple[np.ndarray, np.ndarray]:

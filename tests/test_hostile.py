@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import cli, run_cli, smoke_config, train_args
+from conftest import assert_error, cli, run_cli, smoke_config, train_args
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,15 +36,6 @@ from tinydiffusion.training import train
 # --- helpers ---------------------------------------------------------------------------------
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def assert_one_error_line(code, err, *fragments):
-    lines = err.strip().splitlines()
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment.lower() in err.lower(), err
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +106,7 @@ def test_resume_from_a_malicious_checkpoint_is_refused_through_the_cli(run_copy,
     marker = tmp_path / "pwned"
     (checkpoint_dir(run_copy) / ckpt.STATE_FILE).write_bytes(_evil_files(marker)["torch-zip-os-system"])
     code, _, err = cli(capsys, "train", "--resume", run_copy, "--no-progress", "--max-steps", 3)
-    assert_one_error_line(code, err, "refused")
+    assert_error(code, err, "refused")
     assert not marker.exists()
 
 
@@ -148,7 +139,7 @@ def test_damaged_training_state_is_one_sentence_on_resume(run_copy, capsys, kind
     path = checkpoint_dir(run_copy) / ckpt.STATE_FILE
     path.write_bytes(DAMAGED_STATES[kind](path.read_bytes()))
     code, _, err = cli(capsys, "train", "--resume", run_copy, "--no-progress", "--max-steps", 3)
-    assert_one_error_line(code, err, "step-00000002")  # names the damaged checkpoint
+    assert_error(code, err, "step-00000002")  # names the damaged checkpoint
 
 
 def _mutated(good: bytes, data) -> bytes:
@@ -257,7 +248,7 @@ def test_damaged_checkpoint_is_one_sentence(run_copy, tmp_path, capsys, kind, ta
     out = tmp_path / "f.png"
     code, _, err = cli(capsys, "sample", "--checkpoint", run_copy if target == "run-dir" else found,
                        "--num", 2, "--steps", 2, "--out", out, "--device", "cpu")
-    assert_one_error_line(code, err, words)
+    assert_error(code, err, words)
     assert not out.exists()
 
 
@@ -278,7 +269,7 @@ def test_weights_file_without_a_usable_config(run_copy, tmp_path, capsys, name, 
     path.parent.mkdir()
     shutil.copy(checkpoint_dir(run_copy) / "ema.safetensors", path)
     code, _, err = cli(capsys, "sample", "--checkpoint", path, "--num", 2, "--steps", 2, "--out", tmp_path / "f.png")
-    assert_one_error_line(code, err, words)
+    assert_error(code, err, words)
 
 
 # --- IDX fuzzing ----------------------------------------------------------------------------
@@ -539,7 +530,7 @@ def test_bad_train_arguments_are_rejected_before_any_work(tiny_data_dir, tmp_pat
     monkeypatch.chdir(tmp_path)
     extra, words = BAD_TRAIN_ARGS[kind]
     code, _, err = cli(capsys, *train_args(tiny_data_dir, tmp_path / "run"), *extra)
-    assert_one_error_line(code, err, words)
+    assert_error(code, err, words)
     assert list(tmp_path.iterdir()) == [], "a bad argument still created files"
 
 
@@ -548,7 +539,7 @@ def test_existing_run_dir_without_resume_is_left_untouched(trained_run, tiny_dat
     shutil.copytree(trained_run, run)
     before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
     code, _, err = cli(capsys, *train_args(tiny_data_dir, run, "--max-steps", "3"))
-    assert_one_error_line(code, err, "--resume")
+    assert_error(code, err, "--resume")
     assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
 
 
@@ -567,7 +558,7 @@ def test_bad_resume_arguments(trained_run, tmp_path, capsys, args, words):
     before = sorted(tmp_path.rglob("*"))
     args = [a.format(tmp=tmp_path, started=started, run=run) for a in args]
     code, _, err = cli(capsys, "train", "--no-progress", *args)
-    assert_one_error_line(code, err, words)
+    assert_error(code, err, words)
     assert sorted(tmp_path.rglob("*")) == before
 
 
@@ -606,7 +597,7 @@ def test_bad_sample_arguments_write_nothing(trained_run, tmp_path, capsys, monke
     if "--out" not in args:
         args += ["--out", tmp_path / "f.png"]
     code, _, err = cli(capsys, "sample", "--num", 2, "--steps", 2, *args)
-    assert_one_error_line(code, err, words)
+    assert_error(code, err, words)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -617,7 +608,7 @@ def test_bad_sample_arguments_write_nothing(trained_run, tmp_path, capsys, monke
 def test_unconditional_model_refuses_guidance_and_classes(unconditional_run, tmp_path, capsys, args, words):
     code, _, err = cli(capsys, "sample", "--checkpoint", unconditional_run, "--num", 2, "--steps", 2,
                        "--out", tmp_path / "f.png", *args)
-    assert_one_error_line(code, err, words)
+    assert_error(code, err, words)
     assert not (tmp_path / "f.png").exists()
 
 
@@ -633,5 +624,5 @@ def test_cli_errors_in_a_real_process(trained_run, tiny_data_dir, tmp_path):
     ]
     for args, words in cases:
         result = run_cli(args, cwd=tmp_path, timeout=120)
-        assert_one_error_line(result.returncode, result.stderr, words)
+        assert_error(result.returncode, result.stderr, words)
     assert sorted(tmp_path.rglob("*")) == before

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli, run_cli
+from conftest import assert_error, cli, run_cli
 from PIL import Image
-from test_hostile import assert_one_error_line
 from test_sources import load, make_class_folder, refused, save
 
 from tinydiffusion.config import DataConfig
@@ -78,7 +77,7 @@ def test_a_special_file_as_a_picture_is_one_sentence(tmp_path, command, special)
     done = capped(command, *args, "--out", out)
     flag = {"img2img": "--image", "inpaint": "--mask", "interpolate": "--images"}[command]
     kind = "a named pipe" if special == "pipe.png" else "a device"
-    assert_one_error_line(done.returncode, done.stderr, f"{flag} {tmp_path / special} is {kind}, not a file")
+    assert_error(done.returncode, done.stderr, f"{flag} {tmp_path / special} is {kind}, not a file")
     assert out.read_bytes() == b"the user's file"
 
 
@@ -110,7 +109,7 @@ def test_an_npz_that_expands_past_memory_is_one_sentence(tmp_path):
     out = tmp_path / "out.npy"
     out.write_bytes(b"untouched")
     done = capped("prepare", archive, "--out", out, "--no-progress")
-    assert_one_error_line(done.returncode, done.stderr, "images in", "GiB uncompressed, more than the",
+    assert_error(done.returncode, done.stderr, "images in", "GiB uncompressed, more than the",
                           "save it as an .npy")
     assert out.read_bytes() == b"untouched"
 
@@ -152,7 +151,7 @@ def test_array_class_names_must_be_distinct_plain_names(tmp_path, names, words):
 def test_array_image_sizes_no_network_takes_are_refused_at_prepare(tmp_path, capsys, side, words):
     np.save(tmp_path / "a.npy", np.zeros((2, side, side), np.uint8))
     code, _, err = cli(capsys, "prepare", tmp_path / "a.npy", "--out", tmp_path / "out.npy", "--no-progress")
-    assert_one_error_line(code, err, *words)
+    assert_error(code, err, *words)
     assert not (tmp_path / "out.npy").exists()
 
 

@@ -4,30 +4,14 @@ import math
 
 import pytest
 import torch
+from conftest import gaussian_denoiser
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from tinydiffusion.config import DiffusionConfig
 from tinydiffusion.diffusion import GaussianDiffusion
 from tinydiffusion.samplers import SAMPLERS, Denoiser, karras_sigmas, network_evaluations
 
-DATA_MEAN, DATA_STD = 0.3, 0.25
-
-
-def gaussian_denoiser(mean=DATA_MEAN, std=DATA_STD):
-    """The exact posterior mean for data ~ N(mean, std^2) per pixel: the optimal denoiser.
-
-    x_t = a x0 + s eps  =>  E[x0 | x_t] = mean + a std^2 / (a^2 std^2 + s^2) (x_t - a mean).
-    """
-    calls = []
-
-    def denoise(x_t, t, alpha, sigma):
-        calls.append(t)
-        x0 = mean + alpha * std**2 / (alpha**2 * std**2 + sigma**2) * (x_t - alpha * mean)
-        eps = (x_t - alpha * x0) / sigma
-        return eps, x0
-
-    denoise.calls = calls
-    return denoise
+DATA_MEAN, DATA_STD = 0.3, 0.25  # gaussian_denoiser's defaults
 
 
 def run_gaussian(name, steps, schedule, seed=0):
@@ -53,7 +37,7 @@ def test_every_sampler_reproduces_a_gaussian(name, steps, schedule):
     assert x0.std().item() == pytest.approx(DATA_STD, abs=0.015)
 
 
-@pytest.mark.parametrize("name", ["ddim", "dpmpp-2m", "euler", "heun"])
+@pytest.mark.parametrize("name", [name for name, sampler in SAMPLERS.items() if sampler.deterministic])
 def test_deterministic_samplers_converge_with_more_steps(name):
     errors = [abs(run_gaussian(name, steps, "cosine").std().item() - DATA_STD) for steps in (5, 20, 80)]
     assert errors[2] < errors[1] < errors[0]

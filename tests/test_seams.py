@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import cli, smoke_config
+from conftest import cli, gaussian_denoiser, smoke_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -90,14 +90,6 @@ def test_spacing_functions_give_levels_from_the_noisiest_down_to_clean(name):
         assert all(0 <= t <= diffusion.num_timesteps - 1 for t in times)
     karras = karras_levels(diffusion, 10, sigma_max=80.0)
     assert karras[0].sigma / karras[0].alpha == pytest.approx(min(80.0, diffusion.noise_range()[1]))
-
-
-def gaussian_denoiser(mean=0.3, std=0.25):
-    """The exact posterior mean for data ~ N(mean, std^2) per pixel."""
-    def denoise(x_t, t, alpha, sigma):
-        x0 = mean + alpha * std**2 / (alpha**2 * std**2 + sigma**2) * (x_t - alpha * mean)
-        return (x_t - alpha * x0) / sigma, x0
-    return denoise
 
 
 def test_an_algorithm_walks_any_spacing(monkeypatch):

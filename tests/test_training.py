@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import smoke_config
 from safetensors.torch import load_file
 
 from tinydiffusion.checkpoint import latest_checkpoint, resolve_checkpoint
@@ -18,11 +19,6 @@ from tinydiffusion.presets import get_preset
 from tinydiffusion.training import Trainer, epoch_order, learning_rate, train
 
 
-def smoke_config(data_dir, **overrides):
-    config = get_preset("smoke")
-    return apply_overrides(config, {"data.data_dir": str(data_dir), "train.threads": 1, **overrides})
-
-
 def test_smoke_loss_falls(tiny_data_dir, tmp_path):
     config = smoke_config(tiny_data_dir, **{"train.epochs": 6, "train.log_every": 16})
     train(config, tmp_path / "run", progress=False)
@@ -33,7 +29,8 @@ def test_smoke_loss_falls(tiny_data_dir, tmp_path):
 
 def test_run_directory_layout_and_checkpoint_round_trip(tiny_data_dir, tmp_path):
     run = tmp_path / "run"
-    config = smoke_config(tiny_data_dir, **{"train.epochs": 2, "train.sample_every": 16})  # a report per epoch
+    # a report per epoch, with its grid
+    config = smoke_config(tiny_data_dir, grids=True, **{"train.epochs": 2, "train.sample_every": 16})
     result = train(config, run, progress=False)
     assert result.step == 32
     assert (run / "config.json").is_file() and (run / "metrics.jsonl").is_file()

@@ -26,11 +26,9 @@ checkpoint yet starts afresh from step 0 with its saved config.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -39,7 +37,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import FORMAT_VERSION, RunConfig
 from .errors import UserError
-from .files import atomic_write_bytes, check_run_not_in_use, fsync_dir, use_umask
+from .files import atomic_directory, atomic_write_bytes, check_run_not_in_use, fsync_dir
 from .nets import build_network
 
 CHECKPOINTS = "checkpoints"
@@ -59,46 +57,22 @@ def plain_state_dict(net: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
 
 
-def _fsynced_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
 def save_checkpoint(run_dir: Path, step: int, config: RunConfig, model_weights: dict, ema_weights: dict,
                     training_state: dict, keep: int = 2) -> Path:
     """Write one checkpoint atomically, point `latest` at it, and keep only the newest `keep`."""
     root = Path(run_dir) / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    final = root / name
     try:
-        save_file(model_weights, str(tmp / MODEL_FILE))
-        save_file(ema_weights, str(tmp / EMA_FILE))
-        (tmp / CONFIG_FILE).write_text(config.to_json())
-        torch.save(training_state, tmp / STATE_FILE)
-        (tmp / INFO_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, "step": step}) + "\n")
-        for f in tmp.iterdir():
-            use_umask(f)  # safetensors writes 0600 and mkdtemp makes 0700: a checkpoint is as readable as any file
-            _fsynced_file(f)
-        use_umask(tmp)
-        fsync_dir(tmp)
-        final = root / name
-        if final.exists():  # re-saving a step (after a resume): move the old one aside first
-            old = root / f".old-{name}"
-            shutil.rmtree(old, ignore_errors=True)
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
-        fsync_dir(root)
+        with atomic_directory(final, replace=True) as tmp:  # re-saving a step (after a resume) replaces it
+            save_file(model_weights, str(tmp / MODEL_FILE))
+            save_file(ema_weights, str(tmp / EMA_FILE))
+            (tmp / CONFIG_FILE).write_text(config.to_json())
+            torch.save(training_state, tmp / STATE_FILE)
+            (tmp / INFO_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, "step": step}) + "\n")
     except (SafetensorError, RuntimeError) as err:  # how safetensors and torch.save report a failed write
-        shutil.rmtree(tmp, ignore_errors=True)
         first_line = str(err).split("\n")[0]
         raise OSError(f"writing {name} failed: {first_line}") from err
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     atomic_write_bytes(root / LATEST, (name + "\n").encode())
     _prune(root, keep, name)
     return final
@@ -136,6 +110,14 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
         return root / name
     complete = sorted(p for p in root.glob("step-*") if is_complete(p))
     return complete[-1] if complete else None
+
+
+def check_new_run_dir(run_dir: Path, resume: str) -> None:
+    """Refuse a run directory that a run is using, or that already holds a run (`resume` says how to continue it,
+    e.g. "--resume RUN"), before any work."""
+    check_run_not_in_use(run_dir)  # a run still going is "in use", not merely "already holds a run"
+    if (run_dir / CHECKPOINTS).exists() or (run_dir / "config.json").exists():
+        raise UserError(f"{run_dir} already holds a run; continue it with {resume} or choose another --run-dir.")
 
 
 def resume_target(path: str | Path) -> tuple[Path, Path | None]:

@@ -1,7 +1,13 @@
 """Typed run configuration, saved as JSON beside the weights.
 
-A run is described by one `RunConfig` made of four sections. Every field can be overridden
+A run is described by one `RunConfig` made of its sections. Every field can be overridden
 from the command line as `--section.field VALUE` (e.g. `--net.base_channels 48`).
+
+Where defaults live, one home each:
+    config.py (here)  every field of a run and its plain default, and the checks beside it
+    presets.py        named starting configurations (`--preset`): the runs this project recommends and measured
+    defaults.py       what sampling and distilling do when not told (sampler, steps, guidance, the student's recipe)
+    bounds.py         the bounds any value may take (seeds, guidance, steps), shared by config, CLI and demo
 """
 
 from __future__ import annotations
@@ -14,12 +20,14 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .bounds import MAX_GUIDANCE, MAX_OPTIMIZER_STEPS, MAX_TIMESTEPS, MAX_TRAIN_SEED
 from .errors import UserError
 from .fields import choices_help, option, recorded
 from .loss_weighting import LOSS_WEIGHTINGS
 from .nets import NETWORKS, NetConfig, UNetConfig, network_config
 from .nets.base import MAX_IMAGE_SIZE
 from .objectives import OBJECTIVES
+from .samplers import teacher_samplers
 from .schedules import SCHEDULES
 from .timestep_sampling import TIMESTEP_SAMPLINGS
 
@@ -29,14 +37,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 # 2: `data.dataset` became `data.source`, and a run records the data it was trained on.
 FORMAT_VERSION = 2
 
-# Bounds on what a config may ask for. A config.json is untrusted input, and these keep an absurd value
-# from becoming an allocation of terabytes or a loop of 10^30 steps.
-MAX_TIMESTEPS = 100_000
-DISTILL_METHODS = {"trajectory": "ddim", "consistency": "consistency"}  # each method's student's sampler
-TEACHER_SAMPLERS = ("dpmpp-2m", "ddim")  # deterministic, on the process's own steps: a student's levels lie on them
-MAX_GUIDANCE = 100.0
-MAX_STEPS = 10**12
-MAX_TRAIN_SEED = 2**32 - 1  # epoch_order mixes the seed into a 64-bit generator seed
+# Bounds on what a config may ask for are bounds.py's; a config.json is untrusted input.
 MAX_CONFIG_BYTES = 1 << 20
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
 
@@ -131,11 +132,11 @@ class TrainConfig:
 
     def checks(self) -> list[tuple[bool, str]]:
         """(condition, message) pairs that a valid train section satisfies."""
-        switches = ("auto", "on", "off")
+        switches, most = ("auto", "on", "off"), MAX_OPTIMIZER_STEPS
         return [
             (self.epochs >= 1 or self.max_steps >= 1, "train.epochs must be at least 1"),
-            (0 <= self.epochs <= MAX_STEPS, "train.epochs must not be negative"),
-            (0 <= self.max_steps <= MAX_STEPS, f"train.max_steps must be 0 (no limit) or up to {MAX_STEPS:.0e}"),
+            (0 <= self.epochs <= MAX_OPTIMIZER_STEPS, "train.epochs must not be negative"),
+            (0 <= self.max_steps <= most, f"train.max_steps must be 0 (no limit) or up to {most:.0e}"),
             (1 <= self.batch_size <= 1 << 20, "train.batch_size must be between 1 and 1,048,576"),
             (0 < self.lr <= 1, "train.lr must be above 0 and at most 1"),
             (self.lr_schedule in ("constant", "cosine"), "train.lr_schedule must be 'constant' or 'cosine'"),
@@ -145,8 +146,8 @@ class TrainConfig:
             (0.0 <= self.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
             (0.0 <= self.label_dropout < 1.0, "train.label_dropout must be in [0, 1)"),
             (0 <= self.seed <= MAX_TRAIN_SEED, f"train.seed must be between 0 and {MAX_TRAIN_SEED}"),
-            (1 <= self.log_every <= MAX_STEPS, "train.log_every must be at least 1"),
-            (0 <= self.warmup_steps <= MAX_STEPS and 0 <= self.checkpoint_every <= MAX_STEPS,
+            (1 <= self.log_every <= MAX_OPTIMIZER_STEPS, "train.log_every must be at least 1"),
+            (0 <= self.warmup_steps <= MAX_OPTIMIZER_STEPS and 0 <= self.checkpoint_every <= MAX_OPTIMIZER_STEPS,
              "step counts must not be negative"),
             (self.max_seconds >= 0 and self.minutes >= 0, "train.max_seconds and train.minutes must be 0 (no budget) "
              "or positive"),
@@ -154,7 +155,7 @@ class TrainConfig:
              "set the time budget once: train.minutes or train.max_seconds"),
             (self.ema_std == 0 or 0.001 <= self.ema_std <= 0.28,
              "train.ema_std must be 0 (off) or between 0.001 and 0.28"),
-            (0 <= self.sample_every <= MAX_STEPS and 0 <= self.planned_at <= self.planned_steps <= MAX_STEPS,
+            (0 <= self.sample_every <= most and 0 <= self.planned_at <= self.planned_steps <= most,
              "train.sample_every must be 0 (at epoch ends) or a number of steps"),
             (1 <= self.keep <= 1000, "train.keep must be between 1 and 1000"),
             (self.on_nan in ("stop", "skip"), "train.on_nan must be 'stop' or 'skip'"),
@@ -213,7 +214,7 @@ class DistillConfig:
                          "(progressive distillation's target, one round); consistency: from any of the teacher's "
                          "levels the student predicts the end of its path, and samples with any number of steps")
     teacher_sampler: str = option("dpmpp-2m", "the deterministic sampler whose path the student learns to shortcut: "
-                                  f"{', '.join(TEACHER_SAMPLERS)}")
+                                  f"{', '.join(teacher_samplers())}")
     teacher_steps: int = option(20, "the teacher sampler's steps over the whole path (a multiple of steps)")
     guidance_min: float = option(1.0, "the lowest guidance scale the student learns (drawn uniformly per image)")
     guidance_max: float = option(3.0, "the highest guidance scale the student learns")
@@ -222,18 +223,22 @@ class DistillConfig:
 
     def checks(self) -> list[tuple[bool, str]]:
         """(condition, message) pairs that a valid distill section satisfies (the teacher's steps against the
-        process's: RunConfig.validate)."""
-        student_sampler = DISTILL_METHODS.get(self.method)
+        process's: RunConfig.validate). Its vocabulary is the registries': training/distillation.py's methods and
+        the samplers'."""
+        from .training.distillation import DISTILL_METHODS  # training imports this module
+
+        method = DISTILL_METHODS.get(self.method)
+        student_sampler = method.student_sampler if method else None
         return [
             (0 <= self.steps <= 1000, "distill.steps must be between 1 and 1,000 (0: not a student)"),
-            (student_sampler is not None, f"distill.method must be one of {', '.join(DISTILL_METHODS)}"),
+            (method is not None, f"distill.method must be one of {', '.join(DISTILL_METHODS)}"),
             (self.sampler == (student_sampler or self.sampler),
              f"distill.sampler must be the {self.method} method's {student_sampler}"),
             (self.steps == 0 or bool(self.teacher), "a student (distill.steps) needs its distill.teacher"),
-            (self.teacher_sampler in TEACHER_SAMPLERS,
-             f"distill.teacher_sampler must be one of {', '.join(TEACHER_SAMPLERS)} (deterministic, on the model's "
+            (self.teacher_sampler in teacher_samplers(),
+             f"distill.teacher_sampler must be one of {', '.join(teacher_samplers())} (deterministic, on the model's "
              "own steps)"),
-            (self.steps == 0 or self.method != "trajectory" or self.teacher_steps % self.steps == 0,
+            (self.steps == 0 or method is None or method.to_clean or self.teacher_steps % self.steps == 0,
              f"distill.teacher_steps must be a multiple of the student's {self.steps} steps (the trajectory "
              "method's levels lie on the teacher's)"),
             (0 <= self.guidance_min <= self.guidance_max <= MAX_GUIDANCE,

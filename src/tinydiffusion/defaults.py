@@ -1,6 +1,7 @@
 """What sampling does when it is not told: the one set of defaults `generate()` and the command line share.
 
 Plain values with no torch behind them, so the command line can show them in `--help` without importing it.
+A run's own fields and their defaults are config.py's, named recipes presets.py's, and bounds bounds.py's.
 """
 
 # Steps each sampler takes by default (None: all T steps of the model). A sampler registered in

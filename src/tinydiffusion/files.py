@@ -107,27 +107,36 @@ def atomic_file(path: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_directory(path: Path) -> Iterator[Path]:
+def atomic_directory(path: Path, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside `path` to fill; on success it is renamed to `path`, on failure removed.
     Readers see either no folder or a complete one. For content named by its key (caches): when another
-    process finished the same folder first, its copy is kept and this one discarded."""
+    process finished the same folder first, its copy is kept and this one discarded. With `replace`, an existing
+    folder is replaced instead (a checkpoint saved again at the same step after a resume): it is moved aside first,
+    so a crash leaves the old folder or the new one under `path`, and a hidden `.old-` copy at worst."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         for f in tmp.iterdir():
-            use_umask(f)
+            use_umask(f)  # safetensors writes 0600 and mkdtemp makes 0700: the folder is as readable as any file
             with open(f, "rb") as handle:
                 os.fsync(handle.fileno())
         use_umask(tmp)
         fsync_dir(tmp)
-        try:
+        if replace and path.exists():
+            old = path.parent / f".old-{path.name}"
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
             tmp.rename(path)
-        except OSError:  # the folder exists (and is not empty): another process made it
-            if not path.is_dir():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            try:
+                tmp.rename(path)
+            except OSError:  # the folder exists (and is not empty): another process made it
+                if not path.is_dir():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +14,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .bounds import MAX_SEED
 from .checkpoint import build_and_load, load_config, resolve_checkpoint
-from .config import DEVICE_PATTERN, RunConfig
+from .config import RunConfig
 from .data import NAMED, class_aliases, class_index
 from .data.pixels import to_pixels
 from .defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
+from .devices import memory_of, pick_device  # noqa: F401  (public here too)
 from .diffusion import GaussianDiffusion
 from .errors import UserError
 from .nets.memory import activation_bytes, format_bytes
@@ -55,26 +56,6 @@ class Model:
     def class_index(self, name_or_index: str) -> int:
         """A class by its name (as the model's data named it) or index; one sentence if there is none."""
         return class_index(name_or_index, self.class_names, class_aliases(self.config.data.source))
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if DEVICE_PATTERN.fullmatch(name) is None:
-        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N.")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("CUDA was asked for but no GPU is available; use --device cpu.")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UserError(f"there is no {name}: this machine has {torch.cuda.device_count()} GPU(s), cuda:0 onwards.")
-    return device
-
-
-def memory_of(device: torch.device) -> int:
-    """Bytes of memory on `device`: the GPU's, or the machine's RAM."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def load_model(checkpoint: str | Path | None = None, device: str = "auto") -> Model:
@@ -142,7 +123,9 @@ def sampling_settings(model: Model, sampler: str | None = None, steps: int | Non
     student samples with the sampler and steps it was distilled for, and at a guidance scale it learned."""
     student = model.config.distill
     if student.steps:  # a consistency student takes any number of steps; a trajectory student only its own
-        any_steps = student.method == "consistency"
+        from .training.distillation import DISTILL_METHODS
+
+        any_steps = DISTILL_METHODS[student.method].to_clean
         if sampler not in (None, student.sampler) or (steps not in (None, student.steps) and not any_steps) or options:
             takes = f"{student.sampler} steps, any number" if any_steps else (
                 f"{student.steps} {student.sampler} step{'s' if student.steps > 1 else ''}")
@@ -172,7 +155,7 @@ def checked_settings(model: Model, sampler: str | None, steps: int | None, guida
         raise UserError(f"the guidance scale must be a finite number, 0 or more, not {guidance}.")
     if guidance != 1.0 and model.num_classes == 0:
         raise UserError("guidance needs a class-conditional model; this one is unconditional.")
-    if not 0 <= seed < 2**63:
+    if not 0 <= seed <= MAX_SEED:
         raise UserError(f"the seed must be between 0 and 2**63 - 1, not {seed}.")
     return sampler, steps, guidance
 

@@ -1,4 +1,7 @@
-"""Named starting configurations. `--preset NAME` picks one; flags override its fields."""
+"""Named starting configurations. `--preset NAME` picks one; flags override its fields.
+
+A preset changes config.py's plain field defaults into a measured recipe; what sampling does when not told is
+defaults.py's, and the bounds on any value are bounds.py's."""
 
 from __future__ import annotations
 

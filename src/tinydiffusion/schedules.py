@@ -96,6 +96,9 @@ def make_betas(config: DiffusionConfig) -> torch.Tensor:
     return betas
 
 
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")  # timestep_spacing's choices
+
+
 def timestep_spacing(num_train_steps: int, num_steps: int, spacing: str = "trailing") -> list[int]:
     """The descending subset of training timesteps a sampler visits (Lin et al. 2023, table 2).
 

@@ -1,6 +1,9 @@
-"""Class names: a class by its name, alias or index, in one sentence when there is none."""
+"""Class names: a class by its name, alias or index, in one sentence when there is none; the first images of each
+class."""
 
 from __future__ import annotations
+
+import numpy as np
 
 from ..errors import UserError
 from .named import NAMED
@@ -27,3 +30,10 @@ def class_index(name_or_index: str, class_names: tuple[str, ...], aliases: dict[
 def class_aliases(source: str) -> dict[str, str]:
     named = NAMED.get(source.strip().lower())
     return named.class_aliases if named else {}
+
+
+def first_of_each_class(labels, num_classes: int, per_class: int = 1) -> list[int]:
+    """Indices of the first `per_class` images of each class in turn (class 0's, then class 1's, ...); a class
+    with no image is skipped. The figures and the demo show one image of each class."""
+    labels = np.asarray(labels)
+    return [int(i) for c in range(num_classes) for i in np.flatnonzero(labels == c)[:per_class]]

@@ -52,7 +52,8 @@ def _cache_entry(fmt, path: Path, split: str, config: DataConfig) -> tuple[Path,
     return cache.entry_path(slug, split, source_key, input_hash), input_hash
 
 
-def _prepare(fmt, path: Path, split: str, config: DataConfig, stem: Path, input_hash: str, progress: bool) -> dict:
+def _prepare_split(fmt, path: Path, split: str, config: DataConfig, stem: Path, input_hash: str,
+                   progress: bool) -> dict:
     started = time.perf_counter()
     found = fmt.read(path, split)
     named = named_dataset(config)
@@ -67,7 +68,7 @@ def _prepare(fmt, path: Path, split: str, config: DataConfig, stem: Path, input_
     description = {"source": what, "resolved": str(path.resolve()),
                    "reader": fmt.NAME, "split": split, "input_hash": input_hash,
                    "read_seconds": time.perf_counter() - started}
-    manifest = store.prepare(found, stem, shape, description, progress)
+    manifest = store.write_prepared(found, stem, shape, description, progress)
     print(store.summary(manifest))
     for line in found.warnings + ([f"note: {channels_note}"] if channels_note else []):
         print(line)
@@ -100,7 +101,7 @@ def prepared_path(config: DataConfig, split: str = "train", progress: bool = Tru
         with exclusive_lock(entry.with_name(entry.name + ".lock")):  # one process prepares, the others then reuse
             if not (entry / "data.json").is_file():
                 with atomic_directory(entry) as tmp:
-                    _prepare(fmt, path, split, config, tmp / "data", input_hash, progress)
+                    _prepare_split(fmt, path, split, config, tmp / "data", input_hash, progress)
                 cache.remove_older(entry)  # the copies of older versions of the source
     except OSError as err:
         raise UserError(f"cannot write prepared data to the cache {entry.parent} ({err.strerror or err}); "
@@ -147,6 +148,6 @@ def prepare_source(config: DataConfig, out: Path, progress: bool = True) -> dict
         raise UserError(f"{path} is prepared already; use it with --data {path}.")
     _, input_hash = _cache_entry(fmt, path, split, config)
     try:
-        return _prepare(fmt, path, split, config, out, input_hash, progress)
+        return _prepare_split(fmt, path, split, config, out, input_hash, progress)
     except OSError as err:
         raise UserError(f"cannot write {out} ({err.strerror or err}).") from None

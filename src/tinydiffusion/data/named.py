@@ -11,6 +11,25 @@ from pathlib import Path
 
 from ..files import cache_dir
 
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+
+@dataclass(frozen=True)
+class BundledReference:
+    """What the package ships to score samples of a named dataset, even without its files: a feature classifier
+    trained on it and its test split's statistics in that classifier's features (files in assets/)."""
+    classifier: str
+    statistics: str
+    metric_name: str  # what an FD in those features is called in tables and metrics.jsonl
+
+    @property
+    def classifier_path(self) -> Path:
+        return ASSETS / self.classifier
+
+    @property
+    def statistics_path(self) -> Path:
+        return ASSETS / self.statistics
+
 
 @dataclass(frozen=True)
 class NamedDataset:
@@ -25,6 +44,11 @@ class NamedDataset:
     hflip: bool  # whether mirrored images are still images of the dataset
     class_aliases: dict[str, str] = field(default_factory=dict)  # other spellings `--class` accepts
     split_files: dict[str, tuple[str, ...]] = field(default_factory=dict)  # the files a split needs (default: all)
+    reference: BundledReference | None = None  # a classifier and statistics shipped for it
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.image_size, self.image_size)
 
     def files_for(self, split: str) -> dict[str, str]:
         return {name: self.files[name] for name in self.split_files.get(split, tuple(self.files))}
@@ -51,6 +75,8 @@ FASHION_MNIST = NamedDataset(
     image_size=28, channels=1, hflip=False, split_files=IDX_SPLITS,
     class_aliases={"t-shirt-top": "t-shirt", "tshirt": "t-shirt", "top": "t-shirt",
                    "boot": "ankle-boot", "ankle": "ankle-boot"},
+    reference=BundledReference("fmnist-classifier.safetensors", "fmnist-reference.npz",
+                               "FD (fmnist-classifier features)"),
 )
 
 MNIST = NamedDataset(
@@ -74,3 +100,7 @@ CIFAR10 = NamedDataset(
 )
 
 NAMED: dict[str, NamedDataset] = {d.name: d for d in (FASHION_MNIST, MNIST, CIFAR10)}
+
+# The dataset whose reference the package ships (and the bundled model is trained on): the evaluation's maintenance
+# commands rebuild its classifier and statistics.
+BUNDLED_DATASET = FASHION_MNIST

@@ -166,7 +166,7 @@ def _shape_all(found: SourceImages, shape: Shape, out: np.ndarray, progress: boo
     return labels, skipped
 
 
-def prepare(found: SourceImages, stem: Path, shape: Shape, description: dict, progress: bool = True) -> dict:
+def write_prepared(found: SourceImages, stem: Path, shape: Shape, description: dict, progress: bool = True) -> dict:
     """Decode and shape everything `found` holds into the prepared files at `stem`; return the manifest."""
     started = time.perf_counter()
     images_path, labels_path, manifest_path = paths_of(stem)

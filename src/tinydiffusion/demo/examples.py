@@ -11,6 +11,7 @@ import torch
 
 from ..config import DataConfig
 from ..data import load_data, locate, named_dataset
+from ..data.classes import first_of_each_class
 from ..data.images import Shape, SkipImage, array_to_image, open_image, shape_image
 from ..errors import UserError
 
@@ -50,8 +51,7 @@ def _pick(images, labels, class_names, shape, count):
     order = range(len(images))
     if labels is not None and len(class_names):
         labels = np.asarray(labels)
-        firsts = [np.flatnonzero(labels == c) for c in range(len(class_names))]
-        order = [int(i) for indices in firsts for i in indices[:3]]  # a spare or two for a damaged file
+        order = first_of_each_class(labels, len(class_names), per_class=3)  # a spare or two for a damaged file
     picked, names, classes_done = [], [], set()
     for i in order:
         label = None if labels is None else int(labels[i])

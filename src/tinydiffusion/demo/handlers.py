@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from .. import editing
+from ..bounds import MAX_REQUEST_GUIDANCE, MAX_REQUEST_SAMPLING_STEPS, MAX_SEED
 from ..data.images import SkipImage, open_image, readable_formats
 from ..data.pixels import to_model_space, to_pixels
 from ..defaults import DEFAULT_STEPS, MASK_ALIASES
@@ -27,9 +28,6 @@ from ..words import count
 from . import MAX_PIXELS
 
 MAX_IMAGES = 64  # images in one grid
-MAX_STEPS = 250  # sampling steps a visitor may ask for, which bounds the work of one request
-MAX_GUIDANCE = 10.0
-MAX_SEED = 2**31 - 1
 MAX_FRAMES = 16  # interpolation frames
 SCALE = 4  # displayed pixels per model pixel: 28x28 images are shown at 112x112
 EVERY_CLASS = "every class in turn"
@@ -99,16 +97,16 @@ def sampler_choices(model: Model) -> list[str]:
 
 def default_steps(model: Model, sampler: str) -> int:
     _, steps, _ = sampling_settings(model, sampler)
-    return min(steps, MAX_STEPS)
+    return min(steps, MAX_REQUEST_SAMPLING_STEPS)
 
 
 def sampling(model: Model, class_name: str | None, sampler: str, steps, guidance, seed) -> Sampling:
     """The shared sampling controls, checked: one sentence for anything out of range."""
     if sampler not in sampler_choices(model):
         raise UserError(f"unknown sampler {sampler!r}; choose one of {', '.join(sampler_choices(model))}.")
-    top = min(MAX_STEPS, model.diffusion.num_timesteps)
+    top = min(MAX_REQUEST_SAMPLING_STEPS, model.diffusion.num_timesteps)
     steps = whole_number(steps, "number of steps", 1, top)
-    guidance = real_number(guidance, "guidance scale", 0, MAX_GUIDANCE) if model.num_classes else 1.0
+    guidance = real_number(guidance, "guidance scale", 0, MAX_REQUEST_GUIDANCE) if model.num_classes else 1.0
     seed = whole_number(seed, "seed", 0, MAX_SEED)
     index = one_class(model, class_name)
     sampler, steps, guidance = sampling_settings(model, sampler, steps, guidance)

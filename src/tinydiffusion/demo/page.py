@@ -14,11 +14,13 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ..bounds import MAX_REQUEST_GUIDANCE, MAX_REQUEST_SAMPLING_STEPS, MAX_SEED
 from ..errors import UserError
 from ..pipeline import Model, sampling_settings
 from . import MAX_PIXELS, MAX_UPLOAD_MB, handlers, import_gradio, limits
@@ -179,6 +181,28 @@ def entered(image) -> np.ndarray:
                                                     Image.NEAREST))
 
 
+@dataclass(frozen=True)
+class PageParts:
+    """What every tab is built from: gradio, the model, the shared sampling settings (as components and as the
+    inputs every handler takes), the test images and the checked upload components."""
+    gr: object
+    model: Model
+    settings: list
+    on_model: dict
+    steps0: int
+    T: int
+    test_images: list
+    test_names: list
+    test_note: str
+    draw_image: object
+    upload_image: object
+    max_pixels: int
+    conditional: bool
+    sampler: object
+    steps: object
+    guidance: object
+
+
 def build_page(model: Model, data_dir: str | None = None, max_pixels: int = MAX_PIXELS,
                max_upload_mb: float = MAX_UPLOAD_MB):
     """The page: shared sampling settings above six tabs, each wired to its handler."""
@@ -200,139 +224,186 @@ def build_page(model: Model, data_dir: str | None = None, max_pixels: int = MAX_
                 class_name = gr.Dropdown(handlers.class_choices(model), value=handlers.EVERY_CLASS, label="class",
                                          visible=conditional, elem_id="class")
                 sampler = gr.Dropdown(samplers, value=sampler0, label="sampler", elem_id="sampler")
-                steps = gr.Slider(1, min(handlers.MAX_STEPS, T), value=min(steps0, handlers.MAX_STEPS), step=1,
-                                  label="steps", elem_id="steps")
-                guidance = gr.Slider(0, handlers.MAX_GUIDANCE, value=guidance0, step=0.1, label="guidance",
+                top = MAX_REQUEST_SAMPLING_STEPS
+                steps = gr.Slider(1, min(top, T), value=min(steps0, top), step=1, label="steps", elem_id="steps")
+                guidance = gr.Slider(0, MAX_REQUEST_GUIDANCE, value=guidance0, step=0.1, label="guidance",
                                      visible=conditional, elem_id="guidance")
-                seed = gr.Number(0, precision=0, minimum=0, maximum=handlers.MAX_SEED, label="seed", elem_id="seed")
+                seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="seed", elem_id="seed")
         sampler.change(shown(gr, lambda name: handlers.default_steps(model, name)), sampler, steps, api_name="steps")
         settings = [class_name, sampler, steps, guidance, seed]
+        parts = PageParts(gr, model, settings, on_model, steps0, T, test_images, test_names, test_note, draw_image,
+                          upload_image, max_pixels, conditional, sampler, steps, guidance)
 
         with gr.Tabs():
             with gr.Tab("Generate", id="generate-tab"):
-                num = gr.Slider(1, handlers.MAX_IMAGES, value=16, step=1, label="images", elem_id="num")
-                go = gr.Button("Generate", variant="primary", elem_id="generate")
-                grid = gr.Image(label="samples", format="png", interactive=False, elem_id="grid")
-                status = gr.Markdown(elem_id="status")
-                go.click(shown(gr, lambda *a: handlers.generate_grid(model, *a)), [num, *settings], [grid, status],
-                         api_name="generate", **on_model)
+                _generate_tab(parts)
 
             with gr.Tab("Reverse process", id="reverse-tab"):
-                gr.Markdown("Each frame is one sampler step: the noisy image x_t (top rows) over the model's "
-                            "current guess of the clean image (bottom rows).")
-                with gr.Row():
-                    reverse_num = gr.Slider(1, 16, value=8, step=1, label="images")
-                    record = gr.Button("Run the reverse process", variant="primary", elem_id="record")
-                    play = gr.Button("Play", elem_id="play")
-                frames = gr.State(None)
-                frame = gr.Slider(1, max(2, steps0), value=1, step=1, label="step", elem_id="frame")
-                frame_image = gr.Image(label="x_t and predicted x_0", format="png", interactive=False)
-                timer = gr.Timer(0.15, active=False)
-
-                def recorded(*args):
-                    sequence = handlers.reverse_process(model, *args)
-                    last = len(sequence)
-                    return sequence, gr.Slider(maximum=max(2, last), value=last), handlers.frame_at(sequence, last)
-
-                record.click(shown(gr, recorded), [reverse_num, *settings], [frames, frame, frame_image],
-                             api_name="reverse", **on_model)
-                frame.change(shown(gr, handlers.frame_at), [frames, frame], frame_image, trigger_mode="always_last",
-                             show_progress="hidden")
-
-                def advance(sequence, index):
-                    if sequence is None or index >= len(sequence):
-                        return gr.Timer(active=False), index
-                    return gr.Timer(active=True), index + 1
-
-                play.click(lambda sequence: (gr.Timer(active=sequence is not None), 1), frames, [timer, frame])
-                timer.tick(advance, [frames, frame], [timer, frame], show_progress="hidden")
+                _reverse_tab(parts)
 
             with gr.Tab("Forward process", id="forward-tab"):
-                gr.Markdown(f"The forward process q(x_t | x_0) on {test_note}.")
-                step = gr.Slider(0, T, value=0, step=1, label="step t", elem_id="forward-step")
-                first, caption = handlers.forward_process(model, test_images, 0)
-                noised = gr.Image(value=first, label="x_t", format="png", interactive=False, elem_id="forward")
-                noised_caption = gr.Markdown(caption)
-                step.change(shown(gr, lambda t: handlers.forward_process(model, test_images, t)), step,
-                            [noised, noised_caption], trigger_mode="always_last", api_name="forward",
-                            show_progress="hidden")
+                _forward_tab(parts)
 
             with gr.Tab("Inpaint", id="inpaint-tab"):
-                gr.Markdown("Upload an image or take a test image, draw over what to regenerate (or pick a built-in "
-                            "mask), and inpaint: the rest of the image is kept. The result shows the image as the "
-                            "model sees it, the mask in grey, then the inpaintings.")
-                with gr.Row():
-                    editor = draw_image(label="image: draw over the part to regenerate", type="pil",
-                                       sources=["upload", "clipboard"], transforms=(), layers=False,
-                                       brush=gr.Brush(colors=["#ff0000"], color_mode="fixed"), canvas_size=(224, 224),
-                                       elem_id="inpaint-image")
-                    with gr.Column():
-                        inpaint_pick = gr.Dropdown(test_names, value=test_names[0], label="test image")
-                        inpaint_take = gr.Button("Use this test image")
-                        mask_name = gr.Radio(["drawn", *handlers.editing.MASKS], value="drawn", label="mask")
-                        inpaint_num = gr.Slider(1, 16, value=4, step=1, label="inpaintings")
-                        inpaint_go = gr.Button("Inpaint", variant="primary", elem_id="inpaint")
-                inpainted = gr.Image(label="image, mask, inpaintings", format="png", interactive=False)
-
-                def take_for_editor(name):
-                    picture = entered(test_images[test_names.index(name)])
-                    return {"background": picture, "layers": [], "composite": picture}
-
-                def inpainting(value, mask_choice, *args):
-                    value = value or {}
-                    mask = handlers.drawn_mask(value.get("layers"))
-                    return handlers.inpaint_tab(model, value.get("background"), mask, mask_choice, *args,
-                                                max_pixels=max_pixels)
-
-                inpaint_take.click(take_for_editor, inpaint_pick, editor)
-                inpaint_go.click(shown(gr, inpainting), [editor, mask_name, inpaint_num, *settings], inpainted,
-                                 api_name="inpaint", **on_model)
+                _inpaint_tab(parts)
 
             with gr.Tab("Image to image", id="img2img-tab"):
-                gr.Markdown("Noise an image part of the way (strength 0 keeps it, 1 is pure noise) and sample back "
-                            "from there, towards the chosen class.")
-                with gr.Row():
-                    source = upload_image(label="image", type="pil", image_mode=None, sources=["upload", "clipboard"],
-                                         format="png", elem_id="img2img-image")
-                    with gr.Column():
-                        img2img_pick = gr.Dropdown(test_names, value=test_names[0], label="test image")
-                        img2img_take = gr.Button("Use this test image")
-                        strength = gr.Slider(0, 1, value=0.6, step=0.05, label="strength", elem_id="strength")
-                        img2img_num = gr.Slider(1, 16, value=4, step=1, label="results")
-                        img2img_go = gr.Button("Run", variant="primary", elem_id="img2img")
-                transformed = gr.Image(label="image, results", format="png", interactive=False)
-                img2img_take.click(lambda name: entered(test_images[test_names.index(name)]), img2img_pick, source)
-                img2img_go.click(shown(gr, lambda *a: handlers.img2img_tab(model, *a, max_pixels=max_pixels)),
-                                 [source, strength, img2img_num, *settings], transformed, api_name="img2img",
-                                 **on_model)
+                _img2img_tab(parts)
 
             with gr.Tab("Interpolate", id="interpolate-tab"):
-                gr.Markdown("Samples along a path between two starting noises (two seeds)"
-                            + (" and two classes" if conditional else "") + "; the slider moves along it.")
-                with gr.Row():
-                    names = list(model.class_names) or [handlers.EVERY_CLASS]
-                    class_a = gr.Dropdown(names, value=names[0], label="first class", visible=conditional)
-                    class_b = gr.Dropdown(names, value=names[-1], label="second class", visible=conditional)
-                    seed_a = gr.Number(0, precision=0, minimum=0, maximum=handlers.MAX_SEED, label="first seed")
-                    seed_b = gr.Number(1, precision=0, minimum=0, maximum=handlers.MAX_SEED, label="second seed")
-                    count = gr.Slider(2, handlers.MAX_FRAMES, value=8, step=1, label="frames")
-                interpolate_go = gr.Button("Interpolate", variant="primary", elem_id="interpolate")
-                strip = gr.Image(label="the path", format="png", interactive=False)
-                path_frames = gr.State(None)
-                position = gr.Slider(0, 1, value=0, step=0.01, label="position", elem_id="position")
-                at = gr.Image(label="at the slider's position", format="png", interactive=False)
-
-                def interpolation(*args):
-                    whole, each = handlers.interpolate_tab(model, *args)
-                    return whole, each, handlers.frame_along(each, 0), 0
-
-                interpolate_go.click(shown(gr, interpolation), [class_a, class_b, seed_a, seed_b, count, sampler, steps,
-                                                                guidance], [strip, path_frames, at, position],
-                                     api_name="interpolate", **on_model)
-                position.change(shown(gr, handlers.frame_along), [path_frames, position], at,
-                                trigger_mode="always_last", show_progress="hidden")
+                _interpolate_tab(parts)
     refuse_bad_requests(gr, page)
     return page
+
+
+
+
+def _generate_tab(parts: PageParts) -> None:
+    """The Generate tab."""
+    gr, model, settings, on_model = parts.gr, parts.model, parts.settings, parts.on_model
+    num = gr.Slider(1, handlers.MAX_IMAGES, value=16, step=1, label="images", elem_id="num")
+    go = gr.Button("Generate", variant="primary", elem_id="generate")
+    grid = gr.Image(label="samples", format="png", interactive=False, elem_id="grid")
+    status = gr.Markdown(elem_id="status")
+    go.click(shown(gr, lambda *a: handlers.generate_grid(model, *a)), [num, *settings], [grid, status],
+             api_name="generate", **on_model)
+
+
+def _reverse_tab(parts: PageParts) -> None:
+    """The Reverse process tab."""
+    gr, model, settings, on_model = parts.gr, parts.model, parts.settings, parts.on_model
+    steps0 = parts.steps0
+    gr.Markdown("Each frame is one sampler step: the noisy image x_t (top rows) over the model's "
+                "current guess of the clean image (bottom rows).")
+    with gr.Row():
+        reverse_num = gr.Slider(1, 16, value=8, step=1, label="images")
+        record = gr.Button("Run the reverse process", variant="primary", elem_id="record")
+        play = gr.Button("Play", elem_id="play")
+    frames = gr.State(None)
+    frame = gr.Slider(1, max(2, steps0), value=1, step=1, label="step", elem_id="frame")
+    frame_image = gr.Image(label="x_t and predicted x_0", format="png", interactive=False)
+    timer = gr.Timer(0.15, active=False)
+
+    def recorded(*args):
+        sequence = handlers.reverse_process(model, *args)
+        last = len(sequence)
+        return sequence, gr.Slider(maximum=max(2, last), value=last), handlers.frame_at(sequence, last)
+
+    record.click(shown(gr, recorded), [reverse_num, *settings], [frames, frame, frame_image],
+                 api_name="reverse", **on_model)
+    frame.change(shown(gr, handlers.frame_at), [frames, frame], frame_image, trigger_mode="always_last",
+                 show_progress="hidden")
+
+    def advance(sequence, index):
+        if sequence is None or index >= len(sequence):
+            return gr.Timer(active=False), index
+        return gr.Timer(active=True), index + 1
+
+    play.click(lambda sequence: (gr.Timer(active=sequence is not None), 1), frames, [timer, frame])
+    timer.tick(advance, [frames, frame], [timer, frame], show_progress="hidden")
+
+
+def _forward_tab(parts: PageParts) -> None:
+    """The Forward process tab."""
+    gr, model, T, test_images = parts.gr, parts.model, parts.T, parts.test_images
+    test_note, = parts.test_note
+    gr.Markdown(f"The forward process q(x_t | x_0) on {test_note}.")
+    step = gr.Slider(0, T, value=0, step=1, label="step t", elem_id="forward-step")
+    first, caption = handlers.forward_process(model, test_images, 0)
+    noised = gr.Image(value=first, label="x_t", format="png", interactive=False, elem_id="forward")
+    noised_caption = gr.Markdown(caption)
+    step.change(shown(gr, lambda t: handlers.forward_process(model, test_images, t)), step,
+                [noised, noised_caption], trigger_mode="always_last", api_name="forward",
+                show_progress="hidden")
+
+
+def _inpaint_tab(parts: PageParts) -> None:
+    """The Inpaint tab."""
+    gr, model, settings, on_model = parts.gr, parts.model, parts.settings, parts.on_model
+    test_images, test_names, draw_image = parts.test_images, parts.test_names, parts.draw_image
+    max_pixels = parts.max_pixels
+    gr.Markdown("Upload an image or take a test image, draw over what to regenerate (or pick a built-in "
+                "mask), and inpaint: the rest of the image is kept. The result shows the image as the "
+                "model sees it, the mask in grey, then the inpaintings.")
+    with gr.Row():
+        editor = draw_image(label="image: draw over the part to regenerate", type="pil",
+                           sources=["upload", "clipboard"], transforms=(), layers=False,
+                           brush=gr.Brush(colors=["#ff0000"], color_mode="fixed"), canvas_size=(224, 224),
+                           elem_id="inpaint-image")
+        with gr.Column():
+            inpaint_pick = gr.Dropdown(test_names, value=test_names[0], label="test image")
+            inpaint_take = gr.Button("Use this test image")
+            mask_name = gr.Radio(["drawn", *handlers.editing.MASKS], value="drawn", label="mask")
+            inpaint_num = gr.Slider(1, 16, value=4, step=1, label="inpaintings")
+            inpaint_go = gr.Button("Inpaint", variant="primary", elem_id="inpaint")
+    inpainted = gr.Image(label="image, mask, inpaintings", format="png", interactive=False)
+
+    def take_for_editor(name):
+        picture = entered(test_images[test_names.index(name)])
+        return {"background": picture, "layers": [], "composite": picture}
+
+    def inpainting(value, mask_choice, *args):
+        value = value or {}
+        mask = handlers.drawn_mask(value.get("layers"))
+        return handlers.inpaint_tab(model, value.get("background"), mask, mask_choice, *args,
+                                    max_pixels=max_pixels)
+
+    inpaint_take.click(take_for_editor, inpaint_pick, editor)
+    inpaint_go.click(shown(gr, inpainting), [editor, mask_name, inpaint_num, *settings], inpainted,
+                     api_name="inpaint", **on_model)
+
+
+def _img2img_tab(parts: PageParts) -> None:
+    """The Image to image tab (SDEdit)."""
+    gr, model, settings, on_model = parts.gr, parts.model, parts.settings, parts.on_model
+    test_images, test_names, upload_image = parts.test_images, parts.test_names, parts.upload_image
+    max_pixels = parts.max_pixels
+    gr.Markdown("Noise an image part of the way (strength 0 keeps it, 1 is pure noise) and sample back "
+                "from there, towards the chosen class.")
+    with gr.Row():
+        source = upload_image(label="image", type="pil", image_mode=None, sources=["upload", "clipboard"],
+                             format="png", elem_id="img2img-image")
+        with gr.Column():
+            img2img_pick = gr.Dropdown(test_names, value=test_names[0], label="test image")
+            img2img_take = gr.Button("Use this test image")
+            strength = gr.Slider(0, 1, value=0.6, step=0.05, label="strength", elem_id="strength")
+            img2img_num = gr.Slider(1, 16, value=4, step=1, label="results")
+            img2img_go = gr.Button("Run", variant="primary", elem_id="img2img")
+    transformed = gr.Image(label="image, results", format="png", interactive=False)
+    img2img_take.click(lambda name: entered(test_images[test_names.index(name)]), img2img_pick, source)
+    img2img_go.click(shown(gr, lambda *a: handlers.img2img_tab(model, *a, max_pixels=max_pixels)),
+                     [source, strength, img2img_num, *settings], transformed, api_name="img2img",
+                     **on_model)
+
+
+def _interpolate_tab(parts: PageParts) -> None:
+    """The Interpolate tab."""
+    gr, model, on_model, conditional = parts.gr, parts.model, parts.on_model, parts.conditional
+    sampler, steps, guidance = parts.sampler, parts.steps, parts.guidance
+    gr.Markdown("Samples along a path between two starting noises (two seeds)"
+                + (" and two classes" if conditional else "") + "; the slider moves along it.")
+    with gr.Row():
+        names = list(model.class_names) or [handlers.EVERY_CLASS]
+        class_a = gr.Dropdown(names, value=names[0], label="first class", visible=conditional)
+        class_b = gr.Dropdown(names, value=names[-1], label="second class", visible=conditional)
+        seed_a = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="first seed")
+        seed_b = gr.Number(1, precision=0, minimum=0, maximum=MAX_SEED, label="second seed")
+        count = gr.Slider(2, handlers.MAX_FRAMES, value=8, step=1, label="frames")
+    interpolate_go = gr.Button("Interpolate", variant="primary", elem_id="interpolate")
+    strip = gr.Image(label="the path", format="png", interactive=False)
+    path_frames = gr.State(None)
+    position = gr.Slider(0, 1, value=0, step=0.01, label="position", elem_id="position")
+    at = gr.Image(label="at the slider's position", format="png", interactive=False)
+
+    def interpolation(*args):
+        whole, each = handlers.interpolate_tab(model, *args)
+        return whole, each, handlers.frame_along(each, 0), 0
+
+    interpolate_go.click(shown(gr, interpolation), [class_a, class_b, seed_a, seed_b, count, sampler, steps,
+                                                    guidance], [strip, path_frames, at, position],
+                         api_name="interpolate", **on_model)
+    position.change(shown(gr, handlers.frame_along), [path_frames, position], at,
+                    trigger_mode="always_last", show_progress="hidden")
 
 
 def serve(model: Model, host: str = "127.0.0.1", port: int = 7860, data_dir: str | None = None,

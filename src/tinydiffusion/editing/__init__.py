@@ -18,8 +18,8 @@ from .images import (
     to_picture_size,
 )
 from .img2img import img2img
-from .inpaint import inpaint
+from .inpaint import inpaint, inpaint_picture
 from .interpolate import interpolate
 
-__all__ = ["MASKS", "builtin_mask", "fit_image", "fit_mask", "img2img", "inpaint", "interpolate",
+__all__ = ["MASKS", "builtin_mask", "fit_image", "fit_mask", "img2img", "inpaint", "inpaint_picture", "interpolate",
            "picture_pixels", "read_picture", "scale_mask", "to_picture_size"]

@@ -45,8 +45,9 @@ def edit_labels(model: Model, num: int, classes: list[int] | None, guidance: flo
     return torch.full((num,), model.num_classes, dtype=torch.long), 1.0
 
 
-def prepare(model: Model, num: int, classes: list[int] | None, sampler: str | None, steps: int | None,
-            guidance: float | None, seed: int, options: dict) -> Draw:
+def start_draw(model: Model, num: int, classes: list[int] | None, sampler: str | None, steps: int | None,
+               guidance: float | None, seed: int, options: dict) -> Draw:
+    """An edit's Draw of `num` images: its settings checked, its memory estimated, its noise drawn."""
     if num < 1:
         raise UserError(f"the number of images must be at least 1, not {num}.")
     labels, guidance = edit_labels(model, num, classes, guidance)

@@ -15,7 +15,7 @@ import torch
 from ..data.pixels import to_model_space
 from ..errors import UserError
 from ..pipeline import Model
-from .draw import check_image, prepare
+from .draw import check_image, start_draw
 
 
 def img2img(model: Model, image: torch.Tensor, strength: float, num: int = 1, *, classes: list[int] | None = None,
@@ -27,7 +27,7 @@ def img2img(model: Model, image: torch.Tensor, strength: float, num: int = 1, *,
         raise UserError(f"the strength must be a number from 0 (the image as it is) to 1 (a new image), "
                         f"not {strength}.")
     image = check_image(model, image)
-    draw = prepare(model, num, classes, sampler, steps, guidance, seed, sampler_options)
+    draw = start_draw(model, num, classes, sampler, steps, guidance, seed, sampler_options)
     redone = round(strength * draw.steps)  # sampler steps walked again
     if redone == 0:
         return image.cpu().expand(num, -1, -1, -1).clone()

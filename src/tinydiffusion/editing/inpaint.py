@@ -19,7 +19,8 @@ from ..data.pixels import to_model_space
 from ..errors import UserError
 from ..pipeline import Model
 from ..samplers import Level, gaussian_like
-from .draw import check_image, prepare
+from .draw import check_image, start_draw
+from .images import builtin_mask, fit_image, fit_mask, picture_pixels, scale_mask, to_picture_size
 
 
 def repaint_path(steps: int, jump_length: int, resamplings: int) -> list[int]:
@@ -56,7 +57,7 @@ def inpaint(model: Model, image: torch.Tensor, mask: torch.Tensor, num: int = 1,
         raise UserError(f"the mask must be bool shaped {tuple(image.shape[1:])}, the image's size, not {got}.")
     if not 1 <= resamplings <= 100:
         raise UserError(f"--resamplings must be between 1 and 100, not {resamplings}.")
-    draw = prepare(model, num, classes, sampler, steps, guidance, seed, sampler_options)
+    draw = start_draw(model, num, classes, sampler, steps, guidance, seed, sampler_options)
     jump_length = jump_length or max(1, draw.steps // 10)
     if not 1 <= jump_length <= draw.steps:
         raise UserError(f"--jump-length must be between 1 and the {draw.steps} steps, not {jump_length}.")
@@ -75,3 +76,19 @@ def inpaint(model: Model, image: torch.Tensor, mask: torch.Tensor, num: int = 1,
         else:  # a jump back up: the forward process from level a to level b
             x = renoise(x, draw.levels[a], draw.levels[b], draw.generators)
     return torch.where(keep.cpu(), image.cpu(), draw.pixels(x))  # exactly the given pixels outside the mask
+
+
+def inpaint_picture(model: Model, picture, mask, num: int = 1, *, seed: int = 0, **options) -> torch.Tensor:
+    """`num` inpaintings of a picture (a PIL image of any size) at its own size, uint8 [num, C, H, W]: `mask` is a
+    built-in mask's name (editing.MASKS; "strokes" follows the seed) or a mask picture of the picture's size,
+    white where to regenerate. Outside the mask the picture's own pixels are kept, exactly; `options` are
+    inpaint()'s."""
+    if isinstance(mask, str):
+        at_model_size = builtin_mask(mask, model.config.net.image_size, seed=seed)
+        at_picture_size = scale_mask(at_model_size, picture.size)
+    else:
+        at_model_size, at_picture_size = fit_mask(model, mask, picture.size)
+    if not at_model_size.any():
+        raise UserError("the mask is empty (no white pixel), so there is nothing to inpaint.")
+    results = inpaint(model, fit_image(model, picture), at_model_size, num, seed=seed, **options)
+    return torch.where(at_picture_size, to_picture_size(results, picture.size), picture_pixels(model, picture))

@@ -21,7 +21,7 @@ from ..data.pixels import to_model_space
 from ..errors import UserError
 from ..pipeline import Model, start_noise
 from ..samplers import Denoiser
-from .draw import Draw, check_image, prepare
+from .draw import Draw, check_image, start_draw
 
 INVERSION_STEPS = 50  # DDIM steps of an inversion; each costs 1 + refinements network evaluations (invert)
 
@@ -99,19 +99,19 @@ def interpolate(model: Model, frames: int, *, seeds: tuple[int, int] = (0, 1), i
                             "it; drop --sampler and sampler options.")
         sampler, steps = "ddim", steps or INVERSION_STEPS
         guidance = 1.0 if guidance is None and classes else guidance
-    draw = prepare(model, frames, first, sampler, steps, guidance, seeds[0], sampler_options)
+    draw = start_draw(model, frames, first, sampler, steps, guidance, seeds[0], sampler_options)
     if images is not None:
         if len(images) != 2:
             raise UserError(f"an interpolation goes between two images, not {len(images)}.")
         pair = torch.stack([to_model_space(check_image(model, image)) for image in images])
-        ends = prepare(model, 2, list(classes) if classes else None, "ddim", draw.steps, draw.guidance, 0, {})
+        ends = start_draw(model, 2, list(classes) if classes else None, "ddim", draw.steps, draw.guidance, 0, {})
         start, end = invert(ends, pair)
     else:
         start, end = draw.noise[0], start_noise(model, seeds[1], 0, 1)[0][0]
     path = slerp(start, end, weights)
     denoise = draw.denoise
     if len(classes) == 2:
-        both = prepare(model, 2 * frames, [classes[0]] * frames + [classes[1]] * frames, draw.sampler_name,
+        both = start_draw(model, 2 * frames, [classes[0]] * frames + [classes[1]] * frames, draw.sampler_name,
                        draw.steps, draw.guidance, seeds[0], sampler_options)
         denoise = ClassBlend(both.denoise, weights)
     draw.generators = [start_noise(model, seeds[0], 0, 1)[1][0] for _ in range(frames)]  # one step noise for all

@@ -1,9 +1,10 @@
 """The feature classifier of the FD metric: train one on any labelled images, save it, load it.
 
-Fashion-MNIST uses the bundled classifier (`assets/fmnist-classifier.safetensors`), so its scores stay
-comparable with docs/. Any other labelled dataset gets a classifier of its own, trained once on its
-train split with the same recipe and kept beside the prepared data: a network trained on the domain
-itself sees what matters there, where ImageNet features of upscaled 28x28 images say little.
+A named dataset that carries a reference (data/named.py; Fashion-MNIST's is
+`assets/fmnist-classifier.safetensors`) uses the bundled classifier, so its scores stay comparable with docs/.
+Any other labelled dataset gets a classifier of its own, trained once on its train split with the same recipe
+and kept beside the prepared data: a network trained on the domain itself sees what matters there, where
+ImageNet features of upscaled 28x28 images say little.
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ import torch.nn.functional as F
 from safetensors.torch import save as save_safetensors
 
 from ..checkpoint import load_into, load_weights, plain_state_dict
+from ..data.named import BUNDLED_DATASET
 from ..data.pixels import to_model_space
 from ..errors import UserError
 from ..files import atomic_write_bytes
-from ..nets.classifier import ClassifierConfig, FashionClassifier
+from ..nets.classifier import ClassifierConfig, FeatureClassifier
 from ..words import count
 from .samples import as_image_batch
 
-BUNDLED_CLASSIFIER = Path(__file__).resolve().parents[1] / "assets" / "fmnist-classifier.safetensors"
+BUNDLED_CLASSIFIER = BUNDLED_DATASET.reference.classifier_path
 EPOCHS = 6  # where test accuracy levelled off (docs/defaults.md)
 MIN_TRAIN_IMAGES = 10
 
@@ -62,13 +64,13 @@ def config_for(image_shape: tuple[int, int, int], num_classes: int) -> Classifie
 
 # --- features ------------------------------------------------------------------------------
 
-def classifier_shape(classifier: FashionClassifier) -> tuple[int, int, int]:
+def classifier_shape(classifier: FeatureClassifier) -> tuple[int, int, int]:
     config = classifier.config
     return config.in_channels, config.image_size, config.image_size
 
 
 @torch.no_grad()
-def extract_features(classifier: FashionClassifier, images_uint8, batch_size: int = 1000,
+def extract_features(classifier: FeatureClassifier, images_uint8, batch_size: int = 1000,
                      progress: bool = False) -> np.ndarray:
     """Penultimate classifier features, float64 [N, feature_dim].
 
@@ -94,7 +96,7 @@ def extract_features(classifier: FashionClassifier, images_uint8, batch_size: in
 
 
 @torch.no_grad()
-def predict_classes(classifier: FashionClassifier, features: np.ndarray) -> np.ndarray:
+def predict_classes(classifier: FeatureClassifier, features: np.ndarray) -> np.ndarray:
     """Class predicted from already extracted (eval-mode) features."""
     assert not classifier.training, "predict_classes needs the classifier in eval mode"
     head_weight = next(classifier.head.parameters())
@@ -102,7 +104,7 @@ def predict_classes(classifier: FashionClassifier, features: np.ndarray) -> np.n
     return logits.argmax(dim=1).cpu().numpy()
 
 
-def classifier_accuracy(classifier: FashionClassifier, images_uint8, labels) -> float:
+def classifier_accuracy(classifier: FeatureClassifier, images_uint8, labels) -> float:
     was_training = classifier.training
     classifier.eval()
     predicted = predict_classes(classifier, extract_features(classifier, images_uint8))
@@ -130,7 +132,7 @@ def train_one_epoch(model, optimizer, scheduler, images, labels, batch_size, gen
 
 
 def fit_classifier(images: torch.Tensor, labels: torch.Tensor, config: ClassifierConfig,
-                   recipe: Recipe = Recipe(), progress: bool = True) -> tuple[FashionClassifier, dict]:
+                   recipe: Recipe = Recipe(), progress: bool = True) -> tuple[FeatureClassifier, dict]:
     """Train a classifier on uint8 images [N, C, H, W] and labels [N]; return it in eval mode, with facts.
 
     AdamW with a one-cycle learning rate (Smith & Topin 2019); everything random comes from the seed,
@@ -147,7 +149,7 @@ def fit_classifier(images: torch.Tensor, labels: torch.Tensor, config: Classifie
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         generator = torch.Generator().manual_seed(recipe.seed)
-        model = FashionClassifier(config)
+        model = FeatureClassifier(config)
         optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=5e-4)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=steps)
         start, cpu_start = time.time(), time.process_time()
@@ -187,7 +189,7 @@ def weights_checksum(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def save_classifier(model: FashionClassifier, path: str | Path, info: dict) -> None:
+def save_classifier(model: FeatureClassifier, path: str | Path, info: dict) -> None:
     """Weights as safetensors at `path`, config and provenance as JSON beside it, both atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -196,7 +198,7 @@ def save_classifier(model: FashionClassifier, path: str | Path, info: dict) -> N
     atomic_write_bytes(path.with_suffix(".json"), (json.dumps(info, indent=2) + "\n").encode())
 
 
-def load_classifier(path: str | Path | None = None) -> FashionClassifier:
+def load_classifier(path: str | Path | None = None) -> FeatureClassifier:
     """Rebuild a classifier from its safetensors + JSON (default: the bundled one), in eval mode.
     Its JSON is at `.info` (held-out accuracy, what it was trained on)."""
     path = Path(path) if path is not None else BUNDLED_CLASSIFIER
@@ -208,7 +210,7 @@ def load_classifier(path: str | Path | None = None) -> FashionClassifier:
     try:
         info = json.loads(info_path.read_text())
         config = ClassifierConfig(**{**info["config"], "channels": tuple(info["config"]["channels"])})
-        model = FashionClassifier(config)
+        model = FeatureClassifier(config)
     except (ValueError, KeyError, TypeError) as err:
         raise UserError(f"{path} is not a classifier this version can load ({err}).") from None
     load_into(model, load_weights(path), path)  # a damaged or mismatched file is one sentence from these
@@ -236,7 +238,7 @@ def train_classifier(train, held_out, out_path: str | Path, config: ClassifierCo
 
 
 def cached_classifier(path: Path, train, held_out, recipe: Recipe = Recipe(), config: ClassifierConfig | None = None,
-                      progress: bool = True, **provenance) -> FashionClassifier:
+                      progress: bool = True, **provenance) -> FeatureClassifier:
     """The classifier at `path` if it was trained on exactly these images with this recipe; else train it now,
     save it there and say its held-out accuracy (once: later calls load it)."""
     try:

@@ -1,5 +1,6 @@
 """`python -m tinydiffusion.evaluation train-classifier | ship-statistics` (and `tinydiffusion train-classifier`):
-training the bundled Fashion-MNIST classifier and computing the statistics shipped with the package."""
+training the bundled classifier and computing the statistics shipped with the package, for the dataset that carries
+them (data/named.py's BUNDLED_DATASET)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,16 @@ from pathlib import Path
 
 from ..config import DataConfig
 from ..data import ImageDataset, load_data
+from ..data.named import BUNDLED_DATASET
 from ..errors import UserError
 from . import metrics
 from .classifier import BUNDLED_CLASSIFIER, EPOCHS, Recipe, load_classifier, train_classifier
 from .metrics import SHIPPED_STATISTICS
 
 
-def load_fashion_mnist(data_dir: str | Path, split: str) -> ImageDataset:
-    """A split of Fashion-MNIST from `data_dir` (or the cache), never downloading."""
-    return load_data(DataConfig(source="fashion-mnist", data_dir=str(data_dir or ""), download=False), split,
+def load_bundled_split(data_dir: str | Path, split: str) -> ImageDataset:
+    """A split of the bundled reference's dataset from `data_dir` (or the cache), never downloading."""
+    return load_data(DataConfig(source=BUNDLED_DATASET.name, data_dir=str(data_dir or ""), download=False), split,
                      progress=False)
 
 
@@ -31,16 +33,17 @@ def _at_least_one(text: str) -> int:
 def main(argv: list[str] | None = None, parser_class=argparse.ArgumentParser) -> int:
     """`parser_class`: the command line passes its own, whose errors are one sentence."""
     parser = parser_class(prog="python -m tinydiffusion.evaluation")
+    title, name = BUNDLED_DATASET.title, BUNDLED_DATASET.name
     commands = parser.add_subparsers(dest="command", required=True, parser_class=parser_class)
-    train = commands.add_parser("train-classifier", help="train the bundled Fashion-MNIST FD classifier")
-    train.add_argument("--data-dir", default="", help="the four Fashion-MNIST IDX files (default: the cache)")
+    train = commands.add_parser("train-classifier", help=f"train the bundled {title} FD classifier")
+    train.add_argument("--data-dir", default="", help=f"the {title} files (default: the cache)")
     # Outputs default to the working folder, never into the installed package: replacing the bundled
     # classifier would change every FD the project reports. Shipping a new one is a deliberate copy.
     train.add_argument("--out", default=BUNDLED_CLASSIFIER.name, help="weights path; the JSON goes beside it")
     train.add_argument("--epochs", type=_at_least_one, default=EPOCHS, help="passes over the train split")
     train.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batch order")
-    ship = commands.add_parser("ship-statistics", help="compute the Fashion-MNIST statistics shipped with the package")
-    ship.add_argument("--data-dir", default="", help="the four Fashion-MNIST IDX files (default: the cache)")
+    ship = commands.add_parser("ship-statistics", help=f"compute the {title} statistics shipped with the package")
+    ship.add_argument("--data-dir", default="", help=f"the {title} files (default: the cache)")
     ship.add_argument("--classifier", default=str(BUNDLED_CLASSIFIER), help="the classifier whose features they are")
     ship.add_argument("--out", default=SHIPPED_STATISTICS.name, help="the statistics, FILE.npz")
     args = parser.parse_args(argv)
@@ -49,11 +52,11 @@ def main(argv: list[str] | None = None, parser_class=argparse.ArgumentParser) ->
         suffix = ".safetensors" if args.command == "train-classifier" else ".npz"
         if out.suffix != suffix or not out.parent.is_dir():
             raise UserError(f"--out must be a {suffix} file in a folder that exists, not {out}.")
-        train_split, test_split = load_fashion_mnist(args.data_dir, "train"), load_fashion_mnist(args.data_dir, "test")
+        train_split, test_split = load_bundled_split(args.data_dir, "train"), load_bundled_split(args.data_dir, "test")
         if args.command == "train-classifier":
             recipe = Recipe(epochs=args.epochs, seed=args.seed)
-            info = train_classifier(train_split, test_split, args.out, recipe=recipe, data="fashion-mnist",
-                                    held_out_split="the fashion-mnist test split")
+            info = train_classifier(train_split, test_split, args.out, recipe=recipe, data=name,
+                                    held_out_split=f"the {name} test split")
             print(f"test accuracy {info['test_accuracy']:.4f}; saved {args.out}", file=sys.stderr)
         else:
             facts = metrics.write_shipped_statistics(Path(args.out), load_classifier(args.classifier), test_split,

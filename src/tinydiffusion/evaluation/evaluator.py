@@ -14,7 +14,6 @@ import torch
 from ..config import DataConfig
 from ..data import ImageDataset, dataset_folder, load_data
 from ..data import named_dataset as named_dataset_of
-from ..data.named import FASHION_MNIST
 from ..errors import UserError
 from ..words import count
 from . import metrics
@@ -35,11 +34,11 @@ from .reference import (
     artefact_folder,
     data_name,
     hold_out,
-    is_fashion_mnist,
     metric_name,
     named_files_present,
     short_path,
     with_class_names,
+    with_reference,
 )
 from .samples import as_image_batch, check_labels
 
@@ -78,8 +77,9 @@ class Evaluator:
         if classifier is not None:
             self.classifier = classifier
         elif self._fits_bundled():
-            self.classifier = load_classifier()
-            self.classifier_text = "the bundled Fashion-MNIST classifier"
+            named = with_reference(self.data)
+            self.classifier = load_classifier(named.reference.classifier_path)
+            self.classifier_text = f"the bundled {named.title} classifier"
         else:
             self.classifier = self._domain_classifier(pool, with_class_names(reference_set, self.class_names),
                                                       held_out)
@@ -92,25 +92,27 @@ class Evaluator:
     # --- setting up -------------------------------------------------------------------------
 
     def _use_shipped_statistics(self, classifier) -> bool:
-        """Fashion-MNIST, when its files are not on disk: the statistics shipped with the package."""
-        if not (is_fashion_mnist(self.data) and self.data.image_size in (0, 28) and self.data.channels in (0, 1)):
+        """A named dataset with a reference shipped for it, when its files are not on disk: the shipped statistics."""
+        named = with_reference(self.data)
+        if named is None or self.data.image_size not in (0, named.image_size) or self.data.channels not in (
+                0, named.channels):
             return False
         if named_files_present(self.data):
             return False
-        classifier = classifier if classifier is not None else load_classifier()
-        shipped = metrics.shipped_statistics(classifier)
+        classifier = classifier if classifier is not None else load_classifier(named.reference.classifier_path)
+        shipped = metrics.shipped_statistics(classifier, named.reference.statistics_path)
         if shipped is None:
             return False
         if self.inception:
-            raise UserError("Inception FID needs the real images, and Fashion-MNIST is not in "
+            raise UserError(f"Inception FID needs the real images, and {named.title} is not in "
                             f"{dataset_folder(self.data)}; point --data-dir at its files.")
-        self.image_shape, self.class_names = (1, 28, 28), FASHION_MNIST.class_names
-        self.classifier, self.classifier_text = classifier, "the bundled Fashion-MNIST classifier"
+        self.image_shape, self.class_names = named.image_shape, named.class_names
+        self.classifier, self.classifier_text = classifier, f"the bundled {named.title} classifier"
         self.reference = shipped
-        self.reference_text = f"the fashion-mnist test split ({shipped['facts']['test_images']:,} images)"
-        self.notes.append(f"shipped statistics: Fashion-MNIST's files are not in {dataset_folder(self.data)}")
+        self.reference_text = f"the {named.name} test split ({shipped['facts']['test_images']:,} images)"
+        self.notes.append(f"shipped statistics: {named.title}'s files are not in {dataset_folder(self.data)}")
         if self.data.prepared_sha256 and self.data.prepared_sha256 != shipped["facts"]["train_sha256"]:
-            self.notes.append("the run was trained on other Fashion-MNIST files than the shipped statistics come "
+            self.notes.append(f"the run was trained on other {named.title} files than the shipped statistics come "
                               "from (checksums differ), so compare its scores with care")
         return True
 
@@ -133,8 +135,8 @@ class Evaluator:
         return test, train, where
 
     def _fits_bundled(self) -> bool:
-        return (is_fashion_mnist(self.data) and self.image_shape == (1, 28, 28)
-                and self.class_names == FASHION_MNIST.class_names)
+        named = with_reference(self.data)
+        return named is not None and self.image_shape == named.image_shape and self.class_names == named.class_names
 
     def _domain_classifier(self, train: ImageDataset, held_out: ImageDataset, held_out_text: str):
         """The classifier trained on this train split with this recipe, from the cache or trained now."""
@@ -250,6 +252,6 @@ class Evaluator:
 def evaluate_samples(images_uint8, labels=None, data_dir: str | Path = "", classifier=None,
                      num_floor: int | None = None, progress: bool = True, k: int = 3,
                      data: DataConfig | None = None) -> dict:
-    """Score samples against `data` (default: Fashion-MNIST in `data_dir`, or the cache); see Evaluator."""
-    data = data or DataConfig(source="fashion-mnist", data_dir=str(data_dir or ""), download=False)
+    """Score samples against `data` (default: the default data source in `data_dir`, or the cache); see Evaluator."""
+    data = data or DataConfig(data_dir=str(data_dir or ""), download=False)
     return Evaluator(data, classifier=classifier, k=k, progress=progress).score(images_uint8, labels, num_floor)

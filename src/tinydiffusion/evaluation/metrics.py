@@ -21,13 +21,14 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from ..data.named import BUNDLED_DATASET
 from ..errors import UserError
 from ..files import atomic_write_bytes
-from ..nets.classifier import FashionClassifier
+from ..nets.classifier import FeatureClassifier
 from .classifier import extract_features, weights_checksum
 
 FLOOR_SEED = 0  # which real images make the floor; fixed so floors are comparable across runs
-SHIPPED_STATISTICS = Path(__file__).resolve().parents[1] / "assets" / "fmnist-reference.npz"
+SHIPPED_STATISTICS = BUNDLED_DATASET.reference.statistics_path
 
 
 # --- scores on features --------------------------------------------------------------------
@@ -143,7 +144,7 @@ def _write_cache(path: Path, payload: bytes) -> None:
     atomic_write_bytes(path, payload)
 
 
-def reference_statistics(images: torch.Tensor, classifier: FashionClassifier, cache_folder: Path,
+def reference_statistics(images: torch.Tensor, classifier: FeatureClassifier, cache_folder: Path,
                          progress: bool = False) -> dict:
     """Features, mean and covariance of the reference images, cached in `cache_folder` by images and weights."""
     key = _cache_key("fd-reference-v2", _images_digest(images), weights_checksum(classifier))
@@ -178,7 +179,7 @@ def floor_from_features(features: np.ndarray, reference: dict, k: int = 3) -> di
             "precision": precision, "recall": recall}
 
 
-def real_floor(pool: torch.Tensor, classifier: FashionClassifier, num: int, reference: dict, cache_folder: Path,
+def real_floor(pool: torch.Tensor, classifier: FeatureClassifier, num: int, reference: dict, cache_folder: Path,
                k: int = 3, progress: bool = False) -> dict:
     """The scores of `num` real images of `pool` (a fixed seeded subset): what a perfect model gets at this N."""
     num = min(num, len(pool))
@@ -196,12 +197,12 @@ def real_floor(pool: torch.Tensor, classifier: FashionClassifier, num: int, refe
     return floor
 
 
-# --- Fashion-MNIST's statistics, shipped with the package ------------------------------------
+# --- a named dataset's statistics, shipped with the package (data/named.py's references) ---------
 
 SHIPPED_FLOOR_MAX = 10_000  # floor features shipped: enough for any N up to the test split's size
 
 
-def write_shipped_statistics(path: Path, classifier: FashionClassifier, test, train, progress: bool = True) -> dict:
+def write_shipped_statistics(path: Path, classifier: FeatureClassifier, test, train, progress: bool = True) -> dict:
     """Save what scoring needs when the data is not on disk: the test split's feature mean and covariance
     (float64), its features (float16, for precision and recall) and the features of the floor's first
     SHIPPED_FLOOR_MAX train images, in the floor's order, keyed by the classifier's and the data's checksums."""
@@ -220,7 +221,7 @@ def write_shipped_statistics(path: Path, classifier: FashionClassifier, test, tr
     return facts
 
 
-def shipped_statistics(classifier: FashionClassifier, path: Path = SHIPPED_STATISTICS) -> dict | None:
+def shipped_statistics(classifier: FeatureClassifier, path: Path = SHIPPED_STATISTICS) -> dict | None:
     """The shipped reference for this classifier (mu, sigma, features, floor_features, facts), or None
     when there is none for its weights."""
     try:

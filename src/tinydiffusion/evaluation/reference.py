@@ -10,20 +10,21 @@ import torch
 from ..config import DataConfig
 from ..data import ImageDataset, dataset_folder, prepared_path
 from ..data import named_dataset as named_dataset_of
-from ..data.named import FASHION_MNIST
+from ..data.named import BUNDLED_DATASET, NamedDataset
 from ..errors import UserError
 from ..files import cache_dir
 from ..words import count
 
-METRIC_NAME = "FD (fmnist-classifier features)"  # Fashion-MNIST's, in the bundled classifier: as in docs/
+METRIC_NAME = BUNDLED_DATASET.reference.metric_name  # the FD in the bundled classifier's features: as in docs/
 HOLDOUT_FRACTION = 0.1  # of the train split, held out where a source has no test split
 HOLDOUT_SEED = 0
 NO_TEST_SPLIT = "reference: 10% of the train split held out; no test split found"
 
 
-def is_fashion_mnist(data: DataConfig) -> bool:
+def with_reference(data: DataConfig) -> NamedDataset | None:
+    """The named dataset `data` is, when the package ships a reference for it (a classifier and statistics)."""
     named = named_dataset_of(data)
-    return named is not None and named.name == FASHION_MNIST.name
+    return named if named is not None and named.reference is not None else None
 
 
 def data_name(data: DataConfig) -> str:
@@ -40,9 +41,10 @@ def short_path(source: str) -> str:
 
 
 def metric_name(data: DataConfig, image_shape: tuple[int, ...]) -> str:
-    """Which features an FD is in: Fashion-MNIST's bundled classifier's, or the one trained on this train split."""
-    if is_fashion_mnist(data) and tuple(image_shape) == (1, 28, 28):
-        return METRIC_NAME
+    """Which features an FD is in: a named dataset's bundled classifier's, or the one trained on this train split."""
+    named = with_reference(data)
+    if named is not None and tuple(image_shape) == named.image_shape:
+        return named.reference.metric_name
     return f"FD ({data_name(data)}{'/train' if named_dataset_of(data) else ''} classifier features)"
 
 

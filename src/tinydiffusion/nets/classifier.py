@@ -35,7 +35,7 @@ def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
-class FashionClassifier(nn.Module):
+class FeatureClassifier(nn.Module):
     """conv stages -> global average pool -> linear + BatchNorm + ReLU (features) -> dropout -> linear."""
 
     def __init__(self, config: ClassifierConfig | None = None):

@@ -10,7 +10,7 @@ so the command line's help stays fast).
 from __future__ import annotations
 
 from ..errors import UserError
-from .base import CLEAN, Denoiser, Level, Sampler, gaussian_like
+from .base import CLEAN, OPTION_FLAGS, Denoiser, Level, OptionFlag, Sampler, gaussian_like
 from .consistency import consistency
 from .ddim import ddim
 from .ddpm import ddpm
@@ -21,10 +21,10 @@ from .spacing import karras_levels, karras_sigmas, uniform_levels
 
 SAMPLERS: dict[str, Sampler] = {
     "ddpm": Sampler(ddpm, uniform_levels),
-    "ddim": Sampler(ddim, uniform_levels),
-    "dpmpp-2m": Sampler(dpmpp_2m, uniform_levels),
-    "euler": Sampler(euler, karras_levels),
-    "heun": Sampler(heun, karras_levels, evaluations=lambda steps: 2 * steps - 1),
+    "ddim": Sampler(ddim, uniform_levels, deterministic=True),
+    "dpmpp-2m": Sampler(dpmpp_2m, uniform_levels, deterministic=True),
+    "euler": Sampler(euler, karras_levels, deterministic=True),
+    "heun": Sampler(heun, karras_levels, evaluations=lambda steps: 2 * steps - 1, deterministic=True),
     "consistency": Sampler(consistency, uniform_levels),
 }
 
@@ -50,11 +50,27 @@ def check_sampler_options(name: str, options: dict) -> None:
             raise UserError(f"--{option.replace('_', '-')} applies to {where}.")
 
 
+def teacher_samplers() -> tuple[str, ...]:
+    """The samplers a distillation teacher may walk its path with: deterministic, on the process's own steps (so a
+    student's levels lie on the teacher's)."""
+    return tuple(name for name, s in SAMPLERS.items() if s.deterministic and s.spacing is uniform_levels)
+
+
+def option_flags() -> dict[str, tuple[OptionFlag, list[str], object]]:
+    """The sampler options the command line offers: name -> (its flag, the samplers that take it, its default)."""
+    found = {}
+    for option, flag in OPTION_FLAGS.items():
+        takers = [name for name in SAMPLERS if option in sampler_options(name)]
+        if takers:
+            found[option] = (flag, takers, sampler_options(takers[0])[option])
+    return found
+
+
 def network_evaluations(name: str, steps: int) -> int:
     """How many denoiser calls a sampler makes for `steps` steps."""
     return get_sampler(name).evaluations(steps)
 
 
-__all__ = ["CLEAN", "SAMPLERS", "Denoiser", "Level", "Sampler", "check_sampler_options", "gaussian_like",
-           "get_sampler", "karras_levels", "karras_sigmas", "network_evaluations", "sampler_options",
-           "uniform_levels"]
+__all__ = ["CLEAN", "OPTION_FLAGS", "SAMPLERS", "Denoiser", "Level", "OptionFlag", "Sampler",
+           "check_sampler_options", "gaussian_like", "get_sampler", "karras_levels", "karras_sigmas",
+           "network_evaluations", "option_flags", "sampler_options", "teacher_samplers", "uniform_levels"]

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import torch
 
 from ..errors import UserError
+from ..schedules import TIMESTEP_SPACINGS
 
 Callback = Callable[[int, float, torch.Tensor, torch.Tensor], None] | None
 
@@ -98,6 +99,23 @@ def clip_to_data(x0: torch.Tensor, x_t: torch.Tensor, level: Level):
 COMMON_KEYWORDS = {"callback", "generator"}
 
 
+@dataclass(frozen=True)
+class OptionFlag:
+    """How a sampler option is given on the command line (`--name`): its type, its bounds (a number) or choices
+    (text), and what it does. Which samplers take it, and its default, are read from their signatures."""
+    kind: type
+    allowed: tuple
+    help: str
+
+
+# The sampler options the command line offers as flags; the others (clip_x0, rho, sigma_max) are keywords of
+# generate() and the editing functions only. A new sampler's option becomes a flag with one line here.
+OPTION_FLAGS = {
+    "eta": OptionFlag(float, (0, 1), "the noise added at each step, from 0 (deterministic) to 1 (as DDPM)"),
+    "spacing": OptionFlag(str, TIMESTEP_SPACINGS, "which of the model's timesteps are visited"),
+}
+
+
 def _own_options(function) -> dict[str, object]:
     parameters = inspect.signature(function).parameters.values()
     return {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY and p.name not in COMMON_KEYWORDS}
@@ -115,6 +133,7 @@ class Sampler:
     algorithm: Callable
     spacing: Callable
     evaluations: Callable[[int], int] = lambda steps: steps  # its network calls for a number of steps
+    deterministic: bool = False  # no noise drawn after the first: the same x always walks the same path
 
     def options(self) -> dict[str, object]:
         """Its own options and their defaults, read from the two functions' signatures."""

@@ -8,7 +8,7 @@
     tasks.py        what a step minimises: the diffusion loss, or a student's distillation (distillation.py)
     ema.py          the moving average of the weights
     budget.py       a run fitted to a time budget
-    losses.py       the steps' losses read back from the device; a non-finite one skipped or stopped on
+    loss_watch.py   the steps' losses read back from the device; a non-finite one skipped or stopped on
     distributed.py  joining a torchrun job
     options.py      the speed options (precision, channels-last, fused AdamW, compile) resolved per device
     signals.py      SIGINT/SIGTERM: finish the step, checkpoint, exit

@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..files import atomic_write_bytes
 from .distributed import Distributed
 from .ema import EMA
-from .losses import LossWatch
+from .loss_watch import LossWatch
 from .metrics_log import MetricsLog
 
 

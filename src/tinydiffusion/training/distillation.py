@@ -26,6 +26,7 @@ image, and the student takes w as an input, so one evaluation per step honours a
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
@@ -35,15 +36,31 @@ from ..errors import UserError
 from ..samplers import SAMPLERS, Denoiser, uniform_levels
 
 
+@dataclass(frozen=True)
+class DistillMethod:
+    """A distillation method: where each stretch of the teacher's path ends, how the student's x0 error is weighted,
+    and the sampler the student samples with (recorded as distill.sampler)."""
+    student_sampler: str
+    to_clean: bool  # from every teacher level to the clean image (the student then takes any number of steps)
+    snr_weighted: bool  # the x0 error weighted by 1 + SNR
+
+
+# The methods `distill.method` names; adding one is an entry here (and its target, if it is new, in Distillation).
+DISTILL_METHODS = {
+    "trajectory": DistillMethod("ddim", to_clean=False, snr_weighted=True),
+    "consistency": DistillMethod("consistency", to_clean=True, snr_weighted=False),
+}
+
+
 class Distillation:
     def __init__(self, teacher: torch.nn.Module, diffusion, steps: int, teacher_sampler: str, teacher_steps: int,
                  guidance_range: tuple[float, float], num_classes: int, method: str = "trajectory"):
-        self.teacher, self.diffusion, self.method = teacher, diffusion, method
+        self.teacher, self.diffusion, self.method = teacher, diffusion, DISTILL_METHODS[method]
         self.num_classes, self.guidance_range = num_classes, guidance_range
         self.solve = SAMPLERS[teacher_sampler].algorithm
         teacher_levels = SAMPLERS[teacher_sampler].spacing(diffusion, teacher_steps)
         # Each stretch is the teacher's own levels from a start level to a target level; its sampler walks them.
-        if method == "consistency":  # from every teacher level to the clean image
+        if self.method.to_clean:  # from every teacher level to the clean image
             self.stretches = [teacher_levels[i:] for i in range(len(teacher_levels) - 1)]
             return
         levels = uniform_levels(diffusion, steps)  # the student's K levels, then the clean image
@@ -105,7 +122,7 @@ class Distillation:
         else:
             ratio = following.sigma / level.sigma
             target = (x_j - ratio * x_i) / (following.alpha - level.alpha * ratio)
-        weight = 1 + (level.alpha / level.sigma) ** 2 if self.method == "trajectory" else 1.0
+        weight = 1 + (level.alpha / level.sigma) ** 2 if self.method.snr_weighted else 1.0
 
         def per_image(value: float, *shape: int) -> torch.Tensor:
             return torch.full((len(chosen), *shape), float(value), device=x_i.device)
@@ -143,7 +160,7 @@ def student_config(teacher, teacher_weights: Path, overrides: dict):
     and `overrides` (dotted names, as the command line gives them); its sampler follows from the method."""
     import dataclasses
 
-    from ..config import DISTILL_METHODS, DistillConfig, RunConfig, TrainConfig, apply_overrides
+    from ..config import DistillConfig, RunConfig, TrainConfig, apply_overrides
     from ..defaults import STUDENT_TRAINING
 
     cfg = teacher.config
@@ -156,5 +173,6 @@ def student_config(teacher, teacher_weights: Path, overrides: dict):
     train = dataclasses.replace(TrainConfig(), seed=cfg.train.seed, **STUDENT_TRAINING)
     config = RunConfig(name=cfg.name, net=net, diffusion=cfg.diffusion, train=train, data=data, distill=distill)
     config = apply_overrides(config, overrides)
-    distill = dataclasses.replace(config.distill, sampler=DISTILL_METHODS.get(config.distill.method, ""))
+    method = DISTILL_METHODS.get(config.distill.method)
+    distill = dataclasses.replace(config.distill, sampler=method.student_sampler if method else "")
     return dataclasses.replace(config, name=f"{cfg.name}-student-{distill.steps}", distill=distill)

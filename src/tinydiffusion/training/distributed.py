@@ -9,8 +9,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from ..devices import pick_device
 from ..errors import UserError
-from ..pipeline import pick_device
 
 
 @dataclass

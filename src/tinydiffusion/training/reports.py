@@ -109,9 +109,9 @@ def default_reports(config: RunConfig, run_dir: Path, device: torch.device, tens
     """The config's work at each report: a sample grid (train.sample_every_epoch, train.sample_num) and an FD
     (train.eval_every). Made on rank 0 before training, so data that cannot be scored is one sentence now rather
     than an error after the first epoch."""
-    t, reports = config.train, []
-    if t.sample_every_epoch and t.sample_num > 0:
+    train_cfg, reports = config.train, []
+    if train_cfg.sample_every_epoch and train_cfg.sample_num > 0:
         reports.append(SampleGrid(run_dir, tensorboard))
-    if t.eval_every:
+    if train_cfg.eval_every:
         reports.append(FDEvaluation(config, device, progress))
     return reports

@@ -25,14 +25,16 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from ..config import MAX_STEPS, RunConfig
+from ..bounds import MAX_OPTIMIZER_STEPS
+from ..config import RunConfig
 from ..data import ImageDataset, load_data
+from ..devices import memory_of
 from ..diffusion import GaussianDiffusion
 from ..errors import UserError
 from ..files import atomic_write_bytes, check_run_not_in_use, run_lock
 from ..nets import build_network, count_parameters
 from ..nets.memory import activation_bytes, format_bytes
-from ..pipeline import Model, memory_of
+from ..pipeline import Model
 from ..tensorboard_log import TensorBoardLog
 from .batches import Batch, Batches, check_data_fits, record_data, steps_per_epoch
 from .budget import StepPlanner, budget_seconds, last_step
@@ -40,7 +42,7 @@ from .checkpoints import Checkpoints
 from .cuda_graph import GraphedStep
 from .distributed import setup_distributed
 from .ema import EMA
-from .losses import LossWatch
+from .loss_watch import LossWatch
 from .metrics_log import MetricsLog
 from .options import resolve_options
 from .reports import Report, default_reports, report_cost_in_steps, report_interval
@@ -52,14 +54,15 @@ from .tasks import task_for
 def learning_rate(config, step: int, total_steps: int | None) -> float:
     """Linear warm-up, then constant or a cosine decay to lr * min_lr_ratio. A run planned from a time budget holds
     the peak until its plan (total_steps None meanwhile), and decays from there (train.planned_at)."""
-    t = config.train
-    if step < t.warmup_steps:
-        return t.lr * (step + 1) / t.warmup_steps
-    if t.lr_schedule == "constant" or total_steps is None:
-        return t.lr
-    decay_from = max(t.warmup_steps, t.planned_at)
+    train_cfg = config.train
+    if step < train_cfg.warmup_steps:
+        return train_cfg.lr * (step + 1) / train_cfg.warmup_steps
+    if train_cfg.lr_schedule == "constant" or total_steps is None:
+        return train_cfg.lr
+    decay_from = max(train_cfg.warmup_steps, train_cfg.planned_at)
     progress = min(1.0, max(0, step - decay_from) / max(1, total_steps - decay_from))
-    return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    floor = train_cfg.min_lr_ratio
+    return train_cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 @dataclass
@@ -89,72 +92,73 @@ class Trainer:
         config.validate()
         self.config, self.run_dir, self.resume = config, Path(run_dir), resume
         self.on_batch, self.on_log = on_batch, on_log
-        t = config.train
+        train_cfg = config.train
         # --- the machine: threads, processes and device, the speed options, the memory the run needs
-        if t.threads > 0:
-            torch.set_num_threads(t.threads)
-        self.dist, self.device = setup_distributed(t.device)
+        if train_cfg.threads > 0:
+            torch.set_num_threads(train_cfg.threads)
+        self.dist, self.device = setup_distributed(train_cfg.device)
         if self.dist.is_main:  # refused before any work; run() holds the lock while it writes
             check_run_not_in_use(self.run_dir)
-        if t.batch_size % self.dist.world_size:
-            raise UserError(f"the global batch size {t.batch_size} must divide evenly over "
+        if train_cfg.batch_size % self.dist.world_size:
+            raise UserError(f"the global batch size {train_cfg.batch_size} must divide evenly over "
                             f"{self.dist.world_size} processes.")
         self.progress = progress and self.dist.is_main
         self.options = resolve_options(config, self.device, self.dist.world_size)
-        check_training_memory(config, t.batch_size // self.dist.world_size, self.device, net)
+        check_training_memory(config, train_cfg.batch_size // self.dist.world_size, self.device, net)
 
         # --- the data, the reports (rank 0's, made ready now: a missing package, or data that cannot be scored,
         # is one sentence before training rather than an error after the first epoch), the run's length
         self.dataset = dataset or load_data(config.data, "train", progress=self.progress)
         check_data_fits(config, self.dataset)
         self.config = config = record_data(config, self.dataset)
-        self.tensorboard = TensorBoardLog(self.run_dir / "tensorboard") if t.tensorboard and self.dist.is_main else None
+        logs_tensorboard = train_cfg.tensorboard and self.dist.is_main
+        self.tensorboard = TensorBoardLog(self.run_dir / "tensorboard") if logs_tensorboard else None
         if not self.dist.is_main:
             reports = []
         elif reports is None:
             reports = default_reports(config, self.run_dir, self.device, self.tensorboard, self.progress)
         self.reports = list(reports)
-        self.steps_per_epoch = steps_per_epoch(self.dataset, t.batch_size)
-        self.report_every = report_interval(t, self.steps_per_epoch)
+        self.steps_per_epoch = steps_per_epoch(self.dataset, train_cfg.batch_size)
+        self.report_every = report_interval(train_cfg, self.steps_per_epoch)
         # A time budget plans the step count once, after timing the first steps (budget.py); until then the
         # run counts towards a length it will not reach, and the learning rate is still warming up.
-        last = last_step(t, self.steps_per_epoch)
-        self.planning, self.total_steps = last is None, last or MAX_STEPS
+        last = last_step(train_cfg, self.steps_per_epoch)
+        self.planning, self.total_steps = last is None, last or MAX_OPTIMIZER_STEPS
 
         # --- the network, its EMA and optimizer, and the run's generator, from the seed; or from a checkpoint
-        torch.manual_seed(t.seed)
+        torch.manual_seed(train_cfg.seed)
         self.diffusion = GaussianDiffusion(config.diffusion)
         self.task = task_for(config, self.diffusion, self.device)  # denoising, or a student's distillation
         self.net = (net if net is not None else build_network(config.net)).to(self.device)
         if self.options["channels_last"]:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.ema = EMA(self.net, t.ema_decay, t.ema_std)
-        self.optimizer = adamw(self.net, t, self.options, self.device)
-        self.losses = LossWatch(t.on_nan, self.run_dir)
+        self.ema = EMA(self.net, train_cfg.ema_decay, train_cfg.ema_std)
+        self.optimizer = adamw(self.net, train_cfg, self.options, self.device)
+        self.losses = LossWatch(train_cfg.on_nan, self.run_dir)
         self.metrics = MetricsLog(self.run_dir, self.tensorboard)
-        self.generator = torch.Generator(device=self.device).manual_seed(t.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(train_cfg.seed)
         self.batches = Batches(config, self.dataset, self.task, self.generator, self.device, self.dist.rank,
                                self.dist.world_size)
         self.checkpoints = Checkpoints(self.run_dir, self.net, self.ema, self.optimizer, self.generator, self.losses,
                                        self.metrics, self.options, self.dist, self.device)
         self.step = self.checkpoints.restore(checkpoint) if resume else 0
-        self._run_step = self._bind_step()
+        self._bound_step = self._bind_step()
 
     def _bind_step(self) -> Callable[..., torch.Tensor]:
         """The step (step.py) bound to this run's parts once: the model it runs (the network, or its DDP or
         compiled wrapper, made after a checkpoint is restored), eager or (opt-in, one GPU) replayed as a CUDA graph."""
-        t, graph = self.config.train, self.options["cuda_graph"]
+        train_cfg, graph = self.config.train, self.options["cuda_graph"]
         model = self.net
         if self.dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         if self.options["compile"]:
-            model = torch.compile(model, mode=t.compile_mode)
+            model = torch.compile(model, mode=train_cfg.compile_mode)
         # Per-step values the device reads, so that a step needs no host-device synchronisation.
         self._ema_weight = torch.zeros((), device=self.device)
         found_inf = torch.zeros((), device=self.device) if self.options["fused_adamw"] else None  # 1.0: skip
-        settings = StepSettings(grad_clip=t.grad_clip, bf16=self.options["bf16"], world_size=self.dist.world_size,
-                                graphed=graph, found_inf=found_inf)
+        settings = StepSettings(grad_clip=train_cfg.grad_clip, bf16=self.options["bf16"],
+                                world_size=self.dist.world_size, graphed=graph, found_inf=found_inf)
         step = functools.partial(train_step, model, self.net, self.task, self.optimizer, self.ema, settings,
                                  self._ema_weight)
         return GraphedStep(step, self.optimizer, self.device) if graph else step
@@ -167,7 +171,7 @@ class Trainer:
             return self._run()
 
     def _run(self) -> TrainResult:
-        t = self.config.train
+        train_cfg = self.config.train
         if self.dist.is_main:
             self.checkpoints.write_run_files(self.config, self.step, self.resume)
             self._announce()
@@ -176,14 +180,14 @@ class Trainer:
         start = time.perf_counter()
         first_step, reported_epochs = self.step, self.step // self.steps_per_epoch
         self._window = (self.step, start)  # the step and time the log's window of speed and losses began at
-        planner = StepPlanner(budget_seconds(t), start,
-                              report_cost_in_steps(t, self.steps_per_epoch, self.report_every), self.report_every)
+        report_cost = report_cost_in_steps(train_cfg, self.steps_per_epoch, self.report_every)
+        planner = StepPlanner(budget_seconds(train_cfg), start, report_cost, self.report_every)
         stopped = out_of_time = False
         with StopRequest() as stop:
             while self.step < self.total_steps:
                 # --- the step: its batch (batches.py), the learning rate and EMA weight, queued (step.py)
-                self._train_step()
-                if t.on_nan == "stop" or len(self.losses.pending) > 256:  # read the previous step's loss, not
+                self._queue_step()
+                if train_cfg.on_nan == "stop" or len(self.losses.pending) > 256:  # read the previous step's loss, not
                     self.losses.read(keep_last=True)  # this one's: the GPU is busy with it
                 self.step += 1
                 # --- the run's length (a time budget's plan), and an end asked for (a signal, the budget spent)
@@ -192,10 +196,10 @@ class Trainer:
                     bar.total = None if self.planning else self.total_steps
                 stopped, out_of_time = self._end_requested(stop, start)
                 # --- the log, the checkpoint, the report (a checkpoint, then a sample grid and an FD)
-                if self.step % t.log_every == 0 or self.step == self.total_steps or out_of_time:
+                if self.step % train_cfg.log_every == 0 or self.step == self.total_steps or out_of_time:
                     self._log_window(bar, start)
                 bar.update(1)
-                if t.checkpoint_every and self.step % t.checkpoint_every == 0:
+                if train_cfg.checkpoint_every and self.step % train_cfg.checkpoint_every == 0:
                     self.save()
                 if stopped:  # a signal: the final checkpoint below, without the report
                     break
@@ -210,15 +214,15 @@ class Trainer:
             self.tensorboard.close()
         path = self.save()
         wall = time.perf_counter() - start
-        average_images_per_second = (self.step - first_step) * t.batch_size / wall if wall > 0 else 0.0
+        average_images_per_second = (self.step - first_step) * train_cfg.batch_size / wall if wall > 0 else 0.0
         if stopped and self.dist.is_main:
             print(f"stopped at step {self.step}; checkpoint written to {path}. "
                   f"Continue with: tinydiffusion train --resume {self.run_dir}")
         return TrainResult(self.run_dir, self.step, self.losses.last, average_images_per_second, wall, stopped,
                            self.dist.is_main)
 
-    def _train_step(self) -> None:
-        """Queue one step; its loss joins the pending ones, which the host reads later (losses.py)."""
+    def _queue_step(self) -> None:
+        """Queue one step; its loss joins the pending ones, which the host reads later (loss_watch.py)."""
         batch = self.batches.draw(self.step)
         if self.on_batch is not None:
             batch = self.on_batch(self.step, batch)
@@ -228,7 +232,7 @@ class Trainer:
             noise = noise.contiguous(memory_format=torch.channels_last)
         self._set_learning_rate(self._learning_rate(self.step))
         self._ema_weight.fill_(self.ema.weight_at(self.step))
-        loss = self._run_step(x0, batch.y, noise, *batch.drawn)
+        loss = self._bound_step(x0, batch.y, noise, *batch.drawn)
         self.losses.queue(self.step, loss)
 
     def _learning_rate(self, step: int) -> float:
@@ -248,11 +252,11 @@ class Trainer:
 
     def _log_window(self, bar: tqdm, start: float) -> None:
         """One record of metrics.jsonl: the mean loss and the speed since the last."""
-        t = self.config.train
+        train_cfg = self.config.train
         self.losses.read()
         now = time.perf_counter()
         (window_step, window_start), mean_loss = self._window, self.losses.window_mean()
-        images_per_second = (self.step - window_step) * t.batch_size / (now - window_start)
+        images_per_second = (self.step - window_step) * train_cfg.batch_size / (now - window_start)
         self._write_record({"step": self.step, "epoch": (self.step - 1) // self.steps_per_epoch + 1,
                             "loss": mean_loss, "lr": self._learning_rate(self.step - 1),
                             "images_per_second": images_per_second, "skipped_steps": self.losses.skipped,
@@ -268,8 +272,8 @@ class Trainer:
 
     def _report(self, previous_epochs: int) -> None:
         """A checkpoint (unless this step's was just written), then the reports' work on the EMA model (rank 0)."""
-        t = self.config.train
-        if not t.checkpoint_every or self.step % t.checkpoint_every:
+        train_cfg = self.config.train
+        if not train_cfg.checkpoint_every or self.step % train_cfg.checkpoint_every:
             self.save()
         if not self.reports:
             return
@@ -281,11 +285,11 @@ class Trainer:
             work(report)
 
     def _announce(self) -> None:
-        t = self.config.train
-        length = (f"as many steps as fit in {budget_seconds(t):g} s" if self.planning
+        train_cfg = self.config.train
+        length = (f"as many steps as fit in {budget_seconds(train_cfg):g} s" if self.planning
                   else f"{self.total_steps} step{'s' if self.total_steps != 1 else ''}")
         print(f"training {self.config.name}: {count_parameters(self.net) / 1e6:.2f}M parameters, "
-              f"{length} of {t.batch_size} images on {self.device}"
+              f"{length} of {train_cfg.batch_size} images on {self.device}"
               f"{f' x {self.dist.world_size} processes' if self.dist.world_size > 1 else ''}; "
               f"run directory {self.run_dir}")
 
@@ -310,8 +314,8 @@ class Trainer:
         is left waiting alone. A run out of time ends as at its last step (final checkpoint; a run with max_steps
         keeps its LR schedule's length, so its decay is cut short). A planned run takes its planned steps: the plan
         is what fits the budget at the measured speed, and a resumed run takes them too."""
-        t = self.config.train
-        limit = 0.0 if t.planned_steps else budget_seconds(t)
+        train_cfg = self.config.train
+        limit = 0.0 if train_cfg.planned_steps else budget_seconds(train_cfg)
         flags = [stop.requested, limit > 0 and time.perf_counter() - start >= limit]
         if self.dist.world_size == 1:
             return flags[0], flags[1]
@@ -320,11 +324,11 @@ class Trainer:
         return bool(agreed[0] > 0), bool(agreed[1] > 0)
 
 
-def adamw(net: torch.nn.Module, t, options: dict, device: torch.device) -> torch.optim.AdamW:
+def adamw(net: torch.nn.Module, train_cfg, options: dict, device: torch.device) -> torch.optim.AdamW:
     """The run's optimizer; one a CUDA graph captures reads its learning rate from a tensor."""
     graph = options["cuda_graph"]
-    return torch.optim.AdamW(net.parameters(), lr=torch.tensor(t.lr, device=device) if graph else t.lr,
-                             weight_decay=t.weight_decay, betas=(0.9, 0.999), fused=options["fused_adamw"],
+    return torch.optim.AdamW(net.parameters(), lr=torch.tensor(train_cfg.lr, device=device) if graph else train_cfg.lr,
+                             weight_decay=train_cfg.weight_decay, betas=(0.9, 0.999), fused=options["fused_adamw"],
                              capturable=graph)
 
 
