@@ -27,7 +27,6 @@ from .loss_weighting import LOSS_WEIGHTINGS
 from .nets import NETWORKS, NetConfig, UNetConfig, network_config
 from .nets.base import MAX_IMAGE_SIZE
 from .objectives import OBJECTIVES
-from .samplers import teacher_samplers
 from .schedules import SCHEDULES
 from .timestep_sampling import TIMESTEP_SAMPLINGS
 
@@ -213,8 +212,8 @@ class DistillConfig:
     method: str = option("trajectory", "trajectory: each of the student's steps lands where the teacher's path does "
                          "(progressive distillation's target, one round); consistency: from any of the teacher's "
                          "levels the student predicts the end of its path, and samples with any number of steps")
-    teacher_sampler: str = option("dpmpp-2m", "the deterministic sampler whose path the student learns to shortcut: "
-                                  f"{', '.join(teacher_samplers())}")
+    teacher_sampler: str = option("dpmpp-2m", "the deterministic sampler whose path the student learns to shortcut "
+                                  "(one on the process's own steps: dpmpp-2m or ddim, samplers.teacher_samplers())")
     teacher_steps: int = option(20, "the teacher sampler's steps over the whole path (a multiple of steps)")
     guidance_min: float = option(1.0, "the lowest guidance scale the student learns (drawn uniformly per image)")
     guidance_max: float = option(3.0, "the highest guidance scale the student learns")
@@ -225,6 +224,7 @@ class DistillConfig:
         """(condition, message) pairs that a valid distill section satisfies (the teacher's steps against the
         process's: RunConfig.validate). Its vocabulary is the registries': training/distillation.py's methods and
         the samplers'."""
+        from .samplers import teacher_samplers  # imported here: `--help` answers without torch
         from .training.distillation import DISTILL_METHODS  # training imports this module
 
         method = DISTILL_METHODS.get(self.method)
