@@ -15,7 +15,7 @@ from tinydiffusion.config import DistillConfig, RunConfig
 from tinydiffusion.data.classes import first_of_each_class
 from tinydiffusion.data.named import FASHION_MNIST, MNIST, NAMED, BundledReference
 from tinydiffusion.errors import UserError
-from tinydiffusion.samplers import OPTION_FLAGS, SAMPLERS, OptionFlag, Sampler, teacher_samplers, uniform_levels
+from tinydiffusion.samplers import SAMPLERS, Sampler, teacher_samplers, uniform_levels
 from tinydiffusion.samplers.ddim import ddim
 from tinydiffusion.training.distillation import DISTILL_METHODS, DistillMethod
 
@@ -56,19 +56,6 @@ def sample_help(capsys) -> str:
     return " ".join(capsys.readouterr().out.split())
 
 
-def test_a_sampler_option_with_a_flag_is_offered_and_says_which_samplers_take_it(monkeypatch, capsys):
-    def ddim_stretched(denoise, x, levels, *, stretch: float = 1.0, eta: float = 0.0, callback=None, generator=None):
-        return ddim(denoise, x, levels, eta=eta, callback=callback, generator=generator)
-
-    monkeypatch.setitem(SAMPLERS, "ddim-stretched", Sampler(ddim_stretched, uniform_levels))
-    monkeypatch.setitem(OPTION_FLAGS, "stretch", OptionFlag(float, (0, 2), "how far each step reaches"))
-    text = sample_help(capsys)
-    assert "--stretch STRETCH ddim-stretched only: how far each step reaches (default: 1)" in text
-    assert "--eta ETA ddim and ddim-stretched only:" in text
-    code, _, err = cli(capsys, "sample", "--stretch", "3")
-    assert code == 2 and "argument --stretch: 3 must be a finite number between 0 and 2" in err
-
-
 # --- a named dataset carries its reference; the evaluation names none -------------------------------
 
 
@@ -103,14 +90,3 @@ def test_an_atomic_directory_replaces_an_existing_one_only_when_asked(tmp_path):
 
 
 # --- the command line: one module per command --------------------------------------------------------
-
-
-def test_every_command_is_a_module_with_add_and_run():
-    from tinydiffusion import cli as command_line
-
-    parser = command_line.build_parser()
-    listed = [command.add.__module__.rsplit(".", 1)[1] for command in command_line.COMMANDS]
-    assert all(callable(command.run) for command in command_line.COMMANDS)
-    names = [action for action in parser._subparsers._group_actions[0].choices]
-    assert len(listed) == len(command_line.COMMANDS) and "train-classifier" in names
-    assert "train-classifier" not in parser.format_help()

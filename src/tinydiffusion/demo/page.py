@@ -306,7 +306,7 @@ def _reverse_tab(parts: PageParts) -> None:
 def _forward_tab(parts: PageParts) -> None:
     """The Forward process tab."""
     gr, model, T, test_images = parts.gr, parts.model, parts.T, parts.test_images
-    test_note, = parts.test_note
+    test_note = parts.test_note
     gr.Markdown(f"The forward process q(x_t | x_0) on {test_note}.")
     step = gr.Slider(0, T, value=0, step=1, label="step t", elem_id="forward-step")
     first, caption = handlers.forward_process(model, test_images, 0)
