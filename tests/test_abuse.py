@@ -312,6 +312,7 @@ def test_generate_refuses_sizes_beyond_memory_before_allocating(trained_run):
         generate(model, 10**10, steps=2)
 
 
+@pytest.mark.slow  # among the slowest (pyproject.toml: deselected by a plain `pytest`, run by CI)
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc to measure peak memory")
 def test_memory_estimate_is_within_a_factor_of_two_of_a_measured_pass(tmp_path):
     """The estimate that refuses a config must be near the truth: measured as the peak resident memory
@@ -409,9 +410,9 @@ EVALUATE_CASES = {
 
 @pytest.mark.parametrize("kind", list(EVALUATE_CASES))
 def test_evaluate_checks_everything_before_sampling(trained_run, tmp_path, capsys, monkeypatch, kind):
-    from tinydiffusion import cli as cli_module
+    from tinydiffusion.cli import evaluate as evaluate_command
 
-    monkeypatch.setattr(cli_module, "run_sampling", _must_not_sample)
+    monkeypatch.setattr(evaluate_command, "run_sampling", _must_not_sample)
     (tmp_path / "folder.json").mkdir()
     args, sentence = EVALUATE_CASES[kind]
     code, _, err = cli(capsys, "evaluate", trained_run, "--num", 20, *[a.format(tmp=tmp_path) for a in args])
@@ -420,12 +421,12 @@ def test_evaluate_checks_everything_before_sampling(trained_run, tmp_path, capsy
 
 def test_evaluate_inception_without_torch_fidelity_fails_before_sampling(trained_run, tiny_data_dir, capsys,
                                                                          monkeypatch):
-    from tinydiffusion import cli as cli_module
+    from tinydiffusion.cli import evaluate as evaluate_command
     from tinydiffusion.evaluation import inception_unavailable
 
     if inception_unavailable() is None:
         pytest.skip("torch-fidelity and its weights are installed here")
-    monkeypatch.setattr(cli_module, "run_sampling", _must_not_sample)
+    monkeypatch.setattr(evaluate_command, "run_sampling", _must_not_sample)
     code, _, err = cli(capsys, "evaluate", trained_run, "--num", 20, "--inception", "--data-dir", tiny_data_dir)
     last = err.splitlines()[-1]  # after the progress of preparing the reference data
     assert code == 2 and last.startswith("error: Inception FID cannot be computed here") and "Traceback" not in err

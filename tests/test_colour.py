@@ -56,6 +56,7 @@ def test_class_columns_of_colour_images_have_a_white_header():
     assert picture.mode == "RGB" and picture.getpixel((picture.width - 1, 0)) == (255, 255, 255)
 
 
+@pytest.mark.slow  # among the slowest (pyproject.toml: deselected by a plain `pytest`, run by CI)
 def test_the_colour_throughput_benchmark_measures_every_network(tmp_path):
     out = tmp_path / "colour.md"
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "colour_throughput.py"), "--rounds", "1",

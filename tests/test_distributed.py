@@ -72,6 +72,7 @@ def runs(tiny_data_dir, tmp_path_factory) -> dict:
     return {"two": two, "one": one, "two_result": two_result, "root": root}
 
 
+@pytest.mark.slow  # among the slowest (pyproject.toml: deselected by a plain `pytest`, run by CI)
 def test_two_processes_take_the_steps_of_one(runs):
     two, one = final_weights(runs["two"]), final_weights(runs["one"])
     for name in (MODEL_FILE, EMA_FILE):
@@ -84,6 +85,7 @@ def test_two_processes_take_the_steps_of_one(runs):
     assert two_losses == pytest.approx(one_losses, rel=1e-5)
 
 
+@pytest.mark.slow  # its fixture (two training runs, about 25 s) is the slow tests'
 def test_only_rank_zero_writes_and_reports(runs):
     run_dir, result = runs["two"], runs["two_result"]
     assert [p.relative_to(run_dir) for p in run_dir.rglob("metrics.jsonl")] == [Path("metrics.jsonl")]
@@ -97,6 +99,7 @@ def test_only_rank_zero_writes_and_reports(runs):
     assert not list((run_dir / "checkpoints").glob(".*")), "a temporary checkpoint directory was left behind"
 
 
+@pytest.mark.slow  # among the slowest (pyproject.toml: deselected by a plain `pytest`, run by CI)
 def test_a_two_process_checkpoint_resumes_and_samples_in_one_process(runs, tmp_path):
     # Resuming the two-process run in one process continues exactly as the one-process run does.
     copies = {name: shutil.copytree(runs[name], tmp_path / name) for name in ("two", "one")}
@@ -117,6 +120,7 @@ def test_a_two_process_checkpoint_resumes_and_samples_in_one_process(runs, tmp_p
     assert out.stat().st_size > 0
 
 
+@pytest.mark.slow  # among the slowest (pyproject.toml: deselected by a plain `pytest`, run by CI)
 def test_distillation_in_two_processes_takes_the_steps_of_one(runs, tiny_data_dir, tmp_path):
     """The student's loop is the Trainer's: under torchrun each process walks the teacher for its slice of the
     global batch, and the two processes' student equals one process's."""

@@ -8,14 +8,15 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import cli
+from conftest import cli, command_lines
 
 from tinydiffusion import bounds, files
 from tinydiffusion.config import DistillConfig, RunConfig
 from tinydiffusion.data.classes import first_of_each_class
 from tinydiffusion.data.named import FASHION_MNIST, MNIST, NAMED, BundledReference
+from tinydiffusion.defaults import SAMPLER_FLAGS, SamplerFlag
 from tinydiffusion.errors import UserError
-from tinydiffusion.samplers import SAMPLERS, Sampler, teacher_samplers, uniform_levels
+from tinydiffusion.samplers import SAMPLERS, Sampler, sampler_options, teacher_samplers, uniform_levels
 from tinydiffusion.samplers.ddim import ddim
 from tinydiffusion.training.distillation import DISTILL_METHODS, DistillMethod
 
@@ -51,9 +52,27 @@ def test_the_seed_bound_is_one_for_the_command_line_the_pipeline_and_the_demo(ca
 
 
 def sample_help(capsys) -> str:
-    with pytest.raises(SystemExit):
-        cli(capsys, "sample", "--help")
-    return " ".join(capsys.readouterr().out.split())
+    code, out, _ = cli(capsys, "sample", "--help")
+    assert code == 0
+    return " ".join(out.split())
+
+
+def test_the_sampler_flags_are_what_the_samplers_declare():
+    """defaults.SAMPLER_FLAGS is the torch-free copy `--help` reads: its takers and defaults are the samplers'."""
+    for option, flag in SAMPLER_FLAGS.items():
+        takers = tuple(name for name in SAMPLERS if option in sampler_options(name))
+        assert flag.takers == takers, option
+        assert {sampler_options(name)[option] for name in takers} == {flag.default}, option
+
+
+def test_a_sampler_option_with_a_flag_is_offered_and_says_which_samplers_take_it(monkeypatch, capsys):
+    monkeypatch.setitem(SAMPLER_FLAGS, "stretch", SamplerFlag(float, (0, 2), "how far each step reaches",
+                                                              ("ddim-stretched",), 1.0))
+    text = sample_help(capsys)
+    assert "--stretch STRETCH ddim-stretched only: how far each step reaches (default: 1)" in text
+    assert "--eta ETA ddim only: the noise added at each step" in text
+    code, _, err = cli(capsys, "sample", "--stretch", "3")
+    assert code == 2 and "argument --stretch: 3 must be a finite number between 0 and 2" in err
 
 
 # --- a named dataset carries its reference; the evaluation names none -------------------------------
@@ -90,3 +109,25 @@ def test_an_atomic_directory_replaces_an_existing_one_only_when_asked(tmp_path):
 
 
 # --- the command line: one module per command --------------------------------------------------------
+
+
+def test_every_command_is_a_module_that_adds_its_parser_and_runs_it():
+    from tinydiffusion import cli as command_line
+
+    parser = command_line.build_parser()
+    listed = parser.format_help()
+    for command in command_line.COMMANDS:
+        runs = [name for name in vars(command) if name == "run" or name.startswith("run_")]
+        assert callable(command.add) and runs, command.__name__  # visualize runs forward and reverse
+    names = command_lines()
+    assert ["train-classifier"] in names and "train-classifier" not in listed  # registered, not listed
+    assert all(command.__name__.rsplit(".", 1)[1] in listed.replace("-", "_") for command in command_line.COMMANDS)
+
+
+def test_the_maintainers_command_gets_its_arguments_whole(capsys, monkeypatch):
+    from tinydiffusion import evaluation
+
+    seen = []
+    monkeypatch.setattr(evaluation, "main", lambda argv, parser_class: seen.append(argv) or 0)
+    assert cli(capsys, "train-classifier", "--epochs", "2", "--help")[0] == 0
+    assert seen == [["train-classifier", "--epochs", "2", "--help"]]

@@ -67,7 +67,7 @@ def run_copy(finished_run, tmp_path):
 # --- one writer --------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # among the slowest (pyproject.toml: deselected by a plain `pytest`, run by CI)
 def test_a_second_writer_is_refused_while_the_first_runs_on(tiny_data_dir, tmp_path, capsys):
     """While a training process runs, every way of writing to its folder is refused at once, naming it."""
     run = tmp_path / "run"

@@ -10,7 +10,7 @@ so the command line's help stays fast).
 from __future__ import annotations
 
 from ..errors import UserError
-from .base import CLEAN, OPTION_FLAGS, Denoiser, Level, OptionFlag, Sampler, gaussian_like
+from .base import CLEAN, Denoiser, Level, Sampler, gaussian_like
 from .consistency import consistency
 from .ddim import ddim
 from .ddpm import ddpm
@@ -56,21 +56,11 @@ def teacher_samplers() -> tuple[str, ...]:
     return tuple(name for name, s in SAMPLERS.items() if s.deterministic and s.spacing is uniform_levels)
 
 
-def option_flags() -> dict[str, tuple[OptionFlag, list[str], object]]:
-    """The sampler options the command line offers: name -> (its flag, the samplers that take it, its default)."""
-    found = {}
-    for option, flag in OPTION_FLAGS.items():
-        takers = [name for name in SAMPLERS if option in sampler_options(name)]
-        if takers:
-            found[option] = (flag, takers, sampler_options(takers[0])[option])
-    return found
-
-
 def network_evaluations(name: str, steps: int) -> int:
     """How many denoiser calls a sampler makes for `steps` steps."""
     return get_sampler(name).evaluations(steps)
 
 
-__all__ = ["CLEAN", "OPTION_FLAGS", "SAMPLERS", "Denoiser", "Level", "OptionFlag", "Sampler",
+__all__ = ["CLEAN", "SAMPLERS", "Denoiser", "Level", "Sampler",
            "check_sampler_options", "gaussian_like", "get_sampler", "karras_levels", "karras_sigmas",
-           "network_evaluations", "option_flags", "sampler_options", "teacher_samplers", "uniform_levels"]
+           "network_evaluations", "sampler_options", "teacher_samplers", "uniform_levels"]

@@ -12,7 +12,6 @@ from typing import NamedTuple
 import torch
 
 from ..errors import UserError
-from ..schedules import TIMESTEP_SPACINGS
 
 Callback = Callable[[int, float, torch.Tensor, torch.Tensor], None] | None
 
@@ -97,23 +96,6 @@ def clip_to_data(x0: torch.Tensor, x_t: torch.Tensor, level: Level):
 
 # Keywords every sampler takes; the others in its functions' signatures are its own options.
 COMMON_KEYWORDS = {"callback", "generator"}
-
-
-@dataclass(frozen=True)
-class OptionFlag:
-    """How a sampler option is given on the command line (`--name`): its type, its bounds (a number) or choices
-    (text), and what it does. Which samplers take it, and its default, are read from their signatures."""
-    kind: type
-    allowed: tuple
-    help: str
-
-
-# The sampler options the command line offers as flags; the others (clip_x0, rho, sigma_max) are keywords of
-# generate() and the editing functions only. A new sampler's option becomes a flag with one line here.
-OPTION_FLAGS = {
-    "eta": OptionFlag(float, (0, 1), "the noise added at each step, from 0 (deterministic) to 1 (as DDPM)"),
-    "spacing": OptionFlag(str, TIMESTEP_SPACINGS, "which of the model's timesteps are visited"),
-}
 
 
 def _own_options(function) -> dict[str, object]:

@@ -1,0 +1,149 @@
+"""`tinydiffusion train`: a run from a preset or the data, every config field a flag; and what `distill` shares
+with it (a resumed run's config, a finished run, the run itself)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from ..config import DataConfig, RunConfig, apply_overrides, config_fields, config_value
+from ..data import canonical_source
+from ..errors import UserError
+from ..presets import NAMED_NETWORKS, PRESETS, config_for_data, get_preset, preset_for_source
+from .common import field_help, metavar, overrides
+
+SHORTCUTS = {  # flag -> config field; the spellings scripts and docs rely on
+    "--data": "data.source", "--data-dir": "data.data_dir", "--epochs": "train.epochs",
+    "--max-steps": "train.max_steps", "--batch-size": "train.batch_size", "--seed": "train.seed", "--lr": "train.lr",
+    "--checkpoint-every": "train.checkpoint_every", "--keep": "train.keep",
+    "--device": "train.device",
+}
+DEFAULT_SOURCE = DataConfig().source
+HELP_PRESET = preset_for_source(DEFAULT_SOURCE)  # whose values `train --help` shows as the defaults
+
+
+def add(sub) -> None:
+    p = sub.add_parser("train", help="train a diffusion model", description="Train a diffusion model. "
+                       "Any config field can be set as --SECTION.FIELD VALUE (e.g. --train.lr 1e-3); all are "
+                       f"listed below, with the {HELP_PRESET} preset's values as defaults (another --preset, "
+                       "or --data, starts from other values).")
+    p.add_argument("--preset", help=f"starting config: {', '.join(PRESETS)} (default: the named dataset's own, "
+                   f"{DEFAULT_SOURCE} without --data, or one chosen for the images' size)")
+    p.add_argument("--run-dir", help="where checkpoints, samples and logs go (default: runs/<preset or data name>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its latest checkpoint, or from "
+                   "RUN_DIR/checkpoints/step-N (later checkpoints and metrics are then superseded); a run with no "
+                   "checkpoint yet restarts from step 0, and a finished run says so and exits with status 0 "
+                   "(raise --max-steps or --epochs to train it further)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--net", choices=list(NAMED_NETWORKS), help="network: the UNet or a Transformer (dit = dit-s) "
+                   "(default: the preset's)")
+    preset = get_preset(HELP_PRESET)
+    fields = dict(config_fields())
+    for flag, dotted in SHORTCUTS.items():
+        p.add_argument(flag, dest=dotted, default=None, metavar=metavar(dotted, fields[dotted]),
+                       help=f"same as --{dotted}: {field_help(preset, dotted, fields[dotted])}")
+    groups = {}
+    for dotted, f in fields.items():
+        section = dotted.split(".")[0]
+        if section not in groups:
+            groups[section] = p.add_argument_group(f"{section} settings")
+        groups[section].add_argument(f"--{dotted}", dest=dotted, default=None, metavar=metavar(dotted, f),
+                                     help=field_help(preset, dotted, f))
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..checkpoint import check_new_run_dir
+    from ..data import load_data
+
+    given = overrides(args)
+    checkpoint = None
+    if args.resume:
+        config, run_dir, checkpoint = resumed_config(args, given)
+        dataset = load_data(config.data, "train", progress=not args.no_progress)
+        if already_complete(config, run_dir, checkpoint, len(dataset)):
+            return 0
+    else:
+        source = str(given.get("data.source", DEFAULT_SOURCE))
+        if "data.source" in given:
+            given["data.source"] = canonical_source(source)
+        preset = args.preset or preset_for_source(source)
+        if preset != "auto":
+            get_preset(preset)  # an unknown name is refused before any work
+        run_dir = Path(args.run_dir or f"runs/{args.preset or run_name(source)}")
+        check_new_run_dir(run_dir, f"--resume {run_dir}")
+        before_data = config_for_data(preset, args.net, given)
+        before_data.validate()  # every flag checked before any work; the network is fitted to the data below
+        dataset = load_data(before_data.data, "train", progress=not args.no_progress)
+        classes = len(dataset.class_names) if dataset.labels is not None else 0
+        config = config_for_data(preset, args.net, given, (tuple(dataset.images.shape[1:]), classes, len(dataset)))
+        if preset == "auto":
+            config = dataclasses.replace(config, name=run_dir.name)
+        config.validate()
+    return run_training(args, config, run_dir, dataset, checkpoint)
+
+
+def run_name(source: str) -> str:
+    """A default run name from the data: `mnist`, `pets` for pets/ or pets.zip, `mnist-10k` for mnist-10k/train."""
+    path = Path(source)
+    name = path.name.removesuffix(".zip").removesuffix(".npz").removesuffix(".npy") or "run"
+    return f"{path.parent.name}" if name.lower() in ("train", "training") and path.parent.name else name
+
+
+def resumed_config(args, given: dict):
+    """(config, run directory, checkpoint) of a run `--resume` continues: its saved config with the flags that
+    may change (the train section's) applied; a flag that would be ignored is refused instead."""
+    from ..checkpoint import load_config, resume_target
+
+    if getattr(args, "net", None):
+        raise UserError("a resumed run keeps its network; drop --net.")
+    if getattr(args, "preset", None):
+        raise UserError("--preset does not apply to --resume (a resumed run keeps its saved config); drop it.")
+    # RUN (its latest checkpoint) or RUN/checkpoints/step-N (that one); a run in use is refused first
+    run_dir, checkpoint = resume_target(args.resume)
+    if args.run_dir and Path(args.run_dir).resolve() != run_dir.resolve():
+        raise UserError(f"--run-dir {args.run_dir} is not the run --resume continues ({run_dir}); "
+                        "a resumed run stays in its own directory, so drop --run-dir.")
+    saved = load_config(run_dir / "config.json")
+    config = apply_overrides(saved, given)
+    if config.net != saved.net or config.diffusion != saved.diffusion or config.distill != saved.distill:
+        raise UserError("a resumed run keeps its network, diffusion and distillation settings; "
+                        "start a new --run-dir to change them.")
+    config.validate()
+    changed = [f"{k} = {config_value(config, k)} (was {config_value(saved, k)})" for k in sorted(given)
+               if config_value(config, k) != config_value(saved, k)]
+    if changed:
+        print(f"resuming with {', '.join(changed)}")
+    return config, run_dir, checkpoint
+
+
+def already_complete(config: RunConfig, run_dir: Path, checkpoint: Path | None, num_images: int) -> bool:
+    """Whether the checkpoint a resume continues from is at the run's last step already: then that is said in one
+    sentence and nothing is trained or written. The last step is the Trainer's: the steps a time budget planned,
+    else train.max_steps, else train.epochs passes of whole batches; a budget not planned yet has none
+    (tests/test_cli.py checks that such a resume takes no step)."""
+    from ..checkpoint import latest_checkpoint, load_training_state
+    from ..training.budget import last_step
+
+    found = checkpoint or latest_checkpoint(run_dir)
+    step = load_training_state(found)["step"] if found is not None else None  # a damaged one is refused here
+    train_cfg = config.train
+    last = last_step(train_cfg, num_images // train_cfg.batch_size) or 0
+    if not isinstance(step, int) or not 0 < last <= step:
+        return False
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one process says it
+        print(f"{run_dir} is already complete: its checkpoint is at step {step:,} of {last:,}, so there is nothing "
+              "to train; resume with a higher --max-steps (or --epochs) to train it further.")
+    return True
+
+
+def run_training(args, config: RunConfig, run_dir: Path, dataset, checkpoint, net=None) -> int:
+    from ..training import train
+
+    result = train(config, run_dir, resume=bool(args.resume), dataset=dataset, progress=not args.no_progress,
+                   checkpoint=checkpoint, net=net)
+    if result.main_process:
+        print(f"done: step {result.step:,}, final loss {result.final_loss:.4f}, {result.images_per_second:.0f} "
+              f"images/s, {result.wall_seconds:.0f} s; checkpoints in {run_dir}")
+    return 0
