@@ -1,40 +1,58 @@
-"""`tinydiffusion export`: a model written for other runtimes (docs/export.md)."""
+"""`tinydiffusion export`: a model written for other runtimes, in any format of export_formats.py (docs/export.md)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..errors import UserError
+from ..export_formats import EXPORT_FORMATS, EXPORT_MARKER
 from .common import check_not_an_input, output_path, writing
 
 
 def add(sub) -> None:
-    p = sub.add_parser("export", help="write a model for other runtimes: one ONNX file",
-                       description="Write a model as one ONNX file that any runtime can sample from: inputs x, t "
-                       "(the continuous time in [0, 1]), y (the class) and, for a distilled student, guidance; "
-                       "outputs x0 and eps; with the image shape, classes, schedule and default sampler in its "
-                       "metadata (docs/export.md). An existing --out is replaced.")
+    formats = "; ".join(f"{name}: {f.help}" for name, f in EXPORT_FORMATS.items())
+    p = sub.add_parser("export", help="write a model for other runtimes (" + ", ".join(EXPORT_FORMATS) + ")",
+                       description="Write a model for runtimes other than tinydiffusion's PyTorch code. The ONNX "
+                       "graph takes x, t (the continuous time in [0, 1]), y (the class) and, for a distilled student, "
+                       "guidance, and returns x0 and eps; the image shape, classes, schedule and default sampler are "
+                       "in its metadata (docs/export.md). An existing --out file, or a folder an earlier export "
+                       "wrote, is replaced.")
     p.add_argument("checkpoint", nargs="?", metavar="RUN_OR_CHECKPOINT", help="a run directory, a checkpoint "
                    "directory or a .safetensors file (default: the bundled model)")
     p.add_argument("--fast", action="store_true", help="export the bundled model's distilled student (4 steps, "
                    "guidance folded in) instead")
-    p.add_argument("--format", choices=["onnx"], default="onnx", help="onnx: one .onnx file")
-    p.add_argument("--out", default="model.onnx", help="the file to write, FILE.onnx")
+    p.add_argument("--format", choices=list(EXPORT_FORMATS), default="onnx", help=formats)
+    p.add_argument("--out", help="the file or folder to write (default: " +
+                   ", ".join(f"{f.default_out} for {name}" for name, f in EXPORT_FORMATS.items()) + ")")
     p.set_defaults(run=run)
+
+
+def output_folder(text: str, flag: str) -> Path:
+    """A folder to write: its parent exists, and it is new, empty, or an earlier export (which is replaced)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file; give a folder name.")
+    if not path.parent.is_dir():
+        raise UserError(f"the folder {path.parent} for {flag} does not exist.")
+    if path.is_dir() and any(path.iterdir()) and not (path / EXPORT_MARKER).is_file():
+        raise UserError(f"{flag} {path} is a folder that an export did not write; give a new or empty folder.")
+    return path
 
 
 def run(args) -> int:
     from ..checkpoint import BUNDLED_STUDENT, resolve_checkpoint
-    from ..export import write_onnx
     from ..pipeline import load_model
 
     if args.fast and args.checkpoint:
         raise UserError("--fast exports the bundled student; drop RUN_OR_CHECKPOINT (or --fast, to export that one).")
-    out = output_path(args.out, "--out", (".onnx",))
+    chosen = EXPORT_FORMATS[args.format]
+    text = args.out or chosen.default_out
+    out = output_path(text, "--out", (chosen.suffix,)) if chosen.suffix else output_folder(text, "--out")
     source = BUNDLED_STUDENT if args.fast else args.checkpoint
     weights, config = resolve_checkpoint(source)
     check_not_an_input(out, "--out", [("checkpoint", weights), ("checkpoint's config", config)])
     model = load_model(source, "cpu")
     with writing(out):
-        size = write_onnx(model, out)
-    print(f"wrote {out} ({size / 1e6:.1f} MB; inputs x, t, y{', guidance' if model.config.net.guidance_input else ''};"
-          " outputs x0, eps)")
+        wrote = chosen.write(model, out)
+    print(f"wrote {wrote}")
     return 0

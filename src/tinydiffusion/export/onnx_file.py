@@ -125,3 +125,9 @@ def write_onnx(model: Model, out: Path) -> int:
     payload = onnx_bytes(model)
     atomic_write_bytes(out, payload)
     return len(payload)
+
+
+def export_onnx(model: Model, out: Path) -> str:
+    """`export --format onnx` (export_formats.py): the file, and a phrase saying what it holds."""
+    size = write_onnx(model, out)
+    return f"{out} ({size / 1e6:.1f} MB; inputs {', '.join(graph_inputs(model))}; outputs x0, eps)"
