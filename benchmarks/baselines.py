@@ -1,15 +1,11 @@
-"""Baseline networks from other libraries, wrapped in the project's network interface, and what the benchmarks share.
+"""Baseline networks from other libraries, wrapped in the project's network interface (what the machine is, and
+other helpers every benchmark shares, are in common.py).
 
 Each wrapper is `forward(x, t, y) -> tensor` shaped like x (see tinydiffusion.nets), so the
 project's Trainer, samplers and benchmarks use it exactly as they use their own networks.
 """
 
 from __future__ import annotations
-
-import os
-import platform
-import subprocess
-from pathlib import Path
 
 import torch
 from diffusers import UNet2DModel
@@ -45,7 +41,7 @@ class DiffusersUNet(nn.Module):
         return self.unet(x, t, class_labels=y).sample
 
 
-# --- what the benchmarks compare, and how they label the machine ---------------------------------
+# --- what the benchmarks compare -------------------------------------------------------------
 
 NETWORKS = {  # name -> (label, constructor)
     "ours": ("tinydiffusion fashion-mnist UNet", lambda: build_network(get_preset("fashion-mnist").net)),
@@ -57,36 +53,3 @@ def build(name: str, seed: int = 0) -> nn.Module:
     """A freshly initialised network by benchmark name; the same seed gives the same weights."""
     torch.manual_seed(seed)
     return NETWORKS[name][1]()
-
-
-def lscpu_fields() -> dict[str, str]:
-    """lscpu's "Key: value" lines (Model name, CPU(s), Flags, caches, ...) in the C locale; empty without lscpu."""
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True,
-                               env={**os.environ, "LC_ALL": "C"}).stdout.splitlines()
-    except (OSError, subprocess.CalledProcessError):
-        return {}
-    return {key.strip(): value.strip() for key, colon, value in (line.partition(":") for line in lines) if colon}
-
-
-def cpu_model() -> str:
-    """Which CPU this is, by name: /proc/cpuinfo's model name, else lscpu's, else what Python's platform knows."""
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return lscpu_fields().get("Model name") or platform.processor() or platform.machine()
-
-
-def cpu_flags() -> list[str]:
-    """The CPU's instruction-set extensions (/proc/cpuinfo's flags); empty where they are not known."""
-    try:
-        return next(line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return lscpu_fields().get("Flags", "").split()
-
-
-def machine_description() -> str:
-    """CPU model, logical CPUs and OS, for the header of every benchmark report."""
-    return f"{cpu_model()}, {os.cpu_count()} logical CPUs, {platform.platform()}"

@@ -20,7 +20,7 @@ import statistics
 import time
 
 import torch
-from baselines import machine_description
+from common import machine_description, markdown_table
 from torch.utils.flop_counter import FlopCounterMode
 
 from tinydiffusion.nets import NetConfig, build_network, count_parameters
@@ -95,14 +95,13 @@ def format_markdown(results: dict[str, dict], rounds: int) -> str:
     lines = ["# Colour throughput", "", "Measured by `benchmarks/colour_throughput.py` (its docstring says how).", "",
              f"- machine: {machine_description()}; torch {torch.__version__}, {torch.get_num_threads()} threads, fp32",
              f"- medians of {count(rounds, 'round')}; training batch {TRAIN_BATCH} (bare step), sampling batch "
-             f"{SAMPLE_BATCH} (one network evaluation)", "",
-             "| network | parameters | forward GFLOPs / image | training images/s | vs reference | "
-             "sampling images/s | vs reference |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for name, r in results.items():
-        lines.append(f"| {name} | {r['parameters'] / 1e6:.2f}M | {r['gflops']:.3f} | {r['train']:.0f} | "
-                     f"{r['train'] / reference['train']:.2f} | {r['sample']:.0f} | "
-                     f"{r['sample'] / reference['sample']:.2f} |")
+             f"{SAMPLE_BATCH} (one network evaluation)", ""]
+    lines += markdown_table(
+        ["network", "parameters", "forward GFLOPs / image", "training images/s", "vs reference", "sampling images/s",
+         "vs reference"],
+        [(name, f"{r['parameters'] / 1e6:.2f}M", f"{r['gflops']:.3f}", f"{r['train']:.0f}",
+          f"{r['train'] / reference['train']:.2f}", f"{r['sample']:.0f}", f"{r['sample'] / reference['sample']:.2f}")
+         for name, r in results.items()], "lrrrrrr")
     return "\n".join(lines) + "\n"
 
 

@@ -33,13 +33,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
-from baselines import lscpu_fields
-from options import cpu_name, rates, report
+from common import cpu_description, lscpu_fields, machine_record, markdown_table, report, seconds_per_call
+from options import rates
 from torch.utils.flop_counter import FlopCounterMode
 
 from tinydiffusion.config import DataConfig
@@ -82,11 +81,7 @@ def prepare_worker(source: dict, hit_repeats: int = HIT_REPEATS) -> dict:
     count, shape, classes = len(dataset), list(dataset.images.shape[1:]), len(dataset.class_names)
     manifest = dataset.manifest
     del dataset
-    hits = []
-    for _ in range(hit_repeats):
-        start = time.perf_counter()
-        load_data(config, "train", progress=False)
-        hits.append(time.perf_counter() - start)
+    hits = seconds_per_call(lambda: load_data(config, "train", progress=False), hit_repeats)
     return {"images": count, "image_shape": shape, "classes": classes, "first_use_s": first,
             "hit_s": statistics.median(hits) if hits else None, "hits_s": hits,
             "prepare_seconds_in_manifest": manifest["prepare_seconds"], "skipped": manifest["skipped_count"]}
@@ -144,22 +139,19 @@ def run_worker(name: str, cache: Path, **kwargs) -> dict:
 # --- the machine and the networks ----------------------------------------------------------------
 
 def lscpu_name() -> str:
-    """The CPU as lscpu names it (model name, cores, threads per core, caches), else /proc/cpuinfo's name."""
+    """The CPU (common.cpu_description), then what lscpu adds that decides data loading: vendor, family and
+    model, cores and threads per core, the L3 cache, and whether the machine is virtualised."""
     fields = lscpu_fields()
     if not fields:
-        return cpu_name()
-    parts = [f"{fields.get('Model name', '?')} ({fields.get('Vendor ID', '?')}, "
+        return cpu_description()
+    parts = [f"{cpu_description()} ({fields.get('Vendor ID', '?')}, "
              f"family {fields.get('CPU family', '?')} model {fields.get('Model', '?')})",
-             f"{fields.get('CPU(s)', '?')} logical CPUs",
              f"{fields.get('Core(s) per socket', '?')} cores per socket, "
              f"{fields.get('Thread(s) per core', '?')} thread(s) per core"]
     if fields.get("L3 cache"):
         parts.append(f"L3 {fields['L3 cache']}")
     if fields.get("Hypervisor vendor"):
         parts.append(f"virtualised ({fields['Hypervisor vendor']})")
-    flags = fields.get("Flags", "").split()
-    wide = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
-    parts.append(f"vector extensions: {', '.join(wide) or 'none of avx2/avx512'}")
     return "; ".join(parts)
 
 
@@ -196,10 +188,7 @@ def measure(args) -> dict:
     if missing:
         raise SystemExit(f"missing: {', '.join(missing)}; point --data-root at the folder holding mnist-10k/ "
                          "and fashion-mnist/.")
-    results = {"machine": {"cpu": lscpu_name(), "logical_cpus": os.cpu_count(), "torch": torch.__version__,
-                           "code": code_version(),
-                           "date": datetime.now().astimezone().isoformat(timespec="minutes"),
-                           "load_average_at_start": os.getloadavg()[0]},
+    results = {"machine": {**machine_record(torch=torch.__version__, code=code_version()), "cpu": lscpu_name()},
                "settings": {"rounds": args.rounds, "threads": args.threads, "steps": args.steps,
                             "log_every": LOG_EVERY, "batch": BATCH, "cifar_steps": args.cifar_steps,
                             "cifar_threads": args.cifar_threads, "cifar_images": args.cifar_images,
@@ -315,15 +304,14 @@ def format_markdown(results: dict, summary: dict) -> str:
         lines += ["## Preparing a source, and opening it again", "",
                   f"Each source's train split into a fresh, empty cache; median of {s['rounds']} rounds (range in "
                   "brackets). Decoding runs in the data layer's own thread pool "
-                  f"({min(8, 2 * (m['logical_cpus'] or 1))} threads here).", "",
-                  "| source | images | first use (prepare + load), s | per image | cache hit (open), s | per image |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
-        for label, row in summary["prepare"].items():
-            c, h, w = row["image_shape"]
-            lines.append(f"| {label}, {w}x{h}x{c}, {row['classes']} classes | {row['images']:,} | "
-                         f"{row['first_use_s']:.2f} ({row['first_use_min_s']:.2f}-{row['first_use_max_s']:.2f}) | "
-                         f"{row['first_use_ms_per_image']:.3f} ms | {row['hit_s']:.3f} | "
-                         f"{row['hit_us_per_image']:.2f} µs |")
+                  f"({min(8, 2 * (m['logical_cpus'] or 1))} threads here).", ""]
+        lines += markdown_table(
+            ["source", "images", "first use (prepare + load), s", "per image", "cache hit (open), s", "per image"],
+            [(f"{label}, {'x'.join(map(str, row['image_shape'][::-1]))}, {row['classes']} classes",
+              f"{row['images']:,}",
+              f"{row['first_use_s']:.2f} ({row['first_use_min_s']:.2f}-{row['first_use_max_s']:.2f})",
+              f"{row['first_use_ms_per_image']:.3f} ms", f"{row['hit_s']:.3f}", f"{row['hit_us_per_image']:.2f} µs")
+             for label, row in summary["prepare"].items()], "lrrrrr")
         lines.append("")
     if summary["train"]:
         first = next(iter(summary["train"].values()))
@@ -336,16 +324,16 @@ def format_markdown(results: dict, summary: dict) -> str:
                   f"resolved options: {opts}. "
                   f"{s['steps']} steps per run in a fresh subprocess, windows of {s['log_every']} steps, the first "
                   f"left out; {first['runs']} rounds per thread count, alternating which source runs first. The "
-                  f"folder holds {first['folder_images']:,} images, the IDX data {first['idx_images']:,}.", "",
-                  "| torch threads | mnist-10k folder, img/s | Fashion-MNIST IDX, img/s "
-                  f"| folder / IDX (median of rounds) | per-round ratios{loads} |",
-                  "| ---: | ---: | ---: | ---: | --- |"]
-        for threads, row in summary["train"].items():
-            rounds = ", ".join(per_round(r, load) for r, load in zip(row["ratios"], row["round_max_load"], strict=True))
-            lines.append(f"| {threads} | {row['folder_images_per_second']:.0f} ({row['folder_range'][0]:.0f}-"
-                         f"{row['folder_range'][1]:.0f}) | {row['idx_images_per_second']:.0f} "
-                         f"({row['idx_range'][0]:.0f}-{row['idx_range'][1]:.0f}) | "
-                         f"{row['ratio_median_of_rounds']:.3f} | {rounds} |")
+                  f"folder holds {first['folder_images']:,} images, the IDX data {first['idx_images']:,}.", ""]
+        lines += markdown_table(
+            ["torch threads", "mnist-10k folder, img/s", "Fashion-MNIST IDX, img/s", "folder / IDX (median of rounds)",
+             f"per-round ratios{loads}"],
+            [(threads, f"{row['folder_images_per_second']:.0f} ({row['folder_range'][0]:.0f}-"
+              f"{row['folder_range'][1]:.0f})",
+              f"{row['idx_images_per_second']:.0f} ({row['idx_range'][0]:.0f}-{row['idx_range'][1]:.0f})",
+              f"{row['ratio_median_of_rounds']:.3f}",
+              ", ".join(per_round(r, load) for r, load in zip(row["ratios"], row["round_max_load"], strict=True)))
+             for threads, row in summary["train"].items()], "rrrrl")
         lines.append("")
     cifar = summary["cifar"]
     if cifar:
@@ -357,12 +345,14 @@ def format_markdown(results: dict, summary: dict) -> str:
                   f"{s['cifar_images']:,} random 32x32x3 images, batch {s['batch']}, {cifar['threads']} torch threads, "
                   f"resolved options: {opts}. One window per step; the first step "
                   f"({cifar['warmup_step_s']:.1f} s) left out.", "",
-                  "| device | s per step (median of windows) | range | img/s | one epoch (50,000 images, 390 steps) |",
-                  "| --- | ---: | ---: | ---: | ---: |",
-                  f"| this CPU, {cifar['threads']} threads (measured, {cifar['windows']} windows) | "
-                  f"{cifar['seconds_per_step']:.1f} | {cifar['range'][0]:.1f}-{cifar['range'][1]:.1f} | "
-                  f"{cifar['images_per_second']:.2f} | {cifar['epoch_seconds']:.0f} s = "
-                  f"{cifar['epoch_seconds'] / 3600:.1f} h (extrapolated) |"]
+                  *markdown_table(
+                      ["device", "s per step (median of windows)", "range", "img/s",
+                       "one epoch (50,000 images, 390 steps)"],
+                      [(f"this CPU, {cifar['threads']} threads (measured, {cifar['windows']} windows)",
+                        f"{cifar['seconds_per_step']:.1f}", f"{cifar['range'][0]:.1f}-{cifar['range'][1]:.1f}",
+                        f"{cifar['images_per_second']:.2f}",
+                        f"{cifar['epoch_seconds']:.0f} s = {cifar['epoch_seconds'] / 3600:.1f} h (extrapolated)")],
+                      "lrrrr")]
         gpu = summary["gpu_estimate"]
         lines += ["", "**One GPU: not measured.** This run had no GPU."]
         if gpu:

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from baselines import machine_description
-from options import report
+from common import machine_description, report
 
 from tinydiffusion.export import DenoiserGraph, OnnxGraph, onnx_bytes
 from tinydiffusion.pipeline import load_model

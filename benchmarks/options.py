@@ -30,14 +30,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from datetime import datetime
 from pathlib import Path
 
 import torch
-from baselines import cpu_flags, cpu_model
+from common import machine_record, markdown_table, report
 
 from tinydiffusion.config import apply_overrides
-from tinydiffusion.files import atomic_write_bytes
 from tinydiffusion.presets import get_preset
 from tinydiffusion.training import Trainer
 
@@ -67,12 +65,6 @@ DEFAULT_SETS = {
     "cuda": ["fp32", "fused_adamw", "bf16+channels_last", "cuda_graph", "bf16+cuda_graph", "compile",
              "compile_reduce_overhead"],
 }
-
-
-def cpu_name() -> str:
-    """The CPU and whether it has bf16 instructions, which decide what the bf16 option sets measure."""
-    bf16 = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in cpu_flags()]
-    return f"{cpu_model()} (bf16 instructions: {', '.join(bf16) or 'none'})"
 
 
 def worker(label: str, steps: int, threads: int, device: str, data_dir: str, preset: str = "fashion-mnist",
@@ -112,10 +104,8 @@ def rates(run: dict) -> tuple[float, float]:
 
 def measure(args) -> dict:
     sets = args.sets.split(",")
-    results = {"machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count(),
-                           "torch": torch.__version__, "device": args.device,
-                           "date": datetime.now().astimezone().isoformat(timespec="minutes"),
-                           "load_average_at_start": os.getloadavg()[0]},
+    # the CPU's description says whether it has bf16 instructions, which decide what the bf16 option sets measure
+    results = {"machine": machine_record(torch=torch.__version__, device=args.device),
                "settings": {"steps": args.steps, "log_every": args.log_every, "rounds": args.rounds,
                             "compile_rounds": args.compile_rounds, "threads": args.threads},
                "sets": {label: [] for label in sets}}
@@ -167,16 +157,15 @@ def format_markdown(results: dict, summary: dict) -> str:
              f"{m['load_average_at_end']:.2f} at the end",
              f"- the fashion-mnist preset's whole Trainer loop, batch {BATCH}; {s['steps']} steps per run, windows of "
              f"{s['log_every']}, the first left out; median of {s['rounds']} rounds "
-             f"({s['compile_rounds']} for compiled sets)", "",
-             "| option set | runs | steady img/s | range | vs fp32 | warm-up s, cold / warm cache | "
-             "5 epochs s, cold / warm (est.) | 5 epochs vs fp32, cold |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for label, row in summary.items():
-        lines.append(f"| {label} | {row['runs']} | {row['steady_images_per_second']:.0f} | "
-                     f"{row['min']:.0f}-{row['max']:.0f} | {row.get('speed_vs_fp32', float('nan')):.2f} | "
-                     f"{row['warmup_seconds_cold']:.1f} / {row['warmup_seconds_warm']:.1f} | "
-                     f"{row['five_epoch_seconds']:.0f} / {row['five_epoch_seconds_warm']:.0f} | "
-                     f"{row.get('five_epochs_vs_fp32', float('nan')):.2f} |")
+             f"({s['compile_rounds']} for compiled sets)", ""]
+    lines += markdown_table(
+        ["option set", "runs", "steady img/s", "range", "vs fp32", "warm-up s, cold / warm cache",
+         "5 epochs s, cold / warm (est.)", "5 epochs vs fp32, cold"],
+        [(label, row["runs"], f"{row['steady_images_per_second']:.0f}", f"{row['min']:.0f}-{row['max']:.0f}",
+          f"{row.get('speed_vs_fp32', float('nan')):.2f}",
+          f"{row['warmup_seconds_cold']:.1f} / {row['warmup_seconds_warm']:.1f}",
+          f"{row['five_epoch_seconds']:.0f} / {row['five_epoch_seconds_warm']:.0f}",
+          f"{row.get('five_epochs_vs_fp32', float('nan')):.2f}") for label, row in summary.items()], "lrrrrrrr")
     return "\n".join(lines) + "\n"
 
 
@@ -205,17 +194,6 @@ def main() -> None:
                                 log_every=args.log_every)))
         return
     report(measure(args), summarize, format_markdown, args.json, args.markdown)
-
-
-def report(results: dict, summarize, format_markdown, json_path: str | None, markdown_path: str | None) -> None:
-    """Summarise measurements, print the Markdown table, and write the JSON (with the summary) and table files."""
-    summary = summarize(results)
-    text = format_markdown(results, summary)
-    print(text)
-    if json_path:
-        atomic_write_bytes(Path(json_path), (json.dumps({**results, "summary": summary}, indent=2) + "\n").encode())
-    if markdown_path:
-        atomic_write_bytes(Path(markdown_path), text.encode())
 
 
 if __name__ == "__main__":

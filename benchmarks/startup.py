@@ -22,7 +22,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from options import cpu_name, report
+from common import cpu_description, markdown_table, report
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = {
@@ -72,7 +72,7 @@ def measure(baseline: str, rounds: int) -> dict:
             for label, args in COMMANDS.items():
                 for name in order:
                     times[name][label].append(time_command(trees[name], args, Path(tmp)))
-    return {"machine": cpu_name(), "python": sys.version.split()[0], "baseline": baseline, "rounds": rounds,
+    return {"machine": cpu_description(), "python": sys.version.split()[0], "baseline": baseline, "rounds": rounds,
             "date": datetime.now().isoformat(timespec="seconds"), "seconds": times}
 
 
@@ -93,11 +93,10 @@ def format_markdown(results: dict, summary: dict) -> str:
         "of a fresh `python -m tinydiffusion ...` process over the rounds; the baseline is the revision before "
         "the command line stopped importing torch at start-up.",
         "",
-        "| command | baseline (s) | now (s) | baseline / now |",
-        "|---|---:|---:|---:|",
+        *markdown_table(["command", "baseline (s)", "now (s)", "baseline / now"],
+                        [(f"`{label}`", f"{row['baseline_s']:.2f}", f"{row['current_s']:.2f}", f"{row['ratio']:.1f}x")
+                         for label, row in summary.items()], "lrrr"),
     ]
-    for label, row in summary.items():
-        lines.append(f"| `{label}` | {row['baseline_s']:.2f} | {row['current_s']:.2f} | {row['ratio']:.1f}x |")
     return "\n".join(lines) + "\n"
 
 

@@ -40,7 +40,8 @@ from pathlib import Path
 
 import diffusers
 import torch
-from baselines import NETWORKS, build, machine_description
+from baselines import NETWORKS, build
+from common import machine_description, markdown_table, text_table, write_json
 from torch.utils.flop_counter import FlopCounterMode
 
 from tinydiffusion.config import apply_overrides
@@ -264,9 +265,7 @@ def table_rows(summary: dict) -> list[tuple[str, str, str, str]]:
 
 
 def format_text(results: dict, summary: dict) -> str:
-    rows = [("", "ours", "diffusers", "ours/diffusers"), *table_rows(summary)]
-    width = max(len(r[0]) for r in rows)
-    table = [f"{r[0]:<{width}}  {r[1]:>12}  {r[2]:>12}  {r[3]:>14}" for r in rows]
+    table = text_table([("", "ours", "diffusers", "ours/diffusers"), *table_rows(summary)])
     return "\n".join([*header_lines(results, summary), "", *table])
 
 
@@ -275,9 +274,9 @@ def format_markdown(results: dict, summary: dict) -> str:
     lines = ["# Training and sampling speed", "",
              "Measured by `benchmarks/throughput.py`; its docstring says how each figure is taken.", ""]
     lines += [f"- {line}" for line in header_lines(results, summary)]
-    lines += ["", f"| | ours: {names['ours']['label']} | {names['diffusers']['label']} | ours / diffusers |",
-              "| --- | ---: | ---: | ---: |"]
-    lines += [f"| {row[0].strip()} | {' | '.join(row[1:])} |" for row in table_rows(summary)]
+    lines += ["", *markdown_table(["", f"ours: {names['ours']['label']}", names["diffusers"]["label"],
+                                   "ours / diffusers"], [(row[0].strip(), *row[1:]) for row in table_rows(summary)],
+                                  "lrrr")]
     return "\n".join(lines) + "\n"
 
 
@@ -303,7 +302,7 @@ def main() -> None:
     summary = summarize(results)
     print(format_text(results, summary))
     if args.json:
-        atomic_write_bytes(Path(args.json), (json.dumps({**results, "summary": summary}, indent=2) + "\n").encode())
+        write_json(args.json, {**results, "summary": summary})
     if args.markdown:
         atomic_write_bytes(Path(args.markdown), format_markdown(results, summary).encode())
 

@@ -34,7 +34,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from baselines import machine_description
+from common import cpu_model, machine_description, markdown_table
 
 from tinydiffusion.checkpoint import is_complete
 from tinydiffusion.data.named import NAMED
@@ -155,26 +155,27 @@ def format_markdown(args, results: list[dict]) -> str:
     baseline = results[0]
     if args.plot and args.markdown:
         lines += ["", f"![FD against training wall time]({os.path.relpath(args.plot, args.markdown.parent)})"]
-    lines += ["", f"Target: FD <= {args.target:g}. Time ratios are against `{baseline['name']}`, the first run.", "",
-              "| run | flags | training s (process) | CPU s | first FD <= target at | best FD (step) |",
-              "| --- | --- | ---: | ---: | --- | --- |"]
+    lines += ["", f"Target: FD <= {args.target:g}. Time ratios are against `{baseline['name']}`, the first run.", ""]
+    rows = []
     for r in results:
         reached = first_reaching(r["points"], args.target)
         when = "not reached" if reached is None else (
             f"{reached['train_seconds']:.0f} s, step {reached['step']} (FD {reached['fd']:.2f})")
         best = min(r["points"], key=lambda p: p["fd"])
         wall, cpu = r["process_wall_seconds"], r["process_cpu_seconds"]
-        lines.append(f"| {r['name']} | `{shlex.join(r['flags']) or '(none)'}` | "
-                     f"{wall:.0f} ({wall / baseline['process_wall_seconds']:.2f}x) | "
-                     f"{cpu:.0f} ({cpu / baseline['process_cpu_seconds']:.2f}x) | {when} | "
-                     f"{best['fd']:.2f} ({best['step']}) |")
+        rows.append((r["name"], f"`{shlex.join(r['flags']) or '(none)'}`",
+                     f"{wall:.0f} ({wall / baseline['process_wall_seconds']:.2f}x)",
+                     f"{cpu:.0f} ({cpu / baseline['process_cpu_seconds']:.2f}x)", when,
+                     f"{best['fd']:.2f} ({best['step']})"))
+    lines += markdown_table(["run", "flags", "training s (process)", "CPU s", "first FD <= target at",
+                             "best FD (step)"], rows, "llrr")
     for r in results:
-        lines += ["", f"## {r['name']}", "",
-                  "| step | epoch | training s | FD | floor | precision | recall | class acc. |",
-                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        lines += [f"| {p['step']} | {p['epoch']:.2f} | {p['train_seconds']:.0f} | {p['fd']:.2f} | "
-                  f"{p['fd_floor']:.2f} | {p['precision']:.3f} | {p['recall']:.3f} | {p['class_accuracy']:.3f} |"
-                  for p in r["points"]]
+        lines += ["", f"## {r['name']}", ""]
+        lines += markdown_table(
+            ["step", "epoch", "training s", "FD", "floor", "precision", "recall", "class acc."],
+            [(p["step"], f"{p['epoch']:.2f}", f"{p['train_seconds']:.0f}", f"{p['fd']:.2f}", f"{p['fd_floor']:.2f}",
+              f"{p['precision']:.3f}", f"{p['recall']:.3f}", f"{p['class_accuracy']:.3f}") for p in r["points"]],
+            "r" * 8)
     return "\n".join(lines) + "\n"
 
 
@@ -198,7 +199,7 @@ def plot(path: Path, args, results: list[dict]) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("training wall time (minutes)")
     ax.set_ylabel(f"FD, N={args.num} (log scale)")
-    machine = machine_description().split(",")[0]
+    machine = cpu_model()
     ax.set_title(f"{args.sampler} {args.steps} steps, guidance {args.guidance:g}; {machine}", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()

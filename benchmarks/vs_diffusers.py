@@ -32,7 +32,8 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-from baselines import NETWORKS, build, machine_description
+from baselines import NETWORKS, build
+from common import machine_description, markdown_table, text_table, write_json
 
 from tinydiffusion.checkpoint import EMA_FILE, latest_checkpoint, load_config, load_into, load_weights
 from tinydiffusion.config import DataConfig, RunConfig, apply_overrides
@@ -185,17 +186,15 @@ def table(results: dict) -> list[tuple[str, str, str]]:
 
 
 def format_text(args, results: dict) -> str:
-    rows = [("", "ours", "diffusers"), *table(results)]
-    width = max(len(r[0]) for r in rows)
-    return "\n".join(header_lines(args, results) + [""] + [f"{r[0]:<{width}}  {r[1]:>12}  {r[2]:>12}" for r in rows])
+    return "\n".join(header_lines(args, results) + [""] + text_table([("", "ours", "diffusers"), *table(results)]))
 
 
 def format_markdown(args, results: dict) -> str:
     lines = ["# Time to quality against diffusers", "",
              "Measured by `benchmarks/vs_diffusers.py` (its docstring says how).", ""]
     lines += [f"- {line}" for line in header_lines(args, results)]
-    lines += ["", f"| | ours: {results['ours']['label']} | {results['diffusers']['label']} |", "| --- | ---: | ---: |"]
-    lines += [f"| {label.strip()} | {ours} | {theirs} |" for label, ours, theirs in table(results)]
+    lines += ["", *markdown_table(["", f"ours: {results['ours']['label']}", results["diffusers"]["label"]],
+                                  [(label.strip(), ours, theirs) for label, ours, theirs in table(results)], "lrr")]
     return "\n".join(lines) + "\n"
 
 
@@ -237,7 +236,7 @@ def main() -> None:
     except UserError as err:
         raise SystemExit(f"error: {err}") from None
     print(format_text(args, results))
-    atomic_write_bytes(args.out_dir / "results.json", (json.dumps(results, indent=2, default=float) + "\n").encode())
+    write_json(args.out_dir / "results.json", results, default=float)
     if args.markdown:
         atomic_write_bytes(Path(args.markdown), format_markdown(args, results).encode())
 
