@@ -17,7 +17,6 @@ used meanwhile (all busy CPU time in /proc/stat less this process's and its chil
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
@@ -30,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-from baselines import cpu_flags, cpu_model
+from common import cpu_description, markdown_table, seconds_per_call, write_json
 
 from tinydiffusion.demo import handlers
 from tinydiffusion.files import atomic_write_bytes
@@ -38,13 +37,6 @@ from tinydiffusion.pipeline import load_model, sampling_settings
 
 START, END = "<!-- demo-latency:start -->", "<!-- demo-latency:end -->"
 NUM = 16
-
-
-def cpu() -> str:
-    """The CPU as lscpu names it, with its core count and widest vector instructions."""
-    flags = cpu_flags()
-    vectors = "AVX-512" if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags else "no AVX2"
-    return f"{cpu_model()} ({os.cpu_count()} CPUs, {vectors})"
 
 
 def cpu_seconds() -> tuple[float, float]:
@@ -60,12 +52,7 @@ def cpu_seconds() -> tuple[float, float]:
 
 def timed(fn, runs: int) -> list[float]:
     """Seconds of the first call (the warm-up: oneDNN primitives, the first allocations), then of `runs` more."""
-    seconds = []
-    for _ in range(runs + 1):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
-    return seconds
+    return seconds_per_call(fn, runs + 1)
 
 
 def handler_times(model, runs: int, settings: tuple) -> list[float]:
@@ -127,12 +114,11 @@ def markdown(result: dict) -> str:
         f"({result['sampler']}, {result['steps']} steps, guidance {result['guidance']:g}, every class in turn); "
         f"median of {result['runs']} runs after the first (which warms up), and the first apart.",
         "",
-        "| measured | median | fastest | slowest | first call (warm-up) |",
-        "|---|---:|---:|---:|---:|",
-        *(f"| {what} | {m['median_s']:.2f} s | {m['min_s']:.2f} s | {m['max_s']:.2f} s | {m['first_s']:.2f} s |"
-          for what, m in (("the handler (sampling and the grid)", h),
-                           ("**through the server's HTTP API (request to PNG)**", s),
-                           ("of which sampling in the server (its status line)", inside))),
+        *markdown_table(["measured", "median", "fastest", "slowest", "first call (warm-up)"],
+                        [(what, *(f"{m[key]:.2f} s" for key in ("median_s", "min_s", "max_s", "first_s")))
+                         for what, m in (("the handler (sampling and the grid)", h),
+                                         ("**through the server's HTTP API (request to PNG)**", s),
+                                         ("of which sampling in the server (its status line)", inside))], "lrrrr"),
         "",
         f"The server took {result['server_startup_s']:.1f} s from the process's start to answering its root URL "
         "(importing Gradio and torch, loading the model, drawing the forward tab's test images when the data is "
@@ -160,16 +146,17 @@ def main() -> None:
     handler = handler_times(model, args.runs, settings)
     startup, server, inside = server_times(args.runs, settings)
     wall, (busy_after, own_after) = time.perf_counter() - started, cpu_seconds()
-    result = {"cpu": cpu(), "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "runs": args.runs, "date": datetime.now().isoformat(timespec="seconds"), "sampler": sampler,
-              "steps": steps, "guidance": guidance, "handler": summary(handler), "server": summary(server),
+    result = {"cpu": cpu_description(), "cpus": os.cpu_count(), "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "runs": args.runs,
+              "date": datetime.now().isoformat(timespec="seconds"), "sampler": sampler, "steps": steps,
+              "guidance": guidance, "handler": summary(handler), "server": summary(server),
               "server_sampling": summary(inside),
               "server_startup_s": startup, "wall_s": wall, "others_cpu_s": (busy_after - busy) - (own_after - own),
               "load_before": load_before, "load_after": list(os.getloadavg())}
     text = markdown(result)
     print(text)
     if args.json:
-        atomic_write_bytes(Path(args.json), (json.dumps(result, indent=2) + "\n").encode())
+        write_json(args.json, result)
     if args.markdown:
         path = Path(args.markdown)
         page = path.read_text()

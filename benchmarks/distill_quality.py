@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
-from baselines import cpu_model
+from common import cpu_description, markdown_table, median_seconds
 from quality import parse_rows, score
 
 from tinydiffusion import evaluation
@@ -38,12 +37,7 @@ def evaluations_per_image(model, row: dict) -> int:
 def warm_seconds_for_64(model, guidance: float, repeats: int = 5, **sampling) -> float:
     """The median time of 64 images from a process that has already drawn once (the speed target's measure)."""
     generate(model, 64, guidance=guidance, **sampling)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        generate(model, 64, guidance=guidance, batch_size=64, **sampling)
-        times.append(time.perf_counter() - started)
-    return sorted(times)[len(times) // 2]
+    return median_seconds(lambda: generate(model, 64, guidance=guidance, batch_size=64, **sampling), repeats)
 
 
 def sample_grid(teacher, students, guidance: float, seed: int, path: Path) -> None:
@@ -56,21 +50,21 @@ def sample_grid(teacher, students, guidance: float, seed: int, path: Path) -> No
 
 
 def machine() -> str:
-    return f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return f"{cpu_description()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def markdown(state: dict) -> str:
     lines = [f"Teacher `{state['teacher']}`; N = {state['num']:,} per row, classes cycled, seed {state['seed']}, "
-             f"guidance {state['guidance']}; {state['machine']}.", "",
-             "| model | sampler | steps | network evaluations per image | FD (floor) | precision / recall | "
-             "class accuracy |", "|---|---|---:|---:|---:|---:|---:|"]
-    for row in state["rows"]:
-        lines.append(f"| {row['model']} | {row['sampler']} | {row['steps']} | {row['evaluations']} | "
-                     f"{row['fd']:.2f} ({row['fd_floor']:.2f}) | {row['precision']:.2f} / {row['recall']:.2f} | "
-                     f"{row.get('class_accuracy', float('nan')):.3f} |")
+             f"guidance {state['guidance']}; {state['machine']}.", ""]
+    lines += markdown_table(
+        ["model", "sampler", "steps", "network evaluations per image", "FD (floor)", "precision / recall",
+         "class accuracy"],
+        [(row["model"], row["sampler"], row["steps"], row["evaluations"], f"{row['fd']:.2f} ({row['fd_floor']:.2f})",
+          f"{row['precision']:.2f} / {row['recall']:.2f}", f"{row.get('class_accuracy', float('nan')):.3f}")
+         for row in state["rows"]], "llrrrrr")
     if state.get("speed"):
-        lines += ["", "| model | 64 images from a warm process (median of 5) |", "|---|---:|"]
-        lines += [f"| {name} | {seconds:.2f} s |" for name, seconds in state["speed"].items()]
+        lines += ["", *markdown_table(["model", "64 images from a warm process (median of 5)"],
+                                      [(name, f"{seconds:.2f} s") for name, seconds in state["speed"].items()], "lr")]
     return "\n".join(lines) + "\n"
 
 

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from common import cpu_description
 
 from tinydiffusion.data import write_idx
 
@@ -82,7 +83,7 @@ def main() -> None:
 
     base = statistics.median(results[CONFIGS[0][0]])
     print(f"\nfashion-mnist UNet, global batch {args.batch_size}, fp32, {args.steps} steps per run, "
-          f"median of {args.rounds} runs; {os.cpu_count()} CPUs, 1-minute load average "
+          f"median of {args.rounds} runs; {cpu_description()}, 1-minute load average "
           f"{min(loads):.1f}-{max(loads):.1f} before the runs\n")
     print(f"| {'configuration':<24} | total images/s | per process | vs 1 process x 1 thread | runs |")
     print(f"| {'-' * 24} | -------------: | ----------: | ----------------------: | ---- |")

@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
-from baselines import cpu_model
+from common import cpu_description, median_seconds
 
 from tinydiffusion.config import DataConfig
 from tinydiffusion.data import load_data
@@ -109,12 +109,7 @@ def timings(model, image, repeats: int = 3) -> dict:
     result = {}
     for name, edit in edits.items():
         for n in ((1, 16) if not name.startswith("interpolate") else (1,)):
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                edit(n)
-                times.append(time.perf_counter() - start)
-            result[f"{name}, {n} image{'s' if n > 1 else ''}"] = sorted(times)[len(times) // 2]
+            result[f"{name}, {n} image{'s' if n > 1 else ''}"] = median_seconds(partial(edit, n), repeats)
     return result
 
 
@@ -133,7 +128,7 @@ def main() -> None:
     img2img_figure(model, images, labels, figures / "img2img.png")
     interpolation_figure(model, images, labels, figures / "interpolate.png")
     print("figures written", flush=True)
-    report = {"cpu": cpu_model(),
+    report = {"cpu": cpu_description(),
               "torch": torch.__version__, "threads": torch.get_num_threads(),
               "seconds": timings(model, images[0])}
     print(report["seconds"], flush=True)

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from baselines import cpu_model
+from common import cpu_description
 from torch import nn
 
 from tinydiffusion import generate, load_model
@@ -182,7 +182,7 @@ def main() -> None:
         print(" ".join(command), flush=True)
         subprocess.run(command, check=True)
         report["total_seconds"] = time.perf_counter() - start
-        report["cpu"] = cpu_model()
+        report["cpu"] = cpu_description()
         report_path.write_text(json.dumps(report, indent=1))
     saved = torch.load(out / "autoencoder.pt")
     cfg = saved["config"]

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import torch
+from common import cpu_description, markdown_table
 
 from tinydiffusion import evaluation
 from tinydiffusion.defaults import DEFAULT_GUIDANCE
@@ -99,21 +99,21 @@ def markdown(state: dict, header: str) -> str:
     samplers, guidance = state["samplers"], state["guidance"]
     lines = [header, ""]
     if samplers:
-        lines += [f"Samplers at guidance {state['chosen_guidance']:g}:", "",
-                  "| sampler | steps | network evaluations | FD | FD floor (real, same N) | precision | recall |"
-                  " class accuracy | sampling s |", "|---|---|---|---|---|---|---|---|---|"]
-        for r in samplers:
-            lines.append(f"| {r['sampler']} | {r['steps']} | {r['nfe']} | {r['fd']:.3f} | {r['fd_floor']:.3f} | "
-                         f"{r['precision']:.3f} | {r['recall']:.3f} | {r.get('class_accuracy', float('nan')):.3f} | "
-                         f"{r['sampling_seconds']:.1f} |")
+        lines += [f"Samplers at guidance {state['chosen_guidance']:g}:", ""]
+        lines += markdown_table(
+            ["sampler", "steps", "network evaluations", "FD", "FD floor (real, same N)", "precision", "recall",
+             "class accuracy", "sampling s"],
+            [(r["sampler"], r["steps"], r["nfe"], f"{r['fd']:.3f}", f"{r['fd_floor']:.3f}", f"{r['precision']:.3f}",
+              f"{r['recall']:.3f}", f"{r.get('class_accuracy', float('nan')):.3f}", f"{r['sampling_seconds']:.1f}")
+             for r in samplers])
     if guidance:
         r0 = guidance[0]
         lines += ["", f"Guidance scale ({r0['sampler']}, {r0['steps']} steps; 1 = plain conditional, "
-                  "0 = unconditional):", "",
-                  "| guidance | FD | precision | recall | class accuracy |", "|---|---|---|---|---|"]
-        for r in guidance:
-            lines.append(f"| {r['guidance']:g} | {r['fd']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} | "
-                         f"{r.get('class_accuracy', float('nan')):.3f} |")
+                  "0 = unconditional):", ""]
+        lines += markdown_table(
+            ["guidance", "FD", "precision", "recall", "class accuracy"],
+            [(f"{r['guidance']:g}", f"{r['fd']:.3f}", f"{r['precision']:.3f}", f"{r['recall']:.3f}",
+              f"{r.get('class_accuracy', float('nan')):.3f}") for r in guidance])
     return "\n".join(lines) + "\n"
 
 
@@ -171,7 +171,7 @@ def main() -> None:
 
 def describe(model, num: int, seed: int, device: str) -> str:
     on_gpu = torch.cuda.is_available() and device != "cpu"
-    where = torch.cuda.get_device_name() if on_gpu else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+    where = torch.cuda.get_device_name() if on_gpu else f"CPU: {cpu_description()}, {torch.get_num_threads()} threads"
     return (f"Model: `{model.source.name}`; N = {num:,} samples per row, classes cycled evenly; seed {seed}; "
             f"{where}; torch {torch.__version__}.")
 
