@@ -30,4 +30,6 @@ class ExportFormat(NamedTuple):
 EXPORT_FORMATS = {
     "onnx": ExportFormat(".onnx", "model.onnx", "one .onnx file: the denoiser graph and its metadata",
                          ".export.onnx_file:export_onnx"),
+    "web": ExportFormat(None, "site", "a static web page that samples the model in the browser (onnxruntime-web)",
+                        ".export.web_page:export_web"),
 }

@@ -1,0 +1,186 @@
+"""`tinydiffusion export --format web`: a static folder that samples the model in a browser, with nothing but a
+static file host behind it and no request to any other host (docs/export.md, "A web page").
+
+The folder holds index.html, its script (tinydiffusion-web.js, the samplers in JavaScript), the model as ONNX
+(model.onnx, with its metadata as model.json) and the JavaScript runtime: onnxruntime-web's single-threaded
+WebAssembly build, one module and one .wasm file, pinned below by version and SHA-256. The page fetches each
+file with its SHA-256 (subresource integrity), so a changed file stops the page with a message; SHA256SUMS lists
+them for `sha256sum -c`.
+
+The runtime is not in tinydiffusion's package (the .wasm alone is 15 MB): the first web export downloads
+onnxruntime-web's npm package once, checks it against the pinned SHA-256, and keeps the two files it needs in the
+cache (files.cache_dir()). Without internet, the package saved by hand at the path the refusal names does the same.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import json
+import re
+import tarfile
+import urllib.request
+from html import escape as html_escape
+from importlib import resources
+from pathlib import Path
+
+from .. import __version__
+from ..errors import UserError
+from ..export_formats import EXPORT_MARKER
+from ..files import atomic_directory, atomic_file, cache_dir
+from .onnx_file import metadata, onnx_bytes
+
+RUNTIME_VERSION = "1.31.1"  # onnxruntime-web on npm; its MIT notice is the first lines of the module
+RUNTIME_URL = "https://registry.npmjs.org/onnxruntime-web/-/onnxruntime-web-{version}.tgz"
+RUNTIME_TARBALL_SHA256 = "bdccdb9fbb9ab537247c0c734e9b1d2b1b338b4f2a09faa58f0dc1cfa27c312c"
+RUNTIME_FILES = {  # the files of the package's dist/ the page loads, by their SHA-256
+    "ort.wasm.bundle.min.mjs": "51bd7168175767324ab0acfcfc4ca94a096a3826e3ebac9ccc4f195eb865f8dd",
+    "ort-wasm-simd-threaded.wasm": "4b884c203b0fa48d057be3332c65513ff85aa3c5bddd6946acc0fab7ecda001d",
+}
+MAX_TARBALL_BYTES = 64 * 2**20  # the package is 35 MB
+DOWNLOAD_TIMEOUT_S = 60
+CHUNK = 1 << 20
+
+PAGE_FILES = ("index.html", "tinydiffusion-web.js")  # package data in export/web/
+PAGE_SAMPLERS = ("ddim", "dpmpp-2m", "consistency")  # the samplers tinydiffusion-web.js implements
+
+
+# --- the runtime: downloaded once, checked, kept in the cache -------------------------------------------------
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def runtime_folder() -> Path:
+    return cache_dir() / "onnxruntime-web" / RUNTIME_VERSION
+
+
+def runtime_tarball() -> Path:
+    """Where the npm package is downloaded to (or saved by hand) before its files are taken out."""
+    return cache_dir() / "onnxruntime-web" / f"onnxruntime-web-{RUNTIME_VERSION}.tgz"
+
+
+def runtime_files() -> dict[str, Path]:
+    """The runtime's files in the cache, each checked against its pinned SHA-256; fetched first if missing."""
+    folder = runtime_folder()
+    if not all((folder / name).is_file() and sha256_of(folder / name) == sha for name, sha in RUNTIME_FILES.items()):
+        tarball = runtime_tarball()
+        if not tarball.is_file():
+            download_runtime(tarball)
+        extract_runtime(tarball, folder)
+        tarball.unlink()  # 35 MB the cache need not keep: the two files are what the page uses
+    return {name: folder / name for name in RUNTIME_FILES}
+
+
+def download_runtime(target: Path) -> None:
+    """Stream the npm package to a temporary file beside `target`, checking its length and SHA-256, and only then
+    rename it into place: a refused or broken download leaves nothing."""
+    url = RUNTIME_URL.format(version=RUNTIME_VERSION)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(target) as tmp:
+            _fetch_checked(url, tmp)
+    except (OSError, http.client.HTTPException, ValueError) as err:
+        reason = err.reason if isinstance(err, urllib.request.URLError) else err
+        raise UserError(f"could not download the browser runtime onnxruntime-web {RUNTIME_VERSION} from {url} "
+                        f"({reason}); download that file by hand and save it as {target}.") from None
+
+
+def _fetch_checked(url: str, out: Path) -> None:
+    digest, received = hashlib.sha256(), 0
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(out, "wb") as f:
+        length = response.headers.get("Content-Length")
+        expected = int(length) if length and length.isdigit() else None
+        if expected is not None and expected > MAX_TARBALL_BYTES:
+            raise ValueError(f"it is {expected:,} bytes, more than the {MAX_TARBALL_BYTES:,} allowed")
+        while chunk := response.read(CHUNK):
+            received += len(chunk)
+            if received > MAX_TARBALL_BYTES:
+                raise ValueError(f"it is more than the {MAX_TARBALL_BYTES:,} bytes allowed")
+            digest.update(chunk)
+            f.write(chunk)
+    if expected is not None and received != expected:
+        raise ValueError(f"the connection closed after {received:,} of {expected:,} bytes")
+    if digest.hexdigest() != RUNTIME_TARBALL_SHA256:
+        raise ValueError(f"its SHA-256 {digest.hexdigest()} is not the pinned {RUNTIME_TARBALL_SHA256}")
+
+
+def extract_runtime(tarball: Path, folder: Path) -> None:
+    """Take the pinned files out of the npm package into `folder`: only those, by their exact names in the
+    archive, each a regular file with its pinned SHA-256, written under names chosen here (never the archive's
+    own paths, so no entry can write elsewhere)."""
+    if tarball.stat().st_size > MAX_TARBALL_BYTES or sha256_of(tarball) != RUNTIME_TARBALL_SHA256:
+        raise UserError(f"{tarball} is not onnxruntime-web {RUNTIME_VERSION}'s npm package (its SHA-256 is not the "
+                        f"pinned one); delete it and export again to download it.")
+    wanted = {f"package/dist/{name}": name for name in RUNTIME_FILES}
+    found = {}
+    try:
+        with tarfile.open(tarball, "r:gz") as archive:
+            for member in archive:
+                if member.name in wanted and member.isfile() and member.size <= MAX_TARBALL_BYTES:
+                    found[wanted[member.name]] = archive.extractfile(member).read()
+    except (OSError, tarfile.TarError, EOFError) as err:
+        raise UserError(f"{tarball} cannot be read as a .tgz archive ({err}); delete it and export again.") from None
+    for name, sha in RUNTIME_FILES.items():
+        if name not in found or hashlib.sha256(found[name]).hexdigest() != sha:
+            raise UserError(f"{tarball} does not hold package/dist/{name} as a file with the pinned SHA-256; delete "
+                            f"it and export again.")
+    with atomic_directory(folder, replace=True) as tmp:
+        for name, payload in found.items():
+            (tmp / name).write_bytes(payload)
+
+
+# --- the folder -----------------------------------------------------------------------------------------------
+
+
+def integrity(payload: bytes) -> str:
+    """A subresource-integrity value: what a browser checks a fetched file against."""
+    return "sha256-" + base64.b64encode(hashlib.sha256(payload).digest()).decode()
+
+
+def page_metadata(model) -> dict:
+    meta = metadata(model)
+    if meta["sampler"] not in PAGE_SAMPLERS:
+        raise UserError(f"the web page samples with {', '.join(PAGE_SAMPLERS)}, not this model's "
+                        f"{meta['sampler']}.")
+    return meta
+
+
+def site_files(model) -> dict[str, bytes]:
+    """Every file of the folder, by name, index.html holding the integrity of each file the page fetches."""
+    meta = page_metadata(model)
+    files = {"model.onnx": onnx_bytes(model), "model.json": json.dumps(meta, indent=1).encode()}
+    files.update({name: path.read_bytes() for name, path in runtime_files().items()})
+    page = resources.files("tinydiffusion.export") / "web"
+    files["tinydiffusion-web.js"] = (page / "tinydiffusion-web.js").read_bytes()
+    checked = {name: integrity(payload) for name, payload in files.items()}
+    runtime_module = next(name for name in RUNTIME_FILES if name.endswith(".mjs"))
+    importmap = json.dumps({"imports": {"onnxruntime-web": f"./{runtime_module}"},
+                            "integrity": {f"./{runtime_module}": checked[runtime_module]}})
+    fills = {"@TITLE@": html_escape(f"tinydiffusion: {meta['config']['name']}"), "@IMPORTMAP@": importmap,
+             "@IMPORTMAP_HASH@": integrity(importmap.encode()), "@INTEGRITY@": json.dumps(checked, indent=1),
+             "@SCRIPT_INTEGRITY@": checked["tinydiffusion-web.js"]}
+    html = (page / "index.html").read_text(encoding="utf-8")
+    html = re.sub("@[A-Z_]+@", lambda match: fills[match.group()], html)  # one pass: a name cannot add a hole
+    files["index.html"] = html.encode()
+    files["SHA256SUMS"] = "".join(f"{hashlib.sha256(payload).hexdigest()}  {name}\n"
+                                  for name, payload in sorted(files.items())).encode()
+    files[EXPORT_MARKER] = json.dumps({"format": "web", "tinydiffusion": __version__}).encode()
+    return files
+
+
+def export_web(model, out: Path) -> str:
+    """`export --format web` (export_formats.py): the folder, written whole or not at all, and what it holds."""
+    files = site_files(model)
+    with atomic_directory(out, replace=True) as tmp:
+        for name, payload in files.items():
+            (tmp / name).write_bytes(payload)
+    size = sum(map(len, files.values()))
+    return (f"{out}/ ({size / 1e6:.1f} MB: index.html, model.onnx, onnxruntime-web {RUNTIME_VERSION}); serve it "
+            f"with any static file server, e.g. python -m http.server -d {out}")
