@@ -1,6 +1,7 @@
 """What the benchmarks rely on: the diffusers adapter fits the network interface; train.max_seconds stops a run."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -72,3 +73,156 @@ def test_the_gpu_session_graph_check_poisons_the_noise_and_the_step_is_skipped(t
     records, weights = gpu_session.poisoned_runs(config, tmp_path, ("off",), bad_step=3)["off"]
     assert [r["skipped_steps"] for r in records] == [1, 1]
     assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+
+
+# --- benchmarks/common.py: what every benchmark shares, and the scripts that use it ------------
+
+TOUCHED = ["common", "options", "startup", "datasets", "throughput", "vs_diffusers", "colour_throughput",
+           "export_speed", "time_to_quality", "demo_latency", "distill_quality", "editing_figures", "latent_route",
+           "quality", "distributed_cpu"]
+NEEDS = {"throughput": "diffusers", "vs_diffusers": "diffusers", "demo_latency": "gradio"}
+
+
+def load_benchmark(name: str):
+    """A benchmark script by path, under a name of its own ("datasets" could be another installed package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", TOUCHED)
+def test_every_benchmark_imports(name):
+    if name in NEEDS:
+        pytest.importorskip(NEEDS[name])
+    load_benchmark(name)
+
+
+def test_the_cpu_description_names_the_cpu_proc_cpuinfo_names():
+    import common
+
+    description = common.cpu_description()
+    assert description.strip() and f"({os.cpu_count()} CPUs, " in description
+    assert common.machine_description().startswith(description)
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+             if line.split(":", 1)[0].strip() == "model name"]
+    if names:
+        assert description.startswith(names[0] + " (") and common.cpu_model() == names[0]
+    record = common.machine_record(torch="t")
+    assert list(record) == ["cpu", "logical_cpus", "torch", "date", "load_average_at_start"]
+    assert record["cpu"] == description and json.loads(json.dumps(record)) == record
+
+
+def test_the_cpu_description_says_the_widest_vector_instructions_and_bf16():
+    import common
+
+    assert common.widest_vector(["sse2"]) == "no AVX2"
+    assert common.widest_vector(["avx", "avx2"]) == "AVX2, no AVX-512"
+    assert common.widest_vector(["avx2", "avx512f"]) == "AVX-512"
+    assert common.cpu_description(["avx2"]).endswith(", AVX2, no AVX-512)")
+    assert common.cpu_description(["avx512f", "amx_bf16", "avx512_bf16"]).endswith(
+        ", AVX-512, bf16 instructions: avx512_bf16, amx_bf16)")
+
+
+def test_the_table_writers_on_a_tiny_table():
+    import common
+
+    assert common.markdown_table(["name", "n", "note"], [("a", 1, "x"), ("bb", 22.5, "")], "lr") == [
+        "| name | n | note |", "| --- | ---: | --- |", "| a | 1 | x |", "| bb | 22.5 |  |"]
+    assert common.markdown_table(["", "v"], []) == ["|  | v |", "| --- | --- |"]
+    assert common.text_table([("", "ours", "ratio of two"), ("steps", "1,000", "0.5")]) == [
+        "               ours  ratio of two",
+        "steps         1,000           0.5"]
+
+
+def test_timing_and_the_report_files(tmp_path, capsys):
+    import common
+
+    calls = []
+    seconds = common.seconds_per_call(lambda: calls.append(1), 3, warmup=2)
+    assert len(seconds) == 3 and len(calls) == 5 and all(s >= 0 for s in seconds)
+    assert common.median_seconds(lambda: None, 3) >= 0
+    common.report({"x": 1}, lambda r: {"double": 2 * r["x"]}, lambda r, s: f"| {s['double']} |\n",
+                  str(tmp_path / "r.json"), str(tmp_path / "r.md"))
+    assert json.loads((tmp_path / "r.json").read_text()) == {"x": 1, "summary": {"double": 2}}
+    assert (tmp_path / "r.md").read_text() == "| 2 |\n" and "| 2 |" in capsys.readouterr().out
+
+
+# --- each benchmark's report from tiny, made-up measurements (no test ran these; drift breaks them) --
+
+def test_the_startup_report():
+    startup = load_benchmark("startup")
+    seconds = {tree: {label: [0.2, 0.4, 0.3] if tree == "baseline" else [0.1] for label in startup.COMMANDS}
+               for tree in ("baseline", "current")}
+    results = {"machine": "cpu", "python": "3", "baseline": "abc", "rounds": 3, "date": "d", "seconds": seconds}
+    summary = startup.summarize(results)
+    assert summary["--help"]["ratio"] == pytest.approx(3.0)
+    text = startup.format_markdown(results, summary)
+    assert "| `--help` | 0.30 | 0.10 | 3.0x |" in text and "| --- | ---: | ---: | ---: |" in text
+
+
+def test_the_quality_and_distillation_reports():
+    quality, distill = load_benchmark("quality"), load_benchmark("distill_quality")
+    row = {"sampler": "ddim", "steps": 4, "nfe": 4, "fd": 1.5, "fd_floor": 0.5, "precision": 0.9, "recall": 0.8,
+           "class_accuracy": 0.95, "sampling_seconds": 2.0}
+    state = {"samplers": [row], "chosen_guidance": 2.0, "guidance": [{**row, "guidance": 2.0}]}
+    text = quality.markdown(state, "header")
+    assert "| ddim | 4 | 4 | 1.500 | 0.500 | 0.900 | 0.800 | 0.950 | 2.0 |" in text
+    assert "| 2 | 1.500 | 0.900 | 0.800 | 0.950 |" in text
+    state = {"teacher": "runs/t", "num": 10, "seed": 0, "guidance": 2.0, "machine": "m",
+             "rows": [{**row, "model": "teacher", "evaluations": 8}], "speed": {"teacher": 1.234}}
+    text = distill.markdown(state)
+    assert "| teacher | ddim | 4 | 8 | 1.50 (0.50) | 0.90 / 0.80 | 0.950 |" in text and "| teacher | 1.23 s |" in text
+
+
+def test_the_demo_latency_report():
+    pytest.importorskip("gradio")
+    demo = load_benchmark("demo_latency")
+    calls = []
+    seconds = demo.timed(lambda: calls.append(1), 2)
+    assert len(seconds) == 3 == len(calls)
+    timing = demo.summary([3.0, 1.0, 2.0])
+    assert timing["first_s"] == 3.0 and timing["median_s"] == 1.5
+    result = {"runs": 2, "cpu": "c", "torch": "t", "threads": 1, "date": "d", "sampler": "s", "steps": 2,
+              "guidance": 1.5, "handler": timing, "server": timing, "server_sampling": timing, "others_cpu_s": 0.0,
+              "wall_s": 1.0, "cpus": 2, "server_startup_s": 1.0, "load_before": [0.5, 0.5, 0.5]}
+    assert "| the handler (sampling and the grid) | 1.50 s | 1.00 s | 2.00 s | 3.00 s |" in demo.markdown(result)
+
+
+def test_the_throughput_and_vs_diffusers_reports():
+    pytest.importorskip("diffusers")
+    throughput = load_benchmark("throughput")
+    assert throughput.matmul_gflops(size=32, reps=1) > 0
+    one = {"matmul_gflops": 10.0, "bare_images_per_second": 100.0, "loop_images_per_second": 95.0,
+           "loop_images_per_cpu_second": 50.0, "bare_images_per_cpu_second": 52.0, "peak_rss_bytes": 2**30,
+           "rss_before_training_bytes": 2**29, "threads": 1}
+    networks = {name: {"label": name, "parameters": 1000, "forward_flops_per_image": 1e6, "rounds": [one],
+                       "sampling_images_per_second": [300.0]} for name in ("ours", "diffusers")}
+    results = {"machine": {"machine": "m", "torch": "t", "diffusers": "d", "threads": 1, "date": "x",
+                           "load_average_at_start": 0.0, "load_average_at_end": 0.0},
+               "settings": {"precision": "fp32", "batch": 128, "repeats": 1, "loop_steps": 10, "loop_window": 5},
+               "networks": networks}
+    summary = throughput.summarize(results)
+    assert summary["ours"]["loop_over_bare"] == pytest.approx(0.95)
+    assert "| train img/s, bare step | 100.0 | 100.0 | 1.00 |" in throughput.format_markdown(results, summary)
+    assert "ours/diffusers" in throughput.format_text(results, summary).splitlines()[-len(throughput.ROWS) - 1]
+
+
+def test_the_time_to_quality_report():
+    from types import SimpleNamespace
+
+    ttq = load_benchmark("time_to_quality")
+    points = [{"step": s, "epoch": s / 10, "train_seconds": 6.0 * s, "fd": 10.0 / s, "fd_floor": 0.5,
+               "precision": 0.5, "recall": 0.5, "class_accuracy": 0.9} for s in (1, 2, 5)]
+    results = [{"name": name, "flags": flags, "points": points, "process_wall_seconds": 60.0,
+                "process_cpu_seconds": 100.0, "load_average_before": 0.0, "load_average_after": 0.0}
+               for name, flags in (("base", []), ("faster", ["--x", "1"]))]
+    args = SimpleNamespace(preset="auto", data=None, data_dir="d", common=[], every=1, num=10, sampler="ddim",
+                           steps=4, guidance=1.0, target=3.0, plot=None, markdown=None)
+    text = ttq.format_markdown(args, results)
+    assert "| faster | `--x 1` | 60 (1.00x) | 100 (1.00x) | 30 s, step 5 (FD 2.00) | 2.00 (5) |" in text
+    assert "| 5 | 0.50 | 30 | 2.00 | 0.50 | 0.500 | 0.500 | 0.900 |" in text
