@@ -46,6 +46,8 @@ MODEL_FILE, EMA_FILE, CONFIG_FILE, STATE_FILE, INFO_FILE = (
     "model.safetensors", "ema.safetensors", "config.json", "training_state.pt", "checkpoint.json")
 BUNDLED = Path(__file__).parent / "assets" / "fashion-mnist.safetensors"
 BUNDLED_STUDENT = BUNDLED.with_name("fashion-mnist-student.safetensors")  # its distilled student (sample --fast)
+# The weights in a folder `export --format diffusers` wrote, with the run's config beside them (NAME.json)
+DIFFUSERS_WEIGHTS = Path("denoiser") / "diffusion_pytorch_model.safetensors"
 MAX_STEP = 10**12  # far beyond any real run; a training state claiming more is damaged
 _STEP_NAME = re.compile(r"step-(\d+)")
 
@@ -189,6 +191,8 @@ def resolve_checkpoint(path: str | Path | None) -> tuple[Path, Path]:
         if found is None:
             raise UserError(f"{path} holds no complete checkpoint yet.")
         path = found
+    if path.is_dir() and (path / DIFFUSERS_WEIGHTS).is_file():
+        path = path / DIFFUSERS_WEIGHTS
     if path.is_dir():
         if (path / INFO_FILE).exists():
             read_checkpoint_info(path)

@@ -32,4 +32,6 @@ EXPORT_FORMATS = {
                          ".export.onnx_file:export_onnx"),
     "web": ExportFormat(None, "site", "a static web page that samples the model in the browser (onnxruntime-web)",
                         ".export.web_page:export_web"),
+    "diffusers": ExportFormat(None, "model-diffusers", "a folder diffusers loads: DiffusionPipeline.from_pretrained("
+                              "FOLDER, trust_remote_code=True)", ".export.diffusers_folder:export_diffusers"),
 }

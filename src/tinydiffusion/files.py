@@ -118,8 +118,11 @@ def atomic_directory(path: Path, replace: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        for f in tmp.iterdir():
+        for f in tmp.rglob("*"):  # subfolders too (an exported diffusers folder has them)
             use_umask(f)  # safetensors writes 0600 and mkdtemp makes 0700: the folder is as readable as any file
+            if f.is_dir():
+                fsync_dir(f)
+                continue
             with open(f, "rb") as handle:
                 os.fsync(handle.fileno())
         use_umask(tmp)

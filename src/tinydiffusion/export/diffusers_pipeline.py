@@ -1,0 +1,142 @@
+"""The pipeline of a folder that `tinydiffusion export --format diffusers` writes, where this file is pipeline.py.
+
+It needs torch and diffusers only: no tinydiffusion, which never imports it (the export copies its text). Load
+the folder with
+
+    pipe = DiffusionPipeline.from_pretrained(FOLDER, trust_remote_code=True)
+    images = pipe(class_labels=["sneaker"] * 4, generator=torch.Generator().manual_seed(0)).images
+
+Components: `denoiser`, tinydiffusion's network as a diffusers ModelMixin (in the folder's denoiser/ module):
+denoiser(x, t, y, guidance) -> the network's output, for t the step index and y the class (the null class,
+num_classes, for none); `scheduler`, a stock diffusers scheduler whose prediction_type names what the pipeline
+hands it. Settings (model_index.json): the objective, the class names, and the steps and guidance tinydiffusion
+samples with by default. Classifier-free guidance mixes the class's and the null class's outputs as
+uncond + w (cond - uncond), in one batch; a distilled student takes w as an input instead.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import torch
+from diffusers import DiffusionPipeline, ImagePipelineOutput, ModelMixin, SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+
+EDM_SIGMA_DATA = 0.5  # tinydiffusion's objectives/edm.py
+
+
+class TinyDiffusionPipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "denoiser"
+
+    def __init__(self, denoiser: ModelMixin, scheduler: SchedulerMixin, objective: str = "eps",
+                 labels: dict | None = None, steps: int = 20, guidance: float = 1.0,
+                 guidance_min: float | None = None, guidance_max: float | None = None):
+        super().__init__()
+        self.register_modules(denoiser=denoiser, scheduler=scheduler)
+        self.register_to_config(objective=objective, labels=dict(labels or {}), steps=steps, guidance=guidance,
+                                guidance_min=guidance_min, guidance_max=guidance_max)
+
+    def class_tensor(self, class_labels, batch_size: int | None) -> tuple[torch.Tensor | None, int]:
+        """The labels of a batch (names or indices, cycled to batch_size; every class in turn if none are given)
+        and its size; None for an unconditional model."""
+        count = self.denoiser.config.num_classes
+        if isinstance(class_labels, (int, str, torch.Tensor)):
+            class_labels = [class_labels] if not isinstance(class_labels, torch.Tensor) else class_labels.tolist()
+        n = batch_size or (len(class_labels) if class_labels else 1)
+        if count == 0:
+            if class_labels:
+                raise ValueError("this model is unconditional; it takes no class_labels.")
+            return None, n
+        wanted = [self.config.labels.get(c, c) if isinstance(c, str) else int(c) for c in class_labels or range(count)]
+        for c in wanted:
+            if isinstance(c, str) or not 0 <= c < count:
+                names = ", ".join(self.config.labels)
+                raise ValueError(f"class {c!r} is not one of the model's {count} classes ({names}).")
+        return torch.tensor([wanted[i % len(wanted)] for i in range(n)], device=self.device), n
+
+    def alpha_sigma(self, t) -> tuple[float, float]:
+        """alpha(t), sigma(t) at a step index t of the scheduler's table; between two steps, linear in
+        log(sigma / alpha), as tinydiffusion's process (and diffusers' sigma-to-t) interpolate."""
+        table = self.scheduler.alphas_cumprod.double().cpu()
+        position = min(max(float(t), 0.0), len(table) - 1.0)
+        low = int(math.floor(position))
+        if position == low:
+            return math.sqrt(float(table[low])), math.sqrt(1.0 - float(table[low]))
+        high = min(low + 1, len(table) - 1)
+        log_noise = 0.5 * torch.log((1 - table[[low, high]]) / table[[low, high]])
+        noise = math.exp(float(log_noise[0]) * (high - position) + float(log_noise[1]) * (position - low))
+        return 1 / math.sqrt(1 + noise**2), noise / math.sqrt(1 + noise**2)
+
+    def prediction(self, output: torch.Tensor, x: torch.Tensor, t) -> torch.Tensor:
+        """The network's output as the scheduler's prediction_type names it: itself for the eps, x0 and v objectives
+        (epsilon, sample, v_prediction); for flow and EDM, which diffusers has no name for, the x0 they give
+        (sample), by tinydiffusion's objectives/flow.py and edm.py."""
+        output = output.float()
+        if self.config.objective not in ("flow", "edm"):
+            return output
+        alpha, sigma = self.alpha_sigma(t)
+        if self.config.objective == "flow":
+            return (x - sigma * output) / (alpha + sigma)
+        s = sigma / alpha
+        total = s**2 + EDM_SIGMA_DATA**2
+        return EDM_SIGMA_DATA**2 / total * (x / alpha) + s * EDM_SIGMA_DATA / total**0.5 * output
+
+    def predict(self, x: torch.Tensor, t, labels: torch.Tensor | None, guidance: float) -> torch.Tensor:
+        """The scheduler's model_output at x and step t, with classifier-free guidance (or a student's guidance
+        input)."""
+        n, net = x.shape[0], self.denoiser.config
+        time = torch.full((n,), float(t), device=x.device)
+        if net.guidance_input:
+            scales = torch.full((n,), float(guidance), device=x.device)
+            return self.prediction(self.denoiser(x, time, labels, scales), x, t)
+        if labels is None or guidance == 1.0:
+            return self.prediction(self.denoiser(x, time, labels), x, t)
+        both, null = torch.cat([x, x]), torch.full_like(labels, net.num_classes)
+        output = self.denoiser(both, torch.cat([time, time]), torch.cat([labels, null]))
+        cond, uncond = self.prediction(output, both, t).chunk(2)
+        return uncond + guidance * (cond - uncond)
+
+    def checked(self, steps: int | None, guidance: float | None) -> tuple[int, float]:
+        steps = self.config.steps if steps is None else int(steps)
+        guidance = self.config.guidance if guidance is None else float(guidance)
+        total = self.scheduler.config.num_train_timesteps
+        if not 1 <= steps <= total:
+            raise ValueError(f"num_inference_steps must be between 1 and {total} (the model's steps), not {steps}.")
+        low, high = self.config.guidance_min, self.config.guidance_max
+        if low is not None and not low <= guidance <= high:
+            raise ValueError(f"this student learned guidance scales from {low:g} to {high:g}, not {guidance:g}.")
+        if not (math.isfinite(guidance) and guidance >= 0):
+            raise ValueError(f"guidance_scale must be a finite number, 0 or more, not {guidance}.")
+        return steps, guidance
+
+    @torch.no_grad()
+    def __call__(self, class_labels=None, batch_size: int | None = None, num_inference_steps: int | None = None,
+                 guidance_scale: float | None = None, generator=None, latents: torch.Tensor | None = None,
+                 output_type: str = "pil", return_dict: bool = True):
+        """Images for class_labels (names or indices; every class in turn if none), from `latents` (standard
+        normal noise [N, C, H, W]) or noise drawn with `generator` (one, or a list of one per image). The steps and
+        guidance default to tinydiffusion's for the model. output_type: "pil", "np" (N, H, W, C in [0, 1]), "pt"
+        (N, C, H, W in [0, 1]) or "latent" (the sampler's result in the model's space, [-1, 1], unclipped)."""
+        steps, guidance = self.checked(num_inference_steps, guidance_scale)
+        net = self.denoiser.config
+        labels, n = self.class_tensor(class_labels, batch_size or (len(latents) if latents is not None else None))
+        shape = (n, net.in_channels, net.image_size, net.image_size)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=self.device, dtype=torch.float32)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents must have the shape {shape}, not {tuple(latents.shape)}.")
+        x = latents.to(self.device, torch.float32) * self.scheduler.init_noise_sigma
+        self.scheduler.set_timesteps(steps, device=self.device)
+        takes_generator = "generator" in inspect.signature(self.scheduler.step).parameters
+        extra = {"generator": generator} if takes_generator else {}
+        for t in self.progress_bar(self.scheduler.timesteps):
+            output = self.predict(self.scheduler.scale_model_input(x, t), t, labels, guidance)
+            x = self.scheduler.step(output, t, x, **extra).prev_sample
+        if output_type != "latent":
+            x = (x / 2 + 0.5).clamp(0, 1)
+            if output_type in ("np", "pil"):
+                x = x.cpu().permute(0, 2, 3, 1).float().numpy()
+            if output_type == "pil":
+                x = self.numpy_to_pil(x)
+        return ImagePipelineOutput(images=x) if return_dict else (x,)
