@@ -280,9 +280,13 @@ def page_noise(seed: int, image: int, draw: int, size: int) -> np.ndarray:
 def reference(site: Path, model, cls: int, seed: int, w: float, steps: int, n: int, monkeypatch) -> np.ndarray:
     """What the page should draw: tinydiffusion's own sampler (the metadata's) on its own levels, run through
     onnxruntime on the folder's model.onnx from the page's noise; 8-bit pixels, n x C x H x W."""
+    import importlib
+
     import onnxruntime as ort
 
-    from tinydiffusion.samplers import SAMPLERS, consistency
+    from tinydiffusion.samplers import SAMPLERS
+
+    consistency = importlib.import_module("tinydiffusion.samplers.consistency")  # the module, not its function
 
     session = ort.InferenceSession(str(site / "model.onnx"))
     meta = json.loads((site / "model.json").read_text())
@@ -454,10 +458,10 @@ def test_a_teacher_page_guides_and_refuses_a_changed_file(teacher_site, trained_
             rewrite(site, "model.json", json.dumps({**meta, "sampler": sampler}).encode())
         with static_host(site) as (url, asked):
             page = Page(browser, url)
-            for cls, seed, w, steps in ((3, 5, 2.0, 5), (0, 9, 1.0, 3)):
-                status, drawn = page.draw(**{"class": cls, "seed": seed, "guidance": w, "steps": steps, "count": 2})
+            for cls, seed, w, steps, n in ((3, 5, 2.0, 5, 4), (0, 9, 1.0, 3, 1)):
+                status, drawn = page.draw(**{"class": cls, "seed": seed, "guidance": w, "steps": steps, "count": n})
                 assert f"seed {seed}, {steps} steps, guidance {w:g}:" in status
-                check_same(drawn, as_rgba(reference(site, model, cls, seed, w, steps, 2, monkeypatch)))
+                check_same(drawn, as_rgba(reference(site, model, cls, seed, w, steps, n, monkeypatch)))
             check_only_local(page.requests(), url, asked)
     with open(site / "model.onnx", "r+b") as f:  # one byte of the weights changed
         f.seek(-100, 2)
