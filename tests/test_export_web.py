@@ -26,7 +26,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import one_sentence
+from conftest import assert_error, cli, one_sentence
 
 from tinydiffusion.errors import UserError
 from tinydiffusion.export import web_page
@@ -253,6 +253,20 @@ def test_the_folder_holds_the_page_the_model_and_the_runtime_each_checked(teache
         assert not re.search(r"\b(https?|wss?|ftp)://", (teacher_site / page).read_text()), page
     export(trained_run, "--out", teacher_site)  # an earlier export is replaced
     assert {p.name for p in teacher_site.iterdir()} == names
+
+
+def test_refusals_at_the_command_line_write_nothing(trained_run, registry, private_cache, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's own")
+    code, _, err = cli(capsys, "export", trained_run, "--format", "web", "--out", mine)
+    assert_error(code, err, "an export did not write")
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    registry.status = 404  # no runtime in the cache, and none to download
+    code, _, err = cli(capsys, "export", trained_run, "--format", "web", "--out", tmp_path / "site")
+    assert_error(code, err, "could not download the browser runtime", "by hand")
+    assert not (tmp_path / "site").exists() and cached_files(private_cache) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "mine"]  # no temporary folder left
 
 
 # --- the page, in headless Chromium -----------------------------------------------------------------------------

@@ -155,8 +155,8 @@ def page_metadata(model) -> dict:
 def site_files(model) -> dict[str, bytes]:
     """Every file of the folder, by name, index.html holding the integrity of each file the page fetches."""
     meta = page_metadata(model)
-    files = {"model.onnx": onnx_bytes(model), "model.json": json.dumps(meta, indent=1).encode()}
-    files.update({name: path.read_bytes() for name, path in runtime_files().items()})
+    runtime = {name: path.read_bytes() for name, path in runtime_files().items()}  # first: it may be refused
+    files = {"model.onnx": onnx_bytes(model), "model.json": json.dumps(meta, indent=1).encode(), **runtime}
     page = resources.files("tinydiffusion.export") / "web"
     files["tinydiffusion-web.js"] = (page / "tinydiffusion-web.js").read_bytes()
     checked = {name: integrity(payload) for name, payload in files.items()}
