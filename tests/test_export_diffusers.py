@@ -130,7 +130,11 @@ def test_the_defaults_give_the_pixels_tinydiffusion_sample_writes(bundled_folder
     images = pipe(class_labels=["sneaker", "dress"], latents=noise, output_type="np").images
     theirs = np.round(images * 255).astype(int).transpose(0, 3, 1, 2)
     assert np.abs(theirs - pixels.numpy().astype(int)).max() <= 1  # 1e-4 can round to the next level
-    assert len(pipe(class_labels=7, generator=torch.Generator().manual_seed(0), num_inference_steps=2).images) == 1
+    for labels, count in ((7, 1), (np.array([7, 1]), 2), (torch.tensor([2]), 1), (None, 10)):
+        assert len(pipe(class_labels=labels, generator=torch.Generator().manual_seed(0), num_inference_steps=1,
+                        batch_size=count if labels is None else None).images) == count
+    with pytest.raises(ValueError, match="not one of the model's 10 classes"):
+        pipe(class_labels=["unicorn"], num_inference_steps=1)
 
 
 def test_the_bundled_student_draws_its_images_in_diffusers(tmp_path):

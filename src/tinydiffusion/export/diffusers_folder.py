@@ -193,15 +193,17 @@ def check_network_code(model: Model, code: str) -> None:
     net_cfg = model.config.net
     try:
         exec(compile(code, f"<generated {name}>", "exec"), namespace)  # our own source, generated just now
-        generated = namespace[name](SimpleNamespace(**dataclasses.asdict(net_cfg))).eval()
+        generated = namespace[name](SimpleNamespace(**dataclasses.asdict(net_cfg)))
         generated.load_state_dict(model.net.state_dict())
+        device = next(model.net.parameters()).device  # the model's network stays where it is
         generator = torch.Generator().manual_seed(0)
         x = torch.randn(2, net_cfg.in_channels, net_cfg.image_size, net_cfg.image_size, generator=generator)
         t = torch.tensor([3.0, 0.5]).clamp(max=model.diffusion.num_timesteps - 1)
         y = torch.tensor([0, net_cfg.num_classes]) if net_cfg.num_classes else None
-        extra = (torch.tensor([1.0, 2.0]),) if net_cfg.guidance_input else ()
+        inputs = [v.to(device) if v is not None else None for v in (x, t, y)]
+        inputs += [torch.tensor([1.0, 2.0], device=device)] if net_cfg.guidance_input else []
         with torch.no_grad():
-            same = torch.allclose(generated(x, t, y, *extra), model.net.cpu().eval()(x, t, y, *extra), atol=1e-6)
+            same = torch.allclose(generated.to(device).eval()(*inputs), model.net(*inputs), atol=1e-6)
     except Exception as err:  # whatever the generated code raises says the same: it cannot be shipped
         detail = str(err).strip().split("\n")[0][:200]
         raise UserError(f"the {net_cfg.kind} network's code cannot be shipped as one module ({type(err).__name__}: "

@@ -41,14 +41,15 @@ class TinyDiffusionPipeline(DiffusionPipeline):
         """The labels of a batch (names or indices, cycled to batch_size; every class in turn if none are given)
         and its size; None for an unconditional model."""
         count = self.denoiser.config.num_classes
-        if isinstance(class_labels, (int, str, torch.Tensor)):
-            class_labels = [class_labels] if not isinstance(class_labels, torch.Tensor) else class_labels.tolist()
-        n = batch_size or (len(class_labels) if class_labels else 1)
+        if isinstance(class_labels, (int, str)):
+            class_labels = [class_labels]
+        class_labels = [] if class_labels is None else [c if isinstance(c, str) else int(c) for c in class_labels]
+        n = batch_size or len(class_labels) or 1
         if count == 0:
             if class_labels:
                 raise ValueError("this model is unconditional; it takes no class_labels.")
             return None, n
-        wanted = [self.config.labels.get(c, c) if isinstance(c, str) else int(c) for c in class_labels or range(count)]
+        wanted = [self.config.labels.get(c, c) for c in class_labels or range(count)]
         for c in wanted:
             if isinstance(c, str) or not 0 <= c < count:
                 names = ", ".join(self.config.labels)
