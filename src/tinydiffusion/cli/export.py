@@ -12,11 +12,11 @@ from .common import check_not_an_input, output_path, writing
 def add(sub) -> None:
     formats = "; ".join(f"{name}: {f.help}" for name, f in EXPORT_FORMATS.items())
     p = sub.add_parser("export", help="write a model for other runtimes (" + ", ".join(EXPORT_FORMATS) + ")",
-                       description="Write a model for runtimes other than tinydiffusion's PyTorch code. The ONNX "
-                       "graph takes x, t (the continuous time in [0, 1]), y (the class) and, for a distilled student, "
-                       "guidance, and returns x0 and eps; the image shape, classes, schedule and default sampler are "
-                       "in its metadata (docs/export.md). An existing --out file, or a folder an earlier export "
-                       "wrote, is replaced.")
+                       description="Write a model for runtimes other than tinydiffusion's PyTorch code: an ONNX "
+                       "file (inputs x, t, the continuous time in [0, 1], y, the class, and for a distilled student "
+                       "guidance; outputs x0 and eps; the image shape, classes, schedule and default sampler in its "
+                       "metadata), a static web page that samples it in the browser, or a folder diffusers loads "
+                       "(docs/export.md). An existing --out file, or a folder an earlier export wrote, is replaced.")
     p.add_argument("checkpoint", nargs="?", metavar="RUN_OR_CHECKPOINT", help="a run directory, a checkpoint "
                    "directory or a .safetensors file (default: the bundled model)")
     p.add_argument("--fast", action="store_true", help="export the bundled model's distilled student (4 steps, "
