@@ -385,3 +385,13 @@ def test_an_exported_file_whose_metadata_does_not_describe_its_graph_is_one_sent
     onnx.helper.set_model_props(proto, {"tinydiffusion": json.dumps(meta)})
     edited.write_bytes(proto.SerializeToString())
     one_sentence(capsys, "sample", "--runtime", "onnxruntime", "--checkpoint", edited, "--out", tmp_path / "s.png")
+
+
+@pytest.mark.parametrize("fmt", ["web", "diffusers"])
+def test_a_folder_format_refuses_an_unwritable_place_before_any_work(fmt, capsys, monkeypatch):
+    """/proc admits no new files even for root: refused in one sentence, before the model is loaded."""
+    from tinydiffusion import pipeline
+
+    monkeypatch.setattr(pipeline, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    code, _, err = cli(capsys, "export", "--format", fmt, "--out", "/proc/tinydiffusion-site")
+    assert code == 2 and err.startswith("error: cannot write --out into /proc (") and err.count("\n") == 1

@@ -71,13 +71,33 @@ def output_path(text: str, flag: str, suffixes: tuple[str, ...]) -> Path:
     if not parent.is_dir():
         what = "is not a folder" if parent.exists() else "does not exist"
         raise UserError(f"the folder {parent} for {flag} {what}.")
-    try:  # can a file be made there? (as root, permission bits say nothing)
-        with open(parent / f".{path.name}.probe", "wb"):
-            pass
-        (parent / f".{path.name}.probe").unlink()
-    except OSError as err:
-        raise UserError(f"cannot write {flag} into {parent} ({err.strerror or err}).") from None
+    check_writable(path, flag)
     return path
+
+
+def output_folder(text: str, flag: str, marker: str) -> Path:
+    """Check an output folder before any work: its parent exists and is writable, and the folder is new, empty,
+    or one an earlier export wrote (it holds `marker`), which is replaced; never a folder of the user's own."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file; give a folder name.")
+    if not path.parent.is_dir():
+        raise UserError(f"the folder {path.parent} for {flag} does not exist.")
+    if path.is_dir() and any(path.iterdir()) and not (path / marker).is_file():
+        raise UserError(f"{flag} {path} is a folder that an export did not write; give a new or empty folder.")
+    check_writable(path, flag)
+    return path
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """Can a file be made beside `path`? (Tried, since as root permission bits say nothing.)"""
+    probe = path.parent / f".{path.name}.probe"
+    try:
+        with open(probe, "wb"):
+            pass
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"cannot write {flag} into {path.parent} ({err.strerror or err}).") from None
 
 
 def check_not_an_input(out: Path, flag: str, inputs: list[tuple[str, str]]) -> None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..errors import UserError
 from ..export_formats import EXPORT_FORMATS, EXPORT_MARKER
-from .common import check_not_an_input, output_path, writing
+from .common import check_not_an_input, output_folder, output_path, writing
 
 
 def add(sub) -> None:
@@ -27,18 +25,6 @@ def add(sub) -> None:
     p.set_defaults(run=run)
 
 
-def output_folder(text: str, flag: str) -> Path:
-    """A folder to write: its parent exists, and it is new, empty, or an earlier export (which is replaced)."""
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{flag} {path} is a file; give a folder name.")
-    if not path.parent.is_dir():
-        raise UserError(f"the folder {path.parent} for {flag} does not exist.")
-    if path.is_dir() and any(path.iterdir()) and not (path / EXPORT_MARKER).is_file():
-        raise UserError(f"{flag} {path} is a folder that an export did not write; give a new or empty folder.")
-    return path
-
-
 def run(args) -> int:
     from ..checkpoint import BUNDLED_STUDENT, resolve_checkpoint
     from ..pipeline import load_model
@@ -47,7 +33,7 @@ def run(args) -> int:
         raise UserError("--fast exports the bundled student; drop RUN_OR_CHECKPOINT (or --fast, to export that one).")
     chosen = EXPORT_FORMATS[args.format]
     text = args.out or chosen.default_out
-    out = output_path(text, "--out", (chosen.suffix,)) if chosen.suffix else output_folder(text, "--out")
+    out = output_path(text, "--out", (chosen.suffix,)) if chosen.suffix else output_folder(text, "--out", EXPORT_MARKER)
     source = BUNDLED_STUDENT if args.fast else args.checkpoint
     weights, config = resolve_checkpoint(source)
     check_not_an_input(out, "--out", [("checkpoint", weights), ("checkpoint's config", config)])
