@@ -1,39 +1,60 @@
 """Sample grids of colour runs for the README: one column per class, its name above it.
 
 Each figure is `generate()` at the command line's defaults (dpmpp-2m, 20 steps, guidance 1.5), ROWS images per
-class with one seed, drawn from a run's EMA weights.
+class with one seed, drawn from a run's EMA weights. Several runs make one figure, one band each, under the
+labels given (the same seed, so the same noise in each band: what longer training changed, image by image).
 
     python benchmarks/colour_figures.py RUN_DIR OUT.png [--rows 6] [--seed 0] [--scale 2]
+    python benchmarks/colour_figures.py RUN_5 RUN_15 RUN_60 OUT.png --labels "5 min,15 min,60 min" --rows 2
 """
 
 from __future__ import annotations
 
 import argparse
 
+from PIL import Image, ImageDraw
+
 from tinydiffusion import generate, load_model
 from tinydiffusion.errors import UserError
 from tinydiffusion.viz import class_columns, save_image
 
 
-def figure(run: str, rows: int, seed: int, scale: int):
+def figure(run: str, rows: int, seed: int, scale: int) -> Image.Image:
     model = load_model(run, device="cpu")
     names = model.config.data.class_names
     images, _ = generate(model, rows * len(names), seed=seed)  # every class in turn
     return class_columns(images, names, scale=scale)
 
 
+def stacked(bands: list[Image.Image], labels: list[str], margin: int = 56) -> Image.Image:
+    """Figures one above the other, each with its label in a left margin."""
+    width = margin + max(band.width for band in bands)
+    canvas = Image.new("RGB", (width, sum(band.height for band in bands)), "white")
+    draw, top = ImageDraw.Draw(canvas), 0
+    for band, label in zip(bands, labels, strict=True):
+        canvas.paste(band.convert("RGB"), (margin, top))
+        draw.text((4, top + band.height // 2 - 5), label, fill="black")
+        top += band.height
+    return canvas
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", help="a run directory or checkpoint")
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories or checkpoints")
     parser.add_argument("out", help="the PNG to write")
+    parser.add_argument("--labels", help="one label per run, comma-separated (with several runs)")
     parser.add_argument("--rows", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=int, default=2)
     args = parser.parse_args()
     if args.rows < 1 or args.scale < 1 or args.seed < 0:
         parser.error("--rows and --scale must be at least 1, and --seed at least 0")
+    labels = args.labels.split(",") if args.labels else []
+    if len(args.runs) > 1 and len(labels) != len(args.runs):
+        parser.error(f"give --labels, one for each of the {len(args.runs)} runs")
     try:
-        save_image(figure(args.run, args.rows, args.seed, args.scale), args.out)
+        bands = [figure(run, args.rows, args.seed, args.scale) for run in args.runs]
+        save_image(stacked(bands, labels) if len(bands) > 1 else bands[0], args.out)
     except (UserError, OSError) as err:
         parser.error(str(err))
 

@@ -78,8 +78,8 @@ def test_the_gpu_session_graph_check_poisons_the_noise_and_the_step_is_skipped(t
 # --- benchmarks/common.py: what every benchmark shares, and the scripts that use it ------------
 
 TOUCHED = ["common", "options", "startup", "datasets", "throughput", "vs_diffusers", "colour_throughput",
-           "export_speed", "time_to_quality", "demo_latency", "distill_quality", "editing_figures", "latent_route",
-           "quality", "distributed_cpu"]
+           "export_speed", "time_to_quality", "colour_figures", "demo_latency", "distill_quality", "editing_figures",
+           "latent_route", "quality", "distributed_cpu"]
 NEEDS = {"throughput": "diffusers", "vs_diffusers": "diffusers", "demo_latency": "gradio"}
 
 
@@ -226,3 +226,17 @@ def test_the_time_to_quality_report():
     text = ttq.format_markdown(args, results)
     assert "| faster | `--x 1` | 60 (1.00x) | 100 (1.00x) | 30 s, step 5 (FD 2.00) | 2.00 (5) |" in text
     assert "| 5 | 0.50 | 30 | 2.00 | 0.50 | 0.500 | 0.500 | 0.900 |" in text
+
+
+def test_colour_figures_stacks_runs_under_their_labels():
+    from PIL import Image
+
+    colour_figures = load_benchmark("colour_figures")
+    bands = [Image.new("RGB", (30, 20), "red"), Image.new("RGB", (40, 10), "blue")]
+    figure = colour_figures.stacked(bands, ["5 min", "60 min"], margin=50)
+    assert figure.size == (90, 30)
+    assert figure.getpixel((50, 0)) == (255, 0, 0) and figure.getpixel((89, 25)) == (0, 0, 255)
+    assert figure.getpixel((85, 5)) == (255, 255, 255)  # the narrower band leaves white beside it
+    assert any(max(figure.getpixel((x, y))) < 128 for x in range(50) for y in range(20))  # the first label
+    with pytest.raises(ValueError):
+        colour_figures.stacked(bands, ["one label for two runs"])
