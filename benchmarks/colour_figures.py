@@ -15,6 +15,7 @@ import argparse
 from PIL import Image, ImageDraw
 
 from tinydiffusion import generate, load_model
+from tinydiffusion.cli.common import output_path
 from tinydiffusion.errors import UserError
 from tinydiffusion.viz import class_columns, save_image
 
@@ -50,11 +51,12 @@ def main() -> None:
     if args.rows < 1 or args.scale < 1 or args.seed < 0:
         parser.error("--rows and --scale must be at least 1, and --seed at least 0")
     labels = args.labels.split(",") if args.labels else []
-    if len(args.runs) > 1 and len(labels) != len(args.runs):
+    if (len(args.runs) > 1 or labels) and len(labels) != len(args.runs):
         parser.error(f"give --labels, one for each of the {len(args.runs)} runs")
     try:
+        out = output_path(args.out, "OUT", (".png",))  # before minutes of sampling
         bands = [figure(run, args.rows, args.seed, args.scale) for run in args.runs]
-        save_image(stacked(bands, labels) if len(bands) > 1 else bands[0], args.out)
+        save_image(stacked(bands, labels) if labels else bands[0], out)
     except (UserError, OSError) as err:
         parser.error(str(err))
 
