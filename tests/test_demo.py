@@ -214,8 +214,11 @@ def server(tmp_path_factory, tiny_data_dir):
         deadline = time.monotonic() + 180
         while process.poll() is None and time.monotonic() < deadline:
             try:
-                if httpx.get(url, timeout=5).status_code == 200:
+                # the page answers as soon as Gradio launches, a moment before the start-up line is printed:
+                # wait for both, so that no test reads that line as its own
+                if httpx.get(url, timeout=5).status_code == 200 and "the demo page is at" in log.read_text():
                     break
+                time.sleep(0.1)
             except httpx.HTTPError:
                 time.sleep(0.5)
         if process.poll() is None and time.monotonic() < deadline:
