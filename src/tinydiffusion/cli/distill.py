@@ -23,12 +23,13 @@ def add(sub) -> None:
                        "It trains on the teacher's data (--data-dir, or --data, where it lies now), and resumes, stops "
                        "on a signal "
                        "and runs under torchrun as training does.")
-    p.add_argument("--teacher", help="the teacher: a run directory, a checkpoint or a .safetensors file (default: "
-                   "the bundled model)")
+    p.add_argument("--teacher", help="the teacher: a run directory, a checkpoint or a .safetensors file, or a "
+                   "trajectory student, whose steps the new student shortcuts (default: the bundled model)")
     p.add_argument("--steps", "--student-steps", dest="distill.steps", type=int, choices=STUDENT_STEPS, default=None,
                    metavar="K", help=f"the student's own sampling steps, {', '.join(map(str, STUDENT_STEPS[:-1]))} or "
                    f"{STUDENT_STEPS[-1]}, each one network evaluation with guidance folded in (not a sampler's steps, "
-                   "as sample --steps; --student-steps is the same option) (default: 4)")
+                   "as sample --steps; --student-steps is the same option) (default: 4, or half a student teacher's "
+                   "steps: a round of progressive distillation)")
     p.add_argument("--run-dir", help="where the student goes (default: runs/<teacher's name>-student-<steps>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a distillation from its latest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -65,9 +66,6 @@ def run(args) -> int:
         return run_training(args, config, run_dir, dataset, checkpoint)
     teacher_weights, _ = resolve_checkpoint(args.teacher)
     teacher = load_model(args.teacher, device="cpu")
-    if teacher.config.distill.steps:
-        raise UserError(f"{teacher_weights} is itself a student; distill from its teacher "
-                        f"({teacher.config.distill.teacher}).")
     config = student_config(teacher, teacher_weights, given)
     config.validate()
     run_dir = Path(args.run_dir or f"runs/{config.name}")

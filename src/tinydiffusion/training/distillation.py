@@ -21,6 +21,11 @@ teacher's deterministic sampler runs on its own levels from L_i to a target leve
 
 Guidance is folded in (Meng et al. 2023): the teacher runs with classifier-free guidance at a scale w drawn per
 image, and the student takes w as an input, so one evaluation per step honours any scale in the learned range.
+
+The teacher may itself be a trajectory student: it then walks its own K DDIM steps, one evaluation each with w as
+its input, and a student of fewer steps learns to shortcut them. Rounds of this (20-step solver -> 4 -> 2 -> 1) are
+progressive distillation proper (Salimans & Ho 2022, algorithm 2), each round's target a few cheap evaluations
+instead of the whole guided solve.
 """
 
 from __future__ import annotations
@@ -54,8 +59,10 @@ DISTILL_METHODS = {
 
 class Distillation:
     def __init__(self, teacher: torch.nn.Module, diffusion, steps: int, teacher_sampler: str, teacher_steps: int,
-                 guidance_range: tuple[float, float], num_classes: int, method: str = "trajectory"):
+                 guidance_range: tuple[float, float], num_classes: int, method: str = "trajectory",
+                 teacher_takes_guidance: bool = False):
         self.teacher, self.diffusion, self.method = teacher, diffusion, DISTILL_METHODS[method]
+        self.teacher_takes_guidance = teacher_takes_guidance  # a student teacher: w is its input, one call a step
         self.num_classes, self.guidance_range = num_classes, guidance_range
         self.solve = SAMPLERS[teacher_sampler].algorithm
         teacher_levels = SAMPLERS[teacher_sampler].spacing(diffusion, teacher_steps)
@@ -84,7 +91,8 @@ class Distillation:
             raise UserError(f"the teacher {d.teacher} has other diffusion settings than this student.")
         teacher.net.requires_grad_(False)
         return cls(teacher.net, diffusion, d.steps, d.teacher_sampler, d.teacher_steps,
-                   (d.guidance_min, d.guidance_max), config.net.num_classes, d.method)
+                   (d.guidance_min, d.guidance_max), config.net.num_classes, d.method,
+                   teacher_takes_guidance=teacher.config.net.guidance_input)
 
     def draw(self, batch: int, generator: torch.Generator, device) -> tuple[torch.Tensor, ...]:
         """Per image: which stretch it trains (the batch split evenly over them) and its guidance scale."""
@@ -115,8 +123,9 @@ class Distillation:
         x_i = level.alpha * x0[chosen] + level.sigma * noise[chosen]
         y_i = None if y is None else y[chosen]
         scale = guidance[chosen] if self.num_classes else 1.0
-        x_j = self.solve(Denoiser(self.teacher, self.diffusion, y_i, scale, null_class=self.num_classes), x_i,
-                         stretch).float()
+        teacher = Denoiser(self.teacher, self.diffusion, y_i, scale, null_class=self.num_classes,
+                           guidance_input=self.teacher_takes_guidance)
+        x_j = self.solve(teacher, x_i, stretch).float()
         if following.sigma == 0:
             target = x_j
         else:
@@ -157,22 +166,50 @@ def student_network(config, teacher_net: torch.nn.Module) -> torch.nn.Module:
 def student_config(teacher, teacher_weights: Path, overrides: dict):
     """A student's RunConfig: its teacher's network (taking the guidance scale, for a class-conditional
     teacher), process and data, the training defaults of defaults.STUDENT_TRAINING, what it is distilled from,
-    and `overrides` (dotted names, as the command line gives them); its sampler follows from the method."""
+    and `overrides` (dotted names, as the command line gives them); its sampler follows from the method.
+
+    A trajectory student may teach: the new student then shortcuts its K DDIM steps (by default in K // 2 steps, a
+    round of progressive distillation) over the guidance scales it learned."""
     import dataclasses
 
     from ..config import DistillConfig, RunConfig, TrainConfig, apply_overrides
     from ..defaults import STUDENT_TRAINING
 
-    cfg = teacher.config
+    cfg, taught = teacher.config, teacher.config.distill  # taught: the teacher's own distillation, if a student
+    if taught.steps and taught.method != "trajectory":
+        raise UserError(f"{teacher_weights} is a {taught.method} student, whose steps are not a path to shortcut; "
+                        f"distill from a trajectory student or from its teacher ({taught.teacher}).")
     net = dataclasses.replace(cfg.net, guidance_input=cfg.net.num_classes > 0)
     data = dataclasses.replace(cfg.data, prepared_sha256="")  # the student records the data it is given
     distill = DistillConfig(teacher=str(Path(teacher_weights).resolve()), steps=4,
                             teacher_sha256=file_sha256(teacher_weights))
+    if taught.steps:
+        distill = dataclasses.replace(distill, steps=max(1, taught.steps // 2), teacher_sampler="ddim",
+                                      teacher_steps=taught.steps, guidance_min=taught.guidance_min,
+                                      guidance_max=taught.guidance_max)
     if cfg.net.num_classes == 0:  # no guidance to fold in
         distill = dataclasses.replace(distill, guidance_min=1.0, guidance_max=1.0)
     train = dataclasses.replace(TrainConfig(), seed=cfg.train.seed, **STUDENT_TRAINING)
-    config = RunConfig(name=cfg.name, net=net, diffusion=cfg.diffusion, train=train, data=data, distill=distill)
+    name = cfg.name.rsplit("-student-", 1)[0] if taught.steps else cfg.name
+    config = RunConfig(name=name, net=net, diffusion=cfg.diffusion, train=train, data=data, distill=distill)
     config = apply_overrides(config, overrides)
+    if taught.steps:
+        check_student_teacher(config.distill, taught, teacher_weights)
     method = DISTILL_METHODS.get(config.distill.method)
     distill = dataclasses.replace(config.distill, sampler=method.student_sampler if method else "")
-    return dataclasses.replace(config, name=f"{cfg.name}-student-{distill.steps}", distill=distill)
+    return dataclasses.replace(config, name=f"{name}-student-{distill.steps}", distill=distill)
+
+
+def check_student_teacher(distill, taught, teacher_weights: Path) -> None:
+    """A student teacher has only its own K DDIM steps and the guidance scales it learned: refuse, in one sentence,
+    a distillation that asks it for more."""
+    where = f"{teacher_weights} is a {taught.steps}-step student"
+    if (distill.teacher_sampler, distill.teacher_steps) != ("ddim", taught.steps):
+        raise UserError(f"{where} and walks only its own {taught.steps} DDIM steps; drop --distill.teacher_sampler "
+                        "and --distill.teacher_steps.")
+    if distill.steps >= taught.steps:
+        raise UserError(f"{where}; its student must take fewer steps (--steps).")
+    if not taught.guidance_min <= distill.guidance_min <= distill.guidance_max <= taught.guidance_max:
+        raise UserError(f"{where} that learned guidance scales from {taught.guidance_min:g} to "
+                        f"{taught.guidance_max:g}; keep --distill.guidance_min and --distill.guidance_max within "
+                        "them.")
