@@ -54,12 +54,15 @@ class AffineStudent(nn.Module):
         return (alpha * x - x0) / sigma
 
 
-def distil_analytic(method: str, steps: int, teacher_steps: int = 40, batches: int = 300, mean=MEAN, std=STD):
-    """An affine student trained by the distillation loss alone (Adam on batches of N(mean, std^2) data)."""
+def distil_analytic(method: str, steps: int, teacher_steps: int = 40, batches: int = 300, mean=MEAN, std=STD,
+                    teacher=None):
+    """An affine student trained by the distillation loss alone (Adam on batches of N(mean, std^2) data), from the
+    analytic teacher's DPM-Solver++(2M) path, or from `teacher`, a trajectory student of `teacher_steps` DDIM steps."""
     diffusion = GaussianDiffusion(DiffusionConfig(schedule="cosine", objective="v"))
-    teacher = AnalyticTeacher(diffusion, mean, std)
-    task = Distillation(teacher, diffusion, steps, "dpmpp-2m", teacher_steps, (1.0, 1.0), num_classes=0,
-                        method=method)
+    solver = "dpmpp-2m" if teacher is None else "ddim"
+    teacher = AnalyticTeacher(diffusion, mean, std) if teacher is None else teacher
+    task = Distillation(teacher, diffusion, steps, solver, teacher_steps, (1.0, 1.0), num_classes=0,
+                        method=method, teacher_takes_guidance=solver == "ddim")
     student = AffineStudent(diffusion, uniform_levels(diffusion, steps if method == "trajectory" else teacher_steps))
     optimizer = torch.optim.Adam(student.parameters(), lr=0.05)
     generator = torch.Generator().manual_seed(0)
@@ -89,6 +92,23 @@ def test_a_student_of_an_analytic_teacher_matches_the_teachers_ode_solution(meth
     assert (distilled - ode).abs().max().item() < 0.01
     # The teacher's own few steps miss the ODE solution by far more: the student learned something.
     assert (untrained - ode).abs().max().item() > 0.05
+
+
+def test_rounds_of_progressive_distillation_land_on_the_teachers_ode_solution():
+    """A 4-step student of the analytic teacher teaches a 2-step student, which teaches a 1-step one (each student
+    taking the guidance input, as a real student does); each round's DDIM steps land where the teacher's 40-step
+    DPM-Solver++(2M) does from the same noise, the error of one round carried into the next staying small."""
+    diffusion, teacher, four = distil_analytic("trajectory", 4)
+    _, _, two = distil_analytic("trajectory", 2, teacher_steps=4, teacher=four)
+    _, _, one = distil_analytic("trajectory", 1, teacher_steps=2, teacher=two)
+    noise = torch.randn(4000, 1, 2, 2, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ode = SAMPLERS["dpmpp-2m"](Denoiser(teacher, diffusion), noise, diffusion, 40)
+        errors = [(SAMPLERS["ddim"](Denoiser(student, diffusion, guidance_input=True), noise, diffusion, k) - ode)
+                  .abs().max().item() for k, student in ((4, four), (2, two), (1, one))]
+        untrained = SAMPLERS["ddim"](Denoiser(teacher, diffusion), noise, diffusion, 1)
+    assert max(errors) < 0.005, errors
+    assert (untrained - ode).abs().max().item() > 0.05  # the teacher's own one step misses by far more
 
 
 def test_a_consistency_student_draws_its_teachers_distribution_at_more_steps():
@@ -205,7 +225,9 @@ def test_distill_refuses_bad_input_in_one_sentence(student_run, trained_run, tin
     common = ["--data-dir", tiny_data_dir, "--run-dir", run, "--no-progress", "--max-steps", "1"]
     cases = [
         (["--teacher", tmp_path / "missing"], "does not exist"),
-        (["--teacher", student_run], "is itself a student"),
+        (["--teacher", student_run, "--steps", "2"], "its student must take fewer steps"),
+        (["--teacher", student_run, "--distill.teacher_steps", "4"], "walks only its own 2 DDIM steps"),
+        (["--teacher", student_run, "--distill.guidance_max", "5"], "keep --distill.guidance_min"),
         (["--teacher", trained_run, "--steps", "3"], "choose from 1, 2, 4"),
         (["--teacher", trained_run, "--distill.teacher_steps", "6"], "multiple of the student's 4 steps"),
         (["--teacher", trained_run, "--distill.teacher_sampler", "heun"], "distill.teacher_sampler must be one of"),
@@ -223,6 +245,35 @@ def test_distill_refuses_bad_input_in_one_sentence(student_run, trained_run, tin
         assert code == 2 and expected in err and "Traceback" not in err, (flags, err)
     assert not run.exists()
     assert files_of(student_run) == before  # nothing already on disk was touched
+
+
+def test_a_trajectory_student_teaches_a_student_of_fewer_steps(student_run, tiny_data_dir, tmp_path, capsys):
+    """A round of progressive distillation: the 2-step student teaches a 1-step one (by default, half its steps),
+    walking its own DDIM steps with the guidance as its input; a consistency student is refused as a teacher."""
+    run = tmp_path / "one"
+    code, out, err = cli(capsys, "distill", "--teacher", student_run, "--data-dir", tiny_data_dir, "--run-dir", run,
+                         "--max-steps", "1", "--batch-size", "8", "--no-progress", "--train.threads", "1",
+                         "--train.sample_every_epoch", "false")
+    assert code == 0, err
+    config, teacher = load_config(run / "config.json"), load_config(student_run / "config.json")
+    assert (config.distill.steps, config.distill.teacher_sampler, config.distill.teacher_steps) == (1, "ddim", 2)
+    assert config.name == teacher.name.replace("-student-2", "-student-1")
+    assert config.distill.teacher.endswith("ema.safetensors") and config.net == teacher.net
+    calls = []
+    model = load_model(run, device="cpu")
+    model.net.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    images, _ = generate(model, 4, guidance=2)
+    assert images.shape == (4, 1, 28, 28) and calls == [4]
+
+    consistency = tmp_path / "consistency"
+    shutil.copytree(latest_checkpoint(student_run), consistency)
+    text = (consistency / "config.json").read_text()
+    (consistency / "config.json").write_text(text.replace('"method": "trajectory"', '"method": "consistency"')
+                                             .replace('"sampler": "ddim"', '"sampler": "consistency"'))
+    code, _, err = cli(capsys, "distill", "--teacher", consistency, "--data-dir", tiny_data_dir, "--run-dir",
+                       tmp_path / "refused", "--max-steps", "1", "--no-progress")
+    assert code == 2 and "is a consistency student" in err and "Traceback" not in err, err
+    assert not (tmp_path / "refused").exists()
 
 
 def test_a_changed_teacher_is_refused_on_resume(student_run, trained_run, tmp_path, capsys):
