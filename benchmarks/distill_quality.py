@@ -97,7 +97,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", help="default: the bundled model")
     parser.add_argument("--student", action="append", default=[], help="a student run or checkpoint (repeatable)")
-    parser.add_argument("--rows", default=DEFAULT_TEACHER_ROWS, help="the teacher's rows, e.g. 'ddim:10,20'")
+    parser.add_argument("--rows", default=DEFAULT_TEACHER_ROWS, help="the teacher's rows, e.g. 'ddim:10,20' "
+                        "(an empty string: no teacher rows)")
+    parser.add_argument("--consistency-steps", default="", help="the steps to score a consistency student at, "
+                        "e.g. '1,2' (default: its own); it samples at any number")
+    parser.add_argument("--no-speed", action="store_true", help="skip the warm-process timings")
     parser.add_argument("--data-dir", default="../shared/data/fashion-mnist")
     parser.add_argument("--num", type=int, default=1000)
     parser.add_argument("--guidance", type=float, default=2.0)
@@ -124,11 +128,17 @@ def main() -> None:
 
     for student, path in zip(students, args.student, strict=True):
         d = student.config.distill
-        name = f"{d.method} student, {d.steps} step{'s' if d.steps > 1 else ''}"
-        add(student, name, d.sampler, d.steps)
-        state["speed"][f"{name} ({path})"] = warm_seconds_for_64(student, args.guidance)
-    state["speed"]["teacher, dpmpp-2m 20 steps"] = warm_seconds_for_64(teacher, args.guidance, repeats=3,
-                                                                        sampler="dpmpp-2m", steps=20)
+        own = [d.steps]
+        if d.method == "consistency" and args.consistency_steps:
+            own = [int(k) for k in args.consistency_steps.split(",")]
+        for steps in own:
+            name = f"{d.method} student, {steps} step{'s' if steps > 1 else ''}"
+            add(student, name, d.sampler, steps)
+            if not args.no_speed:
+                state["speed"][f"{name} ({path})"] = warm_seconds_for_64(student, args.guidance, steps=steps)
+    if not args.no_speed:
+        state["speed"]["teacher, dpmpp-2m 20 steps"] = warm_seconds_for_64(teacher, args.guidance, repeats=3,
+                                                                            sampler="dpmpp-2m", steps=20)
     for sampler, steps in parse_rows(args.rows):
         add(teacher, "teacher", sampler, steps)
     if args.grid:

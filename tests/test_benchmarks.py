@@ -78,7 +78,8 @@ def test_the_gpu_session_graph_check_poisons_the_noise_and_the_step_is_skipped(t
 # --- benchmarks/common.py: what every benchmark shares, and the scripts that use it ------------
 
 TOUCHED = ["common", "options", "startup", "datasets", "throughput", "vs_diffusers", "colour_throughput",
-           "export_speed", "time_to_quality", "colour_figures", "demo_latency", "distill_quality", "editing_figures",
+           "export_speed", "time_to_quality", "colour_figures", "demo_latency", "distill_quality", "distill_curve",
+           "editing_figures",
            "latent_route", "quality", "distributed_cpu"]
 NEEDS = {"throughput": "diffusers", "vs_diffusers": "diffusers", "demo_latency": "gradio"}
 
@@ -177,6 +178,21 @@ def test_the_quality_and_distillation_reports():
              "rows": [{**row, "model": "teacher", "evaluations": 8}], "speed": {"teacher": 1.234}}
     text = distill.markdown(state)
     assert "| teacher | ddim | 4 | 8 | 1.50 (0.50) | 0.90 / 0.80 | 0.950 |" in text and "| teacher | 1.23 s |" in text
+
+
+def test_the_distillation_curve_report(tmp_path):
+    curve = load_benchmark("distill_curve")
+    assert curve.parse_run("progressive 2->1=runs/x+1500") == ("progressive 2->1", Path("runs/x"), 1500.0)
+    assert curve.parse_run("c=runs/y") == ("c", Path("runs/y"), 0.0)
+    with pytest.raises(SystemExit):
+        curve.parse_run("runs/y")
+    (tmp_path / "metrics.jsonl").write_text('{"step": 50, "elapsed_s": 10.5}\n{"step": 100, "elapsed_s": 21}\n'
+                                            '{"epoch": 1}\n')
+    assert curve.elapsed_at(tmp_path) == {50: 10.5, 100: 21}
+    state = {"num": 10, "seed": 0, "guidance": 1.5, "teacher_fd": 2.0, "machine": "m",
+             "rows": [{"run": "r", "steps": 1, "step": 100, "seconds": 1600.0, "fd": 2.5, "fd_floor": 0.5,
+                       "class_accuracy": 0.97}]}
+    assert "| r | 1 | 100 | 1,600 | 2.50 (0.50) | 1.25 | 0.970 |" in curve.markdown(state)
 
 
 def test_the_demo_latency_report():

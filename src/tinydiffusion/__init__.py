@@ -3,7 +3,7 @@
 from .errors import UserError
 
 __version__ = "0.1.0"
-__all__ = ["GaussianDiffusion", "RunConfig", "UserError", "generate", "load_model"]
+__all__ = ["GaussianDiffusion", "RunConfig", "UserError", "generate", "load_model", "load_student"]
 
 
 def __getattr__(name: str):
@@ -18,7 +18,7 @@ def __getattr__(name: str):
         from .diffusion import GaussianDiffusion
 
         return GaussianDiffusion
-    if name in ("generate", "load_model"):
+    if name in ("generate", "load_model", "load_student"):
         from . import pipeline
 
         return getattr(pipeline, name)

@@ -46,6 +46,9 @@ MODEL_FILE, EMA_FILE, CONFIG_FILE, STATE_FILE, INFO_FILE = (
     "model.safetensors", "ema.safetensors", "config.json", "training_state.pt", "checkpoint.json")
 BUNDLED = Path(__file__).parent / "assets" / "fashion-mnist.safetensors"
 BUNDLED_STUDENT = BUNDLED.with_name("fashion-mnist-student.safetensors")  # its distilled student (sample --fast)
+# Its distilled students by their steps (sample --fast --steps K); the 4-step one is the default
+BUNDLED_STUDENTS = {4: BUNDLED_STUDENT, 2: BUNDLED.with_name("fashion-mnist-student-2.safetensors"),
+                    1: BUNDLED.with_name("fashion-mnist-student-1.safetensors")}
 # The weights in a folder `export --format diffusers` wrote, with the run's config beside them (NAME.json)
 DIFFUSERS_WEIGHTS = Path("denoiser") / "diffusion_pytorch_model.safetensors"
 MAX_STEP = 10**12  # far beyond any real run; a training state claiming more is damaged
@@ -182,8 +185,10 @@ def resolve_checkpoint(path: str | Path | None) -> tuple[Path, Path]:
             raise UserError("this installation has no bundled model; pass --checkpoint RUN_DIR.")
         return BUNDLED, BUNDLED.with_suffix(".json")
     path = Path(path)
-    if path == BUNDLED_STUDENT and not path.is_file():
-        raise UserError("this installation has no bundled student for --fast; pass --checkpoint RUN_DIR.")
+    steps = next((k for k, student in BUNDLED_STUDENTS.items() if path == student), None)
+    if steps and not path.is_file():
+        raise UserError(f"this installation has no bundled {steps}-step student for --fast; pass --checkpoint "
+                        "RUN_DIR.")
     if not path.exists():
         raise UserError(f"{path} does not exist; pass a run directory, a checkpoint directory or a .safetensors file.")
     if path.is_dir() and (path / CHECKPOINTS).is_dir():

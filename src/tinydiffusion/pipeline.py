@@ -72,6 +72,17 @@ def load_model(checkpoint: str | Path | None = None, device: str = "auto") -> Mo
     return Model(net, GaussianDiffusion(config.diffusion), config, weights_path)
 
 
+def load_student(steps: int = 4, device: str = "auto") -> Model:
+    """The bundled model's distilled student of 1, 2 or 4 steps (`sample --fast --steps`): generate() draws with it
+    in that many network evaluations, guidance folded in."""
+    from .checkpoint import BUNDLED_STUDENTS
+
+    if steps not in BUNDLED_STUDENTS:
+        choices = ", ".join(map(str, sorted(BUNDLED_STUDENTS)))
+        raise UserError(f"the bundled students take {choices} steps, not {steps}.")
+    return load_model(BUNDLED_STUDENTS[steps], device)
+
+
 def resolve_labels(model: Model, num: int, classes: list[int] | None) -> torch.Tensor | None:
     """Labels for `num` samples: the requested classes cycled, every class in turn, or None."""
     if model.num_classes == 0:

@@ -174,6 +174,18 @@ def add_checkpoint(p) -> None:
                    "(default: the bundled model)")
 
 
+def fast_student(checkpoint: str | None, steps: int | None):
+    """The bundled student --fast uses: the one of `steps` steps (default 4); --checkpoint is refused beside it."""
+    from ..checkpoint import BUNDLED_STUDENTS
+
+    if checkpoint:
+        raise UserError("--fast draws with the bundled student; drop --checkpoint (or --fast, to use that one).")
+    if steps not in (None, *BUNDLED_STUDENTS):
+        raise UserError(f"--fast draws with the bundled students of {', '.join(map(str, sorted(BUNDLED_STUDENTS)))} "
+                        f"steps, not {steps}; choose one of those --steps.")
+    return BUNDLED_STUDENTS[steps or 4]
+
+
 def add_sampling_options(p, default_num: int) -> None:
     p.add_argument("--num", type=number(int, 1, MAX_NUM), default=default_num, help="number of images")
     p.add_argument("--class", dest="classes", action="append", metavar="NAME",

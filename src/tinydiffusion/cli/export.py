@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import UserError
 from ..export_formats import EXPORT_FORMATS, EXPORT_MARKER
-from .common import check_not_an_input, output_folder, output_path, writing
+from .common import check_not_an_input, fast_student, output_folder, output_path, writing
 
 
 def add(sub) -> None:
@@ -18,7 +18,8 @@ def add(sub) -> None:
     p.add_argument("checkpoint", nargs="?", metavar="RUN_OR_CHECKPOINT", help="a run directory, a checkpoint "
                    "directory or a .safetensors file (default: the bundled model)")
     p.add_argument("--fast", action="store_true", help="export the bundled model's distilled student (4 steps, "
-                   "guidance folded in) instead")
+                   "guidance folded in, or --steps 1 or 2) instead")
+    p.add_argument("--steps", type=int, metavar="K", help="with --fast: the bundled student's steps, 1, 2 or 4")
     p.add_argument("--format", choices=list(EXPORT_FORMATS), default="onnx", help=formats)
     p.add_argument("--out", help="the file or folder to write (default: " +
                    ", ".join(f"{f.default_out} for {name}" for name, f in EXPORT_FORMATS.items()) + ")")
@@ -26,15 +27,17 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    from ..checkpoint import BUNDLED_STUDENT, resolve_checkpoint
+    from ..checkpoint import resolve_checkpoint
     from ..pipeline import load_model
 
     if args.fast and args.checkpoint:
         raise UserError("--fast exports the bundled student; drop RUN_OR_CHECKPOINT (or --fast, to export that one).")
+    if args.steps is not None and not args.fast:
+        raise UserError("--steps chooses the bundled student of --fast; a model's own steps are in its export.")
     chosen = EXPORT_FORMATS[args.format]
     text = args.out or chosen.default_out
     out = output_path(text, "--out", (chosen.suffix,)) if chosen.suffix else output_folder(text, "--out", EXPORT_MARKER)
-    source = BUNDLED_STUDENT if args.fast else args.checkpoint
+    source = fast_student(None, args.steps) if args.fast else args.checkpoint
     weights, config = resolve_checkpoint(source)
     check_not_an_input(out, "--out", [("checkpoint", weights), ("checkpoint's config", config)])
     model = load_model(source, "cpu")

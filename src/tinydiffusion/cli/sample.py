@@ -7,7 +7,16 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..words import count
-from .common import MAX_NUM, add_checkpoint, add_sampling_options, number, output_path, run_sampling, writing
+from .common import (
+    MAX_NUM,
+    add_checkpoint,
+    add_sampling_options,
+    fast_student,
+    number,
+    output_path,
+    run_sampling,
+    writing,
+)
 
 
 def add(sub) -> None:
@@ -15,7 +24,8 @@ def add(sub) -> None:
                        "(default: the model bundled with the package). An existing --out is replaced.")
     add_checkpoint(p)
     p.add_argument("--fast", action="store_true", help="draw with the bundled model's distilled student: "
-                   "4 steps of one network evaluation each, guidance folded in (instead of --checkpoint)")
+                   "4 steps of one network evaluation each, guidance folded in, or with --steps 1 or 2 its 1- or "
+                   "2-step student (instead of --checkpoint)")
     add_sampling_options(p, default_num=64)
     p.add_argument("--out", default="samples.png", help="FILE.png (a grid) or FILE.npz (uint8 arr_0 N x H x W x C)")
     p.add_argument("--nrow", type=number(int, 1, MAX_NUM),
@@ -48,16 +58,13 @@ def sampling_model(args, checkpoint):
 
 
 def run(args) -> int:
-    from ..checkpoint import BUNDLED_STUDENT
     from ..evaluation.samples import save_npz
     from ..viz import class_columns, save_grid, save_image
 
     out = output_path(args.out, "--out", (".png", ".npz"))
     if args.nrow and args.nrow > args.num:
         raise UserError(f"--nrow {args.nrow} is more than the {count(args.num, 'image')} asked for (--num).")
-    if args.fast and args.checkpoint:
-        raise UserError("--fast draws with the bundled student; drop --checkpoint (or --fast, to sample that one).")
-    model = sampling_model(args, BUNDLED_STUDENT if args.fast else args.checkpoint)
+    model = sampling_model(args, fast_student(args.checkpoint, args.steps) if args.fast else args.checkpoint)
     images, labels = run_sampling(args, model)
     with writing(out):
         if out.suffix.lower() == ".npz":

@@ -23,6 +23,7 @@ from ..data.pixels import to_model_space, to_pixels
 from ..defaults import DEFAULT_STEPS, MASK_ALIASES
 from ..errors import UserError
 from ..pipeline import Model, generate, sampling_settings
+from ..samplers import network_evaluations
 from ..viz import grid_image
 from ..words import count
 from . import MAX_PIXELS
@@ -93,6 +94,18 @@ def sampler_choices(model: Model) -> list[str]:
     if model.config.distill.steps:
         return [model.config.distill.sampler]
     return [name for name in DEFAULT_STEPS if name != "consistency"]
+
+
+LIVE_EVALUATIONS = 2  # a model that draws an image in at most this many network evaluations redraws live
+
+
+def redraws_live(model: Model) -> bool:
+    """Whether the Generate tab redraws as a setting changes, without a button press: a model whose default sampling
+    takes at most LIVE_EVALUATIONS network evaluations an image (a 1- or 2-step student), 16 images then being a
+    fraction of a second on a CPU."""
+    sampler, steps, guidance = sampling_settings(model)
+    guided_twice = model.num_classes and guidance != 1.0 and not model.config.net.guidance_input
+    return network_evaluations(sampler, steps) * (2 if guided_twice else 1) <= LIVE_EVALUATIONS
 
 
 def default_steps(model: Model, sampler: str) -> int:

@@ -265,8 +265,14 @@ def _generate_tab(parts: PageParts) -> None:
     go = gr.Button("Generate", variant="primary", elem_id="generate")
     grid = gr.Image(label="samples", format="png", interactive=False, elem_id="grid")
     status = gr.Markdown(elem_id="status")
-    go.click(shown(gr, lambda *a: handlers.generate_grid(model, *a)), [num, *settings], [grid, status],
-             api_name="generate", **on_model)
+    draw = shown(gr, lambda *a: handlers.generate_grid(model, *a))
+    go.click(draw, [num, *settings], [grid, status], api_name="generate", **on_model)
+    if handlers.redraws_live(model):  # a 1- or 2-step student: the grid follows the settings as they change
+        gr.Markdown("This model draws in one or two network evaluations: the grid redraws as the class, guidance, "
+                    "seed or number of images changes.", elem_id="live")
+        class_name, _, _, guidance, seed = settings
+        gr.on([num.change, class_name.change, guidance.change, seed.change], draw, [num, *settings], [grid, status],
+              trigger_mode="always_last", api_name=False, **on_model)
 
 
 def _reverse_tab(parts: PageParts) -> None:

@@ -60,6 +60,17 @@ def start_draw(model: Model, num: int, classes: list[int] | None, sampler: str |
                 generators, denoiser(model, labels, guidance))
 
 
+def check_more_than_one_step(model: Model, draw: Draw, edit: str, why: str) -> None:
+    """An edit that needs a level between pure noise and the image: one sentence when the draw takes one step, naming
+    what to use instead (for a 1-step student, its teacher)."""
+    if draw.steps > 1:
+        return
+    student = model.config.distill
+    instead = (f"use a student of more steps or its teacher ({student.teacher})" if student.steps
+               else "take more --steps")
+    raise UserError(f"{edit} in one step {why}; {instead}.")
+
+
 def check_image(model: Model, image: torch.Tensor, what: str = "the image") -> torch.Tensor:
     """uint8 [C, H, W] in the model's shape (fit_image makes one from any picture), on the network's device."""
     net = model.config.net

@@ -15,7 +15,7 @@ import torch
 from ..data.pixels import to_model_space
 from ..errors import UserError
 from ..pipeline import Model
-from .draw import check_image, start_draw
+from .draw import check_image, check_more_than_one_step, start_draw
 
 
 def img2img(model: Model, image: torch.Tensor, strength: float, num: int = 1, *, classes: list[int] | None = None,
@@ -28,6 +28,9 @@ def img2img(model: Model, image: torch.Tensor, strength: float, num: int = 1, *,
                         f"not {strength}.")
     image = check_image(model, image)
     draw = start_draw(model, num, classes, sampler, steps, guidance, seed, sampler_options)
+    if 0 < strength < 1:
+        check_more_than_one_step(model, draw, "image-to-image", "can only return the image or draw a new one, its "
+                                 "only level being pure noise")
     redone = round(strength * draw.steps)  # sampler steps walked again
     if redone == 0:
         return image.cpu().expand(num, -1, -1, -1).clone()

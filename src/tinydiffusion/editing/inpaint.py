@@ -19,7 +19,7 @@ from ..data.pixels import to_model_space
 from ..errors import UserError
 from ..pipeline import Model
 from ..samplers import Level, gaussian_like
-from .draw import check_image, start_draw
+from .draw import check_image, check_more_than_one_step, start_draw
 from .images import builtin_mask, fit_image, fit_mask, picture_pixels, scale_mask, to_picture_size
 
 
@@ -58,6 +58,8 @@ def inpaint(model: Model, image: torch.Tensor, mask: torch.Tensor, num: int = 1,
     if not 1 <= resamplings <= 100:
         raise UserError(f"--resamplings must be between 1 and 100, not {resamplings}.")
     draw = start_draw(model, num, classes, sampler, steps, guidance, seed, sampler_options)
+    check_more_than_one_step(model, draw, "inpainting", "cannot fit the fill to the kept pixels: its only step starts "
+                             "from pure noise, where they are drowned")
     jump_length = jump_length or max(1, draw.steps // 10)
     if not 1 <= jump_length <= draw.steps:
         raise UserError(f"--jump-length must be between 1 and the {draw.steps} steps, not {jump_length}.")
