@@ -14,11 +14,12 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
-from conftest import cli_env, one_sentence
+from conftest import assert_error, cli, cli_env, one_sentence
 from PIL import Image
 
 from tinydiffusion.demo import handlers
@@ -27,6 +28,7 @@ from tinydiffusion.pipeline import load_model
 
 pytestmark = pytest.mark.xdist_group("demo")  # under --dist loadgroup one worker runs them all, with one server
 
+LIVE_FLAGS = ("--fast", "--steps", "1")  # the bundled 1-step student: the Generate tab redraws live
 FAST = dict(class_name=handlers.EVERY_CLASS, sampler="ddim", steps=3, guidance=1.5, seed=0)
 SIZE = 28  # the bundled model's images
 # Debian's chromium and chromium-driver packages (.ci/run installs them where it can)
@@ -194,17 +196,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_data_dir):
-    """`tinydiffusion demo` on a free port, in a subprocess, with a 1 MB upload limit; its root URL. Its test images
-    come from the tiny data (faster than drawing them)."""
-    pytest.importorskip("gradio", reason="the demo extra (Gradio) is not installed")
+def start_demo(folder, log, tiny_data_dir, *flags: str):
+    """`tinydiffusion demo` on a free port, in a subprocess, with a 1 MB upload limit; (its root URL, the process).
+    Its test images come from the tiny data (faster than drawing them)."""
     httpx = pytest.importorskip("httpx")
-    folder, log = tmp_path_factory.mktemp("demo-cwd"), tmp_path_factory.mktemp("demo-log") / "server.log"
     for attempt in range(3):  # a port another process took between the check and the bind: try another
         port = free_port()
         command = [sys.executable, "-m", "tinydiffusion", "demo", "--port", str(port), "--device", "cpu",
-                   "--max-upload-mb", "1", "--data-dir", str(tiny_data_dir)]
+                   "--max-upload-mb", "1", "--data-dir", str(tiny_data_dir), *flags]
         env = cli_env()  # one torch thread, as every test process; the README's screenshot shows the default, all cores
         if os.environ.get("TINYDIFFUSION_DEMO_SCREENSHOT"):
             env.pop("OMP_NUM_THREADS")
@@ -222,17 +221,29 @@ def server(tmp_path_factory, tiny_data_dir):
             except httpx.HTTPError:
                 time.sleep(0.5)
         if process.poll() is None and time.monotonic() < deadline:
-            break
+            return url, process
         process.kill()
         process.wait()
         if attempt == 2 or "in use" not in log.read_text():
             pytest.fail(f"the demo did not start:\n{log.read_text()[-3000:]}")
-    LOGS[url] = log
-    yield url
+
+
+def stop_demo(process, log, folder) -> None:
     process.terminate()
     process.wait(timeout=30)
     assert "stopped." in log.read_text(), log.read_text()[-3000:]
     assert list(folder.iterdir()) == []  # nothing written where it ran
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_data_dir):
+    """The demo of the bundled model; its root URL."""
+    pytest.importorskip("gradio", reason="the demo extra (Gradio) is not installed")
+    folder, log = tmp_path_factory.mktemp("demo-cwd"), tmp_path_factory.mktemp("demo-log") / "server.log"
+    url, process = start_demo(folder, log, tiny_data_dir)
+    LOGS[url] = log
+    yield url
+    stop_demo(process, log, folder)
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -258,6 +269,16 @@ def test_demo_without_gradio_is_one_sentence(tmp_path):
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert 'pip install -e ".[demo]"' in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_fast_flags_are_checked_before_the_page_starts(capsys):
+    """--steps belongs to --fast, which takes the bundled students' steps and no --checkpoint: one sentence each,
+    before Gradio or the model is loaded."""
+    for flags, words in ((["--steps", "1"], "--steps chooses the bundled student of --fast"),
+                         (["--fast", "--steps", "3"], "bundled students of 1, 2, 4 steps, not 3"),
+                         (["--fast", "--checkpoint", "runs/x"], "drop --checkpoint")):
+        code, _, err = cli(capsys, "demo", "--port", str(free_port()), *flags)
+        assert_error(code, err, words)
 
 
 def test_server_refuses_oversized_uploads_and_paths(server, tmp_path):
@@ -393,15 +414,14 @@ def test_counts_and_the_us_spelling_of_centre(model):
 
 # --- a real browser -----------------------------------------------------------------------------------------
 
-def test_browser_generates_a_grid(server, tmp_path, monkeypatch):
+@contextmanager
+def headless_browser(tmp_path, monkeypatch):
+    """Debian's headless Chromium, driven by Selenium (skipped with the reason where either is missing)."""
     if not (CHROMIUM and CHROMEDRIVER):
         pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium chromium-driver; "
                     ".ci/run does this where it can)")
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the test extra)")
-    import httpx
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never download a browser or a driver
     options = webdriver.ChromeOptions()
@@ -411,8 +431,20 @@ def test_browser_generates_a_grid(server, tmp_path, monkeypatch):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)  # no download: Debian's driver
     try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_browser_generates_a_grid(server, tmp_path, monkeypatch):
+    with headless_browser(tmp_path, monkeypatch) as driver:
+        import httpx
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
         driver.get(server)
         WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#generate"))
+        assert not driver.find_elements(By.CSS_SELECTOR, "#live")  # 40 evaluations an image: a button press
         driver.find_element(By.CSS_SELECTOR, "#generate").click()
         images = WebDriverWait(driver, 120).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#grid img"))
         WebDriverWait(driver, 30).until(lambda d: "16 images" in d.find_element(By.CSS_SELECTOR, "#status").text)
@@ -424,5 +456,43 @@ def test_browser_generates_a_grid(server, tmp_path, monkeypatch):
         assert Image.open(tmp_path / "demo.png").size[0] >= 1000
         if os.environ.get("TINYDIFFUSION_DEMO_SCREENSHOT"):
             shutil.copyfile(tmp_path / "demo.png", os.environ["TINYDIFFUSION_DEMO_SCREENSHOT"])
+
+
+def test_with_a_one_step_student_the_grid_redraws_as_a_setting_changes(tmp_path_factory, tiny_data_dir, tmp_path,
+                                                                        monkeypatch):
+    """`demo --fast --steps 1`: typing a seed, then a guidance scale, redraws the grid with no button press. The
+    time from each change to its new picture in the browser is measured and printed; each must be under 10 s
+    (a 2-core CPU with one torch thread, Chromium beside it, draws 16 images in about a second)."""
+    pytest.importorskip("gradio", reason="the demo extra (Gradio) is not installed")
+    folder, log = tmp_path_factory.mktemp("live-cwd"), tmp_path_factory.mktemp("live-log") / "server.log"
+    url, process = start_demo(folder, log, tiny_data_dir, *LIVE_FLAGS)
+    try:
+        with headless_browser(tmp_path, monkeypatch) as driver:
+            import httpx
+            from selenium.webdriver.common.by import By
+            from selenium.webdriver.common.keys import Keys
+            from selenium.webdriver.support.ui import WebDriverWait
+
+            driver.get(url)
+            WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#live"))
+
+            def picture():
+                found = driver.find_elements(By.CSS_SELECTOR, "#grid img")
+                return found[0].get_attribute("src") if found else None
+
+            pictures, seconds = [picture()], []
+            for box, value in (("#seed input", "7"), ("#guidance input[type=number]", "2.5")):
+                field = driver.find_element(By.CSS_SELECTOR, box)
+                field.send_keys(Keys.CONTROL, "a")
+                started = time.perf_counter()
+                field.send_keys(value, Keys.TAB)
+                WebDriverWait(driver, 60, poll_frequency=0.02).until(lambda d: picture() not in pictures)
+                seconds.append(time.perf_counter() - started)
+                pictures.append(picture())
+            print(f"from a change to the new picture: {', '.join(f'{s:.2f} s' for s in seconds)}")
+            assert max(seconds) < 10, seconds
+            for src in pictures[1:]:
+                check_real_grid(Image.open(io.BytesIO(httpx.get(src, timeout=30).content)), 4, 4)
+            assert "seed 7" in driver.find_element(By.CSS_SELECTOR, "#status").text
     finally:
-        driver.quit()
+        stop_demo(process, log, folder)

@@ -303,6 +303,33 @@ def test_sample_fast_draws_with_the_bundled_student(capsys, tmp_path):
     assert grid.shape[0] > 28 and grid.std() > 10  # a real grid of images, not a blank
     code, _, err = cli(capsys, "sample", "--fast", "--checkpoint", "x", "--out", out)
     assert code == 2 and "--fast" in err
+    code, _, err = cli(capsys, "sample", "--fast", "--steps", "3", "--out", out)
+    assert code == 2 and "bundled students of 1, 2, 4 steps, not 3" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_sample_fast_steps_draws_with_the_bundled_student_of_those_steps(steps, capsys, tmp_path):
+    """`sample --fast --steps K` and load_student(K): the bundled K-step student, K network evaluations of one
+    batch each, the class asked for (the bundled classifier's judgement on 20 images)."""
+    from tinydiffusion import load_student
+    from tinydiffusion.data.pixels import to_model_space
+    from tinydiffusion.evaluation import load_classifier
+
+    student = load_student(steps, device="cpu")
+    assert student.config.distill.steps == steps and student.config.distill.method == "trajectory"
+    calls = []
+    student.net.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    images, labels = generate(student, 20, classes=[7], guidance=2)
+    assert calls == [20] * steps
+    classifier = load_classifier()
+    with torch.no_grad():
+        predicted = classifier(to_model_space(images)).argmax(1)
+    assert (predicted == 7).float().mean() >= 0.9, predicted
+    out = tmp_path / "fast.npz"
+    code, _, err = cli(capsys, "sample", "--fast", "--steps", str(steps), "--num", "20", "--class", "sneaker",
+                       "--guidance", "2", "--out", out)
+    assert code == 0, err
+    assert np.array_equal(np.load(out)["arr_0"], images.permute(0, 2, 3, 1).numpy())
 
 
 def test_a_fresh_student_is_its_teachers_conditional_model(trained_run):

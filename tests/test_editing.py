@@ -166,8 +166,34 @@ def test_a_distilled_student_edits_with_its_own_sampler_and_steps(shirt):
     assert torch.equal(out[:, :, ~mask], shirt[:, ~mask].expand(2, -1, -1))
     assert torch.equal(img2img(student, shirt, 1.0, 2, classes=[3], seed=5),
                        generate(student, 2, classes=[3], seed=5)[0])
-    with pytest.raises(UserError, match="student distilled to sample with 4 ddim steps"):
-        interpolate(student, 3, images=(shirt, shirt))  # inversion needs 50 DDIM steps
+    with pytest.raises(UserError, match="inverting DDIM in fine steps .50., which a student distilled to 4 does not"):
+        interpolate(student, 3, images=(shirt, shirt))
+
+
+def test_the_1_and_2_step_students_edit_or_say_why_not(model, shirt):
+    """The bundled 2-step student inpaints (the kept pixels exact) and redraws at strength 0.5; the 1-step student
+    interpolates between noises and classes in one evaluation a frame, and for inpainting, image-to-image part of
+    the way and real-image interpolation says in one sentence why it cannot."""
+    from tinydiffusion import load_student
+
+    one, two = load_student(1, device="cpu"), load_student(2, device="cpu")
+    mask = builtin_mask("top", 28)
+    filled = inpaint(two, shirt, mask, 2, classes=[3])
+    assert torch.equal(filled[:, :, ~mask], shirt[:, ~mask].expand(2, -1, -1))
+    redrawn = img2img(two, shirt, 0.5, 2, classes=[6], seed=1)
+    assert not torch.equal(redrawn[0], shirt) and (redrawn.float() - shirt.float()).abs().mean() < 60
+    calls = []
+    one.net.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    frames = interpolate(one, 5, seeds=(0, 1), classes=(0, 9))
+    assert frames.shape == (5, 1, 28, 28) and calls == [10]  # one evaluation: both classes in one batch
+    assert torch.equal(img2img(one, shirt, 1.0, 2, classes=[3], seed=5), generate(one, 2, classes=[3], seed=5)[0])
+    for call, words in [(lambda: inpaint(one, shirt, mask, classes=[3]), "inpainting in one step cannot fit"),
+                        (lambda: img2img(one, shirt, 0.5, classes=[3]), "image-to-image in one step can only"),
+                        (lambda: inpaint(model, shirt, mask, steps=1, sampler="ddim"), "take more --steps"),
+                        (lambda: interpolate(one, 3, images=(shirt, shirt)), "student distilled to 1 does not")]:
+        with pytest.raises(UserError, match=words) as refused:
+            call()
+        assert "its teacher" in str(refused.value) or "--steps" in str(refused.value)
 
 
 # --- bad input to the functions --------------------------------------------------------------------

@@ -318,6 +318,9 @@ def test_export_refuses_to_write_over_its_input_a_folder_or_where_it_cannot(tmp_
     assert "cannot write --out" in one_sentence(capsys, "export", weights, "--out", "/sys/m.onnx")
     assert "does not exist" in one_sentence(capsys, "export", weights, "--out", tmp_path / "no" / "m.onnx")
     assert "drop RUN_OR_CHECKPOINT" in one_sentence(capsys, "export", weights, "--fast", "--out", tmp_path / "m.onnx")
+    assert "chooses the bundled student of --fast" in one_sentence(capsys, "export", "--steps", "1", "--out",
+                                                                    tmp_path / "m.onnx")
+    assert "not 3" in one_sentence(capsys, "export", "--fast", "--steps", "3", "--out", tmp_path / "m.onnx")
 
 
 @needs_onnx
