@@ -5,6 +5,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import smoke_config
@@ -79,7 +80,7 @@ def test_the_gpu_session_graph_check_poisons_the_noise_and_the_step_is_skipped(t
 
 TOUCHED = ["common", "options", "startup", "datasets", "throughput", "vs_diffusers", "colour_throughput",
            "export_speed", "time_to_quality", "colour_figures", "demo_latency", "distill_quality", "distill_curve",
-           "editing_figures",
+           "editing_figures", "novelty",
            "latent_route", "quality", "distributed_cpu"]
 NEEDS = {"throughput": "diffusers", "vs_diffusers": "diffusers", "demo_latency": "gradio"}
 
@@ -193,6 +194,32 @@ def test_the_distillation_curve_report(tmp_path):
              "rows": [{"run": "r", "steps": 1, "step": 100, "seconds": 1600.0, "fd": 2.5, "fd_floor": 0.5,
                        "class_accuracy": 0.97}]}
     assert "| r | 1 | 100 | 1,600 | 2.50 (0.50) | 1.25 | 0.970 |" in curve.markdown(state)
+
+
+def test_novelty_finds_training_images_copied_and_held_out_images_new(trained_run, tmp_path):
+    """The copying measure on known answers: training images given as samples are all nearer to a training image
+    than held-out images are (at distance 0), held-out images themselves about 5% (the quantile's definition)."""
+    novelty = load_benchmark("novelty")
+    checkpoint = novelty.checkpoints_of(trained_run)[-1]
+    reference = novelty.Reference(checkpoint)
+    evaluator = reference.evaluator
+    train_labels = np.arange(len(reference.train_images)) % len(evaluator.class_names)
+    copies = reference.measure(reference.train_images[:48].permute(0, 2, 3, 1).numpy(), train_labels[:48])
+    assert copies["share_nearer"] == 1.0 and copies["median_distance"] == 0.0
+    assert all(torch.equal(reference.train_images[i], reference.train_images[j])
+               for i, j in enumerate(copies["nearest"]))
+    held_out = reference.held_out
+    new = reference.measure(held_out.permute(0, 2, 3, 1).numpy(), np.zeros(len(held_out), dtype=np.int64))
+    assert new["share_nearer"] <= novelty.QUANTILE + 1 / len(held_out)
+    assert new["median_distance"] == pytest.approx(reference.held_out_median)
+    assert new["fd_train"] == pytest.approx(new["fd_train_floor"]) and new["fd_train_num"] == len(held_out)
+    assert new["fd_held_out"] == pytest.approx(0, abs=1e-6)  # the reference against itself
+    row = {"run": "r", "step": 2, "train_seconds": 1.0, **new}
+    assert "| r | 2 | 1 |" in novelty.format_markdown([row])
+    novelty.figure(tmp_path / "f.png", held_out.permute(0, 2, 3, 1).numpy(), reference.train_images, new["nearest"], 4)
+    from PIL import Image
+
+    assert Image.open(tmp_path / "f.png").size == (4 * 28 * 2, 2 * 28 * 2)
 
 
 def test_the_demo_latency_report():
