@@ -19,7 +19,7 @@ against the data the run trained on, all with `evaluate`'s own data, classifier 
 
 `--figure` draws the first samples of the last checkpoint over their nearest training images.
 
-    python benchmarks/novelty.py runs/c32-30keep/colour-32 [--num 1000] [--out-dir runs/novelty] \
+    python benchmarks/novelty.py runs/c32-30keep/colour-32 [--every 1000] [--num 1000] [--out-dir runs/novelty] \
         [--markdown docs/novelty.md] [--json docs/runs/novelty.json] [--figure docs/figures/novelty.png]
 """
 
@@ -48,11 +48,13 @@ from tinydiffusion.evaluation import (
 QUANTILE = 0.05  # a sample "nearer than all but 5% of held-out images" to a training image
 
 
-def checkpoints_of(path: Path) -> list[Path]:
-    """A run directory's complete checkpoints in step order, or the checkpoint directory itself."""
-    if (path / "checkpoints").is_dir():
-        return sorted(p for p in (path / "checkpoints").glob("step-*") if is_complete(p))
-    return [path]
+def checkpoints_of(path: Path, every: int = 1) -> list[Path]:
+    """A run directory's complete checkpoints at multiples of `every` steps and its last, in step order; or the
+    checkpoint directory itself."""
+    if not (path / "checkpoints").is_dir():
+        return [path]
+    found = sorted(p for p in (path / "checkpoints").glob("step-*") if is_complete(p))
+    return [p for p in found if p == found[-1] or (step_of(p) or 0) % every == 0]
 
 
 def draw(checkpoint: Path, num: int, out: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -140,6 +142,8 @@ def step_of(checkpoint: Path) -> int | None:
 def elapsed(run_dir: Path, step: int | None) -> float | None:
     """The training loop's wall time at `step` from the run's metrics.jsonl (None where it is not logged)."""
     log = run_dir / "metrics.jsonl"
+    if not log.is_file() and run_dir.parent.name == "checkpoints":  # a checkpoint folder: its run's log
+        log = run_dir.parent.parent / "metrics.jsonl"
     if step is None or not log.is_file():
         return None
     times = [r["elapsed_s"] for r in map(json.loads, filter(str.strip, log.read_text().splitlines()))
@@ -178,11 +182,15 @@ def main() -> None:
     parser.add_argument("--figure", type=Path, help="the last checkpoint's first samples over their nearest "
                         "training images, as a PNG")
     parser.add_argument("--figure-count", type=int, default=18, help="samples in the figure")
+    parser.add_argument("--every", type=int, default=1, help="of a run directory, only the checkpoints at multiples "
+                        "of this many steps, and the last")
     args = parser.parse_args()
+    if args.every < 1 or args.num < 10:
+        parser.error("--every must be positive and --num at least 10")
 
     rows = []
     for run in args.runs:
-        checkpoints = checkpoints_of(run)
+        checkpoints = checkpoints_of(run, args.every)
         if not checkpoints:
             raise SystemExit(f"{run}: no complete checkpoint")
         reference = Reference(checkpoints[-1])

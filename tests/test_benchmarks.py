@@ -196,6 +196,17 @@ def test_the_distillation_curve_report(tmp_path):
     assert "| r | 1 | 100 | 1,600 | 2.50 (0.50) | 1.25 | 0.970 |" in curve.markdown(state)
 
 
+def test_novelty_picks_checkpoints_by_step_and_finds_their_time(trained_run):
+    novelty = load_benchmark("novelty")
+    every = novelty.checkpoints_of(trained_run)
+    assert every and novelty.checkpoints_of(trained_run, 10**9) == every[-1:]
+    assert novelty.checkpoints_of(every[-1]) == every[-1:]
+    step = novelty.step_of(every[-1])
+    seconds = novelty.elapsed(trained_run, step)
+    assert seconds is not None and novelty.elapsed(every[-1], step) == seconds
+    assert novelty.elapsed(trained_run, None) is None
+
+
 def test_novelty_finds_training_images_copied_and_held_out_images_new(trained_run, tmp_path):
     """The copying measure on known answers: training images given as samples are all nearer to a training image
     than held-out images are (at distance 0), held-out images themselves about 5% (the quantile's definition)."""
