@@ -126,6 +126,16 @@ def text_table(rows, width: int = 12) -> list[str]:
                       for i, cell in enumerate(map(str, row))) for row in rows]
 
 
+def elapsed_at(run: Path) -> dict[int, float]:
+    """Training seconds at each logged step, from the run's metrics.jsonl."""
+    times = {}
+    for line in (Path(run) / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "elapsed_s" in record and "step" in record:
+            times[record["step"]] = record["elapsed_s"]
+    return times
+
+
 def write_json(path, data: dict, **dumps) -> None:
     atomic_write_bytes(Path(path), (json.dumps(data, indent=2, **dumps) + "\n").encode())
 

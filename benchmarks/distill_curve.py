@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from common import cpu_description, markdown_table
+from common import cpu_description, elapsed_at, markdown_table
 from quality import score
 
 from tinydiffusion import evaluation
@@ -33,16 +33,6 @@ def parse_run(text: str) -> tuple[str, Path, float]:
     if not label or not path:
         raise SystemExit(f"--run {text!r}: give LABEL=RUN_DIR, optionally +SECONDS")
     return label, Path(path), float(before or 0)
-
-
-def elapsed_at(run: Path) -> dict[int, float]:
-    """Training seconds at each logged step, from the run's metrics.jsonl."""
-    times = {}
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if "elapsed_s" in record and "step" in record:
-            times[record["step"]] = record["elapsed_s"]
-    return times
 
 
 def checkpoints(run: Path) -> list[tuple[int, Path]]:

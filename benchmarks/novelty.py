@@ -26,17 +26,18 @@ against the data the run trained on, all with `evaluate`'s own data, classifier 
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine_description, markdown_table, write_json
+from common import elapsed_at, machine_description, markdown_table, write_json
 
 from tinydiffusion import load_model
 from tinydiffusion.checkpoint import is_complete
+from tinydiffusion.cli.common import MAX_NUM, output_path
+from tinydiffusion.errors import UserError
 from tinydiffusion.evaluation import (
     Evaluator,
     extract_features,
@@ -44,6 +45,7 @@ from tinydiffusion.evaluation import (
     frechet_distance,
     load_samples_npz,
 )
+from tinydiffusion.files import atomic_write_bytes
 
 QUANTILE = 0.05  # a sample "nearer than all but 5% of held-out images" to a training image
 
@@ -55,6 +57,11 @@ def checkpoints_of(path: Path, every: int = 1) -> list[Path]:
         return [path]
     found = sorted(p for p in (path / "checkpoints").glob("step-*") if is_complete(p))
     return [p for p in found if p == found[-1] or (step_of(p) or 0) % every == 0]
+
+
+def run_of(path: Path) -> Path:
+    """The run directory a checkpoint folder (RUN/checkpoints/step-N) belongs to; a run directory itself."""
+    return path.parent.parent if path.parent.name == "checkpoints" else path
 
 
 def draw(checkpoint: Path, num: int, out: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -95,13 +102,17 @@ class Reference:
         held_out_distances, _ = nearest_distances(pixels(self.held_out), self.train_pixels)
         self.held_out_median = held_out_distances.median().item()
         self.threshold = torch.quantile(held_out_distances, QUANTILE).item()
-        self.train_fd_floor = self.fd_to_train(self.held_out)
+        self.held_out_features = self.features(self.held_out)
 
     def features(self, images: torch.Tensor) -> np.ndarray:
         return extract_features(self.evaluator.classifier, images)
 
     def fd_to_train(self, images: torch.Tensor) -> float:
         return frechet_distance(*feature_statistics(self.features(images)), *self.train_stats)
+
+    def train_fd_floor(self, count: int) -> float:
+        """FD against the training split of the first `count` held-out images: new real images, at the same N."""
+        return frechet_distance(*feature_statistics(self.held_out_features[:count]), *self.train_stats)
 
     def measure(self, images_nhwc: np.ndarray, labels: np.ndarray) -> dict:
         scores = self.evaluator.score(images_nhwc, labels)
@@ -112,7 +123,7 @@ class Reference:
             "fd_held_out": scores["fd"], "fd_held_out_floor": scores["fd_floor"], "num": len(images),
             "class_accuracy": scores.get("class_accuracy"), "precision": scores["precision"],
             "recall": scores["recall"],
-            "fd_train": self.fd_to_train(images[:num_train_fd]), "fd_train_floor": self.train_fd_floor,
+            "fd_train": self.fd_to_train(images[:num_train_fd]), "fd_train_floor": self.train_fd_floor(num_train_fd),
             "fd_train_num": num_train_fd,
             "median_distance": distances.median().item(), "held_out_median_distance": self.held_out_median,
             "share_nearer": (distances < self.threshold).double().mean().item(), "nearest": nearest.tolist(),
@@ -140,15 +151,12 @@ def step_of(checkpoint: Path) -> int | None:
 
 
 def elapsed(run_dir: Path, step: int | None) -> float | None:
-    """The training loop's wall time at `step` from the run's metrics.jsonl (None where it is not logged)."""
-    log = run_dir / "metrics.jsonl"
-    if not log.is_file() and run_dir.parent.name == "checkpoints":  # a checkpoint folder: its run's log
-        log = run_dir.parent.parent / "metrics.jsonl"
-    if step is None or not log.is_file():
+    """The training loop's wall time at `step` from the run's metrics.jsonl (None where it is not logged); a
+    checkpoint folder reads its run's log."""
+    log_dir = run_of(run_dir)
+    if step is None or not (log_dir / "metrics.jsonl").is_file():
         return None
-    times = [r["elapsed_s"] for r in map(json.loads, filter(str.strip, log.read_text().splitlines()))
-             if r.get("step") == step and "elapsed_s" in r]
-    return times[-1] if times else None
+    return elapsed_at(log_dir).get(step)
 
 
 def format_markdown(rows: list[dict]) -> str:
@@ -174,7 +182,8 @@ def format_markdown(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path, help="run directories (every checkpoint) or checkpoint folders")
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories (every checkpoint, or see --every) or "
+                        "checkpoint folders")
     parser.add_argument("--num", type=int, default=1000, help="samples a checkpoint")
     parser.add_argument("--out-dir", type=Path, default=Path("runs/novelty"), help="the samples are kept here")
     parser.add_argument("--markdown", type=Path, help="write the table here")
@@ -185,30 +194,43 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=1, help="of a run directory, only the checkpoints at multiples "
                         "of this many steps, and the last")
     args = parser.parse_args()
-    if args.every < 1 or args.num < 10:
-        parser.error("--every must be positive and --num at least 10")
+    if args.every < 1 or not 10 <= args.num <= MAX_NUM or args.figure_count < 1:
+        parser.error(f"--every and --figure-count must be positive and --num between 10 and {MAX_NUM:,}")
+    try:
+        measure(args)
+    except (UserError, OSError) as err:
+        parser.error(str(err))
 
-    rows = []
-    for run in args.runs:
-        checkpoints = checkpoints_of(run, args.every)
+
+def measure(args) -> None:
+    """Every checkpoint named, against its run's Reference (built once a run), then the outputs."""
+    outputs = {flag: output_path(str(path), flag, suffixes)  # before minutes of sampling
+               for flag, path, suffixes in (("--markdown", args.markdown, (".md",)), ("--json", args.json, (".json",)),
+                                            ("--figure", args.figure, (".png",))) if path}
+    references: dict[Path, Reference] = {}
+    rows, samples = [], None
+    for path in args.runs:
+        checkpoints = checkpoints_of(path, args.every)
         if not checkpoints:
-            raise SystemExit(f"{run}: no complete checkpoint")
-        reference = Reference(checkpoints[-1])
+            raise UserError(f"{path} has no complete checkpoint.")
+        run = run_of(path)
         for checkpoint in checkpoints:
-            step = step_of(checkpoint)
-            samples, labels = draw(checkpoint, args.num, args.out_dir / run.name / f"{checkpoint.name}.npz")
+            if run not in references:
+                references[run] = Reference(checkpoint)
+            reference, step = references[run], step_of(checkpoint)
+            samples, labels = draw(checkpoint, args.num, args.out_dir / run.name / f"{checkpoint.name}-{args.num}.npz")
             row = {"run": run.name, "checkpoint": str(checkpoint), "step": step,
                    "train_seconds": elapsed(run, step), **reference.measure(samples, labels)}
             print(f"{run.name} {checkpoint.name}: FD held-out {row['fd_held_out']:.2f}, train {row['fd_train']:.2f} "
                   f"(floor {row['fd_train_floor']:.2f}), share nearer {row['share_nearer']:.3f}", flush=True)
             rows.append(row)
-        if args.figure and run == args.runs[-1]:
-            figure(args.figure, samples, reference.train_images, rows[-1]["nearest"], args.figure_count)
-    if args.markdown:
-        args.markdown.write_text(format_markdown(rows))
-    if args.json:
-        write_json(args.json, {"machine": machine_description(),
-                               "rows": [{k: v for k, v in r.items() if k != "nearest"} for r in rows]})
+    if "--figure" in outputs:
+        figure(outputs["--figure"], samples, reference.train_images, rows[-1]["nearest"], args.figure_count)
+    if "--markdown" in outputs:
+        atomic_write_bytes(outputs["--markdown"], format_markdown(rows).encode())
+    if "--json" in outputs:
+        write_json(outputs["--json"], {"machine": machine_description(),
+                                       "rows": [{k: v for k, v in r.items() if k != "nearest"} for r in rows]})
 
 
 if __name__ == "__main__":

@@ -207,6 +207,24 @@ def test_novelty_picks_checkpoints_by_step_and_finds_their_time(trained_run):
     assert novelty.elapsed(trained_run, None) is None
 
 
+@pytest.mark.parametrize("flags, says", [
+    (["--markdown", "missing/novelty.md"], "for --markdown does not exist"),
+    (["--json", "novelty.txt"], "--json must end in .json"),
+    (["--num", "5"], "--num between 10 and"),
+    (["--every", "0"], "--every and --figure-count must be positive"),
+])
+def test_novelty_refuses_bad_arguments_in_one_sentence_before_sampling(trained_run, tmp_path, monkeypatch, capsys,
+                                                                       flags, says):
+    novelty = load_benchmark("novelty")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["novelty.py", str(trained_run), "--out-dir", "samples", *flags])
+    with pytest.raises(SystemExit) as exit_:
+        novelty.main()
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 2 and says in error and "Traceback" not in error
+    assert not (tmp_path / "samples").exists()
+
+
 def test_novelty_finds_training_images_copied_and_held_out_images_new(trained_run, tmp_path):
     """The copying measure on known answers: training images given as samples are all nearer to a training image
     than held-out images are (at distance 0), held-out images themselves about 5% (the quantile's definition)."""
@@ -224,6 +242,9 @@ def test_novelty_finds_training_images_copied_and_held_out_images_new(trained_ru
     assert new["share_nearer"] <= novelty.QUANTILE + 1 / len(held_out)
     assert new["median_distance"] == pytest.approx(reference.held_out_median)
     assert new["fd_train"] == pytest.approx(new["fd_train_floor"]) and new["fd_train_num"] == len(held_out)
+    assert len(held_out) > 40
+    few = reference.measure(held_out[:40].permute(0, 2, 3, 1).numpy(), np.zeros(40, dtype=np.int64))
+    assert few["fd_train"] == pytest.approx(few["fd_train_floor"]) and few["fd_train_num"] == 40  # floor at the same N
     assert new["fd_held_out"] == pytest.approx(0, abs=1e-6)  # the reference against itself
     row = {"run": "r", "step": 2, "train_seconds": 1.0, **new}
     assert "| r | 2 | 1 |" in novelty.format_markdown([row])
