@@ -211,7 +211,13 @@ class DistillConfig:
     steps: int = option(0, "the student's sampling steps: each takes one network evaluation (0: not a student)")
     method: str = option("trajectory", "trajectory: each of the student's steps lands where the teacher's path does "
                          "(progressive distillation's target, one round); consistency: from any of the teacher's "
-                         "levels the student predicts the end of its path, and samples with any number of steps")
+                         "levels the student predicts the end of its path, and samples with any number of steps; "
+                         "dmd: the student's images, noised, are scored by the teacher against a critic trained on "
+                         "them (distribution matching; start it from a student with distill.init)")
+    init: str = option("", "start the student from this trajectory student of the same steps instead of from its "
+                       "teacher (a run directory, checkpoint or .safetensors file); the dmd method's starting point")
+    critic_lr: float = option(0.0, "the dmd method's critic learning rate (0: train.lr)")
+    critic_warmup: int = option(20, "the dmd method's first steps that train the critic alone, the student untouched")
     teacher_sampler: str = option("dpmpp-2m", "the deterministic sampler whose path the student learns to shortcut "
                                   "(one on the process's own steps: dpmpp-2m or ddim, samplers.teacher_samplers())")
     teacher_steps: int = option(20, "the teacher sampler's steps over the whole path (a multiple of steps)")
@@ -241,6 +247,10 @@ class DistillConfig:
             (self.steps == 0 or method is None or method.to_clean or self.teacher_steps % self.steps == 0,
              f"distill.teacher_steps must be a multiple of the student's {self.steps} steps (the trajectory "
              "method's levels lie on the teacher's)"),
+            (self.critic_lr >= 0, "distill.critic_lr must be 0 or more (0: train.lr)"),
+            (0 <= self.critic_warmup <= 1_000_000, "distill.critic_warmup must be between 0 and 1,000,000 steps"),
+            (not self.init or self.method == "dmd" or self.method == "trajectory",
+             "distill.init starts a trajectory or dmd student, not a consistency one"),
             (0 <= self.guidance_min <= self.guidance_max <= MAX_GUIDANCE,
              f"need 0 <= distill.guidance_min <= distill.guidance_max <= {MAX_GUIDANCE:g}"),
         ]

@@ -53,7 +53,7 @@ def run(args) -> int:
     from ..checkpoint import check_new_run_dir, resolve_checkpoint
     from ..data import load_data
     from ..pipeline import load_model
-    from ..training.distillation import student_config, student_network
+    from ..training.distillation import starting_network, student_config
 
     given = overrides(args)
     if args.resume:
@@ -71,4 +71,4 @@ def run(args) -> int:
     run_dir = Path(args.run_dir or f"runs/{config.name}")
     check_new_run_dir(run_dir, f"tinydiffusion distill --resume {run_dir}")
     dataset = load_data(config.data, "train", progress=not args.no_progress)
-    return run_training(args, config, run_dir, dataset, None, net=student_network(config, teacher.net))
+    return run_training(args, config, run_dir, dataset, None, net=starting_network(config, teacher.net))

@@ -1,6 +1,7 @@
-"""A run in training, saved and restored: its weights, EMA, optimizer, generators and loss window, so that a
-resumed run takes exactly the steps the uninterrupted one would have; and the run directory's files on a start or
-a resume (config.json, the checkpoints and metrics a resume from an older checkpoint supersedes).
+"""A run in training, saved and restored: its weights, EMA, optimizer, generators, loss window and the task's own
+state (distribution matching's critic), so that a resumed run takes exactly the steps the uninterrupted one would
+have; and the run directory's files on a start or a resume (config.json, the checkpoints and metrics a resume from
+an older checkpoint supersedes).
 
 The files themselves, written crash-safe, are checkpoint.py's.
 """
@@ -35,6 +36,7 @@ class Checkpoints:
     options: dict  # the speed options this run resolved (options.py)
     dist: Distributed
     device: torch.device
+    task: object = None  # what a step minimises (tasks.py); one with a state_dict has a network of its own
     resumed_from: Path | None = None  # the checkpoint this run continues from; None: from step 0
     saved_step: int | None = None  # the step whose checkpoint is on disk already
 
@@ -60,6 +62,8 @@ class Checkpoints:
             if self.device.type == "cuda" and "cuda_rng" in state:
                 torch.cuda.set_rng_state(state["cuda_rng"], self.device)
             self.losses.load_state(state)
+            if hasattr(self.task, "load_state_dict"):
+                self.task.load_state_dict(state["task"])
             step = state["step"]
         except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as err:
             raise UserError(f"{found} holds a training state that does not fit this run ({err}).") from None
@@ -94,6 +98,8 @@ class Checkpoints:
                 "torch_rng": torch.get_rng_state(),
                 **self.losses.state(),
             }
+            if hasattr(self.task, "state_dict"):
+                state["task"] = self.task.state_dict()
             if self.device.type == "cuda":
                 state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
             try:

@@ -48,12 +48,14 @@ class DistillMethod:
     student_sampler: str
     to_clean: bool  # from every teacher level to the clean image (the student then takes any number of steps)
     snr_weighted: bool  # the x0 error weighted by 1 + SNR
+    matches_distribution: bool = False  # no teacher paths: distribution_matching.py's task instead of Distillation
 
 
 # The methods `distill.method` names; adding one is an entry here (and its target, if it is new, in Distillation).
 DISTILL_METHODS = {
     "trajectory": DistillMethod("ddim", to_clean=False, snr_weighted=True),
     "consistency": DistillMethod("consistency", to_clean=True, snr_weighted=False),
+    "dmd": DistillMethod("ddim", to_clean=False, snr_weighted=False, matches_distribution=True),
 }
 
 
@@ -163,6 +165,23 @@ def student_network(config, teacher_net: torch.nn.Module) -> torch.nn.Module:
     return student
 
 
+def starting_network(config, teacher_net: torch.nn.Module) -> torch.nn.Module:
+    """The network a new student starts from: its teacher's weights (student_network), or those of the student that
+    distill.init names, which must take the same steps on the same network and process."""
+    from ..pipeline import load_model
+
+    init = config.distill.init
+    if not init:
+        return student_network(config, teacher_net)
+    start = load_model(init, device="cpu")
+    given = start.config
+    if (given.distill.steps != config.distill.steps or given.distill.method == "consistency"
+            or given.net != config.net or given.diffusion != config.diffusion):
+        raise UserError(f"{init} is not a trajectory or dmd student of {config.distill.steps} step(s) with this "
+                        "student's network and process; distill.init must be one.")
+    return student_network(config, start.net)
+
+
 def student_config(teacher, teacher_weights: Path, overrides: dict):
     """A student's RunConfig: its teacher's network (taking the guidance scale, for a class-conditional
     teacher), process and data, the training defaults of defaults.STUDENT_TRAINING, what it is distilled from,
@@ -194,9 +213,15 @@ def student_config(teacher, teacher_weights: Path, overrides: dict):
     config = RunConfig(name=name, net=net, diffusion=cfg.diffusion, train=train, data=data, distill=distill)
     config = apply_overrides(config, overrides)
     if taught.steps:
+        if config.distill.method == "dmd":
+            raise UserError(f"{teacher_weights} is a {taught.steps}-step student, but the dmd method needs a diffusion "
+                            f"model to score the student's images: give its teacher ({taught.teacher}) as --teacher "
+                            "and a student to start from as --distill.init.")
         check_student_teacher(config.distill, taught, teacher_weights)
     method = DISTILL_METHODS.get(config.distill.method)
     distill = dataclasses.replace(config.distill, sampler=method.student_sampler if method else "")
+    if distill.init:
+        distill = dataclasses.replace(distill, init=str(Path(distill.init).resolve()))
     return dataclasses.replace(config, name=f"{name}-student-{distill.steps}", distill=distill)
 
 

@@ -140,7 +140,7 @@ class Trainer:
         self.batches = Batches(config, self.dataset, self.task, self.generator, self.device, self.dist.rank,
                                self.dist.world_size)
         self.checkpoints = Checkpoints(self.run_dir, self.net, self.ema, self.optimizer, self.generator, self.losses,
-                                       self.metrics, self.options, self.dist, self.device)
+                                       self.metrics, self.options, self.dist, self.device, self.task)
         self.step = self.checkpoints.restore(checkpoint) if resume else 0
         self._bound_step = self._bind_step()
 
