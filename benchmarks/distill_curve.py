@@ -3,8 +3,9 @@
 Each run is `LABEL=RUN_DIR`, optionally `+SECONDS`: the distillation time spent before the run started (a round of
 progressive distillation counts the rounds before it), so that rounds and one-round students sit on one time axis.
 A checkpoint's time is the run's elapsed training time at its step (metrics.jsonl). A consistency student is
-scored at each of --consistency-steps; a trajectory student at its own steps. The teacher's FD (from one
-`distill_quality.py --json` file, its first row) is drawn as a line, with the issue's targets: 1.25x and 1.1x it.
+scored at each of --consistency-steps; a trajectory or dmd student at its own steps. The teacher's FD (from one
+`distill_quality.py --json` file, its row named teacher) is drawn as a line, with the issue's targets: 1.25x and
+1.1x it.
 
     python benchmarks/distill_curve.py --run "progressive 4->2=runs/p27/prog-4to2" \
         --run "progressive 2->1=runs/p27/prog-2to1+1500" --run "consistency=runs/p27/cons-4" \
@@ -79,8 +80,8 @@ def plot(state: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", action="append", required=True, help="LABEL=RUN_DIR[+SECONDS] (repeatable)")
-    parser.add_argument("--teacher-json", required=True, help="a distill_quality.py --json file; its first row "
-                        "is the teacher's")
+    parser.add_argument("--teacher-json", required=True, help="a distill_quality.py --json file; its row "
+                        "named teacher is the teacher's")
     parser.add_argument("--consistency-steps", default="1,2")
     parser.add_argument("--data-dir", default="../shared/data/fashion-mnist")
     parser.add_argument("--num", type=int, default=1000)

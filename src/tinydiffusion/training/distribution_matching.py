@@ -15,8 +15,9 @@ loss is the ordinary diffusion loss on the student's images (detached), so it tr
 
 The critic is the network the student is, started from the teacher's weights, and takes the class and the guidance
 scale w, because what the student draws depends on both. It starts as the teacher's conditional model, not as a
-model of the student; its first `distill.critic_warmup` steps train it alone (the student's loss is multiplied by
-zero), so the student is not pushed by a critic that has not yet seen it.
+model of the student; its first `distill.critic_warmup` steps train it alone (the student's loss is a zero with no
+gradient, and the student is sampled without one, at under half a step's cost), so the student is not pushed by a
+critic that has not yet seen it.
 
 A K-step student's x is what it samples: its K DDIM steps from pure noise, with gradient through all of them, so
 the distribution matched is the one `sample` draws. (DMD2, sec. 4.5, matches the x0 predicted at each step
@@ -89,6 +90,11 @@ class DistributionMatching:
              critic_noise: torch.Tensor) -> torch.Tensor:
         """The student's loss; the critic takes its own step first, on this batch's images. The data's images x0
         are not used: the teacher stands for them."""
+        if self.steps_taken < self.critic_warmup:  # the critic alone: the student is sampled without gradient
+            with torch.no_grad():
+                x = self._student_images(model, y, noise, guidance)
+            self._critic_step(x, y, guidance, critic_time, critic_noise)
+            return torch.zeros((), device=x.device, requires_grad=True)  # no gradient reaches the student
         x = self._student_images(model, y, noise, guidance)
         self._critic_step(x.detach(), y, guidance, critic_time, critic_noise)
         with torch.no_grad():
@@ -99,8 +105,7 @@ class DistributionMatching:
             critic_x0 = self._x0(self.critic(x_t, time, y, guidance), x_t, alpha, sigma)
             normaliser = (x - teacher_x0).abs().flatten(1).mean(1).clamp_min(1e-5).view(-1, 1, 1, 1)
             target = x - (critic_x0 - teacher_x0) / normaliser
-        weight = 0.0 if self.steps_taken <= self.critic_warmup else 1.0
-        return weight * 0.5 * ((x.float() - target) ** 2).mean()
+        return 0.5 * ((x.float() - target) ** 2).mean()
 
     def _student_images(self, model, y, noise, guidance) -> torch.Tensor:
         """The student's samples: DDIM (eta 0, Song et al. 2021, eq. 12) at its K levels from pure noise, as
