@@ -31,6 +31,19 @@ def test_the_planner_times_the_steady_steps_and_fills_the_budget():
     assert plan == step + int((MARGIN * 600.0 - clock) / 0.5)  # the slow start does not count
 
 
+def test_decay_from_sets_when_the_plan_is_fixed():
+    """train.decay_from 0.2: the steps are timed up to a fifth of the budget, and the decay starts there."""
+    for share in (0.2, 0.8):
+        planner = StepPlanner(budget=600.0, start=0.0, timed_until=share)
+        clock, plan, step = 0.0, None, 0
+        while plan is None:
+            step += 1
+            clock += 0.5
+            plan = planner.after_step(step, now=clock)
+        assert clock == pytest.approx(share * 600.0, abs=0.5)
+        assert plan == step + int((MARGIN * 600.0 - clock) / 0.5)
+
+
 def test_a_busy_spell_in_the_timed_window_does_not_shorten_the_plan():
     """Another program took the CPU for a third of the window: its steps ran four times slower."""
     planner = StepPlanner(budget=1800.0, start=0.0)  # timed from 90 s to 900 s into the run

@@ -89,9 +89,11 @@ class TrainConfig:
     epochs: int = option(5, "passes over the data")
     max_steps: int = option(0, "stop after this many optimizer steps (0: epochs decide)")
     max_seconds: float = option(0.0, "a time budget in seconds: the run times its steps over the first half of "
-                                "the budget and plans its step count, learning-rate decay and EMA to end then "
-                                "(with max_steps set: only a limit that cuts the run short); 0: none")
+                                "the budget (train.decay_from) and plans its step count, learning-rate decay and EMA "
+                                "to end then (with max_steps set: only a limit that cuts the run short); 0: none")
     minutes: float = option(0.0, "the time budget in minutes (the same as max_seconds = 60 x minutes); 0: none")
+    decay_from: float = option(0.5, "the share of a time budget spent at the peak learning rate, timing the steps, "
+                               "before the plan fixes the step count and the decay begins (0.1 to 0.9)")
     batch_size: int = option(128, "global batch, split across processes")
     lr: float = option(2e-3, "peak learning rate of AdamW")
     lr_schedule: str = option("cosine", "constant, or cosine (decays to lr * min_lr_ratio)")
@@ -139,6 +141,7 @@ class TrainConfig:
             (1 <= self.batch_size <= 1 << 20, "train.batch_size must be between 1 and 1,048,576"),
             (0 < self.lr <= 1, "train.lr must be above 0 and at most 1"),
             (self.lr_schedule in ("constant", "cosine"), "train.lr_schedule must be 'constant' or 'cosine'"),
+            (0.1 <= self.decay_from <= 0.9, "train.decay_from must be between 0.1 and 0.9 (a share of the budget)"),
             (0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio must be between 0 and 1 (a fraction of train.lr)"),
             (self.weight_decay >= 0 and self.grad_clip >= 0,
              "train.weight_decay and train.grad_clip must not be negative"),

@@ -21,8 +21,8 @@ MIN_TIMED_STEPS = 5
 # 20% within minutes (docs/colour.md): half the run is timed, so that the plan rests on the speed the run will
 # see. Holding the peak and decaying at the end is a warm-up-stable-decay schedule, reported to match a cosine
 # decay over the whole run at equal length (Hagele et al. 2024, "Scaling laws and compute-optimal training beyond
-# fixed training durations"); not yet measured here against the earlier early decay.
-TIMED_FROM, TIMED_UNTIL = 0.05, 0.50
+# fixed training durations"); docs/colour.md measures it against an early decay (train.decay_from).
+TIMED_FROM, TIMED_UNTIL = 0.05, 0.50  # the default; train.decay_from sets the end
 MARGIN = 0.98  # plan to end a little before the budget: the final checkpoint and grid take time too
 
 
@@ -41,18 +41,20 @@ def last_step(train_config, steps_per_epoch: int) -> int | None:
 
 
 class StepPlanner:
-    """Times the steps over the first half of the budget and then proposes the run's total step count.
+    """Times the steps over the first half of the budget (or up to `timed_until` of it) and then proposes the run's
+    total step count.
 
     `report_cost` is the time a report (a sample grid, an FD) is expected to take, in seconds per training step
     of the measured speed, spread over `report_every` steps."""
 
-    def __init__(self, budget: float, start: float, report_steps_cost: float = 0.0, report_every: int = 0):
+    def __init__(self, budget: float, start: float, report_steps_cost: float = 0.0, report_every: int = 0,
+                 timed_until: float = TIMED_UNTIL):
         self.budget, self.start = budget, start
         self.report_steps_cost, self.report_every = report_steps_cost, report_every
         self.timed_from: float | None = None
         self.last = 0.0  # when the previous timed step ended
         self.durations: list[float] = []  # of the timed steps, in seconds
-        self.since, self.until = TIMED_FROM * budget, TIMED_UNTIL * budget  # seconds into the run
+        self.since, self.until = TIMED_FROM * budget, timed_until * budget  # seconds into the run
 
     @property
     def timed_steps(self) -> int:

@@ -181,7 +181,7 @@ class Trainer:
         first_step, reported_epochs = self.step, self.step // self.steps_per_epoch
         self._window = (self.step, start)  # the step and time the log's window of speed and losses began at
         report_cost = report_cost_in_steps(train_cfg, self.steps_per_epoch, self.report_every)
-        planner = StepPlanner(budget_seconds(train_cfg), start, report_cost, self.report_every)
+        planner = StepPlanner(budget_seconds(train_cfg), start, report_cost, self.report_every, train_cfg.decay_from)
         stopped = out_of_time = False
         with StopRequest() as stop:
             while self.step < self.total_steps:
