@@ -170,17 +170,25 @@ def student_run(trained_run, tiny_data_dir, tmp_path_factory):
     return run
 
 
-def test_distillation_resumes_bit_identically(student_run, tmp_path):
-    crashed = tmp_path / "crashed"
-    shutil.copytree(student_run, crashed)
-    shutil.rmtree(crashed / "checkpoints" / "step-00000004")
-    (crashed / "checkpoints" / "latest").write_text("step-00000002\n")
+def resumed_after_step_2(run, tmp_path):
+    """A copy of a finished 4-step distillation killed after its step-2 checkpoint, resumed to the end; returns the
+    copy and the two step-4 checkpoints' (model, EMA) weights, the uninterrupted run's first."""
     from tinydiffusion.cli import main
 
+    crashed = tmp_path / "crashed"
+    shutil.copytree(run, crashed)
+    shutil.rmtree(crashed / "checkpoints" / "step-00000004")
+    (crashed / "checkpoints" / "latest").write_text("step-00000002\n")
     assert main(["distill", "--resume", str(crashed), "--no-progress"]) == 0
-    for name in ("model.safetensors", "ema.safetensors"):
-        a = load_file(str(student_run / "checkpoints" / "step-00000004" / name))
-        b = load_file(str(crashed / "checkpoints" / "step-00000004" / name))
+    weights = [{name: load_file(str(r / "checkpoints" / "step-00000004" / name))
+                for name in ("model.safetensors", "ema.safetensors")} for r in (run, crashed)]
+    return crashed, weights
+
+
+def test_distillation_resumes_bit_identically(student_run, tmp_path):
+    _, (uninterrupted, resumed) = resumed_after_step_2(student_run, tmp_path)
+    for name, a in uninterrupted.items():
+        b = resumed[name]
         assert a.keys() == b.keys() and any("guidance_mlp" in k for k in a)
         assert all(torch.equal(a[k], b[k]) for k in a), name
 

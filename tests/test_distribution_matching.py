@@ -2,13 +2,11 @@
 teacher's data; the critic is checkpointed so a resume is bit-identical; the method and starting student are in
 config.json; bad input is one sentence."""
 
-import shutil
 
 import pytest
 import torch
 from conftest import cli, files_of
-from safetensors.torch import load_file
-from test_distill import AffineStudent
+from test_distill import AffineStudent, resumed_after_step_2
 from torch import nn
 
 from tinydiffusion.checkpoint import load_config, load_training_state
@@ -132,18 +130,10 @@ def test_a_dmd_student_records_its_method_and_start_and_samples_in_its_steps(dmd
 def test_a_dmd_distillation_resumes_bit_identically(dmd_run, tmp_path):
     """Killed after step 2: the resumed run restores the critic and its optimizer with the student, and its step-4
     weights equal the uninterrupted run's."""
-    from tinydiffusion.cli import main
-
     run, _ = dmd_run
-    crashed = tmp_path / "crashed"
-    shutil.copytree(run, crashed)
-    shutil.rmtree(crashed / "checkpoints" / "step-00000004")
-    (crashed / "checkpoints" / "latest").write_text("step-00000002\n")
-    assert main(["distill", "--resume", str(crashed), "--no-progress"]) == 0
-    for name in ("model.safetensors", "ema.safetensors"):
-        a = load_file(str(run / "checkpoints" / "step-00000004" / name))
-        b = load_file(str(crashed / "checkpoints" / "step-00000004" / name))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    crashed, (uninterrupted, resumed) = resumed_after_step_2(run, tmp_path)
+    for name, a in uninterrupted.items():
+        assert a.keys() == resumed[name].keys() and all(torch.equal(a[k], resumed[name][k]) for k in a), name
     critic = [load_training_state(r / "checkpoints" / "step-00000004")["task"]["critic"] for r in (run, crashed)]
     assert all(torch.equal(critic[0][k], critic[1][k]) for k in critic[0])
 
