@@ -220,7 +220,8 @@ class DistillConfig:
     init: str = option("", "start the student from this trajectory student of the same steps instead of from its "
                        "teacher (a run directory, checkpoint or .safetensors file); the dmd method's starting point")
     critic_lr: float = option(0.0, "the dmd method's critic learning rate (0: train.lr)")
-    critic_warmup: int = option(20, "the dmd method's first steps that train the critic alone, the student untouched")
+    critic_warmup: int = option(200, "the dmd method's first steps that train the critic alone, the student "
+                                "untouched")
     teacher_sampler: str = option("dpmpp-2m", "the deterministic sampler whose path the student learns to shortcut "
                                   "(one on the process's own steps: dpmpp-2m or ddim, samplers.teacher_samplers())")
     teacher_steps: int = option(20, "the teacher sampler's steps over the whole path (a multiple of steps)")

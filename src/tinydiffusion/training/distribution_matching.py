@@ -10,7 +10,8 @@ gradient of the reverse KL divergence between the two distributions, with respec
 
     grad = (x0_critic - x0_teacher) / mean|x - x0_teacher|     (DMD, eq. 8; the normaliser per image)
 
-and the student's loss is 0.5 ||x - stopgrad(x - grad)||^2, whose gradient with respect to x is that. The critic's
+and the student's loss is 0.5 ||x - stopgrad(x - grad)||^2, averaged over pixels, whose gradient with respect to x
+is that (over the pixel count). The critic's
 loss is the ordinary diffusion loss on the student's images (detached), so it tracks what the student draws.
 
 The critic is the network the student is, started from the teacher's weights, and takes the class and the guidance
@@ -124,12 +125,14 @@ class DistributionMatching:
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss = self.diffusion.training_loss(lambda x_t, t, c: self.critic(x_t, t, c, guidance), x, times, noise, y)
         loss.backward()
+        checked = loss.detach().clone()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(checked)  # non-finite on any process: every process skips the step
             for p in self.critic.parameters():
                 if p.grad is not None:
                     dist.all_reduce(p.grad)
                     p.grad /= dist.get_world_size()
-        if torch.isfinite(loss):
+        if torch.isfinite(checked):
             self.critic_optimizer.step()
         self.steps_taken += 1
 
