@@ -147,6 +147,9 @@ def test_dmd_refuses_bad_input_in_one_sentence(dmd_run, trained_run, tiny_data_d
         (["--teacher", trained_run, "--steps", "1", "--distill.init", start],
          "is not a trajectory or dmd student of 1"),
         (["--teacher", trained_run, "--steps", "2", "--distill.init", tmp_path / "missing"], "does not exist"),
+        # refused before the data is read: here the data is missing too
+        (["--teacher", trained_run, "--steps", "2", "--distill.init", tmp_path / "missing", "--data",
+          tmp_path / "no-data"], "missing does not exist"),
         (["--teacher", trained_run, "--steps", "2", "--distill.critic_lr", "-1"], "distill.critic_lr must be"),
         (["--teacher", trained_run, "--steps", "2", "--distill.method", "consistency", "--distill.init", start],
          "distill.init starts a trajectory or dmd student"),

@@ -83,6 +83,17 @@ def test_a_budget_plans_the_run_records_the_plan_and_decays_the_learning_rate(ti
     assert last["lr"] == pytest.approx(learning_rate(recorded, planned - 1, planned))  # the last step's rate
 
 
+def test_train_decay_from_reaches_the_planner(tiny_data_dir, tmp_path):
+    """A run with --train.decay_from 0.2 fixes its plan, and starts its decay, about a fifth of the way in (the
+    default 0.5 plans at half way)."""
+    config = smoke_config(tiny_data_dir, **{"train.epochs": 10_000, "train.max_seconds": 4,
+                                            "train.decay_from": 0.2})
+    train(config, tmp_path / "run", progress=False)
+    recorded = load_config(tmp_path / "run" / "config.json").train
+    assert recorded.planned_steps > 20
+    assert 0.1 < recorded.planned_at / recorded.planned_steps < 0.35
+
+
 @pytest.mark.parametrize("when", ["before-the-plan", "after-the-plan"])
 def test_a_planned_run_resumes_bit_identically(tiny_data_dir, tmp_path, when):
     config = smoke_config(tiny_data_dir, **{"train.epochs": 10_000, "train.minutes": 0.05, "train.keep": 1000,

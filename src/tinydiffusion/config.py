@@ -253,7 +253,7 @@ class DistillConfig:
              "method's levels lie on the teacher's)"),
             (self.critic_lr >= 0, "distill.critic_lr must be 0 or more (0: train.lr)"),
             (0 <= self.critic_warmup <= 1_000_000, "distill.critic_warmup must be between 0 and 1,000,000 steps"),
-            (not self.init or self.method == "dmd" or self.method == "trajectory",
+            (not self.init or self.method in ("dmd", "trajectory"),
              "distill.init starts a trajectory or dmd student, not a consistency one"),
             (0 <= self.guidance_min <= self.guidance_max <= MAX_GUIDANCE,
              f"need 0 <= distill.guidance_min <= distill.guidance_max <= {MAX_GUIDANCE:g}"),

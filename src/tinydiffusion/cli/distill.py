@@ -70,5 +70,6 @@ def run(args) -> int:
     config.validate()
     run_dir = Path(args.run_dir or f"runs/{config.name}")
     check_new_run_dir(run_dir, f"tinydiffusion distill --resume {run_dir}")
+    start = starting_network(config, teacher.net)  # a bad distill.init is refused before the data is read
     dataset = load_data(config.data, "train", progress=not args.no_progress)
-    return run_training(args, config, run_dir, dataset, None, net=starting_network(config, teacher.net))
+    return run_training(args, config, run_dir, dataset, None, net=start)

@@ -81,17 +81,8 @@ class Distillation:
 
     @classmethod
     def from_config(cls, config, diffusion, device: torch.device) -> Distillation:
-        from ..pipeline import load_model
-
         d = config.distill
-        teacher = load_model(d.teacher, device=str(device))
-        weights_sha256 = file_sha256(teacher.source)
-        if d.teacher_sha256 and weights_sha256 != d.teacher_sha256:
-            raise UserError(f"the teacher {d.teacher} has changed since this student's distillation started; a resumed "
-                            "run needs the same teacher. Start a new --run-dir to distill the new one.")
-        if teacher.config.diffusion != config.diffusion:
-            raise UserError(f"the teacher {d.teacher} has other diffusion settings than this student.")
-        teacher.net.requires_grad_(False)
+        teacher = load_teacher(config, device)
         return cls(teacher.net, diffusion, d.steps, d.teacher_sampler, d.teacher_steps,
                    (d.guidance_min, d.guidance_max), config.net.num_classes, d.method,
                    teacher_takes_guidance=teacher.config.net.guidance_input)
@@ -140,6 +131,22 @@ class Distillation:
 
         return (chosen, x_i, target, per_image(level.t), per_image(level.alpha, 1, 1, 1),
                 per_image(level.sigma, 1, 1, 1), per_image(weight))
+
+
+def load_teacher(config, device: torch.device):
+    """A student's teacher (a pipeline Model, its network frozen), refused in one sentence if its weights changed
+    since the distillation started (a resume) or its process differs from the student's."""
+    from ..pipeline import load_model
+
+    d = config.distill
+    teacher = load_model(d.teacher, device=str(device))
+    if d.teacher_sha256 and file_sha256(teacher.source) != d.teacher_sha256:
+        raise UserError(f"the teacher {d.teacher} has changed since this student's distillation started; a resumed "
+                        "run needs the same teacher. Start a new --run-dir to distill the new one.")
+    if teacher.config.diffusion != config.diffusion:
+        raise UserError(f"the teacher {d.teacher} has other diffusion settings than this student.")
+    teacher.net.requires_grad_(False)
+    return teacher
 
 
 def file_sha256(path: Path) -> str:

@@ -32,13 +32,10 @@ it from a trajectory student of the same steps instead (`distill.init`), which t
 
 from __future__ import annotations
 
-from itertools import pairwise
-
 import torch
 import torch.distributed as dist
 
-from ..errors import UserError
-from ..samplers import uniform_levels
+from ..samplers import SAMPLERS, uniform_levels
 
 # The range of the process's time t that the student's images are noised to for the loss (DMD, sec. 4.1: 0.02T
 # to 0.98T); the ends, where both scores agree (t near 0) or see only noise (t near 1), carry no signal.
@@ -58,17 +55,10 @@ class DistributionMatching:
 
     @classmethod
     def from_config(cls, config, diffusion, device: torch.device) -> DistributionMatching:
-        from ..pipeline import load_model
-        from .distillation import file_sha256, student_network
+        from .distillation import load_teacher, student_network
 
         d = config.distill
-        teacher = load_model(d.teacher, device=str(device))
-        if d.teacher_sha256 and file_sha256(teacher.source) != d.teacher_sha256:
-            raise UserError(f"the teacher {d.teacher} has changed since this student's distillation started; a resumed "
-                            "run needs the same teacher. Start a new --run-dir to distill the new one.")
-        if teacher.config.diffusion != config.diffusion:
-            raise UserError(f"the teacher {d.teacher} has other diffusion settings than this student.")
-        teacher.net.requires_grad_(False)
+        teacher = load_teacher(config, device)
         critic = student_network(config, teacher.net).to(device).train()
         net = config.net
         return cls(teacher.net, critic, diffusion, d.steps, (net.in_channels, net.image_size, net.image_size),
@@ -109,15 +99,12 @@ class DistributionMatching:
         return 0.5 * ((x.float() - target) ** 2).mean()
 
     def _student_images(self, model, y, noise, guidance) -> torch.Tensor:
-        """The student's samples: DDIM (eta 0, Song et al. 2021, eq. 12) at its K levels from pure noise, as
-        samplers/ddim.py walks them, with gradient."""
-        x = noise
-        for level, following in pairwise(self.levels):
-            times = torch.full((len(x),), float(level.t), device=x.device)
-            eps, x0 = self.diffusion.eps_and_x0_from_output(model(x, times, y, guidance).float(), x, level.alpha,
-                                                            level.sigma)
-            x = following.alpha * x0 + following.sigma * eps
-        return x
+        """The student's samples: samplers/ddim.py at its K levels from pure noise, the network run with gradient."""
+        def denoise(x, t, alpha, sigma):
+            times = torch.full((len(x),), float(t), device=x.device)
+            return self.diffusion.eps_and_x0_from_output(model(x, times, y, guidance).float(), x, alpha, sigma)
+
+        return SAMPLERS["ddim"].algorithm(denoise, noise, self.levels)
 
     def _critic_step(self, x, y, guidance, times, noise) -> None:
         """One AdamW step of the critic's diffusion loss on the student's images (gradients averaged over
