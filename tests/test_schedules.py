@@ -5,9 +5,12 @@ import math
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tinydiffusion.config import DiffusionConfig
+from tinydiffusion.config import DiffusionConfig, RunConfig
 from tinydiffusion.diffusion import GaussianDiffusion
+from tinydiffusion.errors import UserError
 from tinydiffusion.schedules import cosine_betas, linear_betas, make_betas, timestep_spacing
 
 
@@ -35,6 +38,36 @@ def test_schedule_endpoints():
     ab = torch.cumprod(1 - cosine, 0)
     assert ab[0].item() > 0.9999 and ab[-1].item() < 1e-4  # starts clean, ends (nearly) pure noise
     assert torch.all(ab[1:] < ab[:-1])  # noise only ever grows
+
+
+@settings(max_examples=25, deadline=None)
+@given(schedule=st.sampled_from(["linear", "cosine"]), shift=st.floats(-10, 10).filter(lambda x: abs(x) > 1e-3))
+def test_logsnr_shift_moves_every_steps_log_snr_by_the_shift(schedule, shift):
+    plain = GaussianDiffusion(DiffusionConfig(schedule=schedule)).alphas_cumprod
+    shifted = GaussianDiffusion(DiffusionConfig(schedule=schedule, logsnr_shift=shift)).alphas_cumprod
+    logsnr = lambda ab: torch.log(ab) - torch.log1p(-ab)  # noqa: E731
+    keep = (plain > 1e-12) & (plain < 1 - 1e-12)  # where float64 still holds both sides of the logit
+    torch.testing.assert_close(logsnr(shifted)[keep] - logsnr(plain)[keep],
+                               torch.full_like(plain[keep], shift), atol=1e-6, rtol=0)
+    assert torch.all(shifted[1:] <= shifted[:-1])  # still a forward process: noise never shrinks
+
+
+def test_a_negative_shift_is_noisier_and_keeps_zero_terminal_snr():
+    plain = GaussianDiffusion(DiffusionConfig(objective="v")).alphas_cumprod
+    noisier = GaussianDiffusion(DiffusionConfig(objective="v", logsnr_shift=-2 * math.log(2))).alphas_cumprod
+    assert torch.all(noisier < plain)
+    # Hoogeboom et al.'s reading: at twice the size, a 2x2 block's mean has 4x the SNR of a pixel
+    torch.testing.assert_close(noisier / (1 - noisier), plain / (1 - plain) / 4)
+    terminal = GaussianDiffusion(DiffusionConfig(objective="v", logsnr_shift=-1.4, zero_terminal_snr=True))
+    assert terminal.alphas_cumprod[-1] == 0.0 and terminal.alphas_cumprod[0] > 0.99
+
+
+@pytest.mark.parametrize("shift", [float("nan"), 10.5, -11.0, float("inf")])
+def test_logsnr_shift_out_of_bounds_is_refused(shift):
+    config = RunConfig()
+    config.diffusion.logsnr_shift = shift
+    with pytest.raises(UserError, match="logsnr_shift"):
+        config.validate()
 
 
 def test_schedules_are_float64():

@@ -20,7 +20,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .bounds import MAX_GUIDANCE, MAX_OPTIMIZER_STEPS, MAX_TIMESTEPS, MAX_TRAIN_SEED
+from .bounds import MAX_GUIDANCE, MAX_LOGSNR_SHIFT, MAX_OPTIMIZER_STEPS, MAX_TIMESTEPS, MAX_TRAIN_SEED
 from .errors import UserError
 from .fields import choices_help, option, recorded
 from .loss_weighting import LOSS_WEIGHTINGS
@@ -49,6 +49,8 @@ class DiffusionConfig:
     beta_end: float = option(0.02, "linear schedule: the last beta")
     cosine_s: float = option(0.008, "cosine schedule: the offset s")
     zero_terminal_snr: bool = option(False, "rescale so x_T is pure noise (Lin et al. 2023; needs objective v or x0)")
+    logsnr_shift: float = option(0.0, "add this to the log-SNR of every step; negative is noisier, as larger images "
+                                 "need (Hoogeboom et al. 2023: 2 ln(32 / size) for a schedule tuned at 32 pixels)")
     objective: str = option("eps", f"what the network predicts: {', '.join(OBJECTIVES)} (objectives/)")
     loss_weighting: str = option("none", f"how the loss weights each noise level: {choices_help(LOSS_WEIGHTINGS)}")
     min_snr_gamma: float = option(5.0, "min-snr: the SNR at which the weight is capped")
@@ -80,6 +82,8 @@ class DiffusionConfig:
              f"diffusion.loss_weighting must be {' or '.join(repr(name) for name in LOSS_WEIGHTINGS)}"),
             (0 < self.beta_start < self.beta_end < 1, "need 0 < diffusion.beta_start < diffusion.beta_end < 1"),
             (0 <= self.cosine_s <= 1, "diffusion.cosine_s must be between 0 and 1"),
+            (abs(self.logsnr_shift) <= MAX_LOGSNR_SHIFT,
+             f"diffusion.logsnr_shift must be between -{MAX_LOGSNR_SHIFT:g} and {MAX_LOGSNR_SHIFT:g}"),
             (self.min_snr_gamma > 0, "diffusion.min_snr_gamma must be positive"),
         ]
 

@@ -67,6 +67,21 @@ def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
     return 1 - alphas
 
 
+def shift_logsnr(betas: torch.Tensor, shift: float) -> torch.Tensor:
+    """The schedule whose log-SNR, log(alpha-bar / (1 - alpha-bar)), is this one's plus `shift` at every step.
+
+    Hoogeboom et al. 2023 (simple diffusion, sec. 3.1): at s times a schedule's base resolution, an image's average
+    over s x s blocks keeps s^2 times the SNR, so a larger image needs the log-SNR lowered by 2 ln s to be as hard to
+    denoise. alpha-bar' = sigmoid(logit(alpha-bar) + shift), written without the logit so that alpha-bar = 0 stays 0.
+    """
+    import torch
+
+    alphas_cumprod = torch.cumprod(1 - betas, dim=0)
+    shifted = alphas_cumprod / (alphas_cumprod + (1 - alphas_cumprod) * math.exp(-shift))
+    previous = torch.cat([shifted.new_ones(1), shifted[:-1]])
+    return 1 - shifted / previous
+
+
 @dataclass(frozen=True)
 class Schedule(Choice):
     reaches_zero_snr: bool = False  # SNR 0 at the last step, where some objectives are undefined
@@ -81,12 +96,15 @@ SCHEDULES: dict[str, Schedule] = {
 
 
 def make_betas(config: DiffusionConfig) -> torch.Tensor:
-    """The betas of the config's schedule, rescaled to zero terminal SNR if it asks, checked to lie in [0, 1]."""
+    """The betas of the config's schedule, its log-SNR shifted and rescaled to zero terminal SNR if it asks,
+    checked to lie in [0, 1]."""
     import torch
 
     if config.schedule not in SCHEDULES:
         raise UserError(f"unknown noise schedule {config.schedule!r}; use {', '.join(SCHEDULES)}.")
     betas = SCHEDULES[config.schedule].run(config)
+    if config.logsnr_shift:
+        betas = shift_logsnr(betas, config.logsnr_shift)
     if config.zero_terminal_snr:
         betas = rescale_zero_terminal_snr(betas)
     if not (torch.isfinite(betas).all() and (betas >= 0).all() and (betas <= 1).all()):
