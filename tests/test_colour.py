@@ -34,6 +34,21 @@ def test_the_colour_presets_networks_and_recipes():
     assert large.train == small.train  # one colour recipe: batches of 64, a power-function EMA
 
 
+@pytest.mark.parametrize("size, shift", [(28, 0.0), (32, 0.0), (48, -0.811), (64, -1.386)])
+def test_images_above_32_pixels_get_a_schedule_shifted_by_their_size(size, shift):
+    import torch
+
+    from tinydiffusion.diffusion import GaussianDiffusion
+
+    config = config_for_data("auto", None, {}, ((3, size, size), 9, 6826))
+    assert config.diffusion.logsnr_shift == shift
+    shifted, plain = (GaussianDiffusion(d).alphas_cumprod for d in (config.diffusion, PRESETS["colour-32"].diffusion))
+    snr_ratio = (shifted / (1 - shifted)) / (plain / (1 - plain))  # (32 / size)^2 at every step, to 3 decimals
+    assert torch.allclose(snr_ratio, torch.full_like(snr_ratio, min(1.0, (32 / size) ** 2)), rtol=1e-3)
+    flag = config_for_data("auto", None, {"diffusion.logsnr_shift": 0.0}, ((3, size, size), 9, 6826))
+    assert flag.diffusion.logsnr_shift == 0.0  # the flag overrides the size's default
+
+
 def test_grey_data_keeps_the_reference_network_and_recipe():
     config = config_for_data("auto", None, {}, ((1, 28, 28), 10, 9003))
     assert config.net.stem_patch == FASHION_MNIST_UNET.stem_patch and config.net.in_channels == 1
