@@ -55,8 +55,8 @@ COLOUR_TRAIN = dataclasses.replace(REFERENCE_TRAIN, batch_size=64, ema_std=0.1)
 def sized_diffusion(image_size: int) -> DiffusionConfig:
     """The reference process for images of this size: above 32 pixels, the size its cosine schedule was measured
     at, every step's log-SNR lowered by 2 ln(size / 32) (Hoogeboom et al. 2023, sec. 3.1), so that the image
-    averaged down to 32x32 is as noisy at each step as a 32-pixel image is. At 64 px this lowered FD at equal time
-    (docs/colour.md)."""
+    averaged down to 32x32 is as noisy at each step as a 32-pixel image is. On colour emoji at 64 px this lowered
+    FD at equal time (docs/colour.md); grey images above 32 px get the same rule, unmeasured."""
     if image_size <= 32:
         return REFERENCE_DIFFUSION
     return dataclasses.replace(REFERENCE_DIFFUSION, logsnr_shift=round(-2 * math.log(image_size / 32), 3))
