@@ -2,7 +2,6 @@
 teacher's data; the critic is checkpointed so a resume is bit-identical; the method and starting student are in
 config.json; bad input is one sentence."""
 
-
 import pytest
 import torch
 from conftest import cli, files_of
