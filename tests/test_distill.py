@@ -12,6 +12,7 @@ from torch import nn
 
 from tinydiffusion.checkpoint import latest_checkpoint, load_config
 from tinydiffusion.config import DiffusionConfig, RunConfig
+from tinydiffusion.defaults import STUDENT_GUIDANCE_LR
 from tinydiffusion.diffusion import GaussianDiffusion
 from tinydiffusion.pipeline import generate, load_model
 from tinydiffusion.samplers import SAMPLERS, Denoiser, uniform_levels
@@ -193,12 +194,97 @@ def test_distillation_resumes_bit_identically(student_run, tmp_path):
         assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
+@pytest.fixture(scope="module")
+def fast_guidance_run(trained_run, tiny_data_dir, tmp_path_factory):
+    """The student_run's distillation with its guidance embedding at ten times the rest's learning rate, and alone
+    for its first two steps."""
+    from tinydiffusion.cli import main
+
+    run = tmp_path_factory.mktemp("student") / "fast-guidance"
+    assert main(["distill", "--teacher", str(trained_run), "--steps", "2", "--data-dir", str(tiny_data_dir),
+                 "--run-dir", str(run), "--max-steps", "4", "--checkpoint-every", "2", "--keep", "5",
+                 "--batch-size", "8", "--no-progress", "--train.threads", "1", "--train.sample_every_epoch", "false",
+                 "--distill.teacher_steps", "4", "--lr", "1e-3", "--distill.guidance_lr", "1e-2",
+                 "--distill.guidance_warmup", "2"]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def plain_student_run(trained_run, tiny_data_dir, tmp_path_factory):
+    """The student_run's distillation with one learning rate for the whole network, as every student had before."""
+    from tinydiffusion.cli import main
+
+    run = tmp_path_factory.mktemp("student") / "plain"
+    assert main(["distill", "--teacher", str(trained_run), "--steps", "2", "--data-dir", str(tiny_data_dir),
+                 "--run-dir", str(run), "--max-steps", "4", "--checkpoint-every", "2", "--keep", "5",
+                 "--batch-size", "8", "--no-progress", "--train.threads", "1", "--train.sample_every_epoch", "false",
+                 "--distill.teacher_steps", "4", "--distill.guidance_lr", "0"]) == 0
+    return run
+
+
+def optimizer_groups(checkpoint):
+    return torch.load(checkpoint / "training_state.pt", weights_only=False)["optimizer"]["param_groups"]
+
+
+def test_the_guidance_embedding_learns_first_and_at_its_own_rate(fast_guidance_run, plain_student_run,
+                                                                  trained_run):
+    """distill.guidance_lr and guidance_warmup put the new guidance embedding (and only it) in a second AdamW group:
+    for the first guidance_warmup steps it alone trains, and its rate stays guidance_lr / lr times the schedule's.
+    Without them the student has one group, as before."""
+    from tinydiffusion.nets import GUIDANCE_EMBEDDING
+    from tinydiffusion.training.trainer import parameter_groups
+
+    config = load_config(fast_guidance_run / "config.json")
+    assert (config.distill.guidance_lr, config.distill.guidance_warmup) == (1e-2, 2)
+    checkpoints = fast_guidance_run / "checkpoints"
+    teacher = load_file(config.distill.teacher)
+    after = {step: load_file(str(checkpoints / step / "model.safetensors")) for step in ("step-00000002",
+                                                                                        "step-00000004")}
+    for step, weights in after.items():
+        moved = {name for name in weights if name in teacher and not torch.equal(weights[name], teacher[name])}
+        assert bool(moved) == (step == "step-00000004"), step  # the rest held for the first two steps
+        assert not all(torch.equal(weights[n], torch.zeros_like(weights[n]))  # the embedding trained from step 1
+                       for n in weights if n.startswith(GUIDANCE_EMBEDDING))
+    plain, guidance = optimizer_groups(checkpoints / "step-00000004")
+    assert guidance["lr"] == pytest.approx(10 * plain["lr"]) and plain["lr"] > 0
+    assert len(optimizer_groups(latest_checkpoint(plain_student_run))) == 1
+    net = load_model(fast_guidance_run, device="cpu").net
+    plain, guidance = parameter_groups(net, config)
+    names = {id(p): name for name, p in net.named_parameters()}
+    assert {names[id(p)] for p in guidance["params"]} == {n for n in names.values() if n.startswith(GUIDANCE_EMBEDDING)}
+    assert len(plain["params"]) + len(guidance["params"]) == len(names)
+    assert (plain["from_step"], guidance["from_step"], guidance["lr_scale"]) == (2, 0, 10)
+    teacher_net = load_model(trained_run, device="cpu").net  # no guidance embedding: one group whatever is set
+    assert [g["lr_scale"] for g in parameter_groups(teacher_net, config)] == [1.0]
+
+
+def test_a_student_with_its_own_guidance_rate_resumes_bit_identically(fast_guidance_run, tmp_path):
+    _, (uninterrupted, resumed) = resumed_after_step_2(fast_guidance_run, tmp_path)
+    for name, a in uninterrupted.items():
+        assert all(torch.equal(a[k], resumed[name][k]) for k in a), name
+
+
+def test_a_checkpoint_from_before_the_groups_resumes_bit_identically(plain_student_run, tmp_path):
+    """Checkpoints written before AdamW's groups carried a share of the rate and a first step resume as one group."""
+    checkpoint = plain_student_run / "checkpoints" / "step-00000002"
+    state = torch.load(checkpoint / "training_state.pt", weights_only=False)
+    (group,) = state["optimizer"]["param_groups"]
+    del group["lr_scale"], group["from_step"]
+    old = tmp_path / "old"
+    shutil.copytree(plain_student_run, old)
+    torch.save(state, old / "checkpoints" / "step-00000002" / "training_state.pt")
+    _, (uninterrupted, resumed) = resumed_after_step_2(old, tmp_path / "resumed")
+    for name, a in uninterrupted.items():
+        assert all(torch.equal(a[k], resumed[name][k]) for k in a), name
+
+
 def test_a_students_config_round_trips_and_records_how_it_samples(student_run, trained_run):
     config = load_config(student_run / "config.json")
     assert RunConfig.from_dict(config.to_dict()) == config
     assert load_config(latest_checkpoint(student_run) / "config.json") == config
     assert config.distill.steps == 2 and config.distill.sampler == "ddim"
     assert config.net.guidance_input and config.train.label_dropout == 0
+    assert config.distill.guidance_lr == STUDENT_GUIDANCE_LR  # its new guidance embedding at its own rate
     assert config.distill.teacher.endswith("ema.safetensors") and len(config.distill.teacher_sha256) == 64
     teacher = load_config(trained_run / "config.json")
     assert config.diffusion == teacher.diffusion
@@ -240,6 +326,8 @@ def test_distill_refuses_bad_input_in_one_sentence(student_run, trained_run, tin
         (["--teacher", trained_run, "--distill.teacher_steps", "6"], "multiple of the student's 4 steps"),
         (["--teacher", trained_run, "--distill.teacher_sampler", "heun"], "distill.teacher_sampler must be one of"),
         (["--teacher", trained_run, "--distill.guidance_min", "4"], "guidance_min <= distill.guidance_max"),
+        (["--teacher", trained_run, "--distill.guidance_lr", "-0.001"], "distill.guidance_lr must be between"),
+        (["--teacher", trained_run, "--distill.guidance_warmup", "-1"], "distill.guidance_warmup must be between"),
         (["--teacher", trained_run, "--steps", "0"], "--steps"),
         (["--teacher", trained_run, "--run-dir", student_run], "already holds a run"),
     ]
@@ -267,6 +355,7 @@ def test_a_trajectory_student_teaches_a_student_of_fewer_steps(student_run, tiny
     assert (config.distill.steps, config.distill.teacher_sampler, config.distill.teacher_steps) == (1, "ddim", 2)
     assert config.name == teacher.name.replace("-student-2", "-student-1")
     assert config.distill.teacher.endswith("ema.safetensors") and config.net == teacher.net
+    assert config.distill.guidance_lr == 0  # its guidance embedding learned in the round before
     calls = []
     model = load_model(run, device="cpu")
     model.net.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))

@@ -224,6 +224,12 @@ class DistillConfig:
     init: str = option("", "start the student from this trajectory student of the same steps instead of from its "
                        "teacher (a run directory, checkpoint or .safetensors file); the dmd method's starting point")
     critic_lr: float = option(0.0, "the dmd method's critic learning rate (0: train.lr)")
+    guidance_lr: float = option(0.0, "the learning rate of the student's guidance embedding, the one part of its "
+                                "network that starts from zero instead of the teacher's weights, on the same "
+                                "schedule as train.lr (0: train.lr)")
+    guidance_warmup: int = option(0, "the first steps that train only the student's guidance embedding, the rest of "
+                                  "its network held at its starting weights, so that the guidance scale, not the "
+                                  "rest, learns what differs between scales")
     critic_warmup: int = option(200, "the dmd method's first steps that train the critic alone, the student "
                                 "untouched")
     teacher_sampler: str = option("dpmpp-2m", "the deterministic sampler whose path the student learns to shortcut "
@@ -256,6 +262,8 @@ class DistillConfig:
              f"distill.teacher_steps must be a multiple of the student's {self.steps} steps (the trajectory "
              "method's levels lie on the teacher's)"),
             (self.critic_lr >= 0, "distill.critic_lr must be 0 or more (0: train.lr)"),
+            (0 <= self.guidance_lr <= 1, "distill.guidance_lr must be between 0 and 1 (0: train.lr)"),
+            (0 <= self.guidance_warmup <= 1_000_000, "distill.guidance_warmup must be between 0 and 1,000,000 steps"),
             (0 <= self.critic_warmup <= 1_000_000, "distill.critic_warmup must be between 0 and 1,000,000 steps"),
             (not self.init or self.method in ("dmd", "trajectory"),
              "distill.init starts a trajectory or dmd student, not a consistency one"),

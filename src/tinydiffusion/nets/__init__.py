@@ -11,7 +11,7 @@ two files and one line here. This package imports no torch until a network is bu
 
 from __future__ import annotations
 
-from .base import NetConfig
+from .base import GUIDANCE_EMBEDDING, NetConfig
 from .dit_config import DiTConfig
 from .unet_config import UNetConfig
 
@@ -36,5 +36,5 @@ def count_parameters(net) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-__all__ = ["NETWORKS", "DiTConfig", "NetConfig", "UNetConfig", "build_network", "count_parameters",
-           "network_config"]
+__all__ = ["GUIDANCE_EMBEDDING", "NETWORKS", "DiTConfig", "NetConfig", "UNetConfig", "build_network",
+           "count_parameters", "network_config"]

@@ -10,6 +10,9 @@ from ..fields import option, recorded
 
 MAX_IMAGE_SIZE = 1024
 MAX_CLASSES = 100_000
+# The parameters of a student's guidance-scale embedding (layers.ConditionEmbedding, which every network names
+# `embed`): the part of a student's network its teacher has not.
+GUIDANCE_EMBEDDING = "embed.guidance_mlp."
 
 
 @dataclass

@@ -161,13 +161,13 @@ def student_network(config, teacher_net: torch.nn.Module) -> torch.nn.Module:
     """The student's network, built from its config and started from the teacher's weights; only the guidance
     embedding is new (its output layer starts at zero: nets/layers.py), drawn from the run's seed as training's
     networks are, so one process and many start alike."""
-    from ..nets import build_network
+    from ..nets import GUIDANCE_EMBEDDING, build_network
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)
         student = build_network(config.net)
     missing, unexpected = student.load_state_dict(teacher_net.state_dict(), strict=False)
-    if unexpected or any(not name.startswith("embed.guidance_mlp.") for name in missing):
+    if unexpected or any(not name.startswith(GUIDANCE_EMBEDDING) for name in missing):
         raise UserError("the student's network does not match its teacher's; it must be the same network.")
     return student
 
@@ -191,15 +191,16 @@ def starting_network(config, teacher_net: torch.nn.Module) -> torch.nn.Module:
 
 def student_config(teacher, teacher_weights: Path, overrides: dict):
     """A student's RunConfig: its teacher's network (taking the guidance scale, for a class-conditional
-    teacher), process and data, the training defaults of defaults.STUDENT_TRAINING, what it is distilled from,
-    and `overrides` (dotted names, as the command line gives them); its sampler follows from the method.
+    teacher), process and data, the training defaults of defaults.STUDENT_TRAINING (and STUDENT_GUIDANCE_LR for a
+    guidance embedding that starts at zero), what it is distilled from, and `overrides` (dotted names, as the
+    command line gives them); its sampler follows from the method.
 
     A trajectory student may teach: the new student then shortcuts its K DDIM steps (by default in K // 2 steps, a
     round of progressive distillation) over the guidance scales it learned."""
     import dataclasses
 
     from ..config import DistillConfig, RunConfig, TrainConfig, apply_overrides
-    from ..defaults import STUDENT_TRAINING
+    from ..defaults import STUDENT_GUIDANCE_LR, STUDENT_TRAINING
 
     cfg, taught = teacher.config, teacher.config.distill  # taught: the teacher's own distillation, if a student
     if taught.steps and taught.method != "trajectory":
@@ -208,13 +209,13 @@ def student_config(teacher, teacher_weights: Path, overrides: dict):
     net = dataclasses.replace(cfg.net, guidance_input=cfg.net.num_classes > 0)
     data = dataclasses.replace(cfg.data, prepared_sha256="")  # the student records the data it is given
     distill = DistillConfig(teacher=str(Path(teacher_weights).resolve()), steps=4,
-                            teacher_sha256=file_sha256(teacher_weights))
+                            teacher_sha256=file_sha256(teacher_weights), guidance_lr=STUDENT_GUIDANCE_LR)
     if taught.steps:
         distill = dataclasses.replace(distill, steps=max(1, taught.steps // 2), teacher_sampler="ddim",
                                       teacher_steps=taught.steps, guidance_min=taught.guidance_min,
-                                      guidance_max=taught.guidance_max)
+                                      guidance_max=taught.guidance_max, guidance_lr=0.0)  # learned already
     if cfg.net.num_classes == 0:  # no guidance to fold in
-        distill = dataclasses.replace(distill, guidance_min=1.0, guidance_max=1.0)
+        distill = dataclasses.replace(distill, guidance_min=1.0, guidance_max=1.0, guidance_lr=0.0)
     train = dataclasses.replace(TrainConfig(), seed=cfg.train.seed, **STUDENT_TRAINING)
     name = cfg.name.rsplit("-student-", 1)[0] if taught.steps else cfg.name
     config = RunConfig(name=name, net=net, diffusion=cfg.diffusion, train=train, data=data, distill=distill)
@@ -227,8 +228,9 @@ def student_config(teacher, teacher_weights: Path, overrides: dict):
         check_student_teacher(config.distill, taught, teacher_weights)
     method = DISTILL_METHODS.get(config.distill.method)
     distill = dataclasses.replace(config.distill, sampler=method.student_sampler if method else "")
-    if distill.init:
-        distill = dataclasses.replace(distill, init=str(Path(distill.init).resolve()))
+    if distill.init:  # a student to start from, whose guidance embedding has learned already
+        distill = dataclasses.replace(distill, init=str(Path(distill.init).resolve()),
+                                      guidance_lr=distill.guidance_lr if "distill.guidance_lr" in overrides else 0.0)
     return dataclasses.replace(config, name=f"{name}-student-{distill.steps}", distill=distill)
 
 

@@ -32,7 +32,7 @@ from ..devices import memory_of
 from ..diffusion import GaussianDiffusion
 from ..errors import UserError
 from ..files import atomic_write_bytes, check_run_not_in_use, run_lock
-from ..nets import build_network, count_parameters
+from ..nets import GUIDANCE_EMBEDDING, build_network, count_parameters
 from ..nets.memory import activation_bytes, format_bytes
 from ..pipeline import Model
 from ..tensorboard_log import TensorBoardLog
@@ -133,7 +133,7 @@ class Trainer:
         if self.options["channels_last"]:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.ema = EMA(self.net, train_cfg.ema_decay, train_cfg.ema_std)
-        self.optimizer = adamw(self.net, train_cfg, self.options, self.device)
+        self.optimizer = adamw(parameter_groups(self.net, config), train_cfg, self.options, self.device)
         self.losses = LossWatch(train_cfg.on_nan, self.run_dir)
         self.metrics = MetricsLog(self.run_dir, self.tensorboard)
         self.generator = torch.Generator(device=self.device).manual_seed(train_cfg.seed)
@@ -230,7 +230,7 @@ class Trainer:
         if self.options["channels_last"]:
             x0 = x0.contiguous(memory_format=torch.channels_last)
             noise = noise.contiguous(memory_format=torch.channels_last)
-        self._set_learning_rate(self._learning_rate(self.step))
+        self._set_learning_rate(self.step)
         self._ema_weight.fill_(self.ema.weight_at(self.step))
         loss = self._bound_step(x0, batch.y, noise, *batch.drawn)
         self.losses.queue(self.step, loss)
@@ -239,12 +239,14 @@ class Trainer:
         """The schedule's rate at `step`; while a budget is being timed the run has no length yet."""
         return learning_rate(self.config, step, None if self.planning else self.total_steps)
 
-    def _set_learning_rate(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
+    def _set_learning_rate(self, step: int) -> None:
+        lr = self._learning_rate(step)
+        for group in self.optimizer.param_groups:  # checkpoints from before the groups had one, and neither key
+            scaled = lr * group.get("lr_scale", 1.0) if step >= group.get("from_step", 0) else 0.0
             if isinstance(group["lr"], torch.Tensor):
-                group["lr"].fill_(lr)
+                group["lr"].fill_(scaled)
             else:
-                group["lr"] = lr
+                group["lr"] = scaled
 
     def save(self) -> Path | None:
         """The checkpoint of the current step (checkpoints.py); its directory on rank 0."""
@@ -324,12 +326,30 @@ class Trainer:
         return bool(agreed[0] > 0), bool(agreed[1] > 0)
 
 
-def adamw(net: torch.nn.Module, train_cfg, options: dict, device: torch.device) -> torch.optim.AdamW:
-    """The run's optimizer; one a CUDA graph captures reads its learning rate from a tensor."""
+def parameter_groups(net: torch.nn.Module, config: RunConfig) -> list[dict]:
+    """AdamW's parameter groups, each with its share of the schedule's learning rate (lr_scale) and the step it
+    starts training at (from_step): one group, or for a student with distill.guidance_lr or guidance_warmup, its
+    guidance embedding in a second. That embedding is new and starts at zero while the rest is its teacher's; at
+    the student's fine-tuning rate the rest learns the average over the guidance scales first, and the embedding
+    then barely moves: the student draws alike at every scale it is asked for (docs/distill.md)."""
+    d = config.distill
+    new = {name for name, _ in net.named_parameters() if name.startswith(GUIDANCE_EMBEDDING)}
+    if not new or not (d.guidance_lr or d.guidance_warmup):
+        return [{"params": list(net.parameters()), "lr_scale": 1.0, "from_step": 0}]
+    return [{"params": [p for name, p in net.named_parameters() if name not in new], "lr_scale": 1.0,
+             "from_step": d.guidance_warmup},
+            {"params": [p for name, p in net.named_parameters() if name in new],
+             "lr_scale": d.guidance_lr / config.train.lr if d.guidance_lr else 1.0, "from_step": 0}]
+
+
+def adamw(groups: list[dict], train_cfg, options: dict, device: torch.device) -> torch.optim.AdamW:
+    """The run's optimizer over parameter_groups; one a CUDA graph captures reads its learning rates from tensors."""
     graph = options["cuda_graph"]
-    return torch.optim.AdamW(net.parameters(), lr=torch.tensor(train_cfg.lr, device=device) if graph else train_cfg.lr,
-                             weight_decay=train_cfg.weight_decay, betas=(0.9, 0.999), fused=options["fused_adamw"],
-                             capturable=graph)
+    for group in groups:
+        lr = train_cfg.lr * group["lr_scale"]
+        group["lr"] = torch.tensor(lr, device=device) if graph else lr
+    return torch.optim.AdamW(groups, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay, betas=(0.9, 0.999),
+                             fused=options["fused_adamw"], capturable=graph)
 
 
 def check_training_memory(config: RunConfig, local_batch: int, device: torch.device,
