@@ -158,17 +158,21 @@ def test_the_distillation_target_is_the_teachers_landing_point():
     assert task.loss(teacher, x0, None, noise, step, guidance).item() > 1e-4
 
 
-@pytest.fixture(scope="module")
-def student_run(trained_run, tiny_data_dir, tmp_path_factory):
-    """A 2-step student of the smoke run, 4 steps of distillation with a checkpoint every 2."""
+def distil_smoke_run(trained_run, tiny_data_dir, run, *flags: str):
+    """A 2-step student of the smoke run in `run`: 4 steps of distillation with a checkpoint every 2, and `flags`."""
     from tinydiffusion.cli import main
 
-    run = tmp_path_factory.mktemp("student") / "student"
     assert main(["distill", "--teacher", str(trained_run), "--steps", "2", "--data-dir", str(tiny_data_dir),
                  "--run-dir", str(run), "--max-steps", "4", "--checkpoint-every", "2", "--keep", "5",
                  "--batch-size", "8", "--no-progress", "--train.threads", "1", "--train.sample_every_epoch", "false",
-                 "--distill.teacher_steps", "4"]) == 0
+                 "--distill.teacher_steps", "4", *flags]) == 0
     return run
+
+
+@pytest.fixture(scope="module")
+def student_run(trained_run, tiny_data_dir, tmp_path_factory):
+    """A 2-step student of the smoke run at the defaults."""
+    return distil_smoke_run(trained_run, tiny_data_dir, tmp_path_factory.mktemp("student") / "student")
 
 
 def resumed_after_step_2(run, tmp_path):
@@ -198,28 +202,15 @@ def test_distillation_resumes_bit_identically(student_run, tmp_path):
 def fast_guidance_run(trained_run, tiny_data_dir, tmp_path_factory):
     """The student_run's distillation with its guidance embedding at ten times the rest's learning rate, and alone
     for its first two steps."""
-    from tinydiffusion.cli import main
-
-    run = tmp_path_factory.mktemp("student") / "fast-guidance"
-    assert main(["distill", "--teacher", str(trained_run), "--steps", "2", "--data-dir", str(tiny_data_dir),
-                 "--run-dir", str(run), "--max-steps", "4", "--checkpoint-every", "2", "--keep", "5",
-                 "--batch-size", "8", "--no-progress", "--train.threads", "1", "--train.sample_every_epoch", "false",
-                 "--distill.teacher_steps", "4", "--lr", "1e-3", "--distill.guidance_lr", "1e-2",
-                 "--distill.guidance_warmup", "2"]) == 0
-    return run
+    return distil_smoke_run(trained_run, tiny_data_dir, tmp_path_factory.mktemp("student") / "fast-guidance",
+                            "--lr", "1e-3", "--distill.guidance_lr", "1e-2", "--distill.guidance_warmup", "2")
 
 
 @pytest.fixture(scope="module")
 def plain_student_run(trained_run, tiny_data_dir, tmp_path_factory):
     """The student_run's distillation with one learning rate for the whole network, as every student had before."""
-    from tinydiffusion.cli import main
-
-    run = tmp_path_factory.mktemp("student") / "plain"
-    assert main(["distill", "--teacher", str(trained_run), "--steps", "2", "--data-dir", str(tiny_data_dir),
-                 "--run-dir", str(run), "--max-steps", "4", "--checkpoint-every", "2", "--keep", "5",
-                 "--batch-size", "8", "--no-progress", "--train.threads", "1", "--train.sample_every_epoch", "false",
-                 "--distill.teacher_steps", "4", "--distill.guidance_lr", "0"]) == 0
-    return run
+    return distil_smoke_run(trained_run, tiny_data_dir, tmp_path_factory.mktemp("student") / "plain",
+                            "--distill.guidance_lr", "0")
 
 
 def optimizer_groups(checkpoint):
