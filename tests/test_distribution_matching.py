@@ -117,6 +117,7 @@ def test_a_dmd_student_records_its_method_and_start_and_samples_in_its_steps(dmd
     config = load_config(run / "config.json")
     assert (config.distill.method, config.distill.steps, config.distill.sampler) == ("dmd", 2, "ddim")
     assert config.distill.init == str(start.resolve()) and config.distill.critic_warmup == 1
+    assert config.distill.guidance_lr == 0  # its start's guidance embedding learned already: train.lr
     model = load_model(run, device="cpu")
     calls = []
     model.net.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))

@@ -209,13 +209,13 @@ def student_config(teacher, teacher_weights: Path, overrides: dict):
     net = dataclasses.replace(cfg.net, guidance_input=cfg.net.num_classes > 0)
     data = dataclasses.replace(cfg.data, prepared_sha256="")  # the student records the data it is given
     distill = DistillConfig(teacher=str(Path(teacher_weights).resolve()), steps=4,
-                            teacher_sha256=file_sha256(teacher_weights), guidance_lr=STUDENT_GUIDANCE_LR)
+                            teacher_sha256=file_sha256(teacher_weights))
     if taught.steps:
         distill = dataclasses.replace(distill, steps=max(1, taught.steps // 2), teacher_sampler="ddim",
                                       teacher_steps=taught.steps, guidance_min=taught.guidance_min,
-                                      guidance_max=taught.guidance_max, guidance_lr=0.0)  # learned already
+                                      guidance_max=taught.guidance_max)
     if cfg.net.num_classes == 0:  # no guidance to fold in
-        distill = dataclasses.replace(distill, guidance_min=1.0, guidance_max=1.0, guidance_lr=0.0)
+        distill = dataclasses.replace(distill, guidance_min=1.0, guidance_max=1.0)
     train = dataclasses.replace(TrainConfig(), seed=cfg.train.seed, **STUDENT_TRAINING)
     name = cfg.name.rsplit("-student-", 1)[0] if taught.steps else cfg.name
     config = RunConfig(name=name, net=net, diffusion=cfg.diffusion, train=train, data=data, distill=distill)
@@ -228,9 +228,12 @@ def student_config(teacher, teacher_weights: Path, overrides: dict):
         check_student_teacher(config.distill, taught, teacher_weights)
     method = DISTILL_METHODS.get(config.distill.method)
     distill = dataclasses.replace(config.distill, sampler=method.student_sampler if method else "")
-    if distill.init:  # a student to start from, whose guidance embedding has learned already
-        distill = dataclasses.replace(distill, init=str(Path(distill.init).resolve()),
-                                      guidance_lr=distill.guidance_lr if "distill.guidance_lr" in overrides else 0.0)
+    if distill.init:
+        distill = dataclasses.replace(distill, init=str(Path(distill.init).resolve()))
+    # Only a guidance embedding that starts at zero needs its own rate: one from a student teacher or from
+    # distill.init has learned already.
+    if "distill.guidance_lr" not in overrides and net.guidance_input and not taught.steps and not distill.init:
+        distill = dataclasses.replace(distill, guidance_lr=STUDENT_GUIDANCE_LR)
     return dataclasses.replace(config, name=f"{name}-student-{distill.steps}", distill=distill)
 
 

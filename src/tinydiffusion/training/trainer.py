@@ -241,7 +241,7 @@ class Trainer:
 
     def _set_learning_rate(self, step: int) -> None:
         lr = self._learning_rate(step)
-        for group in self.optimizer.param_groups:  # checkpoints from before the groups had one, and neither key
+        for group in self.optimizer.param_groups:  # a checkpoint saved before the groups has one, without the keys
             scaled = lr * group.get("lr_scale", 1.0) if step >= group.get("from_step", 0) else 0.0
             if isinstance(group["lr"], torch.Tensor):
                 group["lr"].fill_(scaled)
