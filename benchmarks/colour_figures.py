@@ -3,9 +3,11 @@
 Each figure is `generate()` at the command line's defaults (dpmpp-2m, 20 steps, guidance 1.5), ROWS images per
 class with one seed, drawn from a run's EMA weights. Several runs make one figure, one band each, under the
 labels given (the same seed, so the same noise in each band: what longer training changed, image by image).
+Several guidance scales of one run make one band each likewise, labelled by the scale.
 
     python benchmarks/colour_figures.py RUN_DIR OUT.png [--rows 6] [--seed 0] [--scale 2]
     python benchmarks/colour_figures.py RUN_5 RUN_15 RUN_60 OUT.png --labels "5 min,15 min,60 min" --rows 2
+    python benchmarks/colour_figures.py RUN_DIR OUT.png --guidance 1.5,2.5,4 --rows 2
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from tinydiffusion.errors import UserError
 from tinydiffusion.viz import class_columns, save_image
 
 
-def figure(run: str, rows: int, seed: int, scale: int) -> Image.Image:
+def figure(run: str, rows: int, seed: int, scale: int, guidance: float | None = None) -> Image.Image:
     model = load_model(run, device="cpu")
     names = model.config.data.class_names
-    images, _ = generate(model, rows * len(names), seed=seed)  # every class in turn
+    images, _ = generate(model, rows * len(names), seed=seed, guidance=guidance)  # every class in turn
     return class_columns(images, names, scale=scale)
 
 
@@ -47,15 +49,25 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=int, default=2)
+    parser.add_argument("--guidance", help="guidance scales, comma-separated: one band each (with one run)")
     args = parser.parse_args()
     if args.rows < 1 or args.scale < 1 or args.seed < 0:
         parser.error("--rows and --scale must be at least 1, and --seed at least 0")
+    try:
+        scales = [float(w) for w in args.guidance.split(",")] if args.guidance else [None]
+    except ValueError:
+        parser.error(f"--guidance takes numbers separated by commas, not {args.guidance!r}")
+    if len(scales) > 1 and len(args.runs) > 1:
+        parser.error("several --guidance scales go with one run")
     labels = args.labels.split(",") if args.labels else []
-    if (len(args.runs) > 1 or labels) and len(labels) != len(args.runs):
-        parser.error(f"give --labels, one for each of the {len(args.runs)} runs")
+    if len(scales) > 1 and not labels:
+        labels = [f"w = {w:g}" for w in scales]
+    bands_wanted = max(len(args.runs), len(scales))
+    if (bands_wanted > 1 or labels) and len(labels) != bands_wanted:
+        parser.error(f"give --labels, one for each of the {bands_wanted} bands")
     try:
         out = output_path(args.out, "OUT", (".png",))  # before minutes of sampling
-        bands = [figure(run, args.rows, args.seed, args.scale) for run in args.runs]
+        bands = [figure(run, args.rows, args.seed, args.scale, w) for run in args.runs for w in scales]
         save_image(stacked(bands, labels) if labels else bands[0], out)
     except (UserError, OSError) as err:
         parser.error(str(err))

@@ -315,3 +315,33 @@ def test_colour_figures_stacks_runs_under_their_labels():
     assert any(max(figure.getpixel((x, y))) < 128 for x in range(50) for y in range(20))  # the first label
     with pytest.raises(ValueError):
         colour_figures.stacked(bands, ["one label for two runs"])
+
+
+def test_colour_figures_draws_one_band_per_guidance_scale(trained_run, tmp_path, monkeypatch):
+    from PIL import Image
+
+    colour_figures = load_benchmark("colour_figures")
+    one, two = tmp_path / "one.png", tmp_path / "two.png"
+    for out, scales in ((one, "1"), (two, "1,3")):
+        monkeypatch.setattr(sys, "argv", ["colour_figures.py", str(trained_run), str(out), "--rows", "1",
+                                          "--scale", "1", "--guidance", scales])
+        colour_figures.main()
+    single, double = Image.open(one).convert("RGB"), Image.open(two).convert("RGB")
+    band = single.height
+    assert double.height == 2 * band and double.width > single.width  # a margin for the labels "w = 1", "w = 3"
+    top, bottom = (np.asarray(double.crop((56, y, double.width, y + band))) for y in (0, band))
+    assert np.array_equal(top, np.asarray(single)[:, : top.shape[1]])  # w = 1 is the single band, same noise
+    assert not np.array_equal(top, bottom)  # the scale changes the images
+
+
+@pytest.mark.parametrize("flags, message", [(["--guidance", "2,abc"], "numbers separated by commas"),
+                                            (["--guidance", "1,2", "RUN2"], "one run")])
+def test_colour_figures_refuses_bad_guidance_lists(flags, message, tmp_path, monkeypatch, capsys):
+    colour_figures = load_benchmark("colour_figures")
+    runs = ["RUN1"] + [f for f in flags if f.startswith("RUN")]
+    options = [f for f in flags if not f.startswith("RUN")]
+    monkeypatch.setattr(sys, "argv", ["colour_figures.py", *runs, str(tmp_path / "out.png"), *options])
+    with pytest.raises(SystemExit) as exit_:
+        colour_figures.main()
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out.png").exists()

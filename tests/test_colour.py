@@ -30,6 +30,7 @@ def test_the_colour_presets_networks_and_recipes():
     small, large = PRESETS["colour-32"], PRESETS["colour-64"]
     assert (small.net.in_channels, small.net.stem_patch, small.net.channel_mults) == (3, 2, (1, 2, 2))
     assert small.train.batch_size == 64 and small.train.ema_std > 0  # the levers measured at 32 px
+    assert small.train.decay_from == 0.8  # a time budget decays over its last fifth (measured at 32 and 64 px)
     assert (large.net.stem_patch, large.net.channel_mults) == (2, (1, 2, 2, 2))  # the lowest level stays 4 px
     assert large.train == small.train  # one colour recipe: batches of 64, a power-function EMA
 
@@ -53,6 +54,7 @@ def test_grey_data_keeps_the_reference_network_and_recipe():
     config = config_for_data("auto", None, {}, ((1, 28, 28), 10, 9003))
     assert config.net.stem_patch == FASHION_MNIST_UNET.stem_patch and config.net.in_channels == 1
     assert config.train.ema_std == 0 and config.train.ema_decay == 0.999
+    assert config.train.decay_from == 0.5  # the later decay was measured on colour only
 
 
 def test_a_folder_smaller_than_a_batch_trains_in_one_batch_of_its_size():

@@ -92,8 +92,8 @@ class DiffusionConfig:
 class TrainConfig:
     epochs: int = option(5, "passes over the data")
     max_steps: int = option(0, "stop after this many optimizer steps (0: epochs decide)")
-    max_seconds: float = option(0.0, "a time budget in seconds: the run times its steps over the first half of "
-                                "the budget (train.decay_from) and plans its step count, learning-rate decay and EMA "
+    max_seconds: float = option(0.0, "a time budget in seconds: the run times its steps up to the share "
+                                "train.decay_from of the budget and plans its step count, learning-rate decay and EMA "
                                 "to end then (with max_steps set: only a limit that cuts the run short); 0: none")
     minutes: float = option(0.0, "the time budget in minutes (the same as max_seconds = 60 x minutes); 0: none")
     decay_from: float = option(0.5, "the share of a time budget spent at the peak learning rate, timing the steps, "

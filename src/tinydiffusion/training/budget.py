@@ -1,4 +1,4 @@
-"""A run fitted to a time budget: measure the speed over the first half, then fix the step count once.
+"""A run fitted to a time budget: measure the speed at the peak learning rate, then fix the step count once.
 
 A run that is merely stopped when its time is up never decays its learning rate, and its EMA never ends where
 the run does. Instead the run times its steps, and plans its whole length from that speed; the
@@ -22,7 +22,7 @@ MIN_TIMED_STEPS = 5
 # see. Holding the peak and decaying at the end is a warm-up-stable-decay schedule, reported to match a cosine
 # decay over the whole run at equal length (Hagele et al. 2024, "Scaling laws and compute-optimal training beyond
 # fixed training durations"); docs/colour.md measures it against an early decay (train.decay_from).
-TIMED_FROM, TIMED_UNTIL = 0.05, 0.50  # the default; train.decay_from sets the end
+TIMED_FROM, TIMED_UNTIL = 0.05, 0.50  # train.decay_from sets the end (0.8 in the colour presets)
 MARGIN = 0.98  # plan to end a little before the budget: the final checkpoint and grid take time too
 
 
