@@ -17,7 +17,8 @@ import argparse
 from PIL import Image, ImageDraw
 
 from tinydiffusion import generate, load_model
-from tinydiffusion.cli.common import output_path
+from tinydiffusion.bounds import MAX_GUIDANCE
+from tinydiffusion.cli.common import number, output_path
 from tinydiffusion.errors import UserError
 from tinydiffusion.viz import class_columns, save_image
 
@@ -41,33 +42,37 @@ def stacked(bands: list[Image.Image], labels: list[str], margin: int = 56) -> Im
     return canvas
 
 
+def scales(text: str) -> list[float]:
+    """--guidance: scales separated by commas, each checked as the command line's --guidance is."""
+    scale = number(float, 0, MAX_GUIDANCE)
+    return [scale(w) for w in text.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories or checkpoints")
     parser.add_argument("out", help="the PNG to write")
-    parser.add_argument("--labels", help="one label per run, comma-separated (with several runs)")
+    parser.add_argument("--labels", help="one label per band, comma-separated (with several runs or scales)")
     parser.add_argument("--rows", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=int, default=2)
-    parser.add_argument("--guidance", help="guidance scales, comma-separated: one band each (with one run)")
+    parser.add_argument("--guidance", type=scales,
+                        help="guidance scales, comma-separated: one band each (with one run)")
     args = parser.parse_args()
     if args.rows < 1 or args.scale < 1 or args.seed < 0:
         parser.error("--rows and --scale must be at least 1, and --seed at least 0")
-    try:
-        scales = [float(w) for w in args.guidance.split(",")] if args.guidance else [None]
-    except ValueError:
-        parser.error(f"--guidance takes numbers separated by commas, not {args.guidance!r}")
-    if len(scales) > 1 and len(args.runs) > 1:
+    guidance = args.guidance or [None]  # None: the command line's default
+    if len(guidance) > 1 and len(args.runs) > 1:
         parser.error("several --guidance scales go with one run")
     labels = args.labels.split(",") if args.labels else []
-    if len(scales) > 1 and not labels:
-        labels = [f"w = {w:g}" for w in scales]
-    bands_wanted = max(len(args.runs), len(scales))
+    if len(guidance) > 1 and not labels:
+        labels = [f"w = {w:g}" for w in guidance]
+    bands_wanted = max(len(args.runs), len(guidance))
     if (bands_wanted > 1 or labels) and len(labels) != bands_wanted:
         parser.error(f"give --labels, one for each of the {bands_wanted} bands")
     try:
         out = output_path(args.out, "OUT", (".png",))  # before minutes of sampling
-        bands = [figure(run, args.rows, args.seed, args.scale, w) for run in args.runs for w in scales]
+        bands = [figure(run, args.rows, args.seed, args.scale, w) for run in args.runs for w in guidance]
         save_image(stacked(bands, labels) if labels else bands[0], out)
     except (UserError, OSError) as err:
         parser.error(str(err))

@@ -334,7 +334,7 @@ def test_colour_figures_draws_one_band_per_guidance_scale(trained_run, tmp_path,
     assert not np.array_equal(top, bottom)  # the scale changes the images
 
 
-@pytest.mark.parametrize("flags, message", [(["--guidance", "2,abc"], "numbers separated by commas"),
+@pytest.mark.parametrize("flags, message", [(["--guidance", "2,abc"], "is not a number"),
                                             (["--guidance", "1,2", "RUN2"], "one run")])
 def test_colour_figures_refuses_bad_guidance_lists(flags, message, tmp_path, monkeypatch, capsys):
     colour_figures = load_benchmark("colour_figures")
