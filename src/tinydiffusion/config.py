@@ -110,6 +110,8 @@ class TrainConfig:
                             "steps so far, e.g. 0.1; it averages over the same share of any run's length (0: off)")
     label_dropout: float = option(0.1, "probability of dropping the class, for classifier-free guidance "
                                   "(Ho & Salimans 2022)")
+    class_balance: float = option(0.0, "draw the rarer classes more often: a class of n images in proportion to "
+                                  "n ** (1 - X); 0: as the data has them, 1: every class equally often")
     seed: int = option(0, "seed of every random draw in training")
     log_every: int = option(50, "steps between lines of metrics.jsonl")
     checkpoint_every: int = option(0, "steps between checkpoints (0: at every report: see sample_every)")
@@ -151,6 +153,7 @@ class TrainConfig:
              "train.weight_decay and train.grad_clip must not be negative"),
             (0.0 <= self.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
             (0.0 <= self.label_dropout < 1.0, "train.label_dropout must be in [0, 1)"),
+            (0.0 <= self.class_balance <= 1.0, "train.class_balance must be between 0 and 1"),
             (0 <= self.seed <= MAX_TRAIN_SEED, f"train.seed must be between 0 and {MAX_TRAIN_SEED}"),
             (1 <= self.log_every <= MAX_OPTIMIZER_STEPS, "train.log_every must be at least 1"),
             (0 <= self.warmup_steps <= MAX_OPTIMIZER_STEPS and 0 <= self.checkpoint_every <= MAX_OPTIMIZER_STEPS,

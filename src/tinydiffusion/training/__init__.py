@@ -1,7 +1,8 @@
 """Training: one process or many (torchrun) run the same code.
 
     trainer.py      the Trainer: the loop of steps, the learning rate, logs; it hands the rest to:
-    batches.py      the step's batch: the epoch's order, labels with dropout, flips, the noise, the task's draws
+    batches.py      the step's batch: the epoch's order (rarer classes favoured if asked), labels with dropout,
+                    flips, the noise, the task's draws
     step.py         one training step: the loss, backward, clipping, AdamW, the EMA
     checkpoints.py  the run saved and restored, and the run directory's files on a resume
     reports.py      at each report: a sample grid, an FD (callables the caller may pass instead)
@@ -15,7 +16,7 @@
     cuda_graph.py   opt-in: the whole step replayed as one CUDA graph
 """
 
-from .batches import Batch, Batches, epoch_order, record_data
+from .batches import Batch, Batches, balanced_draw, epoch_order, record_data
 from .distributed import Distributed, setup_distributed
 from .ema import EMA
 from .options import resolve_options
@@ -24,5 +25,5 @@ from .signals import StopRequest
 from .trainer import Trainer, TrainResult, check_training_memory, learning_rate, train
 
 __all__ = ["EMA", "Batch", "Batches", "Distributed", "Report", "StopRequest", "TrainResult", "Trainer",
-           "check_training_memory", "epoch_order", "learning_rate", "record_data", "resolve_options",
+           "balanced_draw", "check_training_memory", "epoch_order", "learning_rate", "record_data", "resolve_options",
            "setup_distributed", "train"]

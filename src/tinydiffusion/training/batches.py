@@ -27,10 +27,29 @@ class Batch:
     drawn: tuple[torch.Tensor, ...]  # what the task drew per image (the times t, for denoising)
 
 
-def epoch_order(num_images: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
-    """The permutation of the dataset for one epoch; a function of (seed, epoch) alone, so resumable."""
+def epoch_order(num_images: int, seed: int, epoch: int, device: torch.device, labels: torch.Tensor | None = None,
+                class_balance: float = 0.0) -> torch.Tensor:
+    """The order of the dataset for one epoch; a function of (seed, epoch) alone, so resumable. A permutation, or
+    with class_balance above 0 (and labels), num_images draws with replacement that favour the rarer classes
+    (balanced_draw)."""
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(num_images, generator=generator).to(device)
+    if labels is None or class_balance == 0:
+        return torch.randperm(num_images, generator=generator).to(device)
+    return balanced_draw(labels, class_balance, num_images, generator).to(device)
+
+
+def balanced_draw(labels: torch.Tensor, class_balance: float, num: int, generator: torch.Generator) -> torch.Tensor:
+    """`num` image indices drawn with replacement: a class of n images in proportion to n ** (1 - class_balance),
+    then one of its images uniformly. 0 keeps the data's own frequencies, 1 draws every class equally often, 0.5
+    in proportion to the square root of its count (the square-root sampling of Mahajan et al. 2018, sec. 3.1)."""
+    labels = torch.as_tensor(labels).cpu().long()
+    counts = torch.bincount(labels).double()
+    share = torch.where(counts > 0, counts.clamp(min=1) ** (1 - class_balance), 0.0)
+    classes = torch.multinomial(share, num, replacement=True, generator=generator)
+    by_class = torch.argsort(labels, stable=True)  # the images' indices, class 0's first, then class 1's, ...
+    first = torch.cumsum(counts, 0) - counts  # where each class's run of indices starts in by_class
+    within = (torch.rand(num, generator=generator, dtype=torch.float64) * counts[classes]).long()
+    return by_class[first[classes].long() + within]
 
 
 def steps_per_epoch(dataset: ImageDataset, batch_size: int) -> int:
@@ -64,7 +83,8 @@ class Batches:
         batch_size, net, mine = self.config.train.batch_size, self.config.net, self.mine
         epoch, index_in_epoch = divmod(step, self.steps_per_epoch)  # one flat count of steps; the epoch follows
         if self.order_epoch != epoch:  # a new epoch, or a resume inside one: that epoch's order of the data
-            self.order = epoch_order(self.num_images, self.config.train.seed, epoch, self.device)
+            self.order = epoch_order(self.num_images, self.config.train.seed, epoch, self.device, self.labels,
+                                     self.config.train.class_balance)
             self.order_epoch = epoch
         global_idx = self.order[index_in_epoch * batch_size:(index_in_epoch + 1) * batch_size]
         shape = (batch_size, net.in_channels, net.image_size, net.image_size)
@@ -93,6 +113,9 @@ def check_data_fits(config: RunConfig, dataset: ImageDataset) -> None:
     if n.num_classes > 0 and dataset.labels is None:
         raise UserError(f"{config.data.source} is unlabelled (no class folders), but the network is "
                         f"class-conditional ({n.num_classes} classes); set --net.num_classes 0.")
+    if config.train.class_balance and dataset.labels is None:
+        raise UserError(f"{config.data.source} is unlabelled (no class folders), so there are no classes for "
+                        "--train.class_balance to balance; drop it.")
     if n.num_classes > 0 and len(dataset.class_names) > n.num_classes:
         raise UserError(f"{config.data.source} has {len(dataset.class_names)} classes but the network "
                         f"has {n.num_classes}; set --net.num_classes {len(dataset.class_names)}.")
