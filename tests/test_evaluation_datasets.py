@@ -10,7 +10,8 @@ import types
 import numpy as np
 import pytest
 import torch
-from conftest import REAL_DATA, run_cli, smoke_config
+from conftest import REAL_DATA, assert_error, run_cli, smoke_config
+from conftest import cli as cli_in_process
 
 from tinydiffusion import cli, evaluation
 from tinydiffusion.config import DataConfig
@@ -140,6 +141,36 @@ def test_evaluate_samples_of_a_labelled_dataset_from_the_command_line(tmp_path):
     assert "classifier held-out accuracy" in result.stdout  # said the first time
     assert "FD (bars/train.npz classifier features), N=30" in result.stdout and "  bar-middle" in result.stdout
     assert json.loads((tmp_path / "r.json").read_text())["class_names"] == CLASS_NAMES
+
+
+def test_samples_smaller_than_the_data_are_scored_against_it_resized(tmp_path, capsys):
+    """8-pixel samples against data of 16-pixel images: refused with the flags that fix it, then scored with them,
+    the data read at the samples' size as train would read it."""
+    (tmp_path / "bars").mkdir()
+    write_npz(tmp_path / "bars" / "test.npz", 20, seed=2, size=16)
+    data = write_npz(tmp_path / "bars" / "train.npz", 40, seed=1, size=16)
+    samples = tmp_path / "s.npz"
+    images, labels = bars(30, seed=6)
+    np.savez(samples, images[..., None], labels=labels)
+    code, _, err = cli_in_process(capsys, "evaluate", "--samples", samples, "--data", data)
+    assert_error(code, err.splitlines(keepends=True)[-1], "1x8x8", "1x16x16",  # after the progress of preparing
+                 "--data.image_size 8 --data.channels 1")
+    code, out, err = cli_in_process(capsys, "evaluate", "--samples", samples, "--data", data, "--data.image_size", "8",
+                                    "--json", tmp_path / "r.json")
+    assert code == 0, err
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["num"] == 30 and result["class_names"] == CLASS_NAMES and np.isfinite(result["fd"])
+
+
+@pytest.mark.parametrize("flags, fragment", [(["--data.image_size", "3"], "data.image_size"),
+                                             (["--data.image_size", "big"], "data.image_size"),
+                                             (["--data.channels", "2"], "data.channels"),
+                                             (["--data.image_size", "nan"], "data.image_size")])
+def test_a_bad_size_for_the_data_is_one_sentence(tmp_path, capsys, flags, fragment):
+    samples = tmp_path / "s.npz"
+    np.savez(samples, bars(10, seed=6)[0][..., None])
+    code, _, err = cli_in_process(capsys, "evaluate", "--samples", samples, *flags)
+    assert_error(code, err, fragment)
 
 
 # --- unlabelled data: Inception FID, or one sentence before any sampling --------------------------

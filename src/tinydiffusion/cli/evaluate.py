@@ -39,6 +39,11 @@ def add(sub) -> None:
     p.add_argument("--data.download", dest="data.download", default=None, metavar="BOOL",
                    help="download a named dataset that is missing (default: false, unlike train's true: evaluate "
                    "never downloads unless told to, even for a run whose training did)")
+    for field, what in (("image_size", "resize the data's images to N pixels, as train does"),
+                        ("channels", "convert the data's images to N channels (1 or 3), as train does")):
+        p.add_argument(f"--data.{field}", dest=f"data.{field}", default=None, metavar="N",
+                       help=f"{what}: e.g. 32-pixel --samples against a folder of 64-pixel images (default: the run's "
+                       "own; the data's own with --samples)")
     p.add_argument("--json", metavar="FILE", help="also write the figures to this FILE.json (replaced if it exists)")
     p.add_argument("--inception", action="store_true",
                    help="also compute Inception FID (needs torch-fidelity and its weights)")
@@ -46,15 +51,21 @@ def add(sub) -> None:
 
 
 def evaluation_data(args, model=None) -> DataConfig:
-    """What to score against: a run's own data (its config.data, so the same shape), or --data; --data-dir and
-    --data.download apply to either. The bundled model's recorded folder is where it was trained, so not used."""
+    """What to score against: a run's own data (its config.data, so the same shape), or --data; --data-dir,
+    --data.download, --data.image_size and --data.channels apply to either. The bundled model's recorded folder is
+    where it was trained, so not used."""
     data = model.config.data if model is not None and args.checkpoint else DataConfig()
     if args.data:
         data = dataclasses.replace(data, source=args.data, data_dir="")
     if args.data_dir:
         data = dataclasses.replace(data, data_dir=args.data_dir)
     download = getattr(args, "data.download")
-    return apply_overrides(RunConfig(data=data), {"data.download": False if download is None else download}).data
+    given = {"data.download": False if download is None else download}
+    given.update({name: getattr(args, name) for name in ("data.image_size", "data.channels")
+                  if getattr(args, name, None) is not None})
+    config = apply_overrides(RunConfig(data=data), given)
+    config.validate()  # a bad size or channel count is one sentence before any data is read
+    return config.data
 
 
 def run(args) -> int:

@@ -184,9 +184,11 @@ class Evaluator:
     def check_samples(self, image_shape: tuple[int, int, int] | None, class_names: tuple[str, ...] = ()) -> None:
         """Samples can be scored here: the same image shape (C, H, W), and a model's classes are the data's."""
         if image_shape is not None and tuple(image_shape) != tuple(self.image_shape):
+            c, h, _ = image_shape
             raise UserError(f"the samples are {'x'.join(map(str, image_shape))} images but {self.name} holds "
                             f"{'x'.join(map(str, self.image_shape))} images; score them against the data the model "
-                            "was trained on.")
+                            f"was trained on, or read the data at their shape with --data.image_size {h} "
+                            f"--data.channels {c}.")
         if class_names and self.class_names and tuple(class_names) != tuple(self.class_names):
             raise UserError(f"the model's classes ({', '.join(class_names[:5])}, ...) are not those of {self.name} "
                             f"({', '.join(self.class_names[:5])}, ...); score it against the data it was trained on.")
