@@ -124,7 +124,9 @@ def test_a_model_that_does_not_fit_the_data_is_refused_before_any_work(split_dat
     fits = counting_fits(monkeypatch)
     monkeypatch.setattr(pipeline, "generate", lambda *a, **k: pytest.fail("sampled before checking the data"))
     assert cli.main(["evaluate", "--data", str(split_dataset), "--num", "10"]) == 2  # the bundled 28x28 model
-    assert "the samples are 1x28x28 images but bars/train.npz holds 1x8x8" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the samples are 1x28x28 images but bars/train.npz holds 1x8x8" in err
+    assert "--data.image_size" not in err  # data is never resized up, so that is not offered
     assert not fits  # refused before a classifier was trained
 
 

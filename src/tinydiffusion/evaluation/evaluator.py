@@ -185,10 +185,12 @@ class Evaluator:
         """Samples can be scored here: the same image shape (C, H, W), and a model's classes are the data's."""
         if image_shape is not None and tuple(image_shape) != tuple(self.image_shape):
             c, h, _ = image_shape
+            # data is resized down, never up (data/images.py skips smaller images), so only smaller samples fit it
+            resized = (f", or read the data at their shape with --data.image_size {h} --data.channels {c}"
+                       if h <= self.image_shape[1] else "")
             raise UserError(f"the samples are {'x'.join(map(str, image_shape))} images but {self.name} holds "
                             f"{'x'.join(map(str, self.image_shape))} images; score them against the data the model "
-                            f"was trained on, or read the data at their shape with --data.image_size {h} "
-                            f"--data.channels {c}.")
+                            f"was trained on{resized}.")
         if class_names and self.class_names and tuple(class_names) != tuple(self.class_names):
             raise UserError(f"the model's classes ({', '.join(class_names[:5])}, ...) are not those of {self.name} "
                             f"({', '.join(self.class_names[:5])}, ...); score it against the data it was trained on.")
