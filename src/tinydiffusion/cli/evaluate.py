@@ -62,7 +62,7 @@ def evaluation_data(args, model=None) -> DataConfig:
     download = getattr(args, "data.download")
     given = {"data.download": False if download is None else download}
     given.update({name: getattr(args, name) for name in ("data.image_size", "data.channels")
-                  if getattr(args, name, None) is not None})
+                  if getattr(args, name) is not None})
     config = apply_overrides(RunConfig(data=data), given)
     config.validate()  # a bad size or channel count is one sentence before any data is read
     return config.data
