@@ -19,6 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 from common import cpu_description, elapsed_at, markdown_table
 from quality import score
 
@@ -39,6 +40,15 @@ def parse_run(text: str) -> tuple[str, Path, float]:
 def checkpoints(run: Path) -> list[tuple[int, Path]]:
     found = [(read_checkpoint_info(p)["step"], p) for p in (run / CHECKPOINTS).glob("step-*") if p.is_dir()]
     return sorted(found)
+
+
+def seconds_at(times: dict[int, float], step: int) -> float:
+    """A checkpoint's training time: logged at its step, or read off the line between the logged steps around it
+    (an epoch's end is checkpointed between log lines)."""
+    logged = sorted(times)
+    if step in times or not logged or not logged[0] < step < logged[-1]:
+        return times.get(step, float("nan"))
+    return float(np.interp(step, logged, [times[s] for s in logged]))
 
 
 def markdown(state: dict) -> str:
@@ -105,7 +115,7 @@ def main() -> None:
             for steps in at:
                 row = score(model, d.sampler, steps, args.num, args.guidance, args.data_dir, args.seed, 500,
                             classifier)
-                state["rows"].append({"run": label, "step": step, "seconds": before + times.get(step, float("nan")),
+                state["rows"].append({"run": label, "step": step, "seconds": before + seconds_at(times, step),
                                       **row})
                 if args.json:
                     Path(args.json).write_text(json.dumps(state, indent=2) + "\n")

@@ -190,6 +190,9 @@ def test_the_distillation_curve_report(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"step": 50, "elapsed_s": 10.5}\n{"step": 100, "elapsed_s": 21}\n'
                                             '{"epoch": 1}\n')
     assert curve.elapsed_at(tmp_path) == {50: 10.5, 100: 21}
+    times = curve.elapsed_at(tmp_path)  # an epoch's end checkpointed between log lines: read off the line
+    assert curve.seconds_at(times, 75) == pytest.approx(15.75) and curve.seconds_at(times, 100) == 21
+    assert np.isnan(curve.seconds_at(times, 120))  # past the log: not guessed
     state = {"num": 10, "seed": 0, "guidance": 1.5, "teacher_fd": 2.0, "machine": "m",
              "rows": [{"run": "r", "steps": 1, "step": 100, "seconds": 1600.0, "fd": 2.5, "fd_floor": 0.5,
                        "class_accuracy": 0.97}]}

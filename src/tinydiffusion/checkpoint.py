@@ -214,6 +214,9 @@ def resolve_checkpoint(path: str | Path | None) -> tuple[Path, Path]:
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    if not Path(path).is_file():  # a named pipe would block the read forever, a device would never end
+        raise UserError(f"{path} is not a regular file (a named pipe, a device or a folder); weights are read only "
+                        "from files.")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
@@ -221,15 +224,22 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
                         "it may be truncated or corrupted.") from None
 
 
-def check_weights_fit(expected: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], source: Path) -> None:
-    """Names and shapes must agree exactly; a mismatch is one clear sentence."""
+def weights_mismatch(expected: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> str | None:
+    """How the weights' names and shapes differ from the network's, in words; None if they agree exactly."""
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
     wrong = sorted(k for k in set(expected) & set(weights) if expected[k].shape != weights[k].shape)
-    if missing or unexpected or wrong:
-        example = (missing + unexpected + wrong)[0]
-        detail = (f"{len(missing)} missing, {len(unexpected)} unexpected and {len(wrong)} wrongly shaped tensors"
-                  f" (e.g. {example})")
+    if not (missing or unexpected or wrong):
+        return None
+    example = (missing + unexpected + wrong)[0]
+    return (f"{len(missing)} missing, {len(unexpected)} unexpected and {len(wrong)} wrongly shaped tensors "
+            f"(e.g. {example})")
+
+
+def check_weights_fit(expected: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], source: Path) -> None:
+    """Names and shapes must agree exactly; a mismatch is one clear sentence."""
+    detail = weights_mismatch(expected, weights)
+    if detail:
         raise UserError(f"the weights in {source} do not match the network its config describes ({detail}).")
 
 
@@ -237,6 +247,24 @@ def load_into(net: torch.nn.Module, weights: dict[str, torch.Tensor], source: Pa
     """Load weights strictly into `net`."""
     check_weights_fit(net.state_dict(), weights, source)
     net.load_state_dict(weights)
+
+
+def load_starting_weights(nets: list[torch.nn.Module], source: str) -> None:
+    """train.init: a new run's network (and its EMA) start from another run's EMA weights. Their names and shapes
+    must agree with this network's; a UNet's do not depend on the image size, so a run at one size may start a run
+    at another."""
+    weights_path, _ = resolve_checkpoint(source)
+    weights = load_weights(weights_path)
+    detail = weights_mismatch(nets[0].state_dict(), weights)
+    if detail:
+        raise UserError(f"train.init {source} holds another network than this run's ({detail}); start from a run "
+                        "of the same network, channels and classes.")
+    broken = [name for name, tensor in weights.items() if tensor.is_floating_point() and not tensor.isfinite().all()]
+    if broken:
+        raise UserError(f"train.init {source} holds weights that are not finite (e.g. {broken[0]}); start from an "
+                        "earlier checkpoint of that run.")
+    for net in nets:
+        net.load_state_dict(weights)
 
 
 def build_and_load(net_config, weights_path: Path) -> torch.nn.Module:

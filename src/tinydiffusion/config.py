@@ -112,6 +112,9 @@ class TrainConfig:
                                   "(Ho & Salimans 2022)")
     class_balance: float = option(0.0, "draw the rarer classes more often: a class of n images in proportion to "
                                   "n ** (1 - X); 0: as the data has them, 1: every class equally often")
+    init: str = option("", "start the network from another run's EMA weights (a run directory, checkpoint or "
+                       ".safetensors file of the same network; a UNet's may come from another image size, e.g. a "
+                       "run at 32 px for one at 64), instead of from the seed: fine-tuning")
     seed: int = option(0, "seed of every random draw in training")
     log_every: int = option(50, "steps between lines of metrics.jsonl")
     checkpoint_every: int = option(0, "steps between checkpoints (0: at every report: see sample_every)")
@@ -349,6 +352,8 @@ class RunConfig:
             *(check for name in SECTIONS for check in getattr(self, name).checks()),
             (1 <= distill.teacher_steps <= d.timesteps,
              f"distill.teacher_steps must be between 1 and the model's {d.timesteps}"),
+            (not (self.train.init and distill.steps), "a student starts from its teacher, or from distill.init; "
+             "train.init is for training"),
         ]
         for ok, message in checks:
             if not ok:

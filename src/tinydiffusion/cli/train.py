@@ -54,7 +54,7 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    from ..checkpoint import check_new_run_dir
+    from ..checkpoint import check_new_run_dir, resolve_checkpoint
     from ..data import load_data
 
     given = overrides(args)
@@ -68,6 +68,9 @@ def run(args) -> int:
         source = str(given.get("data.source", DEFAULT_SOURCE))
         if "data.source" in given:
             given["data.source"] = canonical_source(source)
+        if given.get("train.init"):  # a missing or damaged start is one sentence before the data is read
+            resolve_checkpoint(given["train.init"])
+            given["train.init"] = str(Path(given["train.init"]).resolve())
         preset = args.preset or preset_for_source(source)
         if preset != "auto":
             get_preset(preset)  # an unknown name is refused before any work

@@ -26,6 +26,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from ..bounds import MAX_OPTIMIZER_STEPS
+from ..checkpoint import load_starting_weights
 from ..config import RunConfig
 from ..data import ImageDataset, load_data
 from ..devices import memory_of
@@ -142,6 +143,8 @@ class Trainer:
         self.checkpoints = Checkpoints(self.run_dir, self.net, self.ema, self.optimizer, self.generator, self.losses,
                                        self.metrics, self.options, self.dist, self.device, self.task)
         self.step = self.checkpoints.restore(checkpoint) if resume else 0
+        if self.step == 0 and train_cfg.init:  # fine-tuning: another run's weights instead of the seed's
+            load_starting_weights([self.net, self.ema.net], train_cfg.init)
         self._bound_step = self._bind_step()
 
     def _bind_step(self) -> Callable[..., torch.Tensor]:
