@@ -128,3 +128,12 @@ def test_a_named_pipe_as_weights_is_one_sentence_not_a_hang(trained_run, tiny_da
     done = run_cli(args, timeout=120)
     assert_error(done.returncode, done.stderr, "not a regular file")
     assert not (tmp_path / "run").exists() and not (tmp_path / "x.png").exists()
+
+
+def test_resume_refuses_a_new_start(capsys, trained_run, tmp_path):
+    """A resumed run continues from its own checkpoint; a --train.init there would be recorded and not used."""
+    shutil.copytree(trained_run, tmp_path / "run")
+    before = (tmp_path / "run" / "config.json").read_bytes()
+    code, _, err = cli(capsys, "train", "--resume", tmp_path / "run", "--no-progress", "--train.init", trained_run)
+    assert_error(code, err, "--train.init", "--resume")
+    assert (tmp_path / "run" / "config.json").read_bytes() == before

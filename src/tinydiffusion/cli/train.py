@@ -103,6 +103,9 @@ def resumed_config(args, given: dict):
         raise UserError("a resumed run keeps its network; drop --net.")
     if getattr(args, "preset", None):
         raise UserError("--preset does not apply to --resume (a resumed run keeps its saved config); drop it.")
+    if given.get("train.init"):
+        raise UserError("--train.init does not apply to --resume (a resumed run continues from its own checkpoint); "
+                        "drop it.")
     # RUN (its latest checkpoint) or RUN/checkpoints/step-N (that one); a run in use is refused first
     run_dir, checkpoint = resume_target(args.resume)
     if args.run_dir and Path(args.run_dir).resolve() != run_dir.resolve():
