@@ -236,6 +236,12 @@ def weights_mismatch(expected: dict[str, torch.Tensor], weights: dict[str, torch
             f"(e.g. {example})")
 
 
+def first_non_finite(weights: dict[str, torch.Tensor]) -> str | None:
+    """The name of a floating-point tensor holding NaN or infinity (a diverged run's weights); None if none does."""
+    return next((name for name, tensor in weights.items()
+                 if tensor.is_floating_point() and not torch.isfinite(tensor).all()), None)
+
+
 def check_weights_fit(expected: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], source: Path) -> None:
     """Names and shapes must agree exactly; a mismatch is one clear sentence."""
     detail = weights_mismatch(expected, weights)
@@ -259,9 +265,9 @@ def load_starting_weights(nets: list[torch.nn.Module], source: str) -> None:
     if detail:
         raise UserError(f"train.init {source} holds another network than this run's ({detail}); start from a run "
                         "of the same network, channels and classes.")
-    broken = [name for name, tensor in weights.items() if tensor.is_floating_point() and not tensor.isfinite().all()]
+    broken = first_non_finite(weights)
     if broken:
-        raise UserError(f"train.init {source} holds weights that are not finite (e.g. {broken[0]}); start from an "
+        raise UserError(f"train.init {source} holds weights that are not finite (e.g. {broken}); start from an "
                         "earlier checkpoint of that run.")
     for net in nets:
         net.load_state_dict(weights)

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from .bounds import MAX_SEED
-from .checkpoint import build_and_load, load_config, resolve_checkpoint
+from .checkpoint import build_and_load, first_non_finite, load_config, resolve_checkpoint
 from .config import RunConfig
 from .data import NAMED, class_aliases, class_index
 from .data.pixels import to_pixels
@@ -63,10 +63,9 @@ def load_model(checkpoint: str | Path | None = None, device: str = "auto") -> Mo
     weights_path, config_path = resolve_checkpoint(checkpoint)
     config = load_config(config_path)
     net = build_and_load(config.net, weights_path)
-    broken = [name for name, tensor in net.state_dict().items()
-              if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    broken = first_non_finite(net.state_dict())
     if broken:
-        raise UserError(f"{weights_path} holds weights that are not finite (NaN or infinity, e.g. {broken[0]}); "
+        raise UserError(f"{weights_path} holds weights that are not finite (NaN or infinity, e.g. {broken}); "
                         "the training that wrote them diverged, so use an earlier checkpoint.")
     net.eval().to(pick_device(device))
     return Model(net, GaussianDiffusion(config.diffusion), config, weights_path)

@@ -68,7 +68,7 @@ def run(args) -> int:
         source = str(given.get("data.source", DEFAULT_SOURCE))
         if "data.source" in given:
             given["data.source"] = canonical_source(source)
-        if given.get("train.init"):  # a missing or damaged start is one sentence before the data is read
+        if given.get("train.init"):  # a missing start, or one that is no checkpoint: refused before the data is read
             resolve_checkpoint(given["train.init"])
             given["train.init"] = str(Path(given["train.init"]).resolve())
         preset = args.preset or preset_for_source(source)
