@@ -4,19 +4,38 @@ An entry's name is `<source>-<split>-<key of source, split and shape>-<key of th
 source changes, its new entry shares the first three parts with the old one, which is then removed, so editing a
 folder of 60,000 images ten times leaves one prepared copy, not ten. `tinydiffusion cache` lists the entries and
 their sizes, and `--clear` removes them (downloaded datasets are kept).
+
+The cache may be any folder, one of the user's (TINYDIFFUSION_CACHE=~, or even /), so what is listed and removed is
+only what tinydiffusion recognisably wrote: in its own sub-folders `prepared/` and `evaluation/`, the entries whose
+names it gives and whose files are all files it writes. Everything else there is left and said to be left, and no
+link below the cache folder is ever followed (nor removed but as the link itself).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
-import shutil
+import os
+import re
+import stat
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import words
-from ..files import cache_dir
+from ..files import NotAFile, cache_dir, read_regular_file
+from .named import NAMED
 
-DERIVED = ("prepared", "evaluation")  # rebuilt when needed; "datasets" (downloads) is not cleared
+ENTRY = re.compile(r".+-[A-Za-z0-9_]+-[0-9a-f]{12}-[0-9a-f]{12}")  # entry_path's names
+ARTEFACTS = re.compile(r"[0-9a-f]{16}|unknown")  # evaluation/<a prepared file's sha256>: evaluation/reference.py
+FILES = re.compile(r"data\.npy|data\.labels\.npy|data\.json"  # prepared.py's, then the evaluation's
+                   r"|classifier-[0-9a-f]+\.(safetensors|json)|fd-reference-[0-9a-f]+\.npz|fd-floor-[0-9a-f]+\.json")
+TEMPORARY = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp")  # files.atomic_file's and atomic_directory's names
+MOST_ENTRIES = 10_000  # looked at in prepared/ or evaluation/: a user's folder of that name may be huge
+MOST_FILES = 100  # in one entry (it holds a dozen): a folder with more is not one
+MOST_WALKED = 100_000  # files and folders a listing sizes in a part it only measures (downloads)
+MOST_NAMED = 5  # entries named in the one line that says what was left
+MANIFEST_BYTES = 16 << 20
 
 
 def prepared_root() -> Path:
@@ -27,62 +46,220 @@ def entry_path(slug: str, split: str, source_key: str, files_key: str) -> Path:
     return prepared_root() / f"{slug}-{split}-{source_key[:12]}-{files_key[:12]}"
 
 
+@dataclass
+class Found:
+    """An entry tinydiffusion wrote: a folder and its files, or one file (a lock)."""
+    kind: str  # "prepared", "unfinished" (a preparation's temporary folder), "evaluation" or "lock"
+    path: Path
+    files: list[Path]
+    size: int
+    mtime: float
+
+
+@dataclass
+class Survey:
+    ours: list[Found] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)  # what else is in prepared/ and evaluation/, relative to the cache
+    notes: list[str] = field(default_factory=list)  # one sentence each: a part that could not be read whole
+
+
+def _is_ours(name: str) -> bool:
+    temporary = TEMPORARY.fullmatch(name)
+    return bool(FILES.fullmatch(temporary.group(1) if temporary else name))
+
+
+def _folder(kind: str, item: os.DirEntry) -> Found | None:
+    """The entry `item` names if it is a real folder (not a link) holding only regular files of names tinydiffusion
+    writes; None if it is anything else. OSError if it cannot be read."""
+    if not item.is_dir(follow_symlinks=False):
+        return None
+    files, size = [], 0
+    with os.scandir(item.path) as inside:
+        for file in itertools.islice(inside, MOST_FILES + 1):
+            if len(files) == MOST_FILES or not file.is_file(follow_symlinks=False) or not _is_ours(file.name):
+                return None
+            files.append(Path(file.path))
+            size += file.stat(follow_symlinks=False).st_size
+    return Found(kind, Path(item.path), files, size, item.stat(follow_symlinks=False).st_mtime)
+
+
+def _prepared_entry(item: os.DirEntry) -> Found | None:
+    temporary = TEMPORARY.fullmatch(item.name)
+    name = temporary.group(1) if temporary else item.name
+    if not temporary and name.endswith(".lock") and ENTRY.fullmatch(name[:-5]) and item.is_file(follow_symlinks=False):
+        return Found("lock", Path(item.path), [Path(item.path)], item.stat(follow_symlinks=False).st_size, 0.0)
+    return _folder("unfinished" if temporary else "prepared", item) if ENTRY.fullmatch(name) else None
+
+
+def _artefacts(item: os.DirEntry) -> Found | None:
+    return _folder("evaluation", item) if ARTEFACTS.fullmatch(item.name) else None
+
+
+def _real_folder(path: Path) -> bool:
+    """A folder, not a link to one (nor anything else)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _shown(name: str) -> str:
+    return name if name.isprintable() else ascii(name)  # a newline in a name must not break a line
+
+
+def _scan(survey: Survey, name: str, recognise) -> None:
+    part = cache_dir() / name
+    if not os.path.lexists(part):
+        return
+    if not _real_folder(part):  # a link (or a file) where the folder goes: what it names is not ours
+        survey.left.append(name)
+        return
+    try:
+        with os.scandir(part) as listing:
+            items = sorted(itertools.islice(listing, MOST_ENTRIES + 1), key=lambda item: item.name)
+    except OSError as err:
+        survey.notes.append(f"{part} cannot be read ({err.strerror or err}); skipped.")
+        return
+    if len(items) > MOST_ENTRIES:
+        survey.notes.append(f"{part} holds more than {MOST_ENTRIES:,} entries; only {MOST_ENTRIES:,} were looked at.")
+    for item in items[:MOST_ENTRIES]:
+        try:
+            found = recognise(item)
+        except OSError as err:
+            survey.left.append(f"{name}/{_shown(item.name)} (cannot be read: {err.strerror or err})")
+            continue
+        if found is None:
+            survey.left.append(f"{name}/{_shown(item.name)}")
+        else:
+            survey.ours.append(found)
+
+
+def survey() -> Survey:
+    """What tinydiffusion wrote in the cache's prepared/ and evaluation/, and what else is there."""
+    found = Survey()
+    _scan(found, "prepared", _prepared_entry)
+    _scan(found, "evaluation", _artefacts)
+    return found
+
+
+def _remove(found: Found) -> None:
+    """Remove the files `found` holds, then its folder (unlink removes a link itself, never what it names; rmdir
+    refuses a folder that something was put in meanwhile)."""
+    for file in found.files:
+        file.unlink(missing_ok=True)
+    if found.kind != "lock":
+        found.path.rmdir()
+
+
 def remove_older(entry: Path) -> None:
     """Remove the entries of the same source, split and shape as `entry` that an older version of the files made."""
     line = entry.name.rsplit("-", 1)[0] + "-"
-    for other in entry.parent.glob(f"{line}*"):
-        if other.name != entry.name and other.name.rsplit("-", 1)[0] + "-" == line and other.is_dir():
-            shutil.rmtree(other, ignore_errors=True)
-            other.with_name(other.name + ".lock").unlink(missing_ok=True)
-
-
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    for other in os.scandir(entry.parent):
+        if other.name.startswith(line) and other.name != entry.name and other.name.rsplit("-", 1)[0] + "-" == line:
+            try:
+                found = _prepared_entry(other)
+                if found is not None and found.kind == "prepared":
+                    _remove(found)
+                    Path(other.path + ".lock").unlink(missing_ok=True)
+            except OSError:  # kept: the next clear names it
+                pass
 
 
 def _megabytes(size: int) -> str:
     return f"{size / 2**20:,.1f} MB"
 
 
-def _describe(entry: Path) -> str:
-    try:
-        manifest = json.loads((entry / "data.json").read_text())
-        c, h, w = manifest["image_shape"]
-        what = (f"{manifest['source']} ({manifest['split']}), {words.count(int(manifest['count']), 'image')} of "
-                f"{w}x{h}x{c}")
-    except (OSError, ValueError, KeyError, TypeError):
-        what = "incomplete or damaged (prepared again when needed)"
-    used = time.strftime("%Y-%m-%d", time.localtime(entry.stat().st_mtime))
-    return f"  {_megabytes(_size(entry)):>10}  {used}  {entry.name}: {what}"
+def _walk_size(folder: Path) -> tuple[int, bool]:
+    """The bytes of the files below `folder`, never following a link and skipping what cannot be read, and whether
+    all were counted: the walk stops after MOST_WALKED entries."""
+    size, seen, folders = 0, 0, [folder]
+    while folders:
+        try:
+            with os.scandir(folders.pop()) as items:
+                for item in items:
+                    seen += 1
+                    if seen > MOST_WALKED:
+                        return size, False
+                    if item.is_dir(follow_symlinks=False):
+                        folders.append(Path(item.path))
+                    elif item.is_file(follow_symlinks=False):
+                        size += item.stat(follow_symlinks=False).st_size
+        except OSError:
+            continue
+    return size, True
+
+
+def _describe(entry: Found) -> str:
+    what = "incomplete or damaged (prepared again when needed)"
+    if entry.kind == "unfinished":
+        what = "unfinished (a preparation still going, or one stopped)"
+    else:
+        try:
+            manifest = json.loads(read_regular_file(entry.path / "data.json", MANIFEST_BYTES))
+            c, h, w = manifest["image_shape"]
+            what = (f"{manifest['source']} ({manifest['split']}), {words.count(int(manifest['count']), 'image')} of "
+                    f"{w}x{h}x{c}")
+        except (OSError, NotAFile, ValueError, KeyError, TypeError):
+            pass
+        what = _shown(what)
+    used = time.strftime("%Y-%m-%d", time.localtime(entry.mtime))
+    return f"  {_megabytes(entry.size):>10}  {used}  {_shown(entry.path.name)}: {what}"
+
+
+def _left(left: list[str]) -> str:
+    named = ", ".join(left[:MOST_NAMED]) + (f" and {len(left) - MOST_NAMED:,} more" if len(left) > MOST_NAMED else "")
+    return f"{len(left):,} {'entry' if len(left) == 1 else 'entries'} in {cache_dir()} that tinydiffusion did not " \
+        f"write: {named}."
 
 
 def report() -> str:
-    """Every prepared entry with its size, then each other part of the cache with its size."""
-    root = cache_dir()
-    entries = sorted(p for p in prepared_root().iterdir() if p.is_dir() and not p.name.startswith(".")) \
-        if prepared_root().is_dir() else []
-    lines = [f"cache: {root}"]
-    lines += [f"prepared data ({words.count(len(entries), 'folder')}):"] + [_describe(e) for e in entries]
-    for part in sorted(root.iterdir()) if root.is_dir() else []:
-        if part.name != "prepared" and part.is_dir():
-            lines.append(f"{part.name}: {_megabytes(_size(part))}")
-    lines.append(f"total {_megabytes(_size(root) if root.is_dir() else 0)}")
-    return "\n".join(lines)
+    """Every prepared entry with its size, then the size of each other part of the cache: what tinydiffusion wrote
+    there, found without following links or looking anywhere else."""
+    found = survey()
+    entries = [f for f in found.ours if f.kind in ("prepared", "unfinished")]
+    total = sum(f.size for f in found.ours)
+    lines = [f"cache: {cache_dir()}", f"prepared data ({words.count(len(entries), 'folder')}):"]
+    lines += [_describe(e) for e in entries]
+    evaluation = [f for f in found.ours if f.kind == "evaluation"]
+    if evaluation:
+        lines.append(f"evaluation: {_megabytes(sum(f.size for f in evaluation))}")
+    datasets = cache_dir() / "datasets"  # downloads, measured only in the folders the commands download to
+    measured = {"datasets": [datasets / name for name in NAMED] if _real_folder(datasets) else [],
+                "onnxruntime-web": [cache_dir() / "onnxruntime-web"]}
+    for name, folders in measured.items():
+        sizes = [_walk_size(folder) for folder in folders if _real_folder(folder)]
+        if sizes:
+            size = sum(size for size, _ in sizes)
+            total += size
+            lines.append(f"{name}: {'' if all(whole for _, whole in sizes) else 'more than '}{_megabytes(size)}")
+    lines.append(f"total {_megabytes(total)}")
+    if found.left:
+        lines.append(f"not listed, and kept by --clear: {_left(found.left)}")
+    return "\n".join(lines + found.notes)
 
 
 def clear() -> str:
-    """Remove the prepared data and what was derived from it (classifiers, statistics); keep downloads."""
-    freed = 0
-    for name in DERIVED:
-        part = cache_dir() / name
-        if part.is_dir():
-            freed += _size(part)
-            shutil.rmtree(part, ignore_errors=True)
+    """Remove the prepared data and what was derived from it (classifiers, statistics); keep downloads and anything
+    tinydiffusion did not write."""
+    found = survey()
+    freed, left, emptied = 0, found.left, set()
+    for entry in found.ours:
+        try:
+            _remove(entry)
+        except OSError as err:
+            left.append(f"{entry.path.relative_to(cache_dir())} (cannot be removed: {err.strerror or err})")
+            continue
+        freed += entry.size
+        emptied.add(entry.path.parent)
+    for part in emptied:  # only a part this emptied; one that holds anything else stays
+        try:
+            part.rmdir()
+        except OSError:
+            pass
     kept = cache_dir() / "datasets"
-    note = f"; downloaded datasets are kept in {kept} (delete it to remove them)" if kept.is_dir() else ""
-    return f"removed {_megabytes(freed)} of prepared data from {cache_dir()}{note}."
+    note = f"; downloaded datasets are kept in {kept} (delete it to remove them)" if _real_folder(kept) else ""
+    lines = [f"removed {_megabytes(freed)} of prepared data from {cache_dir()}{note}."]
+    return "\n".join(lines + ([f"left {_left(left)}"] if left else []) + found.notes)
 
 
 def run(clear_it: bool) -> int:
