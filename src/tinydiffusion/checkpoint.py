@@ -175,11 +175,13 @@ def continue_from(run_dir: Path, checkpoint: Path, step: int) -> list[str]:
     return [p.name for p in later]
 
 
-def resolve_checkpoint(path: str | Path | None) -> tuple[Path, Path]:
+def resolve_checkpoint(path: str | Path | None, flag: str = "") -> tuple[Path, Path]:
     """Accept a run dir, a checkpoint dir or a .safetensors file; return (weights file, config file).
 
-    None means the model bundled with the package. From a checkpoint dir the EMA weights are used.
+    None means the model bundled with the package. From a checkpoint dir the EMA weights are used. `flag` (as
+    "--train.init") leads each refusal where the path is not the command's model itself.
     """
+    lead = f"{flag} " if flag else ""
     if path is None:
         if not BUNDLED.is_file():
             raise UserError("this installation has no bundled model; pass --checkpoint RUN_DIR.")
@@ -190,11 +192,12 @@ def resolve_checkpoint(path: str | Path | None) -> tuple[Path, Path]:
         raise UserError(f"this installation has no bundled {steps}-step student for --fast; pass --checkpoint "
                         "RUN_DIR.")
     if not path.exists():
-        raise UserError(f"{path} does not exist; pass a run directory, a checkpoint directory or a .safetensors file.")
+        raise UserError(f"{lead}{path} does not exist; pass a run directory, a checkpoint directory or a .safetensors "
+                        "file.")
     if path.is_dir() and (path / CHECKPOINTS).is_dir():
         found = latest_checkpoint(path)
         if found is None:
-            raise UserError(f"{path} holds no complete checkpoint yet.")
+            raise UserError(f"{lead}{path} holds no complete checkpoint yet.")
         path = found
     if path.is_dir() and (path / DIFFUSERS_WEIGHTS).is_file():
         path = path / DIFFUSERS_WEIGHTS
@@ -203,14 +206,14 @@ def resolve_checkpoint(path: str | Path | None) -> tuple[Path, Path]:
             read_checkpoint_info(path)
         weights = path / EMA_FILE if (path / EMA_FILE).is_file() else path / MODEL_FILE
         if not weights.is_file() or not (path / CONFIG_FILE).is_file():
-            raise UserError(f"{path} is not a checkpoint (no {EMA_FILE}/{MODEL_FILE} with {CONFIG_FILE}).")
+            raise UserError(f"{lead}{path} is not a checkpoint (no {EMA_FILE}/{MODEL_FILE} with {CONFIG_FILE}).")
         return weights, path / CONFIG_FILE
     if path.suffix != ".safetensors":
-        raise UserError(f"{path} is not a .safetensors file; only safetensors weights are loaded.")
+        raise UserError(f"{lead}{path} is not a .safetensors file; only safetensors weights are loaded.")
     for config in (path.with_suffix(".json"), path.parent / CONFIG_FILE):
         if config.is_file():
             return path, config
-    raise UserError(f"{path} has no config beside it ({path.with_suffix('.json').name} or {CONFIG_FILE}).")
+    raise UserError(f"{lead}{path} has no config beside it ({path.with_suffix('.json').name} or {CONFIG_FILE}).")
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -259,7 +262,7 @@ def load_starting_weights(nets: list[torch.nn.Module], source: str) -> None:
     """train.init: a new run's network (and its EMA) start from another run's EMA weights. Their names and shapes
     must agree with this network's; a UNet's do not depend on the image size, so a run at one size may start a run
     at another."""
-    weights_path, _ = resolve_checkpoint(source)
+    weights_path, _ = resolve_checkpoint(source, "train.init")
     weights = load_weights(weights_path)
     detail = weights_mismatch(nets[0].state_dict(), weights)
     if detail:

@@ -64,7 +64,7 @@ def run(args) -> int:
         if already_complete(config, run_dir, checkpoint, len(dataset)):
             return 0
         return run_training(args, config, run_dir, dataset, checkpoint)
-    teacher_weights, _ = resolve_checkpoint(args.teacher)
+    teacher_weights, _ = resolve_checkpoint(args.teacher, "--teacher")
     teacher = load_model(args.teacher, device="cpu")
     config = student_config(teacher, teacher_weights, given)
     config.validate()

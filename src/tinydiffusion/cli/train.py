@@ -69,7 +69,7 @@ def run(args) -> int:
         if "data.source" in given:
             given["data.source"] = canonical_source(source)
         if given.get("train.init"):  # a missing start, or one that is no checkpoint: refused before the data is read
-            resolve_checkpoint(given["train.init"])
+            resolve_checkpoint(given["train.init"], "--train.init")
             given["train.init"] = str(Path(given["train.init"]).resolve())
         preset = args.preset or preset_for_source(source)
         if preset != "auto":
