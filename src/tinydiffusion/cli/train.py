@@ -129,18 +129,32 @@ def already_complete(config: RunConfig, run_dir: Path, checkpoint: Path | None, 
     sentence and nothing is trained or written. The last step is the Trainer's: the steps a time budget planned,
     else train.max_steps, else train.epochs passes of whole batches; a budget not planned yet has none
     (tests/test_cli.py checks that such a resume takes no step)."""
-    from ..checkpoint import latest_checkpoint, load_training_state
-    from ..training.budget import last_step
+    from ..checkpoint import CONFIG_FILE, latest_checkpoint, load_config, load_training_state
+    from ..training.budget import budget_seconds, last_step
 
     found = checkpoint or latest_checkpoint(run_dir)
-    step = load_training_state(found)["step"] if found is not None else None  # a damaged one is refused here
-    train_cfg = config.train
+    if found is None:
+        return False
+    state = load_training_state(found)  # a damaged one is refused here
+    step, spent = state["step"], state.get("budget_spent_s", 0.0)
+    # The plan its checkpoint was saved under (a resume goes on from that), with this resume's limits
+    saved = load_config(found / CONFIG_FILE).train
+    train_cfg = dataclasses.replace(config.train, planned_steps=saved.planned_steps, planned_at=saved.planned_at)
     last = last_step(train_cfg, num_images // train_cfg.batch_size) or 0
-    if not isinstance(step, int) or not 0 < last <= step:
+    seconds = budget_seconds(train_cfg)
+    if 0 < last <= step and saved.planned_steps:
+        why = (f"its checkpoint is at step {step:,}, the end its time budget planned; to train it further, start a "
+               f"new run from it with --train.init {run_dir}")
+    elif 0 < last <= step:
+        why = (f"its checkpoint is at step {step:,} of {last:,}, so there is nothing to train; resume with a higher "
+               "--max-steps (or --epochs) to train it further")
+    elif seconds and isinstance(spent, float) and spent >= seconds:
+        why = (f"its time budget of {seconds:g} s is spent ({spent:.0f} s up to step {step:,}); resume with a "
+               "larger --train.minutes to train it further")
+    else:
         return False
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one process says it
-        print(f"{run_dir} is already complete: its checkpoint is at step {step:,} of {last:,}, so there is nothing "
-              "to train; resume with a higher --max-steps (or --epochs) to train it further.")
+        print(f"{run_dir} is already complete: {why}.")
     return True
 
 

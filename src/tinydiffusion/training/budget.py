@@ -1,29 +1,51 @@
-"""A run fitted to a time budget: measure the speed at the peak learning rate, then fix the step count once.
+"""A run fitted to a time budget: its clock, its plan, and the plan kept to the budget as the pace changes.
+
+The clock counts the training loop of each invocation of the run, from its first step to its final checkpoint
+and report, up to the checkpoint a resume continues from: a resumed run has what is left of its budget. Loading
+the data before the loop, the time between an interruption and the resume, and steps after the last checkpoint
+(they are taken again) are not counted.
 
 A run that is merely stopped when its time is up never decays its learning rate, and its EMA never ends where
-the run does. Instead the run times its steps, and plans its whole length from that speed; the
-plan is recorded in config.json (train.planned_steps), so a resumed run continues the same schedule exactly.
+the run does. Instead the run times its steps and plans its whole length from that speed. Each decision is
+recorded in the run's config (train.planned_*), which every checkpoint carries, so a resume continues the plan its
+checkpoint was saved under, bit for bit; one from before the plan plans once, for the budget that is left.
 
-The speed is the median of the timed steps' durations, not their mean: another program busy for part of the
-window (a browser, a test run) slows some steps, and a mean would plan the whole run from them.
+- The warm-up is fitted inside the plan: once the speed is first measured, a warm-up longer than a quarter of the
+  steps that fit is cut to that quarter (train.planned_warmup).
+- The plan: at train.decay_from of the budget, the steps that fit what is left after the end's own checkpoint and
+  report (train.planned_steps; the learning rate decays from train.planned_at).
+- The pace: when the recent steps say the run would end more than 2% past its budget (or 5% short of it), and by
+  half a second at least, the plan is made again for what is left, and the decay keeps its place, so the learning
+  rate goes on smoothly.
+- A run that spends its budget anyway (train.max_steps with a budget; a step that hung) ends there.
+
+The speed is a median of the steps' durations, not their mean: another program busy for part of the window (a
+browser, a test run) slows some steps, and a mean would plan the whole run from them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
-import time
+from collections import deque
+from dataclasses import dataclass
 
-WARMUP_STEPS = 2  # the first steps run slow (allocations, kernel choice): never timed
+WARMUP_STEPS = 2  # each invocation's first steps run slow (allocations, kernel choice): never timed
 MIN_TIMED_STEPS = 5
-# The speed is timed from 5% to 50% of the budget, with the learning rate held at its peak; it then decays over
-# the second half. A CPU's first seconds run slower than its steady state, and a shared machine's speed drifts by
-# 20% within minutes (docs/colour.md): half the run is timed, so that the plan rests on the speed the run will
-# see. Holding the peak and decaying at the end is a warm-up-stable-decay schedule, reported to match a cosine
+# The speed is timed from 5% of the budget to train.decay_from of it (0.5; 0.8 in the colour presets), with the
+# learning rate held at its peak; it then decays over the rest. A CPU's first seconds run slower than its steady
+# state, and a shared machine's speed drifts by 20% within minutes: a long window plans from the speed the run
+# will see. Holding the peak and decaying at the end is a warm-up-stable-decay schedule, reported to match a cosine
 # decay over the whole run at equal length (Hagele et al. 2024, "Scaling laws and compute-optimal training beyond
-# fixed training durations"); docs/colour.md measures it against an early decay (train.decay_from).
-TIMED_FROM, TIMED_UNTIL = 0.05, 0.50  # train.decay_from sets the end (0.8 in the colour presets)
-MARGIN = 0.98  # plan to end a little before the budget: the final checkpoint and grid take time too
+# fixed training durations").
+TIMED_FROM = 0.05
+MARGIN = 0.98  # plan to end a little before the budget
+WARMUP_SHARE = 0.25  # the longest warm-up a plan leaves in place, as a share of its steps
+LATE, EARLY = 0.02, 0.05  # re-plan when the run would end this share of the budget past it, or short of it ...
+MIN_SLACK = 0.5  # ... and by at least this many seconds: jitter is not worth a new schedule
+RECENT_STEPS = 32  # the pace after the plan: the median of the latest steps since the last decision, this many
+PACE_STEPS = 8  # ... and at least this many, so that a plan is not made again from the steps that made it
 
 
 def budget_seconds(train_config) -> float:
@@ -40,40 +62,119 @@ def last_step(train_config, steps_per_epoch: int) -> int | None:
     return None if budget_seconds(t) > 0 else t.epochs * steps_per_epoch
 
 
-class StepPlanner:
-    """Times the steps over the first half of the budget (or up to `timed_until` of it) and then proposes the run's
-    total step count.
+def warmup_of(train_config) -> int:
+    """The warm-up the learning rate takes: train.warmup_steps, or a budget's shorter one (train.planned_warmup)."""
+    return train_config.planned_warmup or train_config.warmup_steps
 
-    `report_cost` is the time a report (a sample grid, an FD) is expected to take, in seconds per training step
-    of the measured speed, spread over `report_every` steps."""
 
-    def __init__(self, budget: float, start: float, report_steps_cost: float = 0.0, report_every: int = 0,
-                 timed_until: float = TIMED_UNTIL):
-        self.budget, self.start = budget, start
-        self.report_steps_cost, self.report_every = report_steps_cost, report_every
-        self.timed_from: float | None = None
-        self.last = 0.0  # when the previous timed step ended
-        self.durations: list[float] = []  # of the timed steps, in seconds
-        self.since, self.until = TIMED_FROM * budget, timed_until * budget  # seconds into the run
+@dataclass(frozen=True)
+class Plan:
+    """A budget's decisions, as train.planned_warmup, planned_steps and planned_at record them (0: not yet)."""
+    warmup: int = 0
+    steps: int = 0
+    at: int = 0
 
-    @property
-    def timed_steps(self) -> int:
-        return len(self.durations)
+    @classmethod
+    def of(cls, train_config) -> Plan:
+        t = train_config
+        return cls(t.planned_warmup, t.planned_steps, t.planned_at)
 
-    def after_step(self, step: int, now: float | None = None) -> int | None:
-        """Called after each step (`step`: the steps done); the planned total once measured, else None."""
-        now = time.perf_counter() if now is None else now
-        if step < WARMUP_STEPS or now - self.start < self.since:
+    def recorded_in(self, train_config):
+        return dataclasses.replace(train_config, planned_warmup=self.warmup, planned_steps=self.steps,
+                                   planned_at=self.at)
+
+
+class TimeBudget:
+    """The clock of a budgeted run and its decisions; `now` is time.perf_counter()'s, passed in by the caller.
+
+    `spent`: the seconds earlier invocations used up to the checkpoint this one continues from. `step_factor`:
+    1 + what the reports between steps cost, as a share of a step's time. `end_steps`: what the end's report costs,
+    in steps' time."""
+
+    def __init__(self, train_config, spent: float = 0.0, step_factor: float = 1.0, end_steps: float = 0.0):
+        self.seconds, self.spent = budget_seconds(train_config), spent
+        self.timed_until = train_config.decay_from
+        self.step_factor, self.end_steps = step_factor, end_steps
+        self.start = self.last = None
+        self.steps_here = 0  # the steps this invocation took
+        self.window: list[float] = []  # the durations timed for the plan, in seconds
+        self.recent: deque[float] = deque(maxlen=RECENT_STEPS)
+
+    def begin(self, now: float) -> None:
+        self.start = self.last = now
+
+    def elapsed(self, now: float) -> float:
+        """The budget's seconds spent at `now`, this invocation's and those before the checkpoint it resumed."""
+        return self.spent + (now - self.start if self.start is not None else 0.0)
+
+    def after_step(self, now: float) -> None:
+        """Time a step that ended at `now`."""
+        self.steps_here += 1
+        duration, self.last = now - self.last, now
+        if self.steps_here <= WARMUP_STEPS:
+            return
+        self.recent.append(duration)
+        if self.elapsed(now) >= TIMED_FROM * self.seconds:
+            self.window.append(duration)
+
+    def seconds_per_step(self, durations) -> float:
+        return statistics.median(durations) * self.step_factor
+
+    def steps_that_fit(self, now: float, durations) -> int:
+        """How many more steps end the run, its last report included, at MARGIN of the budget."""
+        per_step = self.seconds_per_step(durations)
+        return math.floor((MARGIN * self.seconds - self.elapsed(now)) / per_step - self.end_steps)
+
+    def decide(self, step: int, plan: Plan, warmup_steps: int, now: float) -> Plan | None:
+        """The plan after `step` steps, if it changes: the warm-up fitted, the steps planned, or re-planned."""
+        if not plan.steps:
+            return self._first_plan(step, plan, warmup_steps, now)
+        if len(self.recent) < PACE_STEPS:
             return None
-        if self.timed_from is None:
-            self.timed_from = self.last = now
+        per_step = self.seconds_per_step(self.recent)
+        projected_end = self.elapsed(now) + (plan.steps - step + self.end_steps) * per_step
+        if self.seconds - self.slack(EARLY) <= projected_end <= self.seconds + self.slack(LATE):
             return None
-        self.durations.append(now - self.last)
-        self.last = now
-        if self.timed_steps < MIN_TIMED_STEPS or now - self.start < self.until:
+        steps = step + max(1, self.steps_that_fit(now, self.recent))
+        if steps == plan.steps:
             return None
-        seconds_per_step = statistics.median(self.durations)
-        if self.report_every:  # each report costs about report_steps_cost steps' time
-            seconds_per_step *= 1 + self.report_steps_cost / self.report_every
-        remaining = MARGIN * self.budget - (now - self.start)
-        return step + max(1, math.floor(remaining / seconds_per_step))
+        self.recent.clear()
+        return replanned(plan, step, steps, warmup_of_plan(plan, warmup_steps))
+
+    def _first_plan(self, step: int, plan: Plan, warmup_steps: int, now: float) -> Plan | None:
+        if len(self.window) < MIN_TIMED_STEPS:
+            return None
+        total = step + max(1, self.steps_that_fit(now, self.window))
+        new = plan
+        if not plan.warmup and step < warmup_steps and warmup_steps > WARMUP_SHARE * total:
+            new = dataclasses.replace(new, warmup=max(step, math.floor(WARMUP_SHARE * total)))
+        if self.elapsed(now) >= self.timed_until * self.seconds:
+            new = dataclasses.replace(new, steps=total, at=step)
+            self.recent.clear()
+            if warmup_of_plan(new, warmup_steps) > step:  # the speed was misjudged: the warm-up ends at the plan
+                new = dataclasses.replace(new, warmup=step)
+        return None if new == plan else new
+
+    def slack(self, share: float) -> float:
+        return max(share * self.seconds, MIN_SLACK)
+
+    def spent_all(self, now: float, planned: bool) -> bool:
+        """Whether the run must end now to end within its budget, its last report included (a planned run, whose
+        pace is watched, gets its slack)."""
+        durations = self.recent or self.window
+        per_step = self.seconds_per_step(durations) if len(durations) >= MIN_TIMED_STEPS else 0.0
+        limit = self.seconds + (self.slack(LATE) if planned else 0.0)
+        return self.elapsed(now) + self.end_steps * per_step >= limit
+
+
+def warmup_of_plan(plan: Plan, warmup_steps: int) -> int:
+    return plan.warmup or warmup_steps
+
+
+def replanned(plan: Plan, step: int, steps: int, warmup: int) -> Plan:
+    """The plan of `steps` steps made at `step`, its decay moved so that it has gone as far as it had: a cosine
+    decay over [at, steps] at progress p = (step - at) / (steps - at) keeps p if at' = (step - p steps') / (1 - p)."""
+    start = max(warmup, plan.at)
+    progress = min(1.0, max(0.0, (step - start) / max(1, plan.steps - start)))
+    at = round((step - progress * steps) / (1 - progress)) if progress < 1 else step
+    return dataclasses.replace(plan, steps=steps, at=min(step, max(warmup, at)))

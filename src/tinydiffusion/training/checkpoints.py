@@ -18,6 +18,7 @@ from .. import checkpoint as ckpt
 from ..config import RunConfig
 from ..errors import UserError
 from ..files import atomic_write_bytes
+from .budget import Plan
 from .distributed import Distributed
 from .ema import EMA
 from .loss_watch import LossWatch
@@ -39,6 +40,8 @@ class Checkpoints:
     task: object = None  # what a step minimises (tasks.py); one with a state_dict has a network of its own
     resumed_from: Path | None = None  # the checkpoint this run continues from; None: from step 0
     saved_step: int | None = None  # the step whose checkpoint is on disk already
+    spent: float = 0.0  # the time budget's seconds spent up to the checkpoint restored (budget.py)
+    plan: Plan = Plan()  # the budget's plan that checkpoint was saved under
 
     def restore(self, checkpoint: Path | None) -> int:
         """Load the checkpoint a resume continues from (default: the latest) and return its step; 0 when the run
@@ -65,9 +68,13 @@ class Checkpoints:
             if hasattr(self.task, "load_state_dict"):
                 self.task.load_state_dict(state["task"])
             step = state["step"]
+            spent = float(state.get("budget_spent_s", 0.0))  # none in a checkpoint from before the budget's clock
+            if not 0 <= spent < 1e9:
+                raise ValueError(f"the budget's time spent is {spent}")
         except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as err:
             raise UserError(f"{found} holds a training state that does not fit this run ({err}).") from None
-        self.resumed_from, self.saved_step = found, step
+        self.resumed_from, self.saved_step, self.spent = found, step, spent
+        self.plan = Plan.of(ckpt.load_config(found / ckpt.CONFIG_FILE).train)
         return step
 
     def _match_optimizer_to_options(self) -> None:
@@ -84,8 +91,9 @@ class Checkpoints:
                 param_state["step"] = param_state["step"].to(dtype=torch.float32,
                                                               device=self.device if on_device else "cpu")
 
-    def save(self, step: int, config: RunConfig) -> Path | None:
-        """Write the checkpoint of `step` (rank 0; every process waits for it) and return its directory."""
+    def save(self, step: int, config: RunConfig, spent: float = 0.0) -> Path | None:
+        """Write the checkpoint of `step` (rank 0; every process waits for it) and return its directory; `spent`:
+        the time budget's seconds spent so far."""
         self.losses.read()  # a non-finite loss under on_nan "stop" ends the run before this save
         if step == self.saved_step:  # an epoch end and the end of the run often fall on the same step
             return ckpt.latest_checkpoint(self.run_dir) if self.dist.is_main else None
@@ -96,6 +104,7 @@ class Checkpoints:
                 "optimizer": self.optimizer.state_dict(),
                 "generator": self.generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
+                "budget_spent_s": float(spent),
                 **self.losses.state(),
             }
             if hasattr(self.task, "state_dict"):

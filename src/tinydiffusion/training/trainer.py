@@ -38,7 +38,7 @@ from ..nets.memory import activation_bytes, format_bytes
 from ..pipeline import Model
 from ..tensorboard_log import TensorBoardLog
 from .batches import Batch, Batches, check_data_fits, record_data, steps_per_epoch
-from .budget import StepPlanner, budget_seconds, last_step
+from .budget import Plan, TimeBudget, budget_seconds, last_step, warmup_of
 from .checkpoints import Checkpoints
 from .cuda_graph import GraphedStep
 from .distributed import setup_distributed
@@ -54,13 +54,14 @@ from .tasks import task_for
 
 def learning_rate(config, step: int, total_steps: int | None) -> float:
     """Linear warm-up, then constant or a cosine decay to lr * min_lr_ratio. A run planned from a time budget holds
-    the peak until its plan (total_steps None meanwhile), and decays from there (train.planned_at)."""
-    train_cfg = config.train
-    if step < train_cfg.warmup_steps:
-        return train_cfg.lr * (step + 1) / train_cfg.warmup_steps
+    the peak until its plan (total_steps None meanwhile), and decays from there (train.planned_at); its warm-up may
+    be one the budget shortened (budget.py)."""
+    train_cfg, warmup = config.train, warmup_of(config.train)
+    if step < warmup:
+        return train_cfg.lr * (step + 1) / warmup
     if train_cfg.lr_schedule == "constant" or total_steps is None:
         return train_cfg.lr
-    decay_from = max(train_cfg.warmup_steps, train_cfg.planned_at)
+    decay_from = max(warmup, train_cfg.planned_at)
     progress = min(1.0, max(0, step - decay_from) / max(1, total_steps - decay_from))
     floor = train_cfg.min_lr_ratio
     return train_cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
@@ -75,6 +76,7 @@ class TrainResult:
     wall_seconds: float
     stopped_early: bool = False
     main_process: bool = True  # rank 0, the one process that reports
+    ended_by: str = "steps"  # what ended the run: "steps" (its last step), "signal", or "budget" (out of time)
 
 
 class Trainer:
@@ -121,10 +123,6 @@ class Trainer:
         self.reports = list(reports)
         self.steps_per_epoch = steps_per_epoch(self.dataset, train_cfg.batch_size)
         self.report_every = report_interval(train_cfg, self.steps_per_epoch)
-        # A time budget plans the step count once, after timing the first steps (budget.py); until then the
-        # run counts towards a length it will not reach, and the learning rate is still warming up.
-        last = last_step(train_cfg, self.steps_per_epoch)
-        self.planning, self.total_steps = last is None, last or MAX_OPTIMIZER_STEPS
 
         # --- the network, its EMA and optimizer, and the run's generator, from the seed; or from a checkpoint
         torch.manual_seed(train_cfg.seed)
@@ -145,6 +143,17 @@ class Trainer:
         self.step = self.checkpoints.restore(checkpoint) if resume else 0
         if self.step == 0 and train_cfg.init:  # fine-tuning: another run's weights instead of the seed's
             load_starting_weights([self.net, self.ema.net], train_cfg.init)
+        # --- the run's length. A time budget plans it after timing the first steps (budget.py); until then the
+        # run counts towards a length it will not reach. A resume goes on with the plan its checkpoint was saved
+        # under (none, for one from before the plan), and with what is left of the budget.
+        if self.checkpoints.resumed_from is not None:
+            self.config = config = dataclasses.replace(
+                config, train=self.checkpoints.plan.recorded_in(config.train))
+        last = last_step(config.train, self.steps_per_epoch)
+        self.planning, self.total_steps = last is None, last or MAX_OPTIMIZER_STEPS
+        report_cost = report_cost_in_steps(train_cfg, self.steps_per_epoch, self.report_every)
+        self.clock = TimeBudget(config.train, self.checkpoints.spent, 1 + report_cost / self.report_every,
+                                report_cost)
         self._bound_step = self._bind_step()
 
     def _bind_step(self) -> Callable[..., torch.Tensor]:
@@ -183,8 +192,7 @@ class Trainer:
         start = time.perf_counter()
         first_step, reported_epochs = self.step, self.step // self.steps_per_epoch
         self._window = (self.step, start)  # the step and time the log's window of speed and losses began at
-        report_cost = report_cost_in_steps(train_cfg, self.steps_per_epoch, self.report_every)
-        planner = StepPlanner(budget_seconds(train_cfg), start, report_cost, self.report_every, train_cfg.decay_from)
+        self.clock.begin(start)
         stopped = out_of_time = False
         with StopRequest() as stop:
             while self.step < self.total_steps:
@@ -193,11 +201,10 @@ class Trainer:
                 if train_cfg.on_nan == "stop" or len(self.losses.pending) > 256:  # read the previous step's loss, not
                     self.losses.read(keep_last=True)  # this one's: the GPU is busy with it
                 self.step += 1
-                # --- the run's length (a time budget's plan), and an end asked for (a signal, the budget spent)
-                if self.planning:
-                    self._plan(planner.after_step(self.step - first_step))
-                    bar.total = None if self.planning else self.total_steps
-                stopped, out_of_time = self._end_requested(stop, start)
+                # --- the run's length (a time budget's plan, kept to the pace), an end asked for (a signal, the
+                # budget spent)
+                stopped, out_of_time = self._end_requested(stop)
+                bar.total = None if self.planning else self.total_steps
                 # --- the log, the checkpoint, the report (a checkpoint, then a sample grid and an FD)
                 if self.step % train_cfg.log_every == 0 or self.step == self.total_steps or out_of_time:
                     self._log_window(bar, start)
@@ -218,11 +225,11 @@ class Trainer:
         path = self.save()
         wall = time.perf_counter() - start
         average_images_per_second = (self.step - first_step) * train_cfg.batch_size / wall if wall > 0 else 0.0
-        if stopped and self.dist.is_main:
-            print(f"stopped at step {self.step}; checkpoint written to {path}. "
-                  f"Continue with: tinydiffusion train --resume {self.run_dir}")
+        ended_by = "signal" if stopped else "budget" if out_of_time else "steps"
+        if self.dist.is_main:
+            self._say_how_it_ended(ended_by, path)
         return TrainResult(self.run_dir, self.step, self.losses.last, average_images_per_second, wall, stopped,
-                           self.dist.is_main)
+                           self.dist.is_main, ended_by=ended_by)
 
     def _queue_step(self) -> None:
         """Queue one step; its loss joins the pending ones, which the host reads later (loss_watch.py)."""
@@ -252,8 +259,9 @@ class Trainer:
                 group["lr"] = scaled
 
     def save(self) -> Path | None:
-        """The checkpoint of the current step (checkpoints.py); its directory on rank 0."""
-        return self.checkpoints.save(self.step, self.config)
+        """The checkpoint of the current step (checkpoints.py), with the budget's time spent; its directory on
+        rank 0."""
+        return self.checkpoints.save(self.step, self.config, self.clock.elapsed(time.perf_counter()))
 
     def _log_window(self, bar: tqdm, start: float) -> None:
         """One record of metrics.jsonl: the mean loss and the speed since the last."""
@@ -298,35 +306,59 @@ class Trainer:
               f"{f' x {self.dist.world_size} processes' if self.dist.world_size > 1 else ''}; "
               f"run directory {self.run_dir}")
 
-    def _plan(self, planned: int | None) -> None:
-        """Fix the run's length once the planner has measured the speed (rank 0's plan, for every process), and
-        record it in config.json, so that a resumed run continues the same schedule."""
-        if self.dist.world_size > 1:
-            shared = torch.tensor([-1 if planned is None else planned], device=self.device)
-            dist.broadcast(shared, 0)
-            planned = None if shared.item() < 0 else int(shared.item())
-        if planned is None:
-            return
-        self.planning, self.total_steps = False, planned
-        self.config = dataclasses.replace(self.config, train=dataclasses.replace(
-            self.config.train, planned_steps=planned, planned_at=self.step))
-        if self.dist.is_main:
-            atomic_write_bytes(self.run_dir / "config.json", self.config.to_json().encode())
-            print(f"planned {planned} steps to end within the time budget of {budget_seconds(self.config.train):g} s")
+    def _end_requested(self, stop: StopRequest) -> tuple[bool, bool]:
+        """(a signal asked to stop, the time budget is spent), and the budget's plan if it changed: rank 0's clock
+        decides, and all processes agree in one collective, so none is left waiting alone. A run out of time ends
+        as at its last step (final checkpoint and report)."""
+        train_cfg, now = self.config.train, time.perf_counter()
+        changed, out_of_time = None, False
+        if budget_seconds(train_cfg) and self.dist.is_main:
+            self.clock.after_step(now)
+            if not train_cfg.max_steps:
+                changed = self.clock.decide(self.step, Plan.of(train_cfg), train_cfg.warmup_steps, now)
+            out_of_time = self.clock.spent_all(now, planned=bool(self.config.train.planned_steps))
+        plan = [-1, -1, -1] if changed is None else [changed.warmup, changed.steps, changed.at]
+        flags = [float(stop.requested), float(out_of_time), *plan]
+        if self.dist.world_size > 1:  # the maximum: any process's signal, rank 0's clock and plan
+            agreed = torch.tensor(flags, device=self.device, dtype=torch.float64)
+            dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+            flags = agreed.tolist()
+        if flags[2] >= 0:
+            self._record_plan(Plan(*(int(v) for v in flags[2:])))
+        return flags[0] > 0, flags[1] > 0
 
-    def _end_requested(self, stop: StopRequest, start: float) -> tuple[bool, bool]:
-        """(a signal asked to stop, the time budget is spent), agreed by all processes in one collective, so none
-        is left waiting alone. A run out of time ends as at its last step (final checkpoint; a run with max_steps
-        keeps its LR schedule's length, so its decay is cut short). A planned run takes its planned steps: the plan
-        is what fits the budget at the measured speed, and a resumed run takes them too."""
+    def _record_plan(self, plan: Plan) -> None:
+        """Take the budget's new plan, and record it in config.json (each checkpoint records its own)."""
+        old = Plan.of(self.config.train)
+        self.config = dataclasses.replace(self.config, train=plan.recorded_in(self.config.train))
+        if plan.steps:
+            self.planning, self.total_steps = False, plan.steps
+        if not self.dist.is_main:
+            return
+        atomic_write_bytes(self.run_dir / "config.json", self.config.to_json().encode())
+        seconds = budget_seconds(self.config.train)
+        if plan.warmup != old.warmup:
+            print(f"the learning-rate warm-up shortened to {plan.warmup} steps to fit the time budget")
+        if plan.steps and not old.steps:
+            print(f"planned {plan.steps} steps at step {self.step} to end within the time budget of {seconds:g} s")
+        elif plan.steps != old.steps:
+            print(f"re-planned to {plan.steps} steps (was {old.steps}) at step {self.step}: the pace changed")
+
+    def _say_how_it_ended(self, ended_by: str, path: Path | None) -> None:
+        """Which limit ended the run, when it had a time budget or was stopped."""
         train_cfg = self.config.train
-        limit = 0.0 if train_cfg.planned_steps else budget_seconds(train_cfg)
-        flags = [stop.requested, limit > 0 and time.perf_counter() - start >= limit]
-        if self.dist.world_size == 1:
-            return flags[0], flags[1]
-        agreed = torch.tensor([float(f) for f in flags], device=self.device)
-        dist.all_reduce(agreed)
-        return bool(agreed[0] > 0), bool(agreed[1] > 0)
+        seconds, spent = budget_seconds(train_cfg), self.clock.elapsed(time.perf_counter())
+        if ended_by == "signal":
+            print(f"stopped at step {self.step}; checkpoint written to {path}. "
+                  f"Continue with: tinydiffusion train --resume {self.run_dir}")
+        elif ended_by == "budget":
+            limit = f"train.max_steps ({train_cfg.max_steps:,})" if train_cfg.max_steps else \
+                f"its plan ({self.total_steps:,} steps)"
+            print(f"the time budget of {seconds:g} s ended the run at step {self.step:,}, before {limit}; "
+                  "a resume has no time left: give it a larger --train.minutes to train further")
+        elif seconds:
+            steps = "planned steps" if train_cfg.planned_steps else "steps (train.max_steps)"
+            print(f"the run took its {self.step:,} {steps} in {spent:.1f} s of its {seconds:g} s time budget")
 
 
 def parameter_groups(net: torch.nn.Module, config: RunConfig) -> list[dict]:
