@@ -138,7 +138,8 @@ class TrainConfig:
     cuda_graph: str = option("auto", "replay each whole step as one CUDA graph (one GPU): auto, on or off")
     threads: int = option(0, "CPU threads for torch (0: torch's default)")
     planned_steps: int = recorded(0, "the step count a time budget planned (0: none planned yet)")
-    planned_at: int = recorded(0, "the step at which it was planned (the learning rate decays from there)")
+    planned_at: int = recorded(0, "the step the learning rate's decay is anchored at (where it was planned)")
+    planned_warmup: int = recorded(0, "a warm-up the time budget shortened to fit inside its plan (0: warmup_steps)")
 
     def checks(self) -> list[tuple[bool, str]]:
         """(condition, message) pairs that a valid train section satisfies."""
@@ -167,8 +168,11 @@ class TrainConfig:
              "set the time budget once: train.minutes or train.max_seconds"),
             (self.ema_std == 0 or 0.001 <= self.ema_std <= 0.28,
              "train.ema_std must be 0 (off) or between 0.001 and 0.28"),
-            (0 <= self.sample_every <= most and 0 <= self.planned_at <= self.planned_steps <= most,
-             "train.sample_every must be 0 (at epoch ends) or a number of steps"),
+            (0 <= self.sample_every <= most, "train.sample_every must be 0 (at epoch ends) or a number of steps"),
+            (0 <= self.planned_at <= self.planned_steps <= most and 0 <= self.planned_warmup <= most,
+             f"the recorded time-budget plan (train.planned_steps {self.planned_steps}, planned_at "
+             f"{self.planned_at}) is not a plan: planned_at must not pass planned_steps; the run's config.json is "
+             "damaged"),
             (1 <= self.keep <= 1000, "train.keep must be between 1 and 1000"),
             (self.on_nan in ("stop", "skip"), "train.on_nan must be 'stop' or 'skip'"),
             (DEVICE_PATTERN.fullmatch(self.device) is not None, f"train.device must be auto, cpu, cuda or cuda:N, "
