@@ -279,6 +279,7 @@ def test_sample_every_sets_the_report_interval_in_steps(tiny_data_dir, tmp_path)
     ({"train.minutes": 1, "train.max_seconds": 30}, "set the time budget once"),
     ({"train.minutes": -1}, "train.max_seconds and train.minutes must be 0"),
     ({"train.ema_std": 0.5}, "train.ema_std must be 0 (off) or between"),
+    ({"train.planned_steps": 2264, "train.planned_at": 2678}, "the recorded time-budget plan (train.planned_steps 2264"),
 ])
 def test_budget_and_ema_settings_are_checked(tiny_data_dir, overrides, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
