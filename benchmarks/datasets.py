@@ -105,8 +105,8 @@ def train_worker(source: dict, steps: int, threads: int, preset: str = "fashion-
         records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
     windows = [r for r in records if "images_per_second" in r]  # not the lines of evaluations
     return {"windows": windows, "final_loss": result.final_loss, "threads": torch.get_num_threads(),
-            "images": len(dataset), "net": repr(config.net), "parameters": count_parameters(trainer.net),
-            "options": trainer.options, "load_average": [load_at_start, os.getloadavg()[0]]}
+            "images": len(dataset), "net": repr(config.net), "parameters": count_parameters(trainer.state.net),
+            "options": trainer.state.options, "load_average": [load_at_start, os.getloadavg()[0]]}
 
 
 def write_random_npz(path: Path, count: int, size: int = 32, channels: int = 3, classes: int = 10) -> Path:

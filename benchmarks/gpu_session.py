@@ -108,7 +108,7 @@ def poisoned_runs(config, work: Path, graphs: tuple[str, ...], bad_step: int = B
                           on_batch=poison_noise_at(bad_step))
         trainer.run()
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        runs[graph] = (records, {k: v.detach().clone() for k, v in trainer.net.state_dict().items()})
+        runs[graph] = (records, {k: v.detach().clone() for k, v in trainer.state.net.state_dict().items()})
     return runs
 
 

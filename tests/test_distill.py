@@ -223,7 +223,7 @@ def test_the_guidance_embedding_learns_first_and_at_its_own_rate(fast_guidance_r
     for the first guidance_warmup steps it alone trains, and its rate stays guidance_lr / lr times the schedule's.
     Without them the student has one group, as before."""
     from tinydiffusion.nets import GUIDANCE_EMBEDDING
-    from tinydiffusion.training.trainer import parameter_groups
+    from tinydiffusion.training.state import parameter_groups
 
     config = load_config(fast_guidance_run / "config.json")
     assert (config.distill.guidance_lr, config.distill.guidance_warmup) == (1e-2, 2)

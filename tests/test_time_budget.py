@@ -128,7 +128,8 @@ def test_a_budget_plans_the_run_records_the_plan_and_decays_the_learning_rate(ti
     wall = time.perf_counter() - started
     planned = load_config(run / "config.json").train.planned_steps
     assert planned > 20 and result.step == planned and not result.stopped_early
-    assert wall < 4 + 3  # the loop ends at the budget; loading and the final checkpoint take a little more
+    assert result.wall_seconds <= 4 * (1 + LATE) + MIN_SLACK  # the loop, its last checkpoint and report included
+    assert wall < 4 + 10  # loading the data and building the network come before the budget's clock
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["step"] == planned
     recorded = load_config(run / "config.json")
@@ -279,7 +280,7 @@ def test_sample_every_sets_the_report_interval_in_steps(tiny_data_dir, tmp_path)
     ({"train.minutes": 1, "train.max_seconds": 30}, "set the time budget once"),
     ({"train.minutes": -1}, "train.max_seconds and train.minutes must be 0"),
     ({"train.ema_std": 0.5}, "train.ema_std must be 0 (off) or between"),
-    ({"train.planned_steps": 2264, "train.planned_at": 2678}, "the recorded time-budget plan (train.planned_steps 2264"),
+    ({"train.planned_steps": 2264, "train.planned_at": 2678}, "time-budget plan (train.planned_steps 2264"),
 ])
 def test_budget_and_ema_settings_are_checked(tiny_data_dir, overrides, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -307,5 +308,5 @@ def test_the_power_ema_is_the_closed_form_average_of_the_steps(std):
 
 def test_an_exponential_ema_is_unchanged_by_the_new_setting(tiny_data_dir, tmp_path):
     trainer = Trainer(smoke_config(tiny_data_dir), tmp_path / "run", progress=False)
-    assert trainer.ema.weight_at(0) == 1 - min(trainer.config.train.ema_decay, 1 / 10)
-    assert trainer.ema.weight_at(10_000) == pytest.approx(1 - trainer.config.train.ema_decay)
+    assert trainer.state.ema.weight_at(0) == 1 - min(trainer.state.config.train.ema_decay, 1 / 10)
+    assert trainer.state.ema.weight_at(10_000) == pytest.approx(1 - trainer.state.config.train.ema_decay)

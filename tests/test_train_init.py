@@ -23,10 +23,10 @@ def test_a_run_starts_from_the_other_run_s_ema_weights(trained_run, tiny_data_di
     ema = final_weights(trained_run)[EMA_FILE]
     started = Trainer(smoke_config(tiny_data_dir, **{"train.init": str(trained_run)}), tmp_path / "run",
                       progress=False)
-    assert same_weights(started.net.state_dict(), ema)
-    assert same_weights(started.ema.net.state_dict(), ema)
+    assert same_weights(started.state.net.state_dict(), ema)
+    assert same_weights(started.state.ema.net.state_dict(), ema)
     fresh = Trainer(smoke_config(tiny_data_dir), tmp_path / "fresh", progress=False)
-    assert not same_weights(fresh.net.state_dict(), ema)  # the seed's weights are others
+    assert not same_weights(fresh.state.net.state_dict(), ema)  # the seed's weights are others
 
 
 def test_a_unet_trained_at_28_pixels_continues_at_32(trained_run, tmp_path):
@@ -38,7 +38,7 @@ def test_a_unet_trained_at_28_pixels_continues_at_32(trained_run, tmp_path):
                                        "data.image_size": 32, "train.max_steps": 3})
     start = final_weights(trained_run)[EMA_FILE]
     trainer = Trainer(config, tmp_path / "run", dataset=dataset, progress=False)
-    assert same_weights(trainer.net.state_dict(), start)  # started from the 28-px run, not from the seed
+    assert same_weights(trainer.state.net.state_dict(), start)  # started from the 28-px run, not from the seed
     result = trainer.run()
     assert result.step == 3 and torch.isfinite(torch.tensor(result.final_loss))
     moved = final_weights(tmp_path / "run")[MODEL_FILE]
@@ -85,7 +85,7 @@ def test_another_network_is_one_sentence(capsys, trained_run, tiny_data_dir, tmp
 def test_a_missing_start_is_refused_before_the_data_is_read(capsys, tmp_path):
     code, _, err = cli(capsys, *train_args(tmp_path / "no-data", tmp_path / "run", "--train.init",
                                            tmp_path / "nowhere"))
-    assert_error(code, err, "nowhere", "does not exist")
+    assert_error(code, err, "--train.init", "nowhere", "does not exist")  # the flag, not only the path
     assert not (tmp_path / "run").exists()
 
 
@@ -107,7 +107,7 @@ def test_damaged_weights_are_one_sentence(capsys, trained_run, tiny_data_dir, tm
     code, _, err = cli(capsys, *train_args(tiny_data_dir, tmp_path / "run", "--max-steps", "1",
                                            "--train.init", start))
     assert_error(code, err, {"nan": "not finite", "truncated": "safetensors", "not-a-run": "checkpoint"}[damage],
-                 *(["train.init"] if damage == "nan" else []))  # refused on loading, not by a NaN loss later
+                 "train.init")  # named by its flag; refused on loading, not by a NaN loss later
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
@@ -129,7 +129,7 @@ def test_a_named_pipe_as_weights_is_one_sentence_not_a_hang(trained_run, tiny_da
     args = (train_args(tiny_data_dir, tmp_path / "run", "--max-steps", "1", "--train.init", pipe)
             if command == "train" else ["sample", "--checkpoint", pipe, "--num", "1", "--out", tmp_path / "x.png"])
     done = run_cli(args, timeout=120)
-    assert_error(done.returncode, done.stderr, "not a regular file")
+    assert_error(done.returncode, done.stderr, "not a regular file", *(["train.init"] if command == "train" else []))
     assert not (tmp_path / "run").exists() and not (tmp_path / "x.png").exists()
 
 

@@ -92,7 +92,7 @@ def test_hflip_mirrors_about_half_of_each_batch(tiny_data_dir, tmp_path):
     trainer = Trainer(smoke_config(tiny_data_dir, **{"data.hflip": True, "train.batch_size": 64}), tmp_path / "r",
                       progress=False)
     x0 = trainer.batches.draw(0).x0
-    order = epoch_order(len(trainer.dataset), trainer.config.train.seed, 0, trainer.device)
+    order = epoch_order(len(trainer.dataset), trainer.state.config.train.seed, 0, trainer.state.device)
     plain = to_model_space(trainer.dataset.images[order[:64]])
     same = (x0 == plain).flatten(1).all(1)
     mirrored = (x0 == plain.flip(-1)).flatten(1).all(1)

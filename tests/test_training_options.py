@@ -145,10 +145,10 @@ def test_resume_across_a_change_of_adamw_implementation(tiny_data_dir, tmp_path,
     train(fp32_smoke(tiny_data_dir, **{"train.max_steps": 3, "train.fused_adamw": first}), split, progress=False)
     resumed = Trainer(fp32_smoke(tiny_data_dir, **{"train.max_steps": 6, "train.fused_adamw": second}), split,
                       resume=True, progress=False)
-    group = resumed.optimizer.param_groups[0]
+    group = resumed.state.optimizer.param_groups[0]
     assert group["fused"] is (second == "on")
-    steps = [state["step"] for state in resumed.optimizer.state.values()]
-    assert len(steps) == len(list(resumed.net.parameters()))
+    steps = [state["step"] for state in resumed.state.optimizer.state.values()]
+    assert len(steps) == len(list(resumed.state.net.parameters()))
     assert all(s.dtype == torch.float32 and float(s) == 3 for s in steps)
     resumed.run()
     assert_same_weights(final_weights(straight), final_weights(split), atol=1e-5)

@@ -22,8 +22,9 @@ from .ema import EMA
 from .options import resolve_options
 from .reports import Report
 from .signals import StopRequest
-from .trainer import Trainer, TrainResult, check_training_memory, learning_rate, train
+from .state import RunState, check_training_memory
+from .trainer import Trainer, TrainResult, learning_rate, train
 
-__all__ = ["EMA", "Batch", "Batches", "Distributed", "Report", "StopRequest", "TrainResult", "Trainer",
+__all__ = ["EMA", "Batch", "Batches", "Distributed", "Report", "RunState", "StopRequest", "TrainResult", "Trainer",
            "balanced_draw", "check_training_memory", "epoch_order", "learning_rate", "record_data", "resolve_options",
            "setup_distributed", "train"]

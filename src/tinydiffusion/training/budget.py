@@ -178,3 +178,29 @@ def replanned(plan: Plan, step: int, steps: int, warmup: int) -> Plan:
     progress = min(1.0, max(0.0, (step - start) / max(1, plan.steps - start)))
     at = round((step - progress * steps) / (1 - progress)) if progress < 1 else step
     return dataclasses.replace(plan, steps=steps, at=min(step, max(warmup, at)))
+
+
+def plan_news(old: Plan, new: Plan, step: int, seconds: float) -> list[str]:
+    """What a run says of its budget's new plan."""
+    news = []
+    if new.warmup != old.warmup:
+        news.append(f"the learning-rate warm-up shortened to {new.warmup} steps to fit the time budget")
+    if new.steps and not old.steps:
+        news.append(f"planned {new.steps} steps at step {step} to end within the time budget of {seconds:g} s")
+    elif new.steps != old.steps:
+        news.append(f"re-planned to {new.steps} steps (was {old.steps}) at step {step}: the pace changed")
+    return news
+
+
+def ending(train_config, step: int, out_of_time: bool, spent: float) -> str | None:
+    """Which limit ended a run with a time budget: the budget, or the steps it planned (or train.max_steps)."""
+    t, seconds = train_config, budget_seconds(train_config)
+    if out_of_time:
+        limit = (f"train.max_steps ({t.max_steps:,})" if t.max_steps else
+                 f"its plan ({t.planned_steps:,} steps)" if t.planned_steps else "its steps could be timed")
+        return (f"the time budget of {seconds:g} s ended the run at step {step:,}, before {limit}; a resume has no "
+                "time left: give it a larger --train.minutes to train further")
+    if seconds:
+        steps = "planned steps" if t.planned_steps else "steps (train.max_steps)"
+        return f"the run took its {step:,} {steps} in {spent:.1f} s of its {seconds:g} s time budget"
+    return None

@@ -8,6 +8,7 @@ The files themselves, written crash-safe, are checkpoint.py's.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,38 +16,25 @@ import torch
 import torch.distributed as dist
 
 from .. import checkpoint as ckpt
-from ..config import RunConfig
 from ..errors import UserError
 from ..files import atomic_write_bytes
 from .budget import Plan
-from .distributed import Distributed
-from .ema import EMA
-from .loss_watch import LossWatch
-from .metrics_log import MetricsLog
+from .state import RunState
 
 
 @dataclass
 class Checkpoints:
-    run_dir: Path
-    net: torch.nn.Module
-    ema: EMA
-    optimizer: torch.optim.Optimizer
-    generator: torch.Generator  # the run's draws (batches.py)
-    losses: LossWatch
-    metrics: MetricsLog
-    options: dict  # the speed options this run resolved (options.py)
-    dist: Distributed
-    device: torch.device
-    task: object = None  # what a step minimises (tasks.py); one with a state_dict has a network of its own
+    run: RunState
     resumed_from: Path | None = None  # the checkpoint this run continues from; None: from step 0
     saved_step: int | None = None  # the step whose checkpoint is on disk already
     spent: float = 0.0  # the time budget's seconds spent up to the checkpoint restored (budget.py)
     plan: Plan = Plan()  # the budget's plan that checkpoint was saved under
 
     def restore(self, checkpoint: Path | None) -> int:
-        """Load the checkpoint a resume continues from (default: the latest) and return its step; 0 when the run
-        has none yet (it stopped before its first), which then starts afresh."""
-        run_dir = self.run_dir
+        """Load the checkpoint a resume continues from (default: the latest) into the run and return its step; 0
+        when the run has none yet (it stopped before its first), which then starts afresh. The run's config takes
+        the time budget's plan the checkpoint was saved under (none, for one from before the plan)."""
+        run, run_dir = self.run, self.run.run_dir
         if checkpoint is not None and Path(checkpoint).parent.resolve() != (run_dir / ckpt.CHECKPOINTS).resolve():
             raise UserError(f"{checkpoint} is not a checkpoint of the run {run_dir}.")
         found = Path(checkpoint) if checkpoint is not None else ckpt.latest_checkpoint(run_dir)
@@ -55,18 +43,18 @@ class Checkpoints:
                 raise UserError(f"{run_dir} is not a run directory (it has no config.json).")
             return 0
         state = ckpt.load_training_state(found)  # its step is checked there
-        ckpt.load_into(self.net, ckpt.load_weights(found / ckpt.MODEL_FILE), found / ckpt.MODEL_FILE)
-        ckpt.load_into(self.ema.net, ckpt.load_weights(found / ckpt.EMA_FILE), found / ckpt.EMA_FILE)
+        ckpt.load_into(run.net, ckpt.load_weights(found / ckpt.MODEL_FILE), found / ckpt.MODEL_FILE)
+        ckpt.load_into(run.ema.net, ckpt.load_weights(found / ckpt.EMA_FILE), found / ckpt.EMA_FILE)
         try:
-            self.optimizer.load_state_dict(state["optimizer"])
+            run.optimizer.load_state_dict(state["optimizer"])
             self._match_optimizer_to_options()
-            self.generator.set_state(state["generator"].to(self.generator.get_state().device))
+            run.generator.set_state(state["generator"].to(run.generator.get_state().device))
             torch.set_rng_state(state["torch_rng"])
-            if self.device.type == "cuda" and "cuda_rng" in state:
-                torch.cuda.set_rng_state(state["cuda_rng"], self.device)
-            self.losses.load_state(state)
-            if hasattr(self.task, "load_state_dict"):
-                self.task.load_state_dict(state["task"])
+            if run.device.type == "cuda" and "cuda_rng" in state:
+                torch.cuda.set_rng_state(state["cuda_rng"], run.device)
+            run.losses.load_state(state)
+            if hasattr(run.task, "load_state_dict"):
+                run.task.load_state_dict(state["task"])
             step = state["step"]
             spent = float(state.get("budget_spent_s", 0.0))  # none in a checkpoint from before the budget's clock
             if not 0 <= spent < 1e9:
@@ -74,76 +62,80 @@ class Checkpoints:
         except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as err:
             raise UserError(f"{found} holds a training state that does not fit this run ({err}).") from None
         self.resumed_from, self.saved_step, self.spent = found, step, spent
-        self.plan = Plan.of(ckpt.load_config(found / ckpt.CONFIG_FILE).train)
+        plan = Plan.of(ckpt.load_config(found / ckpt.CONFIG_FILE).train)
+        run.config = dataclasses.replace(run.config, train=plan.recorded_in(run.config.train))
+        run.step = step
         return step
 
     def _match_optimizer_to_options(self) -> None:
         """A loaded optimizer state carries the saving run's implementation flags and LR type; this run's
         options win, so a run started without fused AdamW or CUDA graphs can resume with them and back."""
-        graph, fused = self.options["cuda_graph"], self.options["fused_adamw"]
-        for group in self.optimizer.param_groups:
+        run = self.run
+        graph, fused = run.options["cuda_graph"], run.options["fused_adamw"]
+        for group in run.optimizer.param_groups:
             lr = float(group["lr"])
-            group["lr"] = torch.tensor(lr, device=self.device) if graph else lr
+            group["lr"] = torch.tensor(lr, device=run.device) if graph else lr
             group.update(fused=fused, capturable=graph, foreach=None if fused else group.get("foreach"))
-        for param_state in self.optimizer.state.values():
+        for param_state in run.optimizer.state.values():
             if "step" in param_state:
                 on_device = fused or graph
                 param_state["step"] = param_state["step"].to(dtype=torch.float32,
-                                                              device=self.device if on_device else "cpu")
+                                                              device=run.device if on_device else "cpu")
 
-    def save(self, step: int, config: RunConfig, spent: float = 0.0) -> Path | None:
-        """Write the checkpoint of `step` (rank 0; every process waits for it) and return its directory; `spent`:
-        the time budget's seconds spent so far."""
-        self.losses.read()  # a non-finite loss under on_nan "stop" ends the run before this save
+    def save(self, spent: float = 0.0) -> Path | None:
+        """Write the checkpoint of the run's step (rank 0; every process waits for it) and return its directory;
+        `spent`: the time budget's seconds spent so far."""
+        run, step = self.run, self.run.step
+        run.losses.read()  # a non-finite loss under on_nan "stop" ends the run before this save
         if step == self.saved_step:  # an epoch end and the end of the run often fall on the same step
-            return ckpt.latest_checkpoint(self.run_dir) if self.dist.is_main else None
+            return ckpt.latest_checkpoint(run.run_dir) if run.dist.is_main else None
         path = None
-        if self.dist.is_main:
+        if run.dist.is_main:
             state = {
                 "step": step,
-                "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state(),
+                "optimizer": run.optimizer.state_dict(),
+                "generator": run.generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
                 "budget_spent_s": float(spent),
-                **self.losses.state(),
+                **run.losses.state(),
             }
-            if hasattr(self.task, "state_dict"):
-                state["task"] = self.task.state_dict()
-            if self.device.type == "cuda":
-                state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+            if hasattr(run.task, "state_dict"):
+                state["task"] = run.task.state_dict()
+            if run.device.type == "cuda":
+                state["cuda_rng"] = torch.cuda.get_rng_state(run.device)
             try:
-                path = ckpt.save_checkpoint(self.run_dir, step, config, ckpt.plain_state_dict(self.net),
-                                            ckpt.plain_state_dict(self.ema.net), state, config.train.keep)
+                path = ckpt.save_checkpoint(run.run_dir, step, run.config, ckpt.plain_state_dict(run.net),
+                                            ckpt.plain_state_dict(run.ema.net), state, run.config.train.keep)
             except OSError as err:
-                raise UserError(f"could not write a checkpoint to {self.run_dir} ({err.strerror or err}); "
+                raise UserError(f"could not write a checkpoint to {run.run_dir} ({err.strerror or err}); "
                                 "the previous checkpoint is untouched. Free some space or choose another "
                                 "--run-dir.") from None
-        if self.dist.world_size > 1:
+        if run.dist.world_size > 1:
             dist.barrier()
         self.saved_step = step
         return path
 
-    def write_run_files(self, config: RunConfig, step: int, resume: bool) -> None:
+    def write_run_files(self, resume: bool) -> None:
         """config.json and, on a resume, the run directory cut back to the step it continues from. Called
         under the run's lock: nothing is written to a run directory another process is writing to."""
-        superseded = []
+        superseded, step, config = [], self.run.step, self.run.config
         try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.run.run_dir.mkdir(parents=True, exist_ok=True)
             if self.resumed_from is not None:
-                superseded = ckpt.continue_from(self.run_dir, self.resumed_from, step)
+                superseded = ckpt.continue_from(self.run.run_dir, self.resumed_from, step)
             if resume:
-                self.metrics.drop_after(step)
-            atomic_write_bytes(self.run_dir / "config.json", config.to_json().encode())
+                self.run.metrics.drop_after(step)
+            atomic_write_bytes(self.run.run_dir / "config.json", config.to_json().encode())
         except OSError as err:
-            raise UserError(f"cannot write to the run directory {self.run_dir} ({err.strerror or err}).") from None
+            raise UserError(f"cannot write to the run directory {self.run.run_dir} ({err.strerror or err}).") from None
         if not resume:
             return
         if self.resumed_from is None:
-            print(f"{self.run_dir} has no checkpoint yet; starting it afresh from step 0.")
+            print(f"{self.run.run_dir} has no checkpoint yet; starting it afresh from step 0.")
             return
         later = ""
         if superseded:
             names = ", ".join(superseded)
             later = (f"; it supersedes the later checkpoint{'s' if len(superseded) > 1 else ''} {names} (set aside, "
                      f"deleted at the next checkpoint) and the metrics logged after step {step}")
-        print(f"resuming {self.run_dir} from step {step} ({self.resumed_from.name}){later}")
+        print(f"resuming {self.run.run_dir} from step {step} ({self.resumed_from.name}){later}")

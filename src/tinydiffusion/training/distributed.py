@@ -41,3 +41,13 @@ def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
         timeout = timedelta(seconds=float(os.environ.get("TINYDIFFUSION_DIST_TIMEOUT", "600")))
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     return Distributed(dist.get_rank(), world_size, local_rank), device
+
+
+def agree(values: list[float], run_dist: Distributed, device: torch.device) -> list[float]:
+    """Each value's maximum over the processes, in one collective (none is left waiting alone); as given for one
+    process."""
+    if run_dist.world_size == 1:
+        return values
+    agreed = torch.tensor(values, device=device, dtype=torch.float64)
+    dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+    return agreed.tolist()

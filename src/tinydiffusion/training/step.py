@@ -8,10 +8,15 @@ device: a non-finite loss skips the update through tensors, and the host reads t
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from .cuda_graph import GraphedStep
+from .state import RunState
 
 
 @dataclass
@@ -55,3 +60,22 @@ def train_step(model, net, task, optimizer, ema, settings: StepSettings, ema_wei
         optimizer.step()
     ema.update(net, ema_weight * finite)  # weight 0 on a skipped step: the average stays put
     return global_loss
+
+
+def bind_step(run: RunState) -> tuple[Callable[..., torch.Tensor], torch.Tensor]:
+    """The step bound to the run's parts once, and the EMA weight it reads each step (a tensor: a step needs no
+    host-device synchronisation). It runs the network, or its DDP or compiled wrapper (made after a checkpoint is
+    restored), eagerly or (opt-in, one GPU) replayed as a CUDA graph."""
+    train_cfg, options, device = run.config.train, run.options, run.device
+    model = run.net
+    if run.dist.world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(run.net, device_ids=[device.index] if device.type == "cuda"
+                                                          else None)
+    if options["compile"]:
+        model = torch.compile(model, mode=train_cfg.compile_mode)
+    ema_weight = torch.zeros((), device=device)
+    found_inf = torch.zeros((), device=device) if options["fused_adamw"] else None  # 1.0: skip the update
+    settings = StepSettings(grad_clip=train_cfg.grad_clip, bf16=options["bf16"], world_size=run.dist.world_size,
+                            graphed=options["cuda_graph"], found_inf=found_inf)
+    step = functools.partial(train_step, model, run.net, run.task, run.optimizer, run.ema, settings, ema_weight)
+    return (GraphedStep(step, run.optimizer, device) if options["cuda_graph"] else step), ema_weight
