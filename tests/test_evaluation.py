@@ -157,7 +157,7 @@ def test_load_samples_npz_round_trip(tmp_path):
 
 @pytest.mark.parametrize("make, words", [
     (lambda p: None, "does not exist"),
-    (lambda p: p.write_bytes(b"not a zip at all"), "not a readable"),
+    (lambda p: p.write_bytes(b"not a zip at all"), "is not an .npz file; samples are an .npz holding arr_0"),
     (lambda p: np.savez(p, images=np.zeros((2, 28, 28, 1), np.uint8)), "arr_0"),
     (lambda p: np.savez(p, np.zeros((2, 28, 28, 1), np.float32)), "uint8"),
     (lambda p: np.savez(p, np.zeros((2, 28, 28), np.uint8)), "N x H x W x C"),

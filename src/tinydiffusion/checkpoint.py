@@ -216,14 +216,16 @@ def resolve_checkpoint(path: str | Path | None, flag: str = "") -> tuple[Path, P
     raise UserError(f"{lead}{path} has no config beside it ({path.with_suffix('.json').name} or {CONFIG_FILE}).")
 
 
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
+def load_weights(path: Path, flag: str = "") -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; `flag` leads a refusal as in resolve_checkpoint."""
+    lead = f"{flag} " if flag else ""
     if not Path(path).is_file():  # a named pipe would block the read forever, a device would never end
-        raise UserError(f"{path} is not a regular file (a named pipe, a device or a folder); weights are read only "
-                        "from files.")
+        raise UserError(f"{lead}{path} is not a regular file (a named pipe, a device or a folder); weights are read "
+                        "only from files.")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise UserError(f"{path} is not a readable safetensors file ({err}); "
+        raise UserError(f"{lead}{path} is not a readable safetensors file ({err}); "
                         "it may be truncated or corrupted.") from None
 
 
@@ -263,7 +265,7 @@ def load_starting_weights(nets: list[torch.nn.Module], source: str) -> None:
     must agree with this network's; a UNet's do not depend on the image size, so a run at one size may start a run
     at another."""
     weights_path, _ = resolve_checkpoint(source, "train.init")
-    weights = load_weights(weights_path)
+    weights = load_weights(weights_path, "train.init")
     detail = weights_mismatch(nets[0].state_dict(), weights)
     if detail:
         raise UserError(f"train.init {source} holds another network than this run's ({detail}); start from a run "

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,19 +77,49 @@ def load_student(steps: int = 4, device: str = "auto") -> Model:
     in that many network evaluations, guidance folded in."""
     from .checkpoint import BUNDLED_STUDENTS
 
-    if steps not in BUNDLED_STUDENTS:
+    if isinstance(steps, str) or steps not in BUNDLED_STUDENTS:  # "4" is not 4: refused as itself, quoted
         choices = ", ".join(map(str, sorted(BUNDLED_STUDENTS)))
-        raise UserError(f"the bundled students take {choices} steps, not {steps}.")
+        raise UserError(f"a bundled student's steps must be an integer, one of {choices}, not {steps!r}.")
     return load_model(BUNDLED_STUDENTS[steps], device)
 
 
-def resolve_labels(model: Model, num: int, classes: list[int] | None) -> torch.Tensor | None:
-    """Labels for `num` samples: the requested classes cycled, every class in turn, or None."""
+def integer(value, what: str, kind: str = "an integer") -> int:
+    """An integer argument of the API (int, numpy or torch integer); anything else, "4" included, is one sentence
+    instead of a TypeError from the first comparison."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise UserError(f"{what} must be {kind}, not {value!r}.") from None
+
+
+def teacher_of(model: Model) -> str:
+    """Where a student's teacher is now, for a refusal to point at: the bundled model or student the bundled students
+    were distilled from (recorded by file name alone, as no path of the machine that made them holds here, nor
+    beside a copy or an exported .onnx of them), else the path recorded, said to be missing when it is."""
+    from .checkpoint import BUNDLED, BUNDLED_STUDENTS
+
+    recorded = model.config.distill.teacher
+    name = recorded.split(" ")[0]
+    if name == BUNDLED.name:
+        return "the bundled model: `tinydiffusion sample` without --checkpoint, or load_model()"
+    for steps, path in BUNDLED_STUDENTS.items():
+        if name == path.name:
+            return f"the bundled {steps}-step student: `tinydiffusion sample --fast --steps {steps}`, or " \
+                   f"load_student({steps})"
+    return recorded if Path(recorded).exists() else f"{recorded}, which is not found here"
+
+
+def resolve_labels(model: Model, num: int, classes: list[int | str] | None) -> torch.Tensor | None:
+    """Labels for `num` samples: the requested classes (indices or names, as `sample --class` takes) cycled, every
+    class in turn, or None."""
+    if classes is not None and (isinstance(classes, str) or np.ndim(classes) == 0):  # one class alone, not a list
+        classes = [classes]
     if model.num_classes == 0:
-        if classes:
+        if classes is not None and len(classes):
             raise UserError("this model is unconditional; it cannot generate a requested class (drop --class).")
         return None
-    classes = classes if classes else list(range(model.num_classes))
+    classes = [model.class_index(c) if isinstance(c, str) else integer(c, "a class", "a name or an integer index")
+               for c in (classes if classes is not None else ())] or list(range(model.num_classes))
     for c in classes:
         if not 0 <= c < model.num_classes:
             raise UserError(f"class {c} is out of range for a model of {model.num_classes} classes.")
@@ -133,7 +164,7 @@ def sampling_settings(model: Model, sampler: str | None = None, steps: int | Non
     student samples with the sampler and steps it was distilled for, and at a guidance scale it learned."""
     student = model.config.distill
     if student.steps:  # a consistency student takes any number of steps; a trajectory student only its own
-        from .training.distillation import DISTILL_METHODS
+        from .distill_methods import DISTILL_METHODS
 
         any_steps = DISTILL_METHODS[student.method].to_clean
         if sampler not in (None, student.sampler) or (steps not in (None, student.steps) and not any_steps) or options:
@@ -141,7 +172,7 @@ def sampling_settings(model: Model, sampler: str | None = None, steps: int | Non
                 f"{student.steps} {student.sampler} step{'s' if student.steps > 1 else ''}")
             raise UserError(f"this model is a student distilled to sample with {takes}, the only way it samples; "
                             f"drop --sampler{'' if any_steps else ', --steps'} and sampler options, or sample its "
-                            f"teacher ({student.teacher}) for other settings.")
+                            f"teacher ({teacher_of(model)}) for other settings.")
         sampler, steps = student.sampler, steps or student.steps
     sampler = sampler or DEFAULT_SAMPLER
     get_sampler(sampler)
@@ -157,6 +188,9 @@ def sampling_settings(model: Model, sampler: str | None = None, steps: int | Non
 def checked_settings(model: Model, sampler: str | None, steps: int | None, guidance: float | None, seed: int,
                      options: dict) -> tuple[str, int, float]:
     """sampling_settings(), each checked: what generate() and the editing functions (editing/) sample with."""
+    steps, seed = None if steps is None else integer(steps, "the number of steps"), integer(seed, "the seed")
+    if isinstance(guidance, str):
+        raise UserError(f"the guidance scale must be a number, not {guidance!r}.")
     sampler, steps, guidance = sampling_settings(model, sampler, steps, guidance, options)
     check_sampler_options(sampler, options)
     if not 1 <= steps <= model.diffusion.num_timesteps:
@@ -202,7 +236,7 @@ def check_finite(x0: torch.Tensor, sampler: str, steps: int, guidance: float, op
                         "weights are broken, so no image was written.")
 
 
-def generate(model: Model, num: int, *, classes: list[int] | None = None, sampler: str | None = None,
+def generate(model: Model, num: int, *, classes: list[int | str] | None = None, sampler: str | None = None,
              steps: int | None = None, guidance: float | None = None, seed: int = 0, batch_size: int = 500,
              progress: bool = False, callback=None, **sampler_options) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Generate `num` images; returns (uint8 [N, C, H, W], labels [N] or None).
@@ -212,6 +246,7 @@ def generate(model: Model, num: int, *, classes: list[int] | None = None, sample
     given (sampler, its steps, the guidance) is the model's default: sampling_settings.
     """
     sampler, steps, guidance = checked_settings(model, sampler, steps, guidance, seed, sampler_options)
+    num, batch_size = integer(num, "the number of images"), integer(batch_size, "the batch size")
     if num < 1 or batch_size < 1:
         raise UserError(f"the number of images and the batch size must be at least 1, not {num} and {batch_size}.")
     device = model.device

@@ -42,7 +42,7 @@ def read_idx(path: str | Path, expected_ndim: int | None = None) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path} does not exist.")
+        raise UserError(f"{path} {'is not a regular file' if path.exists() else 'does not exist'}.")
     try:
         with _open(path) as stream:
             magic = stream.read(4)

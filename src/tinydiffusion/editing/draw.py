@@ -8,7 +8,16 @@ import torch
 
 from ..data.pixels import to_pixels
 from ..errors import UserError
-from ..pipeline import Model, check_finite, check_memory, checked_settings, denoiser, resolve_labels, start_noise
+from ..pipeline import (
+    Model,
+    check_finite,
+    check_memory,
+    checked_settings,
+    denoiser,
+    resolve_labels,
+    start_noise,
+    teacher_of,
+)
 from ..samplers import SAMPLERS, Denoiser, Level, Sampler
 
 
@@ -66,7 +75,7 @@ def check_more_than_one_step(model: Model, draw: Draw, edit: str, why: str) -> N
     if draw.steps > 1:
         return
     student = model.config.distill
-    instead = (f"use a student of more steps or its teacher ({student.teacher})" if student.steps
+    instead = (f"use a student of more steps or its teacher ({teacher_of(model)})" if student.steps
                else "take more --steps")
     raise UserError(f"{edit} in one step {why}; {instead}.")
 

@@ -19,7 +19,7 @@ import torch
 
 from ..data.pixels import to_model_space
 from ..errors import UserError
-from ..pipeline import Model, start_noise
+from ..pipeline import Model, start_noise, teacher_of
 from ..samplers import Denoiser
 from .draw import Draw, check_image, start_draw
 
@@ -97,7 +97,7 @@ def interpolate(model: Model, frames: int, *, seeds: tuple[int, int] = (0, 1), i
     if images is not None and student.steps:
         raise UserError(f"an interpolation between real images finds their noise by inverting DDIM in fine steps "
                         f"({INVERSION_STEPS}), which a student distilled to {student.steps} does not take; interpolate "
-                        f"them with its teacher ({student.teacher}).")
+                        f"them with its teacher ({teacher_of(model)}).")
     if images is not None:
         if sampler not in (None, "ddim") or sampler_options:
             raise UserError("an interpolation between real images inverts them with DDIM and draws them back with "

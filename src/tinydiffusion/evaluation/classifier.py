@@ -205,7 +205,8 @@ def load_classifier(path: str | Path | None = None) -> FeatureClassifier:
     info_path = path.with_suffix(".json")
     for needed in (path, info_path):
         if not needed.is_file():
-            raise UserError(f"classifier file {needed} does not exist; train one with "
+            missing = "is not a regular file" if needed.exists() else "does not exist"
+            raise UserError(f"classifier file {needed} {missing}; train one with "
                             "`python -m tinydiffusion.evaluation train-classifier`.")
     try:
         info = json.loads(info_path.read_text())

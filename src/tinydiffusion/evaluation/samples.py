@@ -15,7 +15,7 @@ import torch
 
 from ..data.formats.arrays import npz_member
 from ..errors import UserError
-from ..files import atomic_write_bytes
+from ..files import atomic_write_bytes, not_a_file
 
 
 def save_npz(path: str | Path, images_nchw: np.ndarray, labels: np.ndarray | None,
@@ -35,8 +35,19 @@ def save_npz(path: str | Path, images_nchw: np.ndarray, labels: np.ndarray | Non
 def load_samples_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Read samples in the guided-diffusion layout: `arr_0` uint8 [N, H, W, C], optional `labels` [N]."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"sample file {path} does not exist.")
+    try:
+        kind = not_a_file(path.stat().st_mode)
+        if kind:  # never opened: a named pipe would block, a device never end
+            raise UserError(f"sample file {path} is {kind}, not a regular file; samples are read from an .npz file.")
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except FileNotFoundError:
+        raise UserError(f"sample file {path} does not exist.") from None
+    except OSError as err:
+        raise UserError(f"cannot read sample file {path} ({err.strerror or err}).") from None
+    if not head.startswith((b"PK", b"\x93NUMPY")):  # a zip (.npz) or an .npy: anything else is no array file
+        raise UserError(f"{path} is not an .npz file; samples are an .npz holding arr_0, uint8 N x H x W x C, and "
+                        "optional labels, as `tinydiffusion sample --out FILE.npz` writes.")
     try:
         archive = np.load(path, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):

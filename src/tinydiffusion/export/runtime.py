@@ -70,7 +70,8 @@ def load_onnx_model(path: str | Path, threads: int | None = None):
 
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path} does not exist or is not a file.")
+        raise UserError(f"{path} {'is not a regular file' if path.exists() else 'does not exist'}; give an .onnx file "
+                        "that `tinydiffusion export` wrote.")
     graph = OnnxGraph(path, threads)
     config = RunConfig.from_dict(graph.metadata.get("config"))
     config.validate()
