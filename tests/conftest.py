@@ -6,6 +6,7 @@ Tests never need the real dataset (a user's clone has no ../shared); they write 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,13 @@ def cli_env() -> dict[str, str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env.pop("WORLD_SIZE", None)
     return env
+
+
+def default_sigint() -> None:
+    """The `preexec_fn` of every child a test sends SIGINT to: SIGINT's default handler. A shell starts its background
+    jobs (`bash .ci/run &`, nohup, CI runners) with SIGINT ignored, and their children inherit that: such a child
+    would not show what Ctrl-C does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(args: list[str], cwd: Path | None = None, timeout: float = 300, env: dict | None = None,

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_error, cli, cli_env, run_cli
+from conftest import assert_error, cli, cli_env, default_sigint, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -438,13 +438,53 @@ def test_evaluate_inception_without_torch_fidelity_fails_before_sampling(trained
 def test_ctrl_c_during_start_up_is_one_line(trained_run, tmp_path, delay):
     proc = subprocess.Popen([sys.executable, "-m", "tinydiffusion", "sample", "--checkpoint", str(trained_run),
                              "--num", "2000", "--out", str(tmp_path / "f.png")], env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     # the progress bar, and what its carriage returns leave of it when it is cleared
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("sampling")]
     assert proc.returncode == 130 and lines == ["interrupted."], (proc.returncode, err)
+    assert not (tmp_path / "f.png").exists()
+
+
+def loaded(pid: int, library: str) -> bool:
+    """Whether the process has mapped a shared object whose path holds `library` (numpy, torch): how far its
+    start-up has come."""
+    try:
+        return library in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+# seconds, or the moment a library is mapped: numpy during the command line's imports, torch during the command's.
+# Not the first ~40 ms: the interpreter's start and the script's own `import re` come before any code of the package.
+@pytest.mark.parametrize("moment", [0.15, 0.3, 0.6, 1.0, "numpy", "torch"])
+def test_ctrl_c_during_the_console_script_s_start_up_is_one_line(tmp_path, moment):
+    """The installed `tinydiffusion` script (pyproject's entry point, not `python -m`), interrupted while it is
+    still importing, ends as it does later: status 130 and one line; or, before Python itself handles SIGINT,
+    by SIGINT with no line."""
+    script = Path(sys.executable).with_name("tinydiffusion")
+    script = str(script) if script.is_file() else shutil.which("tinydiffusion")
+    if script is None:
+        pytest.skip("the tinydiffusion console script is not installed (pip install -e .)")
+    if isinstance(moment, str) and not Path("/proc/self/maps").is_file():
+        pytest.skip("no /proc here to see what the process has loaded")
+    proc = subprocess.Popen([script, "sample", "--num", "2000", "--out", str(tmp_path / "f.png")], env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+    if isinstance(moment, str):
+        deadline = time.monotonic() + 60
+        while not loaded(proc.pid, moment) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+    else:
+        time.sleep(moment)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("sampling")]
+    assert (proc.returncode, lines) in ((130, ["interrupted."]), (-signal.SIGINT, [])), (proc.returncode, err)
     assert not (tmp_path / "f.png").exists()
 
 

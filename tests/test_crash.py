@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_env, files_of, poison_loss, smoke_config, train_args
+from conftest import cli_env, default_sigint, files_of, poison_loss, smoke_config, train_args
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -52,7 +52,7 @@ def start_cli(args, log_dir: Path, python_prefix: tuple[str, ...] = ("-m", "tiny
     stdout, stderr = open(log_dir / "stdout", "w"), open(log_dir / "stderr", "w")
     with stdout, stderr:
         proc = subprocess.Popen([sys.executable, *python_prefix, *map(str, args)], env=cli_env(),
-                                stdout=stdout, stderr=stderr)
+                                stdout=stdout, stderr=stderr, preexec_fn=default_sigint)  # the tests send SIGINT
     _started.append(proc)
     return proc
 
