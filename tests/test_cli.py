@@ -1,10 +1,13 @@
 """The command line end to end on tiny generated IDX files."""
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import command_lines, run_cli
+from conftest import cli_env, command_lines, run_cli
 from PIL import Image
 
 from tinydiffusion.samplers import SAMPLERS
@@ -176,3 +179,25 @@ def test_the_bundled_classifier_is_not_a_model(capsys, tmp_path):
         assert code == 2 and "is a feature classifier" in err and "not a diffusion model" in err, err
         assert "unknown field" not in err and err.count("\n") == 1
     assert not (tmp_path / "s").exists()
+
+
+def test_sample_needs_none_of_the_extras(tmp_path):
+    """`tinydiffusion sample` imports only the base dependencies: none of the optional extras (the README's first
+    install has none)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    names = {re.split(r"[<>=\[ ]", req)[0].replace("-", "_").lower() for reqs in extras.values() for req in reqs}
+    names |= {"torch_fidelity", "gradio_client"}  # imported under other names than their distributions'
+    modules = tmp_path / "modules.txt"
+    program = ("import runpy, sys\n"
+               "try:\n"
+               "    sys.argv[0] = 'tinydiffusion'; runpy.run_module('tinydiffusion', run_name='__main__')\n"
+               "finally:\n"
+               f"    open({str(modules)!r}, 'w').write('\\n'.join(sys.modules))\n")
+    out = tmp_path / "s.png"
+    done = subprocess.run([sys.executable, "-c", program, "sample", "--num", "2", "--steps", "2", "--out", str(out)],
+                          env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and out.is_file(), done.stderr
+    imported = {name.split(".")[0] for name in modules.read_text().split()}
+    assert not imported & names, sorted(imported & names)

@@ -130,3 +130,21 @@ def test_a_broken_link_or_anchor_is_reported(tmp_path):
         "docs/gone.md (no such file)", "docs/pic.png (no such file)",
         "docs/page.md#nothing (no heading with that anchor)", "#nowhere (no heading with that anchor)",
         "../elsewhere.md (outside the repository)", "docs/missing.md (no such file)"], problems
+
+
+def test_the_quickstart_installs_in_a_virtual_environment_only_what_sampling_needs():
+    """A system Python may refuse a bare `pip install` (PEP 668): the virtual environment comes first; the first
+    install has no extras (sampling needs none: test_sample_needs_none_of_the_extras), the tests' install has."""
+    quickstart = ROOT.joinpath("README.md").read_text().split("## Quickstart", 1)[1].split("```bash\n", 1)[1]
+    venv, install, tests = quickstart.split("```", 1)[0].splitlines()[:3]
+    assert venv == "python3 -m venv .venv && . .venv/bin/activate"
+    assert "pip install -e . &&" in install and "[" not in install and "tinydiffusion sample" in install
+    assert 'pip install -e ".[test]"' in tests
+
+
+def test_every_static_server_in_the_docs_listens_on_this_machine_only():
+    """`python -m http.server` listens on every interface unless told otherwise."""
+    for path in markdown_files():
+        for line in path.read_text().splitlines():
+            if "http.server" in line:
+                assert "--bind 127.0.0.1" in line, f"{path.relative_to(ROOT)}: {line}"
