@@ -6,7 +6,7 @@
       the returned dataset: read, decode, shape, write and hash the prepared array, then read it back in.
       "Cache hit" is `load_data` again in the same process: fingerprint the source, find the prepared
       array, read it in (median of 3). Rounds take the sources in turn; figures are medians over rounds.
-  training speed: the `fashion-mnist` preset's UNet, fitted to each source by `presets.config_for_data`
+  training speed: the `fashion-mnist` preset's UNet, fitted to each source by `run_configs.new_run`
       (both are 28x28x1 with 10 classes, so it is the same network), fp32, batch 128, the project's whole
       Trainer loop with sample grids off, on the prepared mnist-10k folder and on the Fashion-MNIST IDX
       data. Each run is a fresh subprocess; steady images/s is the median metrics.jsonl window after the
@@ -44,7 +44,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from tinydiffusion.config import DataConfig
 from tinydiffusion.data import load_data
 from tinydiffusion.nets import build_network, count_parameters
-from tinydiffusion.presets import PRESETS, config_for_data
+from tinydiffusion.presets import PRESETS
+from tinydiffusion.run_configs import new_run
 from tinydiffusion.training import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,9 +97,9 @@ def train_worker(source: dict, steps: int, threads: int, preset: str = "fashion-
                  "train.sample_every_epoch": False, "train.threads": threads, "train.device": "cpu",
                  "train.batch_size": batch, **(extra or {})}
     load_at_start = os.getloadavg()[0]  # other processes on the machine; two threads suffer most from them
-    dataset = load_data(config_for_data(preset, None, overrides).data, "train", progress=False)
+    dataset = load_data(new_run(preset, None, overrides).data, "train", progress=False)
     classes = len(dataset.class_names) if dataset.labels is not None else 0
-    config = config_for_data(preset, None, overrides, (tuple(dataset.images.shape[1:]), classes, len(dataset)))
+    config = new_run(preset, None, overrides, (tuple(dataset.images.shape[1:]), classes, len(dataset)))
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(config, Path(run_dir), dataset=dataset, progress=False)
         result = trainer.run()

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import cli_env
 
-from tinydiffusion.presets import FASHION_MNIST_UNET, PRESETS, config_for_data
+from tinydiffusion.presets import FASHION_MNIST_UNET, PRESETS
+from tinydiffusion.run_configs import new_run
 from tinydiffusion.viz import class_columns
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("size, preset", [(32, "colour-32"), (64, "colour-64")])
 def test_colour_data_without_a_preset_gets_the_colour_preset(size, preset):
-    config = config_for_data("auto", None, {}, ((3, size, size), 9, 6826))
+    config = new_run("auto", None, {}, ((3, size, size), 9, 6826))
     expected = PRESETS[preset]
     assert config.net == type(expected.net)(**{**vars(expected.net), "num_classes": 9})
     same_length = dataclasses.replace(config.train, epochs=expected.train.epochs)  # auto trains >= 2,000 steps
@@ -41,27 +42,27 @@ def test_images_above_32_pixels_get_a_schedule_shifted_by_their_size(size, shift
 
     from tinydiffusion.diffusion import GaussianDiffusion
 
-    config = config_for_data("auto", None, {}, ((3, size, size), 9, 6826))
+    config = new_run("auto", None, {}, ((3, size, size), 9, 6826))
     assert config.diffusion.logsnr_shift == shift
     shifted, plain = (GaussianDiffusion(d).alphas_cumprod for d in (config.diffusion, PRESETS["colour-32"].diffusion))
     snr_ratio = (shifted / (1 - shifted)) / (plain / (1 - plain))  # (32 / size)^2 at every step, to 3 decimals
     assert torch.allclose(snr_ratio, torch.full_like(snr_ratio, min(1.0, (32 / size) ** 2)), rtol=1e-3)
-    flag = config_for_data("auto", None, {"diffusion.logsnr_shift": 0.0}, ((3, size, size), 9, 6826))
+    flag = new_run("auto", None, {"diffusion.logsnr_shift": 0.0}, ((3, size, size), 9, 6826))
     assert flag.diffusion.logsnr_shift == 0.0  # the flag overrides the size's default
 
 
 def test_grey_data_keeps_the_reference_network_and_recipe():
-    config = config_for_data("auto", None, {}, ((1, 28, 28), 10, 9003))
+    config = new_run("auto", None, {}, ((1, 28, 28), 10, 9003))
     assert config.net.stem_patch == FASHION_MNIST_UNET.stem_patch and config.net.in_channels == 1
     assert config.train.ema_std == 0 and config.train.ema_decay == 0.999
     assert config.train.decay_from == 0.5  # the later decay was measured on colour only
 
 
 def test_a_folder_smaller_than_a_batch_trains_in_one_batch_of_its_size():
-    assert config_for_data("auto", None, {}, ((3, 32, 32), 0, 10_000)).train.batch_size == 64  # the preset's
-    config = config_for_data("auto", None, {}, ((3, 32, 32), 0, 40))
+    assert new_run("auto", None, {}, ((3, 32, 32), 0, 10_000)).train.batch_size == 64  # the preset's
+    config = new_run("auto", None, {}, ((3, 32, 32), 0, 40))
     assert config.train.batch_size == 40
-    explicit = config_for_data("auto", None, {"train.batch_size": 16}, ((3, 32, 32), 0, 40))
+    explicit = new_run("auto", None, {"train.batch_size": 16}, ((3, 32, 32), 0, 40))
     assert explicit.train.batch_size == 16
 
 

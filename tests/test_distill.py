@@ -12,7 +12,7 @@ from torch import nn
 
 from tinydiffusion.checkpoint import latest_checkpoint, load_config
 from tinydiffusion.config import DiffusionConfig, RunConfig
-from tinydiffusion.defaults import STUDENT_GUIDANCE_LR
+from tinydiffusion.presets import STUDENT_GUIDANCE_LR
 from tinydiffusion.diffusion import GaussianDiffusion
 from tinydiffusion.pipeline import generate, load_model
 from tinydiffusion.samplers import SAMPLERS, Denoiser, uniform_levels

@@ -145,7 +145,8 @@ def test_unpatchify_returns_each_patch_to_its_place():
 
 
 def test_both_names_of_the_small_transformer_take_the_transformer_recipe():
-    from tinydiffusion.presets import get_preset, preset_with_network
+    from tinydiffusion.presets import get_preset
+    from tinydiffusion.run_configs import preset_with_network
 
     recipe = get_preset("fashion-mnist-dit")
     for name in ("dit", "dit-s"):

@@ -1,4 +1,4 @@
-"""Networks follow the data: the UNet and the DiT that `presets.config_for_data` chooses for every preset and
+"""Networks follow the data: the UNet and the DiT that `run_configs.new_run` chooses for every preset and
 `--net` build, and return the input's shape, on 1 or 3 channels at 28, 32 and 64 pixels, with and without classes.
 
 Speed: the grid runs each network with its widths cut (and the DiT one block deep), keeping everything the data
@@ -16,14 +16,15 @@ import torch
 
 from tinydiffusion.nets import NetConfig, UNetConfig, build_network
 from tinydiffusion.nets.unet import SelfAttention
-from tinydiffusion.presets import PRESETS, config_for_data
+from tinydiffusion.presets import PRESETS
+from tinydiffusion.run_configs import new_run
 
 PRESET_NAMES = ["fashion-mnist", "mnist", "cifar10", "auto", "smoke"]
 NETS = [None, "unet", "dit", "dit-b"]  # None: the preset's own network
 
 
 def fitted(preset: str, net: str | None, channels: int, size: int, classes: int) -> NetConfig:
-    config = config_for_data(preset, net, {}, ((channels, size, size), classes, 5000))
+    config = new_run(preset, net, {}, ((channels, size, size), classes, 5000))
     config.validate()
     return config.net
 

@@ -16,7 +16,7 @@ from test_sources import assert_cache_clean, load, make_class_folder, nhwc, prep
 from tinydiffusion import cli
 from tinydiffusion.data import prepared
 from tinydiffusion.errors import UserError
-from tinydiffusion.presets import config_for_data
+from tinydiffusion.run_configs import new_run
 from tinydiffusion.training import train
 
 
@@ -109,7 +109,7 @@ def test_training_reads_a_memory_mapped_dataset(tmp_path):
     assert dataset.memory_mapped
     overrides = {"data.source": str(tmp_path / "pets"), "data.memory_limit_mb": 0.0001, "train.max_steps": 2,
                  "train.batch_size": 4, "train.threads": 1, "train.sample_every_epoch": False}
-    config = config_for_data("smoke", None, overrides, (tuple(dataset.images.shape[1:]), 2, len(dataset)))
+    config = new_run("smoke", None, overrides, (tuple(dataset.images.shape[1:]), 2, len(dataset)))
     result = train(config, tmp_path / "run", dataset=dataset, progress=False)
     assert result.step == 2 and np.isfinite(result.final_loss)
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())["data"]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .bounds import MAX_GUIDANCE, MAX_LOGSNR_SHIFT, MAX_OPTIMIZER_STEPS, MAX_TIMESTEPS, MAX_TRAIN_SEED
+from .distill_methods import DISTILL_METHODS
 from .errors import UserError
 from .fields import choices_help, option, recorded
 from .loss_weighting import LOSS_WEIGHTINGS
@@ -255,7 +256,6 @@ class DistillConfig:
         process's: RunConfig.validate). Its vocabulary is the registries': training/distillation.py's methods and
         the samplers'."""
         from .samplers import teacher_samplers  # imported here: `--help` answers without torch
-        from .training.distillation import DISTILL_METHODS  # training imports this module
 
         method = DISTILL_METHODS.get(self.method)
         student_sampler = method.student_sampler if method else None

@@ -41,15 +41,6 @@ SAMPLER_FLAGS = {
 # use 1 (no guidance).
 DEFAULT_GUIDANCE = 1.5
 
-# What `tinydiffusion distill` changes in the training defaults: a fine-tuning learning rate, no label dropout (the
-# student learns the teacher's guided outputs for every class), batches of 128 and one pass over the data. The
-# preset-sized student of docs/distill.md was made with these (150 steps).
-STUDENT_TRAINING = {"lr": 2e-4, "warmup_steps": 50, "epochs": 1, "max_steps": 0, "batch_size": 128,
-                    "label_dropout": 0.0, "ema_decay": 0.999, "eval_every": 0}
-# The learning rate of a new student's guidance embedding (distill.guidance_lr), the one part of it that starts at
-# zero: at the rest's 2e-4 it barely moved, and students drew alike at every guidance scale (docs/distill.md).
-STUDENT_GUIDANCE_LR = 1e-2
-
 # The editing commands' built-in masks (editing/images.py draws them): the region to regenerate.
 BUILTIN_MASKS = ("left", "top", "centre", "strokes")
 MASK_ALIASES = {"center": "centre"}  # the US spelling is the same mask

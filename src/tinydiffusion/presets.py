@@ -9,7 +9,7 @@ import copy
 import dataclasses
 import math
 
-from .config import DataConfig, DiffusionConfig, RunConfig, TrainConfig, apply_overrides
+from .config import DataConfig, DiffusionConfig, RunConfig, TrainConfig
 from .errors import UserError
 from .nets import DiTConfig, NetConfig, UNetConfig
 
@@ -45,11 +45,18 @@ NAMED_NETWORKS: dict[str, NetConfig] = {"unet": FASHION_MNIST_UNET, "dit": DIT_S
 
 # The reference run's process and recipe, shared by the presets derived from it.
 REFERENCE_DIFFUSION = DiffusionConfig(schedule="cosine", objective="v", loss_weighting="min-snr")
-REFERENCE_TRAIN = TrainConfig(epochs=5, batch_size=128, lr=2e-3, warmup_steps=200, ema_decay=0.999)
+REFERENCE_TRAIN = TrainConfig(warmup_steps=200)  # 5 epochs of 128 images at lr 2e-3: config.py's defaults
 # Colour on a CPU (docs/colour.md): the reference recipe in batches of 64 (twice the steps in the same time, the
 # strongest lever measured at 32 px), with a power-function EMA, whose length follows the run's however long a time
 # budget makes it, and a time budget's decay over its last fifth (FD lower or tied in each of three paired runs).
 COLOUR_TRAIN = dataclasses.replace(REFERENCE_TRAIN, batch_size=64, ema_std=0.1, decay_from=0.8)
+# A student's (`tinydiffusion distill`): a fine-tuning learning rate, no label dropout (the student learns the
+# teacher's guided outputs for every class), one pass over the data. The preset-sized student of docs/distill.md
+# was made with these (150 steps).
+STUDENT_TRAIN = TrainConfig(lr=2e-4, warmup_steps=50, epochs=1, label_dropout=0.0)
+# The learning rate of a new student's guidance embedding (distill.guidance_lr), the one part of it that starts at
+# zero: at the rest's 2e-4 it barely moved, and students drew alike at every guidance scale (docs/distill.md).
+STUDENT_GUIDANCE_LR = 1e-2
 
 
 def sized_diffusion(image_size: int) -> DiffusionConfig:
@@ -110,42 +117,11 @@ PRESETS: dict[str, RunConfig] = {
         net=UNetConfig(image_size=28, in_channels=1, num_classes=10, base_channels=8,
                       channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,), stem_patch=2),
         diffusion=DiffusionConfig(schedule="cosine", timesteps=100, objective="eps"),
-        train=TrainConfig(epochs=1, batch_size=16, lr=2e-3, warmup_steps=5, ema_decay=0.9, log_every=5,
+        train=TrainConfig(epochs=1, batch_size=16, warmup_steps=5, ema_decay=0.9, log_every=5,
                           sample_num=4, sample_steps=5),
         data=DataConfig(),
     ),
 }
-
-
-def with_network(config: RunConfig, name: str) -> RunConfig:
-    """Swap in a named network ("unet", "dit", "dit-s", "dit-b"), keeping the data's shape and classes."""
-    if name not in NAMED_NETWORKS:
-        raise UserError(f"unknown network {name!r}; choose one of {', '.join(NAMED_NETWORKS)}.")
-    net = dataclasses.replace(NAMED_NETWORKS[name], image_size=config.net.image_size,
-                              in_channels=config.net.in_channels,
-                              num_classes=config.net.num_classes)
-    return dataclasses.replace(config, net=net)
-
-
-def preset_with_network(preset: str, net: str | None) -> RunConfig:
-    """A preset with `--net`'s network swapped in. The reference run with its Transformer is the
-    fashion-mnist-dit preset (its learning rate suits the Transformer), whichever alias names the net."""
-    config = get_preset(preset)
-    if net is None:
-        return config
-    config = with_network(config, net)
-    if preset == "fashion-mnist" and config.net == PRESETS["fashion-mnist-dit"].net:
-        return get_preset("fashion-mnist-dit")
-    return config
-
-
-MIN_AUTO_STEPS = 2000  # a folder with no preset trains at least this long (5 epochs of a small folder is nothing)
-
-
-def preset_for_source(source: str) -> str:
-    """The preset a `train --data SOURCE` without --preset starts from: the named dataset's own, or "auto"."""
-    name = source.strip().lower()
-    return name if name in PRESETS and PRESETS[name].data.source == name else "auto"
 
 
 def auto_config(image_size: int, channels: int = 1) -> RunConfig:
@@ -154,39 +130,6 @@ def auto_config(image_size: int, channels: int = 1) -> RunConfig:
     train = COLOUR_TRAIN if channels == 3 else REFERENCE_TRAIN
     return RunConfig(name="auto", net=sized_unet(image_size, channels), diffusion=sized_diffusion(image_size),
                      train=train, data=DataConfig())
-
-
-def config_for_data(preset: str, net: str | None, overrides: dict,
-                    data: tuple[tuple[int, int, int], int, int] | None = None) -> RunConfig:
-    """The run's config: the preset (or "auto": one chosen for the images' size), `--net` and the flags, then
-    the network fitted to the data, given as (image shape C x H x W, number of classes, number of images).
-    Without `data` it is the config before the data is read, for checking every flag first."""
-    auto = preset == "auto"
-    channels, size = data[0][:2] if data else (FASHION_MNIST_UNET.in_channels, FASHION_MNIST_UNET.image_size)
-    config = auto_config(size, channels) if auto else preset_with_network(preset, net)
-    if auto and net:
-        config = with_network(config, net)
-    config = apply_overrides(config, overrides)
-    if data is None:
-        return config
-    return fit_to_data(config, *data, explicit=set(overrides), auto=auto)
-
-
-def fit_to_data(config: RunConfig, image_shape: tuple[int, int, int], num_classes: int, num_images: int,
-                explicit: set[str], auto: bool = False) -> RunConfig:
-    """Give the network the data's shape and classes (unless a flag set them explicitly); an auto config also
-    trains for at least MIN_AUTO_STEPS steps, in batches no larger than the data."""
-    channels, size, _ = image_shape
-    facts = {"net.in_channels": channels, "net.image_size": size, "net.num_classes": num_classes}
-    net = dataclasses.replace(config.net, **{k.split(".")[1]: v for k, v in facts.items() if k not in explicit})
-    net = net.fitted_to_size(explicit)  # e.g. DiT patches that tile the new size
-    train = config.train
-    if auto and "train.batch_size" not in explicit and num_images < train.batch_size:  # a small folder: one batch
-        train = dataclasses.replace(train, batch_size=max(1, num_images))
-    if auto and "train.epochs" not in explicit and "train.max_steps" not in explicit:
-        steps_per_epoch = max(1, num_images // train.batch_size)
-        train = dataclasses.replace(train, epochs=max(train.epochs, math.ceil(MIN_AUTO_STEPS / steps_per_epoch)))
-    return dataclasses.replace(config, net=net, train=train)
 
 
 def get_preset(name: str) -> RunConfig:

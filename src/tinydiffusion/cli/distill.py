@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-from ..config import RunConfig, TrainConfig, config_fields
-from ..defaults import STUDENT_STEPS, STUDENT_TRAINING
+from ..config import config_fields
+from ..defaults import STUDENT_STEPS
 from ..errors import UserError
+from ..run_configs import student_defaults, student_run
 from .common import field_help, metavar, overrides
 from .train import SHORTCUTS, already_complete, resumed_config, run_training
 
@@ -34,7 +34,7 @@ def add(sub) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a distillation from its latest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     fields, every_field = dict(config_fields(("train", "distill"))), dict(config_fields())
-    defaults = RunConfig(train=dataclasses.replace(TrainConfig(), **STUDENT_TRAINING))
+    defaults = student_defaults()
     for flag, dotted in DISTILL_SHORTCUTS.items():
         p.add_argument(flag, dest=dotted, default=None, metavar=metavar(dotted, every_field[dotted]),
                        help=f"same as --{dotted}")
@@ -53,7 +53,7 @@ def run(args) -> int:
     from ..checkpoint import check_new_run_dir, resolve_checkpoint
     from ..data import load_data
     from ..pipeline import load_model
-    from ..training.distillation import starting_network, student_config
+    from ..training.distillation import file_sha256, starting_network
 
     given = overrides(args)
     if args.resume:
@@ -66,8 +66,7 @@ def run(args) -> int:
         return run_training(args, config, run_dir, dataset, checkpoint)
     teacher_weights, _ = resolve_checkpoint(args.teacher, "--teacher")
     teacher = load_model(args.teacher, device="cpu")
-    config = student_config(teacher, teacher_weights, given)
-    config.validate()
+    config = student_run(teacher.config, teacher_weights, file_sha256(teacher_weights), given)
     run_dir = Path(args.run_dir or f"runs/{config.name}")
     check_new_run_dir(run_dir, f"tinydiffusion distill --resume {run_dir}")
     start = starting_network(config, teacher.net)  # a bad distill.init is refused before the data is read

@@ -7,10 +7,11 @@ import dataclasses
 import os
 from pathlib import Path
 
-from ..config import DataConfig, RunConfig, apply_overrides, config_fields, config_value
+from ..config import DataConfig, RunConfig, config_fields
 from ..data import canonical_source
 from ..errors import UserError
-from ..presets import NAMED_NETWORKS, PRESETS, config_for_data, get_preset, preset_for_source
+from ..presets import NAMED_NETWORKS, PRESETS, get_preset
+from ..run_configs import new_run, preset_for_source, resumed_run
 from .common import field_help, metavar, overrides
 
 SHORTCUTS = {  # flag -> config field; the spellings scripts and docs rely on
@@ -76,14 +77,11 @@ def run(args) -> int:
             get_preset(preset)  # an unknown name is refused before any work
         run_dir = Path(args.run_dir or f"runs/{args.preset or run_name(source)}")
         check_new_run_dir(run_dir, f"--resume {run_dir}")
-        before_data = config_for_data(preset, args.net, given)
-        before_data.validate()  # every flag checked before any work; the network is fitted to the data below
+        before_data = new_run(preset, args.net, given)  # every flag checked before any work
         dataset = load_data(before_data.data, "train", progress=not args.no_progress)
         classes = len(dataset.class_names) if dataset.labels is not None else 0
-        config = config_for_data(preset, args.net, given, (tuple(dataset.images.shape[1:]), classes, len(dataset)))
-        if preset == "auto":
-            config = dataclasses.replace(config, name=run_dir.name)
-        config.validate()
+        config = new_run(preset, args.net, given, (tuple(dataset.images.shape[1:]), classes, len(dataset)),
+                         name=run_dir.name)
     return run_training(args, config, run_dir, dataset, checkpoint)
 
 
@@ -103,22 +101,12 @@ def resumed_config(args, given: dict):
         raise UserError("a resumed run keeps its network; drop --net.")
     if getattr(args, "preset", None):
         raise UserError("--preset does not apply to --resume (a resumed run keeps its saved config); drop it.")
-    if given.get("train.init"):
-        raise UserError("--train.init does not apply to --resume (a resumed run continues from its own checkpoint); "
-                        "drop it.")
     # RUN (its latest checkpoint) or RUN/checkpoints/step-N (that one); a run in use is refused first
     run_dir, checkpoint = resume_target(args.resume)
     if args.run_dir and Path(args.run_dir).resolve() != run_dir.resolve():
         raise UserError(f"--run-dir {args.run_dir} is not the run --resume continues ({run_dir}); "
                         "a resumed run stays in its own directory, so drop --run-dir.")
-    saved = load_config(run_dir / "config.json")
-    config = apply_overrides(saved, given)
-    if config.net != saved.net or config.diffusion != saved.diffusion or config.distill != saved.distill:
-        raise UserError("a resumed run keeps its network, diffusion and distillation settings; "
-                        "start a new --run-dir to change them.")
-    config.validate()
-    changed = [f"{k} = {config_value(config, k)} (was {config_value(saved, k)})" for k in sorted(given)
-               if config_value(config, k) != config_value(saved, k)]
+    config, changed = resumed_run(load_config(run_dir / "config.json"), given)
     if changed:
         print(f"resuming with {', '.join(changed)}")
     return config, run_dir, checkpoint

@@ -31,32 +31,14 @@ instead of the whole guided solve.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
 import torch
 
+from ..distill_methods import DISTILL_METHODS
 from ..errors import UserError
 from ..samplers import SAMPLERS, Denoiser, uniform_levels
-
-
-@dataclass(frozen=True)
-class DistillMethod:
-    """A distillation method: where each stretch of the teacher's path ends, how the student's x0 error is weighted,
-    and the sampler the student samples with (recorded as distill.sampler)."""
-    student_sampler: str
-    to_clean: bool  # from every teacher level to the clean image (the student then takes any number of steps)
-    snr_weighted: bool  # the x0 error weighted by 1 + SNR
-    matches_distribution: bool = False  # no teacher paths: distribution_matching.py's task instead of Distillation
-
-
-# The methods `distill.method` names; adding one is an entry here (and its target, if it is new, in Distillation).
-DISTILL_METHODS = {
-    "trajectory": DistillMethod("ddim", to_clean=False, snr_weighted=True),
-    "consistency": DistillMethod("consistency", to_clean=True, snr_weighted=False),
-    "dmd": DistillMethod("ddim", to_clean=False, snr_weighted=False, matches_distribution=True),
-}
 
 
 class Distillation:
@@ -189,64 +171,3 @@ def starting_network(config, teacher_net: torch.nn.Module) -> torch.nn.Module:
     return student_network(config, start.net)
 
 
-def student_config(teacher, teacher_weights: Path, overrides: dict):
-    """A student's RunConfig: its teacher's network (taking the guidance scale, for a class-conditional
-    teacher), process and data, the training defaults of defaults.STUDENT_TRAINING (and STUDENT_GUIDANCE_LR for a
-    guidance embedding that starts at zero), what it is distilled from, and `overrides` (dotted names, as the
-    command line gives them); its sampler follows from the method.
-
-    A trajectory student may teach: the new student then shortcuts its K DDIM steps (by default in K // 2 steps, a
-    round of progressive distillation) over the guidance scales it learned."""
-    import dataclasses
-
-    from ..config import DistillConfig, RunConfig, TrainConfig, apply_overrides
-    from ..defaults import STUDENT_GUIDANCE_LR, STUDENT_TRAINING
-
-    cfg, taught = teacher.config, teacher.config.distill  # taught: the teacher's own distillation, if a student
-    if taught.steps and taught.method != "trajectory":
-        raise UserError(f"{teacher_weights} is a {taught.method} student, whose steps are not a path to shortcut; "
-                        f"distill from a trajectory student or from its teacher ({taught.teacher}).")
-    net = dataclasses.replace(cfg.net, guidance_input=cfg.net.num_classes > 0)
-    data = dataclasses.replace(cfg.data, prepared_sha256="")  # the student records the data it is given
-    distill = DistillConfig(teacher=str(Path(teacher_weights).resolve()), steps=4,
-                            teacher_sha256=file_sha256(teacher_weights))
-    if taught.steps:
-        distill = dataclasses.replace(distill, steps=max(1, taught.steps // 2), teacher_sampler="ddim",
-                                      teacher_steps=taught.steps, guidance_min=taught.guidance_min,
-                                      guidance_max=taught.guidance_max)
-    if cfg.net.num_classes == 0:  # no guidance to fold in
-        distill = dataclasses.replace(distill, guidance_min=1.0, guidance_max=1.0)
-    train = dataclasses.replace(TrainConfig(), seed=cfg.train.seed, **STUDENT_TRAINING)
-    name = cfg.name.rsplit("-student-", 1)[0] if taught.steps else cfg.name
-    config = RunConfig(name=name, net=net, diffusion=cfg.diffusion, train=train, data=data, distill=distill)
-    config = apply_overrides(config, overrides)
-    if taught.steps:
-        if config.distill.method == "dmd":
-            raise UserError(f"{teacher_weights} is a {taught.steps}-step student, but the dmd method needs a diffusion "
-                            f"model to score the student's images: give its teacher ({taught.teacher}) as --teacher "
-                            "and a student to start from as --distill.init.")
-        check_student_teacher(config.distill, taught, teacher_weights)
-    method = DISTILL_METHODS.get(config.distill.method)
-    distill = dataclasses.replace(config.distill, sampler=method.student_sampler if method else "")
-    if distill.init:
-        distill = dataclasses.replace(distill, init=str(Path(distill.init).resolve()))
-    # Only a guidance embedding that starts at zero needs its own rate: one from a student teacher or from
-    # distill.init has learned already.
-    if "distill.guidance_lr" not in overrides and net.guidance_input and not taught.steps and not distill.init:
-        distill = dataclasses.replace(distill, guidance_lr=STUDENT_GUIDANCE_LR)
-    return dataclasses.replace(config, name=f"{name}-student-{distill.steps}", distill=distill)
-
-
-def check_student_teacher(distill, taught, teacher_weights: Path) -> None:
-    """A student teacher has only its own K DDIM steps and the guidance scales it learned: refuse, in one sentence,
-    a distillation that asks it for more."""
-    where = f"{teacher_weights} is a {taught.steps}-step student"
-    if (distill.teacher_sampler, distill.teacher_steps) != ("ddim", taught.steps):
-        raise UserError(f"{where} and walks only its own {taught.steps} DDIM steps; drop --distill.teacher_sampler "
-                        "and --distill.teacher_steps.")
-    if distill.steps >= taught.steps:
-        raise UserError(f"{where}; its student must take fewer steps (--steps).")
-    if not taught.guidance_min <= distill.guidance_min <= distill.guidance_max <= taught.guidance_max:
-        raise UserError(f"{where} that learned guidance scales from {taught.guidance_min:g} to "
-                        f"{taught.guidance_max:g}; keep --distill.guidance_min and --distill.guidance_max within "
-                        "them.")

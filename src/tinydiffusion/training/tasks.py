@@ -33,7 +33,8 @@ class Denoising:
 def task_for(config, diffusion, device: torch.device):
     """The task a run's config describes: a student's distillation (config.distill.steps), else denoising."""
     if config.distill.steps:
-        from .distillation import DISTILL_METHODS, Distillation
+        from ..distill_methods import DISTILL_METHODS
+        from .distillation import Distillation
         from .distribution_matching import DistributionMatching
 
         matches = DISTILL_METHODS[config.distill.method].matches_distribution
