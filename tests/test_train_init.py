@@ -9,7 +9,7 @@ import torch
 from conftest import assert_error, cli, final_weights, run_cli, smoke_config, train_args
 from safetensors.torch import load_file, save_file
 
-from tinydiffusion.checkpoint import EMA_FILE, MODEL_FILE, latest_checkpoint
+from tinydiffusion.checkpoint import EMA_FILE, MODEL_FILE, latest_checkpoint, load_config
 from tinydiffusion.data import ImageDataset
 from tinydiffusion.errors import UserError
 from tinydiffusion.training import Trainer, train
@@ -33,7 +33,8 @@ def test_a_unet_trained_at_28_pixels_continues_at_32(trained_run, tmp_path):
     """The UNet's weights do not depend on the image size: a 28-px run starts a 32-px one, which trains."""
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (32, 1, 32, 32), dtype=torch.uint8, generator=generator)
-    dataset = ImageDataset(images, torch.arange(32) % 10, tuple(f"c{i}" for i in range(10)))
+    names = load_config(trained_run / "config.json").data.class_names  # the same classes: the whole network kept
+    dataset = ImageDataset(images, torch.arange(32) % 10, names)
     config = smoke_config(tmp_path, **{"train.init": str(trained_run), "net.image_size": 32,
                                        "data.image_size": 32, "train.max_steps": 3})
     start = final_weights(trained_run)[EMA_FILE]
@@ -43,6 +44,25 @@ def test_a_unet_trained_at_28_pixels_continues_at_32(trained_run, tmp_path):
     assert result.step == 3 and torch.isfinite(torch.tensor(result.final_loss))
     moved = final_weights(tmp_path / "run")[MODEL_FILE]
     assert moved.keys() == start.keys() and not same_weights(moved, start)
+
+
+@pytest.mark.parametrize("classes", [3, 10])
+def test_data_of_other_classes_starts_with_a_fresh_class_table(trained_run, tmp_path, capsys, classes):
+    """A folder whose classes are not the start's (fewer, or as many under other names): the class table is the new
+    network's own, with the start's "no class" row; every other weight is the start's."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8, generator=generator)
+    dataset = ImageDataset(images, torch.arange(32) % classes, tuple(f"c{i}" for i in range(classes)))
+    config = smoke_config(tmp_path, **{"train.init": str(trained_run), "net.num_classes": classes})
+    start = final_weights(trained_run)[EMA_FILE]
+    own = Trainer(smoke_config(tmp_path, **{"net.num_classes": classes}), tmp_path / "own", dataset=dataset,
+                  progress=False).state.net.state_dict()
+    started = Trainer(config, tmp_path / "run", dataset=dataset, progress=False).state.net.state_dict()
+    assert "fresh class table" in capsys.readouterr().out
+    table = next(key for key in started if key.endswith("class_embedding.weight"))
+    assert torch.equal(started[table][:-1], own[table][:-1]) and torch.equal(started[table][-1], start[table][-1])
+    rest = [k for k in start if k != table]
+    assert same_weights({k: started[k] for k in rest}, {k: start[k] for k in rest})
 
 
 def test_the_command_line_records_where_it_started(capsys, trained_run, tiny_data_dir, tmp_path, monkeypatch):

@@ -51,6 +51,7 @@ BUNDLED_STUDENTS = {4: BUNDLED_STUDENT, 2: BUNDLED.with_name("fashion-mnist-stud
                     1: BUNDLED.with_name("fashion-mnist-student-1.safetensors")}
 # The weights in a folder `export --format diffusers` wrote, with the run's config beside them (NAME.json)
 DIFFUSERS_WEIGHTS = Path("denoiser") / "diffusion_pytorch_model.safetensors"
+CLASS_TABLE = "class_embedding.weight"  # a conditional network's table of classes (nets/layers.py), "no class" last
 MAX_STEP = 10**12  # far beyond any real run; a training state claiming more is damaged
 _STEP_NAME = re.compile(r"step-(\d+)")
 
@@ -260,13 +261,24 @@ def load_into(net: torch.nn.Module, weights: dict[str, torch.Tensor], source: Pa
     net.load_state_dict(weights)
 
 
-def load_starting_weights(nets: list[torch.nn.Module], source: str) -> None:
+def load_starting_weights(nets: list[torch.nn.Module], source: str, class_names: tuple[str, ...] = ()) -> None:
     """train.init: a new run's network (and its EMA) start from another run's EMA weights. Their names and shapes
     must agree with this network's; a UNet's do not depend on the image size, so a run at one size may start a run
-    at another."""
-    weights_path, _ = resolve_checkpoint(source, "train.init")
+    at another. Data whose classes (`class_names`) are not the start's gets a fresh class table: the rows of the
+    network's own initialisation, with the start's "no class" row, and the rest of the start's network."""
+    weights_path, config_path = resolve_checkpoint(source, "train.init")
     weights = load_weights(weights_path, "train.init")
-    detail = weights_mismatch(nets[0].state_dict(), weights)
+    own = nets[0].state_dict()
+    table = next((key for key in own if key.endswith(CLASS_TABLE)), None)
+    started = tuple(load_config(config_path).data.class_names)
+    if (table in weights and weights[table].shape[1:] == own[table].shape[1:]  # another width: another network
+            and (started != tuple(class_names) or weights[table].shape != own[table].shape)):
+        fresh = own[table].clone()
+        fresh[-1] = weights[table][-1]  # the "no class" token that classifier-free guidance samples with
+        weights[table] = fresh
+        print(f"train.init: these {len(class_names)} classes are not those of {source}; the network starts from it "
+              "with a fresh class table")
+    detail = weights_mismatch(own, weights)
     if detail:
         raise UserError(f"train.init {source} holds another network than this run's ({detail}); start from a run "
                         "of the same network, channels and classes.")

@@ -124,7 +124,7 @@ class Trainer:
         if resume:
             self.checkpoints.restore(checkpoint)
         if run.step == 0 and train_cfg.init:  # fine-tuning: another run's weights instead of the seed's
-            load_starting_weights([run.net, run.ema.net], train_cfg.init)
+            load_starting_weights([run.net, run.ema.net], train_cfg.init, run.config.data.class_names)
         self._step, self._ema_weight = bind_step(run)
 
         # --- the run's length: a time budget plans it after timing the first steps (budget.py); until then the
