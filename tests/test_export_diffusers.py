@@ -15,12 +15,13 @@ import torch
 from conftest import cli, cli_env, one_sentence
 from safetensors.torch import save_file
 
-from tinydiffusion.checkpoint import BUNDLED_STUDENT
+from tinydiffusion.checkpoint import BUNDLED_STUDENT, BUNDLED_STUDENTS
 from tinydiffusion.config import DiffusionConfig, DistillConfig, RunConfig
 from tinydiffusion.data.pixels import to_pixels
 from tinydiffusion.errors import UserError
 from tinydiffusion.export.diffusers_folder import write_diffusers
 from tinydiffusion.export_formats import EXPORT_MARKER
+from tinydiffusion.files import sha256_file
 from tinydiffusion.nets import DiTConfig, UNetConfig, build_network
 from tinydiffusion.pipeline import denoiser, generate, load_model, start_noise
 from tinydiffusion.samplers import SAMPLERS
@@ -107,7 +108,8 @@ def test_the_folder_holds_a_pipeline_a_stock_scheduler_and_the_network(bundled_f
     assert scheduler["prediction_type"] == "v_prediction" and scheduler["solver_order"] == 2
     np.testing.assert_array_equal(scheduler["trained_betas"], load_model(None, "cpu").diffusion.betas.numpy())
     marker = json.loads((bundled_folder / EXPORT_MARKER).read_text())
-    assert marker == {"format": "diffusers", "tinydiffusion": __import__("tinydiffusion").__version__}
+    assert marker == {"format": "diffusers", "tinydiffusion": __import__("tinydiffusion").__version__,
+                      "files": {f: sha256_file(bundled_folder / f) for f in files if f != EXPORT_MARKER}}
     text = (bundled_folder / network).read_text() + (bundled_folder / "pipeline.py").read_text()
     assert "tinydiffusion." not in text and "import tinydiffusion" not in text  # torch and diffusers only
 
@@ -141,10 +143,39 @@ def test_the_bundled_student_draws_its_images_in_diffusers(tmp_path):
     model = load_model(BUNDLED_STUDENT, "cpu")
     write_diffusers(model, tmp_path / "student")
     pipe = load_pipeline(tmp_path / "student")
-    assert pipe.scheduler.config.solver_order == 1  # DDIM, the student's sampler, on any steps
+    assert pipe.scheduler.config.solver_order == 1  # DDIM, the student's sampler
     assert_same(*both_samples(model, pipe, "ddim", 4, 2.5, torch.tensor([7, 0, 4])))
     with pytest.raises(ValueError, match="learned guidance scales from 1 to 3"):
-        pipe(class_labels=[7], guidance_scale=5.0, num_inference_steps=1)
+        pipe(class_labels=[7], guidance_scale=5.0)
+
+
+def test_a_student_samples_only_at_its_own_steps_as_tinydiffusion_does(tmp_path):
+    """generate() refuses a trajectory student's other step counts (pipeline.sampling_settings); so does the folder."""
+    model = load_model(BUNDLED_STUDENTS[1], "cpu")
+    with pytest.raises(UserError, match="distilled to sample with 1 ddim step"):
+        generate(model, 1, steps=2)
+    write_diffusers(model, tmp_path / "student")
+    pipe = load_pipeline(tmp_path / "student")
+    for steps in (2, 4):
+        with pytest.raises(ValueError) as caught:
+            pipe(class_labels=[7], num_inference_steps=steps)
+        one_sentence(caught, "distilled to sample with 1 step", f"not {steps}")
+    assert pipe(class_labels=[7], num_inference_steps=1, output_type="latent").images.shape == (1, 1, 28, 28)
+    assert pipe(class_labels=[7], output_type="latent").images.shape == (1, 1, 28, 28)
+
+
+@pytest.mark.parametrize("arguments, fragment", [
+    ({"batch_size": 0}, "batch_size must be 1 or more, not 0"), ({"batch_size": -3}, "not -3"),
+    ({"batch_size": 2.5}, "batch_size must be a whole number"), ({"batch_size": True}, "whole number, not True"),
+    ({"output_type": "bogus"}, "output_type must be 'pil', 'np', 'pt' or 'latent', not 'bogus'"),
+    ({"num_inference_steps": 2.5}, "num_inference_steps must be a whole number"),
+    ({"class_labels": [7, 2.5]}, "a class label must be a whole number, not 2.5")])
+def test_the_pipeline_refuses_a_bad_argument_in_one_sentence(bundled_folder, arguments, fragment):
+    pipe = load_pipeline(bundled_folder)
+    with pytest.raises(ValueError) as caught:
+        pipe(**{"class_labels": [7], "num_inference_steps": 1, "generator": torch.Generator().manual_seed(0),
+                **arguments})
+    one_sentence(caught, fragment)
 
 
 @pytest.mark.parametrize("kind,objective,sampler,steps", [

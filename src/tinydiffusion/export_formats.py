@@ -3,17 +3,35 @@ it is for, and the function that writes it, named as "module:function" and impor
 `export --help` answers without torch. A new format is one module in export/ plus one entry here.
 
 The writer is called as write(model, out: Path) -> str, with the model loaded on the CPU and `out` checked to be
-writable; it writes `out` atomically (a failure leaves what was there) and returns what it wrote, in a phrase for
-the command line ("model.onnx (1.8 MB; inputs x, t, y; outputs x0, eps)")."""
+writable, and returns what it wrote, in a phrase for the command line ("model.onnx (1.8 MB; inputs x, t, y; outputs
+x0, eps)"). A file format writes `out` atomically (a failure leaves what was there); a folder format writes through
+export_folder(), which replaces only an earlier export's own files, never the model it reads (files.export_directory
+says what a failure leaves)."""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import NamedTuple
 
-# A folder format writes this file into its folder (JSON: {"format": name, "tinydiffusion": version}), so that a
-# later export may replace the folder, and never a folder of the user's own.
+# A folder format's folder holds this file (JSON: {"format": name, "tinydiffusion": version, "files": {path: its
+# SHA-256}}), so that a later export may replace the files it lists, and never a file or folder of the user's own
+# (files.export_directory).
 EXPORT_MARKER = "tinydiffusion-export.json"
+
+
+@contextmanager
+def export_folder(model, out: Path, name: str) -> Iterator[Path]:
+    """A staging folder to fill with format `name`'s files, which then replace an earlier export's in `out`
+    (files.export_directory); refused first where `out` is, holds or lies inside the model's own files."""
+    from . import __version__
+    from .files import check_apart, export_directory
+
+    check_apart(out, [model.source] if model.source else [])
+    with export_directory(out, EXPORT_MARKER, {"format": name, "tinydiffusion": __version__}) as stage:
+        yield stage
 
 
 class ExportFormat(NamedTuple):

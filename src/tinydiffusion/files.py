@@ -6,6 +6,8 @@ all write through these so that a crash never leaves half a file under a real na
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import socket
@@ -13,7 +15,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from .errors import UserError
@@ -112,8 +114,12 @@ def atomic_directory(path: Path, replace: bool = False) -> Iterator[Path]:
     Readers see either no folder or a complete one. For content named by its key (caches): when another
     process finished the same folder first, its copy is kept and this one discarded. With `replace`, an existing
     folder is replaced instead (a checkpoint saved again at the same step after a resume): it is moved aside first,
-    so a crash leaves the old folder or the new one under `path`, and a hidden `.old-` copy at worst."""
+    so a crash leaves the old folder or the new one under `path`, and a hidden `.old-` copy at worst. A `path` that is
+    a link is written through: the folder it names is replaced and the link kept (moved aside, a link would become a
+    folder of its own and leave its target and an `.old-` link behind)."""
     path = Path(path)
+    if replace and path.is_symlink():
+        path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
@@ -144,6 +150,157 @@ def atomic_directory(path: Path, replace: bool = False) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     fsync_dir(path.parent)
+
+
+# --- folders an export writes ---------------------------------------------------------------------
+#
+# An export folder (a web page, a diffusers folder) holds a marker: JSON that lists every file the export wrote, by
+# its path in the folder, with its SHA-256. A later export replaces those files only where the folder holds nothing
+# else and each listed file is as it was written; a folder with anything more (a .git, a CNAME, notes, a changed
+# page, a stray marker that lists nothing) is refused in one sentence with nothing touched. The files are replaced
+# in place, one rename each, and the folder itself stays: a link to it, the shell's current folder and a mount point
+# remain what they were. While they are being renamed, the marker lists the old files, the new ones and the staging
+# folder that holds the rest, so a folder left by an export killed there is still recognised by the next one.
+
+EXPORT_STAGING = ".tinydiffusion-staging-"  # the staging folder, inside the export's folder
+MAX_MARKER_BYTES = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _listed(marker: dict) -> dict[str, set[str]]:
+    """Each path a marker lets an export replace, with the SHA-256s it may hold (an interrupted export's: its old
+    one or its new one)."""
+    allowed: dict[str, set[str]] = {}
+    files, old, staging = marker.get("files"), marker.get("replacing", {}), marker.get("staging")
+    if not (isinstance(files, dict) and isinstance(old, dict)):
+        return {}
+    listed = [*files.items(), *old.items()]
+    if isinstance(staging, str) and staging.startswith(EXPORT_STAGING) and "/" not in staging:
+        listed += [(f"{staging}/{name}", sha) for name, sha in files.items()]  # the files not yet renamed
+    for name, sha in listed:
+        if isinstance(sha, str):
+            allowed.setdefault(name, set()).add(sha)
+    return allowed
+
+
+def _entries(folder: Path, relative: str = "") -> Iterator[tuple[str, os.DirEntry]]:
+    """Every entry under `folder` by its relative path, parents first, links not followed; lazily, so that a refusal
+    at a folder does not walk it."""
+    with os.scandir(folder / relative) as found:
+        entries = sorted(found, key=lambda entry: entry.name)
+    for entry in entries:
+        name = f"{relative}/{entry.name}" if relative else entry.name
+        yield name, entry
+        if entry.is_dir(follow_symlinks=False):
+            yield from _entries(folder, name)
+
+
+def export_folder_files(folder: Path, marker: str, label: str = "") -> tuple[dict[str, str], list[str]]:
+    """The files and subfolders an earlier export wrote in `folder` (files by relative path, with their SHA-256):
+    everything it holds but its marker; nothing for a new or empty folder. Refuses (UserError, one sentence,
+    `label` before the folder's name) a folder that holds anything else: a file or folder its marker does not list,
+    a link, a listed file changed since, or any file at all beside a marker that lists none."""
+    folder = Path(folder)
+    subject = f"{label} {folder}" if label else str(folder)
+    if folder.is_symlink() and not folder.exists():
+        raise UserError(f"{subject} is a link to {os.readlink(folder)}, which does not exist; give a folder that does.")
+    if not folder.exists():
+        return {}, []
+    if not folder.is_dir():
+        raise UserError(f"{subject} is a file; give a folder name.")
+    try:
+        payload = read_regular_file(folder / marker, MAX_MARKER_BYTES) if (folder / marker).is_file() else None
+        found = json.loads(payload) if payload is not None else None
+    except (OSError, ValueError):  # unreadable, or not JSON (UnicodeDecodeError is a ValueError)
+        found = {}
+    if found is None and next(_entries(folder), None) is not None:
+        raise UserError(f"{subject} is a folder that an export did not write; give a new or empty folder.")
+    allowed = _listed(found) if isinstance(found, dict) else {}
+    if found is not None and not allowed:
+        raise UserError(f"{subject} holds a {marker} that lists no files with their SHA-256 (an older tinydiffusion's "
+                        f"export, or not an export's), so none of its files can be told to be the export's; delete "
+                        f"the folder or give a new or empty one.")
+    parents = {str(parent) for name in allowed for parent in Path(name).parents if str(parent) != "."}
+    files, folders = {}, []
+    for name, entry in _entries(folder):
+        if name == marker and entry.is_file(follow_symlinks=False):
+            continue
+        if entry.is_dir(follow_symlinks=False) and name in parents:
+            folders.append(name)
+            continue
+        if name not in allowed or not entry.is_file(follow_symlinks=False):
+            raise UserError(f"{subject} holds {name}, which its export did not write; move it out of the folder or "
+                            f"give a new or empty one.")
+        files[name] = sha256_file(folder / name)
+        if files[name] not in allowed[name]:
+            raise UserError(f"{subject} holds {name}, changed since its export wrote it; move it out of the folder or "
+                            f"give a new or empty one.")
+    return files, folders
+
+
+@contextmanager
+def export_directory(folder: Path, marker: str, about: dict) -> Iterator[Path]:
+    """Yield an empty staging folder to fill with an export's files; on success they replace the earlier export's in
+    `folder` (new, empty, or an export's: export_folder_files, which refuses any other), the marker listing them
+    beside `about` ({"format": ..., ...}). A failure while the staging folder is filled leaves the folder as it was;
+    one while the files are renamed into place leaves old and new files, all listed, for the next export to replace.
+    The folder itself is kept (a link is written through), and only the earlier export's own files are replaced or
+    removed."""
+    folder = Path(folder)
+    old, old_folders = export_folder_files(folder, marker)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=EXPORT_STAGING, dir=folder))  # inside: renames never cross a mount
+    try:
+        yield stage
+        new = {}
+        for path in sorted(stage.rglob("*")):
+            use_umask(path)  # safetensors writes 0600: the files are as readable as any the user makes
+            if path.is_file():
+                with open(path, "rb") as f:
+                    os.fsync(f.fileno())
+                new[path.relative_to(stage).as_posix()] = sha256_file(path)
+        listing = {**about, "files": new}
+        atomic_write_bytes(folder / marker, json.dumps({**listing, "replacing": old, "staging": stage.name}).encode())
+        for name in new:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(stage / name, folder / name)
+        for name in old.keys() - new.keys():
+            (folder / name).unlink(missing_ok=True)
+        shutil.rmtree(stage)
+        for name in sorted(old_folders, key=lambda name: name.count("/"), reverse=True):
+            with suppress(OSError):  # still holds the new export's files
+                (folder / name).rmdir()
+        for name in {".", *(str(Path(name).parent) for name in new)}:
+            fsync_dir(folder / name)
+        atomic_write_bytes(folder / marker, (json.dumps(listing, indent=1) + "\n").encode())
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if created:
+            with suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def check_apart(out: Path, inputs: list[Path], label: str = "") -> None:
+    """Refuse (UserError) an output folder that is one of `inputs` (what a command reads: a model's files or its
+    folder), holds one or lies inside one: writing it would replace what is being read. Links are followed."""
+    mine = Path(out).resolve()
+    subject = f"{label} {out}" if label else str(out)
+    for given in inputs:
+        theirs = Path(given).resolve()
+        relation = ("is" if mine == theirs else "holds" if mine in theirs.parents else
+                    "is inside" if theirs in mine.parents else None)
+        if relation:
+            raise UserError(f"{subject} {relation} the model being exported ({given}), which the export would "
+                            f"replace; give a folder apart from it.")
 
 
 @contextmanager

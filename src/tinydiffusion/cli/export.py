@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..errors import UserError
 from ..export_formats import EXPORT_FORMATS, EXPORT_MARKER
 from .common import check_not_an_input, fast_student, output_folder, output_path, writing
@@ -14,7 +16,8 @@ def add(sub) -> None:
                        "file (inputs x, t, the continuous time in [0, 1], y, the class, and for a distilled student "
                        "guidance; outputs x0 and eps; the image shape, classes, schedule and default sampler in its "
                        "metadata), a static web page that samples it in the browser, or a folder diffusers loads "
-                       "(docs/export.md). An existing --out file, or a folder an earlier export wrote, is replaced.")
+                       "(docs/export.md). An existing --out file is replaced; in a folder an earlier export wrote, "
+                       "which must hold nothing else, the files it wrote are replaced.")
     p.add_argument("checkpoint", nargs="?", metavar="RUN_OR_CHECKPOINT", help="a run directory, a checkpoint "
                    "directory or a .safetensors file (default: the bundled model)")
     p.add_argument("--fast", action="store_true", help="export the bundled model's distilled student (4 steps, "
@@ -28,6 +31,7 @@ def add(sub) -> None:
 
 def run(args) -> int:
     from ..checkpoint import resolve_checkpoint
+    from ..files import check_apart, export_folder_files
     from ..pipeline import load_model
 
     if args.fast and args.checkpoint:
@@ -36,10 +40,15 @@ def run(args) -> int:
         raise UserError("--steps chooses the bundled student of --fast; a model's own steps are in its export.")
     chosen = EXPORT_FORMATS[args.format]
     text = args.out or chosen.default_out
-    out = output_path(text, "--out", (chosen.suffix,)) if chosen.suffix else output_folder(text, "--out", EXPORT_MARKER)
     source = fast_student(None, args.steps) if args.fast else args.checkpoint
     weights, config = resolve_checkpoint(source)
-    check_not_an_input(out, "--out", [("checkpoint", weights), ("checkpoint's config", config)])
+    if chosen.suffix:
+        out = output_path(text, "--out", (chosen.suffix,))
+        check_not_an_input(out, "--out", [("checkpoint", weights), ("checkpoint's config", config)])
+    else:  # a folder: refused before any work where it would replace the model it reads, or anything of the user's
+        check_apart(Path(text), ([Path(source)] if source else []) + [weights, config], "--out")
+        out = output_folder(text, "--out", EXPORT_MARKER)
+        export_folder_files(out, EXPORT_MARKER, "--out")
     model = load_model(source, "cpu")
     with writing(out):
         wrote = chosen.write(model, out)

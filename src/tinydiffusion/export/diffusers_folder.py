@@ -9,7 +9,7 @@
       denoiser/diffusion_pytorch_model.safetensors   the (EMA) weights, under tinydiffusion's own names
       denoiser/diffusion_pytorch_model.json          the run's tinydiffusion config, so tinydiffusion loads FOLDER
       denoiser/tinydiffusion_KIND_HASH.py            the network, as a ModelMixin
-      tinydiffusion-export.json         the marker (export_formats.EXPORT_MARKER)
+      tinydiffusion-export.json         the marker: each file above with its SHA-256 (export_formats.EXPORT_MARKER)
 
 The two .py files are the only code in the folder; diffusers runs them when it is asked to
 (`trust_remote_code=True`), and they import torch and diffusers only, never tinydiffusion.
@@ -50,9 +50,9 @@ from safetensors.torch import save_file
 
 from .. import __version__
 from ..checkpoint import DIFFUSERS_WEIGHTS, plain_state_dict
+from ..distill_methods import DISTILL_METHODS
 from ..errors import UserError
-from ..export_formats import EXPORT_MARKER
-from ..files import atomic_directory
+from ..export_formats import export_folder
 from ..pipeline import Model, sampling_settings
 
 DIFFUSERS_VERSION = "0.42.1"  # written into the configs; the version the folder was tested with
@@ -224,11 +224,14 @@ def network_module(model: Model) -> tuple[str, str]:
 
 def pipeline_config(model: Model, network: str, scheduler: str, steps: int, guidance: float) -> dict:
     student = model.config.distill
+    # tinydiffusion's rule (pipeline.sampling_settings): a student whose steps land on its teacher's path samples
+    # with those steps only; the pipeline refuses others, as generate() does.
+    steps_fixed = bool(student.steps) and not DISTILL_METHODS[student.method].to_clean
     return {"_class_name": ["pipeline", PIPELINE_CLASS], "_diffusers_version": DIFFUSERS_VERSION,
             "denoiser": [network, NETWORK_CLASS], "scheduler": ["diffusers", scheduler],
             "objective": model.config.diffusion.objective,
             "labels": {name: index for index, name in enumerate(model.class_names)},
-            "steps": steps, "guidance": guidance,
+            "steps": steps, "steps_fixed": steps_fixed, "guidance": guidance,
             "guidance_min": student.guidance_min if student.steps else None,
             "guidance_max": student.guidance_max if student.steps else None}
 
@@ -249,20 +252,22 @@ def folder_files(model: Model) -> dict[str, bytes]:
         "denoiser/config.json": as_json(net),
         f"denoiser/{network}.py": network_text.encode(),
         str(DIFFUSERS_WEIGHTS.with_suffix(".json")): run.to_json().encode(),
-        EXPORT_MARKER: as_json({"format": "diffusers", "tinydiffusion": __version__}),
     }
 
 
 def write_diffusers(model: Model, out: Path) -> int:
-    """Write the folder atomically (a failure leaves what was there); returns its size in bytes."""
-    files = folder_files(model)
+    """Write the folder, its files replacing only an earlier export's (export_formats.export_folder: the folder is
+    checked before any work, and a failure while the files are made leaves it as it was); returns the size of what
+    was written, in bytes."""
     out = Path(out)
-    with atomic_directory(out, replace=True) as tmp:
+    with export_folder(model, out, "diffusers") as tmp:
+        files = folder_files(model)
         for relative, payload in files.items():
             (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
             (tmp / relative).write_bytes(payload)
         save_file(plain_state_dict(model.net), str(tmp / DIFFUSERS_WEIGHTS), metadata={"format": "pt"})
-    return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+        size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
+    return size
 
 
 def export_diffusers(model: Model, out: Path) -> str:

@@ -9,21 +9,35 @@ the folder with
 Components: `denoiser`, tinydiffusion's network as a diffusers ModelMixin (in the folder's denoiser/ module):
 denoiser(x, t, y, guidance) -> the network's output, for t the step index and y the class (the null class,
 num_classes, for none); `scheduler`, a stock diffusers scheduler whose prediction_type names what the pipeline
-hands it. Settings (model_index.json): the objective, the class names, and the steps and guidance tinydiffusion
-samples with by default. Classifier-free guidance mixes the class's and the null class's outputs as
-uncond + w (cond - uncond), in one batch; a distilled student takes w as an input instead.
+hands it. Settings (model_index.json): the objective, the class names, the steps and guidance tinydiffusion
+samples with by default, and whether those steps are the only ones it samples with (a distilled student's).
+Classifier-free guidance mixes the class's and the null class's outputs as uncond + w (cond - uncond), in one
+batch; a distilled student takes w as an input instead.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import operator
 
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput, ModelMixin, SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 EDM_SIGMA_DATA = 0.5  # tinydiffusion's objectives/edm.py
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+def whole(value, name: str) -> int:
+    """An argument that must be a whole number (a Python or numpy integer), refused in one sentence otherwise: a
+    float, True or a string would otherwise be rounded, counted as 1 or fail deep inside the sampling loop."""
+    try:
+        if not isinstance(value, bool):
+            return operator.index(value)
+    except TypeError:
+        pass
+    raise ValueError(f"{name} must be a whole number, not {value!r}.")
 
 
 class TinyDiffusionPipeline(DiffusionPipeline):
@@ -31,11 +45,11 @@ class TinyDiffusionPipeline(DiffusionPipeline):
 
     def __init__(self, denoiser: ModelMixin, scheduler: SchedulerMixin, objective: str = "eps",
                  labels: dict | None = None, steps: int = 20, guidance: float = 1.0,
-                 guidance_min: float | None = None, guidance_max: float | None = None):
+                 guidance_min: float | None = None, guidance_max: float | None = None, steps_fixed: bool = False):
         super().__init__()
         self.register_modules(denoiser=denoiser, scheduler=scheduler)
         self.register_to_config(objective=objective, labels=dict(labels or {}), steps=steps, guidance=guidance,
-                                guidance_min=guidance_min, guidance_max=guidance_max)
+                                guidance_min=guidance_min, guidance_max=guidance_max, steps_fixed=steps_fixed)
 
     def class_tensor(self, class_labels, batch_size: int | None) -> tuple[torch.Tensor | None, int]:
         """The labels of a batch (names or indices, cycled to batch_size; every class in turn if none are given)
@@ -43,7 +57,10 @@ class TinyDiffusionPipeline(DiffusionPipeline):
         count = self.denoiser.config.num_classes
         if isinstance(class_labels, (int, str)):
             class_labels = [class_labels]
-        class_labels = [] if class_labels is None else [c if isinstance(c, str) else int(c) for c in class_labels]
+        class_labels = [] if class_labels is None else [c if isinstance(c, str) else whole(c, "a class label")
+                                                        for c in class_labels]
+        if batch_size is not None and whole(batch_size, "batch_size") < 1:
+            raise ValueError(f"batch_size must be 1 or more, not {batch_size}.")
         n = batch_size or len(class_labels) or 1
         if count == 0:
             if class_labels:
@@ -98,12 +115,20 @@ class TinyDiffusionPipeline(DiffusionPipeline):
         cond, uncond = self.prediction(output, both, t).chunk(2)
         return uncond + guidance * (cond - uncond)
 
-    def checked(self, steps: int | None, guidance: float | None) -> tuple[int, float]:
-        steps = self.config.steps if steps is None else int(steps)
+    def checked(self, steps: int | None, guidance: float | None, output_type: str) -> tuple[int, float]:
+        """The steps and guidance to sample with, each refused in one sentence (ValueError) where tinydiffusion
+        refuses it, before any work."""
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'latent', not {output_type!r}.")
+        steps = self.config.steps if steps is None else whole(steps, "num_inference_steps")
         guidance = self.config.guidance if guidance is None else float(guidance)
         total = self.scheduler.config.num_train_timesteps
         if not 1 <= steps <= total:
             raise ValueError(f"num_inference_steps must be between 1 and {total} (the model's steps), not {steps}.")
+        fixed = self.config.steps_fixed and self.config.steps
+        if fixed and steps != fixed:
+            raise ValueError(f"this student was distilled to sample with {fixed} step{'s' if fixed > 1 else ''}, the "
+                             f"only number it samples with, not {steps}; leave num_inference_steps out.")
         low, high = self.config.guidance_min, self.config.guidance_max
         if low is not None and not low <= guidance <= high:
             raise ValueError(f"this student learned guidance scales from {low:g} to {high:g}, not {guidance:g}.")
@@ -119,9 +144,11 @@ class TinyDiffusionPipeline(DiffusionPipeline):
         normal noise [N, C, H, W]) or noise drawn with `generator` (one, or a list of one per image). The steps and
         guidance default to tinydiffusion's for the model. output_type: "pil", "np" (N, H, W, C in [0, 1]), "pt"
         (N, C, H, W in [0, 1]) or "latent" (the sampler's result in the model's space, [-1, 1], unclipped)."""
-        steps, guidance = self.checked(num_inference_steps, guidance_scale)
+        steps, guidance = self.checked(num_inference_steps, guidance_scale, output_type)
         net = self.denoiser.config
-        labels, n = self.class_tensor(class_labels, batch_size or (len(latents) if latents is not None else None))
+        if batch_size is None and latents is not None:
+            batch_size = len(latents)
+        labels, n = self.class_tensor(class_labels, batch_size)
         shape = (n, net.in_channels, net.image_size, net.image_size)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=self.device, dtype=torch.float32)

@@ -121,9 +121,15 @@ def onnx_bytes(model: Model) -> bytes:
 
 
 def write_onnx(model: Model, out: Path) -> int:
-    """Write the model's ONNX file to `out` atomically (a failure leaves what was there); returns its size."""
+    """Write the model's ONNX file to `out` atomically (a failure leaves what was there); returns its size. A link is
+    written through (renamed over, it would become a file of its own and leave its target as it was), where it names
+    an .onnx file: a link to any other file is refused, since that file is not an earlier export."""
+    target = Path(out).resolve() if Path(out).is_symlink() else Path(out)
+    if target != Path(out) and target.suffix.lower() != ".onnx":
+        raise UserError(f"{out} is a link to {target}, which is not an .onnx file; give the file itself or another "
+                        "name.")
     payload = onnx_bytes(model)
-    atomic_write_bytes(out, payload)
+    atomic_write_bytes(target, payload)
     return len(payload)
 
 

@@ -25,10 +25,10 @@ from html import escape as html_escape
 from importlib import resources
 from pathlib import Path
 
-from .. import __version__
 from ..errors import UserError
-from ..export_formats import EXPORT_MARKER
+from ..export_formats import export_folder
 from ..files import atomic_directory, atomic_file, cache_dir
+from ..files import sha256_file as sha256_of
 from .onnx_file import metadata, onnx_bytes
 
 RUNTIME_VERSION = "1.31.1"  # onnxruntime-web on npm; its MIT notice is the first lines of the module
@@ -47,14 +47,6 @@ PAGE_SAMPLERS = ("ddim", "dpmpp-2m", "consistency")  # the samplers tinydiffusio
 
 
 # --- the runtime: downloaded once, checked, kept in the cache -------------------------------------------------
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def runtime_folder() -> Path:
@@ -171,14 +163,14 @@ def site_files(model) -> dict[str, bytes]:
     files["index.html"] = html.encode()
     files["SHA256SUMS"] = "".join(f"{hashlib.sha256(payload).hexdigest()}  {name}\n"
                                   for name, payload in sorted(files.items())).encode()
-    files[EXPORT_MARKER] = json.dumps({"format": "web", "tinydiffusion": __version__}).encode()
     return files
 
 
 def export_web(model, out: Path) -> str:
-    """`export --format web` (export_formats.py): the folder, written whole or not at all, and what it holds."""
-    files = site_files(model)
-    with atomic_directory(out, replace=True) as tmp:
+    """`export --format web` (export_formats.py): the folder, its files replacing only an earlier export's (the
+    folder is checked before any work), and what it holds."""
+    with export_folder(model, out, "web") as tmp:
+        files = site_files(model)
         for name, payload in files.items():
             (tmp / name).write_bytes(payload)
     size = sum(map(len, files.values()))
