@@ -15,10 +15,10 @@ from tinydiffusion.config import DistillConfig, RunConfig
 from tinydiffusion.data.classes import first_of_each_class
 from tinydiffusion.data.named import FASHION_MNIST, MNIST, NAMED, BundledReference
 from tinydiffusion.defaults import SAMPLER_FLAGS, SamplerFlag
+from tinydiffusion.distill_methods import DISTILL_METHODS, DistillMethod
 from tinydiffusion.errors import UserError
 from tinydiffusion.samplers import SAMPLERS, Sampler, sampler_options, teacher_samplers, uniform_levels
 from tinydiffusion.samplers.ddim import ddim
-from tinydiffusion.training.distillation import DISTILL_METHODS, DistillMethod
 
 # --- config checks take their vocabulary from the registries ---------------------------------------
 

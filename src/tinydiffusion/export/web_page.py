@@ -175,4 +175,4 @@ def export_web(model, out: Path) -> str:
             (tmp / name).write_bytes(payload)
     size = sum(map(len, files.values()))
     return (f"{out}/ ({size / 1e6:.1f} MB: index.html, model.onnx, onnxruntime-web {RUNTIME_VERSION}); serve it "
-            f"with any static file server, e.g. python -m http.server -d {out}")
+            f"with any static file server, e.g. python -m http.server --bind 127.0.0.1 -d {out}")
