@@ -96,12 +96,21 @@ def test_every_relative_link_in_readme_and_docs_resolves():
     assert not problems, "broken links:\n" + "\n".join(problems)
 
 
+def linked_pages(index):
+    return {(index.parent / unquote(t.partition("#")[0])).resolve() for _, t in links(index)
+            if t and not SCHEME.match(t)}
+
+
 def test_docs_index_links_every_page():
-    index = ROOT / "docs" / "README.md"
-    targets = {(index.parent / unquote(t.partition("#")[0])).resolve() for _, t in links(index)
-               if t and not SCHEME.match(t)}
-    missing = [str(p.relative_to(ROOT)) for p in markdown_files()[1:] if p != index and p.resolve() not in targets]
-    assert not missing, f"docs/README.md does not link: {missing}"
+    """docs/README.md links every page outside docs/reports/, and the reports' own index; docs/reports/README.md
+    links every page under docs/reports/."""
+    index, reports = ROOT / "docs" / "README.md", ROOT / "docs" / "reports"
+    every = markdown_files()[1:]
+    shelves = [p for p in every if not p.is_relative_to(reports)] + [reports / "README.md"]
+    for this, pages in ((index, shelves), (reports / "README.md", [p for p in every if p.is_relative_to(reports)])):
+        targets = linked_pages(this)
+        missing = [str(p.relative_to(ROOT)) for p in pages if p != this and p.resolve() not in targets]
+        assert not missing, f"{this.relative_to(ROOT)} does not link: {missing}"
 
 
 @pytest.mark.parametrize("heading,expected", [

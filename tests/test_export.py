@@ -200,10 +200,10 @@ def test_an_unconditional_model_exports_with_y_and_samples_the_same(tmp_path):
     assert (torch_x0 - onnx_x0).abs().max() < PARITY
 
 
-# --- the numpy sampler in docs/export.md ------------------------------------------------------------------------
+# --- the numpy sampler in docs/reference/onnx.md --------------------------------------------------------------
 
 def doc_sampler() -> str:
-    text = (Path(__file__).resolve().parents[1] / "docs" / "export.md").read_text()
+    text = (Path(__file__).resolve().parents[1] / "docs" / "reference" / "onnx.md").read_text()
     return text.split("## A sampler in numpy", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
 
 
@@ -217,7 +217,7 @@ def test_the_numpy_sampler_in_the_docs_draws_what_tinydiffusion_draws(tmp_path, 
     (tmp_path / "model.onnx").write_bytes(onnx_bytes(model))
     monkeypatch.chdir(tmp_path)
     names: dict = {}
-    exec(compile(code, "docs/export.md", "exec"), names)
+    exec(compile(code, "docs/reference/onnx.md", "exec"), names)
     labels = torch.full((names["n"],), 7)
     reference = SAMPLERS["ddim"](denoiser(model, labels, names["w"]), torch.from_numpy(names["noise"]),
                                  model.diffusion, names["S"])
