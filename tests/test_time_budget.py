@@ -4,6 +4,7 @@ power-function EMA."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import signal
@@ -68,11 +69,13 @@ def test_a_busy_spell_in_the_timed_window_does_not_shorten_the_plan():
 
 
 def test_the_plan_counts_what_reports_and_the_last_report_cost():
-    config = TrainConfig(max_seconds=60.0)
-    plain, reporting = TimeBudget(config), TimeBudget(config, step_factor=1.1, end_steps=20)
-    (step, _, a, _), (_, _, b, _) = (simulate(x, lambda c: 0.25, until=lambda s, p: p.steps)
-                                     for x in (plain, reporting))
-    assert (b.steps - step) == pytest.approx((a.steps - step) / 1.1 - 20, abs=1)
+    """Reports between steps take a tenth of a step's time each step, and the last report 20 steps' time: the steps
+    planned are those that fit once both are paid for, and the decay's half of the budget is of what is left."""
+    reporting = TimeBudget(TrainConfig(max_seconds=60.0), step_factor=1.1, end_steps=20)
+    step, clock, plan, _ = simulate(reporting, lambda c: 0.25, until=lambda s, p: p.steps)
+    per_step = 0.25 * 1.1
+    assert plan.steps - step == math.floor((MARGIN * 60.0 - clock) / per_step - 20)
+    assert clock == pytest.approx(0.5 * (60.0 - 20 * per_step), abs=0.25)
 
 
 def test_a_slower_pace_after_the_plan_re_plans_and_the_run_ends_within_its_budget():

@@ -99,6 +99,7 @@ class TimeBudget:
         self.steps_here = 0  # the steps this invocation took
         self.window: list[float] = []  # the durations timed for the plan, in seconds
         self.recent: deque[float] = deque(maxlen=RECENT_STEPS)
+        self.first: list[float] = []  # the untimed first steps': all there is to price the end with, in a short run
 
     def begin(self, now: float) -> None:
         self.start = self.last = now
@@ -112,6 +113,7 @@ class TimeBudget:
         self.steps_here += 1
         duration, self.last = now - self.last, now
         if self.steps_here <= WARMUP_STEPS:
+            self.first.append(duration)
             return
         self.recent.append(duration)
         if self.elapsed(now) >= TIMED_FROM * self.seconds:
@@ -148,7 +150,9 @@ class TimeBudget:
         new = plan
         if not plan.warmup and step < warmup_steps and warmup_steps > WARMUP_SHARE * total:
             new = dataclasses.replace(new, warmup=max(step, math.floor(WARMUP_SHARE * total)))
-        if self.elapsed(now) >= self.timed_until * self.seconds:
+        # The decay's share of the budget is of what is left once the last report is priced in.
+        end = self.end_steps * self.seconds_per_step(self.window)
+        if self.elapsed(now) >= self.timed_until * (self.seconds - end):
             new = dataclasses.replace(new, steps=total, at=step)
             self.recent.clear()
             if warmup_of_plan(new, warmup_steps) > step:  # the speed was misjudged: the warm-up ends at the plan
@@ -161,8 +165,8 @@ class TimeBudget:
     def spent_all(self, now: float, planned: bool) -> bool:
         """Whether the run must end now to end within its budget, its last report included (a planned run, whose
         pace is watched, gets its slack)."""
-        durations = self.recent or self.window
-        per_step = self.seconds_per_step(durations) if len(durations) >= MIN_TIMED_STEPS else 0.0
+        durations = self.recent or self.window or self.first
+        per_step = self.seconds_per_step(durations) if durations else 0.0
         limit = self.seconds + (self.slack(LATE) if planned else 0.0)
         return self.elapsed(now) + self.end_steps * per_step >= limit
 
