@@ -71,7 +71,8 @@ class Evaluator:
         self.reference_images, self.pool = reference_set.images, pool.images
         self.cache_folder = artefact_folder(self.data, "train", train)
         if classifier is None and not self.class_names:
-            self._check_inception(unlabelled=True)
+            check_inception(self.name, unlabelled=True)
+            self.inception = True
             self.reference = None
             return
         if classifier is not None:
@@ -84,7 +85,7 @@ class Evaluator:
             self.classifier = self._domain_classifier(pool, with_class_names(reference_set, self.class_names),
                                                       held_out)
         if self.inception:
-            self._check_inception(unlabelled=False)
+            check_inception(self.name, unlabelled=False)
         split = "test" if test is not None else "train"  # a held-out 10% is cached with the train split
         self.reference = metrics.reference_statistics(reference_set.images, self.classifier,
                                                       artefact_folder(self.data, split, reference_set), progress)
@@ -148,32 +149,10 @@ class Evaluator:
                                        data=self.name, held_out_split=held_out_text)
         self.classifier_text = (f"a classifier trained on {classifier.info['train_images']:,} images of {self.name}, "
                                 f"held-out accuracy {classifier.info['test_accuracy']:.3f} on {held_out_text}")
-        self._check_useful(classifier.info["test_accuracy"], held_out_text)
+        note = usefulness(classifier.info["test_accuracy"], len(self.class_names), self.name, held_out_text)
+        if note:
+            self.notes.append(note)
         return classifier
-
-    def _check_useful(self, accuracy: float, held_out_text: str) -> None:
-        """A classifier right on fewer held-out images than half what guessing gets has learned classes the
-        held-out split does not share, and its features say nothing about samples: refused. One closer to chance
-        than to perfect is used, with a warning in the table."""
-        chance = 1 / len(self.class_names)
-        if accuracy < chance / 2:
-            raise UserError(f"the feature classifier trained on {self.name} is right on {accuracy:.0%} of "
-                            f"{held_out_text}, worse than chance ({chance:.0%} for "
-                            f"{count(len(self.class_names), 'class')}), so FD, precision and recall in its features "
-                            "would mean nothing; check that the held-out split's classes are the train split's.")
-        if accuracy < (1 + chance) / 2:
-            self.notes.append(f"warning: the feature classifier is right on only {accuracy:.0%} of {held_out_text} "
-                              f"(chance: {chance:.0%}), so these scores say little")
-
-    def _check_inception(self, unlabelled: bool) -> None:
-        reason = inception_unavailable()
-        if reason is None:
-            self.inception = True
-            return
-        if unlabelled:
-            raise UserError(f"{self.name} is unlabelled, so no classifier can be trained on it for FD in its own "
-                            f"features, and Inception FID cannot be computed here: {reason}.")
-        raise UserError(f"Inception FID cannot be computed here: {reason}.")
 
     @property
     def metric(self) -> str:
@@ -259,3 +238,30 @@ def evaluate_samples(images_uint8, labels=None, data_dir: str | Path = "", class
     """Score samples against `data` (default: the default data source in `data_dir`, or the cache); see Evaluator."""
     data = data or DataConfig(data_dir=str(data_dir or ""), download=False)
     return Evaluator(data, classifier=classifier, k=k, progress=progress).score(images_uint8, labels, num_floor)
+
+
+def usefulness(accuracy: float, classes: int, name: str, held_out_text: str) -> str | None:
+    """A classifier right on fewer held-out images than half what guessing gets has learned classes the held-out
+    split does not share, and its features say nothing about samples: refused. One closer to chance than to perfect
+    is used, with a warning for the table (returned)."""
+    chance = 1 / classes
+    if accuracy < chance / 2:
+        raise UserError(f"the feature classifier trained on {name} is right on {accuracy:.0%} of {held_out_text}, "
+                        f"worse than chance ({chance:.0%} for {count(classes, 'class')}), so FD, precision and "
+                        "recall in its features would mean nothing; check that the held-out split's classes are the "
+                        "train split's.")
+    if accuracy < (1 + chance) / 2:
+        return (f"warning: the feature classifier is right on only {accuracy:.0%} of {held_out_text} "
+                f"(chance: {chance:.0%}), so these scores say little")
+    return None
+
+
+def check_inception(name: str, unlabelled: bool) -> None:
+    """Inception FID is the score where no classifier can be trained on the data: refused where it cannot run."""
+    reason = inception_unavailable()
+    if reason is None:
+        return
+    if unlabelled:
+        raise UserError(f"{name} is unlabelled, so no classifier can be trained on it for FD in its own features, "
+                        f"and Inception FID cannot be computed here: {reason}.")
+    raise UserError(f"Inception FID cannot be computed here: {reason}.")
