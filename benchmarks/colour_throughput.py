@@ -9,7 +9,8 @@ turn, so load from elsewhere falls on all alike; every figure is the median over
 
 The target (issue 25): at 32x32x3, training and sampling at >= 60% of the reference's images/s.
 
-    python benchmarks/colour_throughput.py [--rounds 5] [--threads 0] [--markdown docs/colour_throughput.md]
+    python benchmarks/colour_throughput.py [--rounds 5] [--threads 0] \
+        [--markdown docs/reports/runs/colour_throughput.md]
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="rounds; every figure is the median")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--markdown", help="write the table here (e.g. docs/colour_throughput.md)")
+    parser.add_argument("--markdown", help="write the table here (e.g. docs/reports/runs/colour_throughput.md)")
     args = parser.parse_args()
     if args.rounds < 1 or args.threads < 0:
         parser.error("--rounds must be at least 1 and --threads at least 0")

@@ -18,8 +18,8 @@
       CIFAR-10's 50,000 training images is 390 such steps.
 
     python benchmarks/datasets.py --data-root ../shared/data [--rounds 3] [--threads 1,2] [--steps 20]
-        [--cifar-steps 4] [--json F] [--markdown docs/datasets.md]
-    python benchmarks/datasets.py --from-json F --markdown docs/datasets.md   # the report of a saved run
+        [--cifar-steps 4] [--json F] [--markdown docs/reports/datasets.md]
+    python benchmarks/datasets.py --from-json F --markdown docs/reports/datasets.md   # the report of a saved run
 """
 
 from __future__ import annotations
@@ -387,7 +387,7 @@ def main() -> None:
     parser.add_argument("--cifar-images", type=int, default=2560)
     parser.add_argument("--parts", default="prepare,train,cifar", help="which measurements to run")
     parser.add_argument("--json", help="write every measurement to this JSON file")
-    parser.add_argument("--markdown", help="write the report to this Markdown file (e.g. docs/datasets.md)")
+    parser.add_argument("--markdown", help="write the report to this Markdown file (e.g. docs/reports/datasets.md)")
     parser.add_argument("--from-json", help="measure nothing: write the report of a run saved with --json")
     parser.add_argument("--worker", choices=list(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--worker-args", default="{}", help=argparse.SUPPRESS)

@@ -9,7 +9,8 @@ The server's start-up (process start to the root URL answering) is reported too.
 threads (all cores), as `tinydiffusion demo` does. Whether the machine was quiet: the CPU time other processes
 used meanwhile (all busy CPU time in /proc/stat less this process's and its children's).
 
-    python benchmarks/demo_latency.py [--runs 7] [--json docs/demo_latency.json] [--markdown docs/demo.md]
+    python benchmarks/demo_latency.py [--runs 7] [--json docs/reports/runs/demo_latency.json] \
+        [--markdown docs/reports/demo-latency.md]
 
 --markdown replaces the block between the `<!-- demo-latency -->` markers in that file (the file must have them).
 """

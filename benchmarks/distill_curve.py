@@ -9,8 +9,9 @@ scored at each of --consistency-steps; a trajectory or dmd student at its own st
 
     python benchmarks/distill_curve.py --run "progressive 4->2=runs/p27/prog-4to2" \
         --run "progressive 2->1=runs/p27/prog-2to1+1500" --run "consistency=runs/p27/cons-4" \
-        --consistency-steps 1,2 --teacher-json docs/runs/distill-bundled.json --num 1000 --guidance 2 \
-        --json docs/runs/distill-curve.json --plot docs/figures/distill_curve.png --markdown docs/runs/distill-curve.md
+        --consistency-steps 1,2 --teacher-json docs/reports/runs/distill-bundled.json --num 1000 --guidance 2 \
+        --json docs/reports/runs/distill-curve.json --plot docs/figures/distill_curve.png \
+        --markdown docs/reports/runs/distill-curve.md
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ student's one. Also writes a grid of teacher and student samples from the same s
 warm process for each student and for the teacher at DPM-Solver++(2M), 20 steps.
 
     python benchmarks/distill_quality.py --teacher runs/preset --student runs/preset-student-4 \
-        --student runs/preset-student-1 --num 1000 --guidance 2 --markdown docs/distill.md \
-        --plot docs/figures/distill_fd.png --grid docs/figures/distill_grid.png --json docs/runs/distill.json
+        --student runs/preset-student-1 --num 1000 --guidance 2 --markdown docs/reports/distillation.md \
+        --plot docs/figures/distill_fd.png --grid docs/figures/distill_grid.png --json docs/reports/runs/distill.json
 """
 
 from __future__ import annotations

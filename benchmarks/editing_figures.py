@@ -1,4 +1,4 @@
-"""The editing figures of the README, and the measurements docs/editing.md states, from the bundled model.
+"""The editing figures of the README, and the measurements docs/reports/editing.md states, from the bundled model.
 
 - Inpainting: real test images (Fashion-MNIST's test split, with --data-dir) under each built-in mask, three seeds.
 - Image-to-image: real images redrawn toward another class across strengths.
@@ -7,7 +7,7 @@
   RePaint against the exact conditional of a correlated Gaussian (tests/test_editing.py's model) at several
   settings, and each edit's time for one image and for 16 on this machine.
 
-    python benchmarks/editing_figures.py --data-dir ../shared/data/fashion-mnist --json docs/runs/editing.json
+    python benchmarks/editing_figures.py --data-dir ../shared/data/fashion-mnist --json docs/reports/runs/editing.json
 """
 
 from __future__ import annotations

@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument("--runtimes", default=",".join(RUNTIMES), help="which runtimes, comma-separated")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for every runtime (0: torch's default)")
     parser.add_argument("--json", help="write the measurements here")
-    parser.add_argument("--markdown", help="write the table here (e.g. docs/export_speed.md)")
+    parser.add_argument("--markdown", help="write the table here (e.g. docs/reports/export-speed.md)")
     args = parser.parse_args()
     names = args.runtimes.split(",")
     try:

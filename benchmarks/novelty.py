@@ -20,7 +20,7 @@ against the data the run trained on, all with `evaluate`'s own data, classifier 
 `--figure` draws the first samples of the last checkpoint over their nearest training images.
 
     python benchmarks/novelty.py runs/c32-30keep/colour-32 [--every 1000] [--num 1000] [--out-dir runs/novelty] \
-        [--markdown docs/novelty.md] [--json docs/runs/novelty.json] [--figure docs/figures/novelty.png]
+        [--markdown docs/reports/novelty.md] [--json docs/reports/runs/novelty.json] [--figure docs/figures/novelty.png]
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ later runs find their kernels cached ("warm"), as a user's second run does. Ever
 with fp32 (no option on) from the same rounds.
 
     python benchmarks/options.py --data-dir /path/to/fashion-mnist [--rounds 3] [--steps 30]
-        [--threads N] [--device cpu|cuda] [--sets fp32,bf16,...] [--json F] [--markdown docs/options.md]
+        [--threads N] [--device cpu|cuda] [--sets fp32,bf16,...] [--json F] [--markdown docs/reports/options.md]
 """
 
 from __future__ import annotations

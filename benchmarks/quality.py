@@ -9,7 +9,7 @@ precision/recall and (for class-conditional models) class accuracy, for
 N is the same for every row, so the FDs compare. Writes a Markdown table and a plot.
 
     python benchmarks/quality.py --data-dir ../shared/data/fashion-mnist --num 10000 \
-        --markdown docs/quality.md --plot docs/quality.png --json docs/quality.json
+        --markdown docs/reports/quality.md --plot docs/quality.png --json docs/reports/runs/quality.json
 """
 
 from __future__ import annotations

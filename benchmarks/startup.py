@@ -5,7 +5,7 @@ package imported from a source tree given by PYTHONPATH: this checkout's `src/`,
 revision's `src/` exported with `git archive`. Rounds alternate which tree goes first; each figure is the
 median over rounds, and the ratio is baseline / current per command.
 
-    python benchmarks/startup.py [--baseline 1673a25] [--rounds 7] [--json F] [--markdown docs/startup.md]
+    python benchmarks/startup.py [--baseline 1673a25] [--rounds 7] [--json F] [--markdown docs/reports/startup.md]
 """
 
 from __future__ import annotations

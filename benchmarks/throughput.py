@@ -21,7 +21,7 @@ Every figure is the median of `--repeats` rounds; each round measures every netw
 load from other processes falls on both alike. Defaults take about five minutes on two idle cores.
 
     python benchmarks/throughput.py --data-dir /path/to/fashion-mnist [--repeats 3] [--steps 20]
-        [--threads N] [--json out.json] [--markdown docs/throughput.md]
+        [--threads N] [--json out.json] [--markdown docs/reports/throughput.md]
 """
 
 from __future__ import annotations
@@ -287,7 +287,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 keeps torch's default")
     parser.add_argument("--steps", type=int, default=20, help=f"whole-loop steps per round (at least {2 * LOG_EVERY})")
     parser.add_argument("--json", help="write every measurement to this JSON file")
-    parser.add_argument("--markdown", help="write the table to this Markdown file (e.g. docs/throughput.md)")
+    parser.add_argument("--markdown", help="write the table to this Markdown file (e.g. docs/reports/throughput.md)")
     parser.add_argument("--loop-worker", choices=list(NETWORKS), help=argparse.SUPPRESS)  # the subprocess's role
     args = parser.parse_args()
     if args.steps < 2 * LOG_EVERY or args.repeats < 1 or args.threads < 0:

@@ -18,7 +18,7 @@ Rerunning with the same --out-dir reuses finished runs and scores, so an interru
         --run "preset:" --run "half-batch: --batch-size 64 --train.max_steps 2340" \
         [--preset NAME|auto] [--data SOURCE] [--common "FLAGS FOR EVERY RUN"] \
         [--every 468] [--num 1000] [--guidance 2] [--out-dir runs/time-to-quality] \
-        [--markdown docs/time_to_quality.md] [--plot docs/figures/time_to_quality.png] [--target 1.45]
+        [--markdown docs/reports/time-to-quality.md] [--plot docs/figures/time_to_quality.png] [--target 1.45]
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale")
     parser.add_argument("--target", type=float, default=1.45, help="the FD the preset reaches today")
     parser.add_argument("--out-dir", type=Path, default=Path("runs/time-to-quality"), help="run directories go here")
-    parser.add_argument("--markdown", type=Path, help="write the tables here (e.g. docs/time_to_quality.md)")
+    parser.add_argument("--markdown", type=Path, help="write the tables here (e.g. docs/reports/time-to-quality.md)")
     parser.add_argument("--plot", type=Path, help="write the curves here (e.g. docs/figures/time_to_quality.png)")
     parser.add_argument("--train-only", action="store_true", help="train, and score later with a second invocation")
     args = parser.parse_args()

@@ -17,7 +17,7 @@ steps x 2 (guidance) network evaluations at full resolution take about 10 minute
 
     python benchmarks/vs_diffusers.py --data-dir /path/to/fashion-mnist [--budget-seconds B]
         [--sampler dpmpp-2m] [--steps 20] [--num 2000] [--out-dir runs/vs-diffusers]
-        [--markdown docs/vs_diffusers.md]
+        [--markdown docs/reports/vs-diffusers.md]
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="classifier-free guidance scale")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 keeps torch's default")
     parser.add_argument("--out-dir", type=Path, default=Path("runs/vs-diffusers"), help="run directories go here")
-    parser.add_argument("--markdown", help="write the table to this Markdown file (e.g. docs/vs_diffusers.md)")
+    parser.add_argument("--markdown", help="write the table to this Markdown file (e.g. docs/reports/vs-diffusers.md)")
     parser.add_argument("--no-progress", action="store_true", help="no training progress bars")
     parser.add_argument("--ours-run", type=Path, help="a finished `train --preset fashion-mnist` run to use as ours "
                         "(its training time is the budget unless --budget-seconds is given)")

@@ -34,7 +34,7 @@ def sized_unet(image_size: int, channels: int = 1) -> UNetConfig:
     """The reference UNet (its 2x2 pixel-unshuffle stem included) for images of this size and channels: above 32
     pixels a fourth level, so that the lowest resolution stays 4 pixels (64 -> 32 -> 16 -> 8 -> 4, attention at
     the two lowest). A larger stem patch (4 at 64 px) was measured and learns far worse: its 32-channel top level
-    must predict 48 values a position (docs/colour.md)."""
+    must predict 48 values a position (docs/reports/colour-recipes.md)."""
     net = dataclasses.replace(FASHION_MNIST_UNET, image_size=image_size, in_channels=channels)
     if image_size > 32:
         net = dataclasses.replace(net, channel_mults=(1, 2, 2, 2), attention_levels=(2, 3))
@@ -46,16 +46,18 @@ NAMED_NETWORKS: dict[str, NetConfig] = {"unet": FASHION_MNIST_UNET, "dit": DIT_S
 # The reference run's process and recipe, shared by the presets derived from it.
 REFERENCE_DIFFUSION = DiffusionConfig(schedule="cosine", objective="v", loss_weighting="min-snr")
 REFERENCE_TRAIN = TrainConfig(warmup_steps=200)  # 5 epochs of 128 images at lr 2e-3: config.py's defaults
-# Colour on a CPU (docs/colour.md): the reference recipe in batches of 64 (twice the steps in the same time, the
-# strongest lever measured at 32 px), with a power-function EMA, whose length follows the run's however long a time
-# budget makes it, and a time budget's decay over its last fifth (FD lower or tied in each of three paired runs).
+# Colour on a CPU (docs/reports/colour-recipes.md): the reference recipe in batches of 64 (twice the steps in the same
+# time, the strongest lever measured at 32 px), with a power-function EMA, whose length follows the run's however
+# long a time budget makes it, and a time budget's decay over its last fifth (FD lower or tied in each of three
+# paired runs).
 COLOUR_TRAIN = dataclasses.replace(REFERENCE_TRAIN, batch_size=64, ema_std=0.1, decay_from=0.8)
 # A student's (`tinydiffusion distill`): a fine-tuning learning rate, no label dropout (the student learns the
-# teacher's guided outputs for every class), one pass over the data. The preset-sized student of docs/distill.md
-# was made with these (150 steps).
+# teacher's guided outputs for every class), one pass over the data. The preset-sized student of
+# docs/reports/distillation.md was made with these (150 steps).
 STUDENT_TRAIN = TrainConfig(lr=2e-4, warmup_steps=50, epochs=1, label_dropout=0.0)
 # The learning rate of a new student's guidance embedding (distill.guidance_lr), the one part of it that starts at
-# zero: at the rest's 2e-4 it barely moved, and students drew alike at every guidance scale (docs/distill.md).
+# zero: at the rest's 2e-4 it barely moved, and students drew alike at every guidance scale
+# (docs/reports/distillation.md).
 STUDENT_GUIDANCE_LR = 1e-2
 
 
@@ -63,7 +65,7 @@ def sized_diffusion(image_size: int) -> DiffusionConfig:
     """The reference process for images of this size: above 32 pixels, the size its cosine schedule was measured
     at, every step's log-SNR lowered by 2 ln(size / 32) (Hoogeboom et al. 2023, sec. 3.1), so that the image
     averaged down to 32x32 is as noisy at each step as a 32-pixel image is. On colour emoji at 64 px this lowered
-    FD at equal time (docs/colour.md); grey images above 32 px get the same rule, unmeasured."""
+    FD at equal time (docs/reports/colour-recipes.md); grey images above 32 px get the same rule, unmeasured."""
     if image_size <= 32:
         return REFERENCE_DIFFUSION
     return dataclasses.replace(REFERENCE_DIFFUSION, logsnr_shift=round(-2 * math.log(image_size / 32), 3))
@@ -95,7 +97,7 @@ PRESETS: dict[str, RunConfig] = {
         train=dataclasses.replace(REFERENCE_TRAIN, epochs=20), data=DataConfig(source="mnist"),
     ),
     # CIFAR-10, 32x32 RGB: DDPM's CIFAR-10 UNet (Ho et al. 2020, appendix B) at half its width, at full
-    # resolution, with random flips. A GPU recipe: see docs/datasets.md for its cost per epoch.
+    # resolution, with random flips. A GPU recipe: see docs/reports/datasets.md for its cost per epoch.
     "cifar10": RunConfig(
         name="cifar10",
         net=UNetConfig(image_size=32, in_channels=3, num_classes=10, base_channels=64,

@@ -1,4 +1,5 @@
-"""`tinydiffusion export`: a model written for other runtimes, in any format of export_formats.py (docs/export.md)."""
+"""`tinydiffusion export`: a model written for other runtimes, in any format of export_formats.py
+(docs/how-to/export.md)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ def add(sub) -> None:
                        "file (inputs x, t, the continuous time in [0, 1], y, the class, and for a distilled student "
                        "guidance; outputs x0 and eps; the image shape, classes, schedule and default sampler in its "
                        "metadata), a static web page that samples it in the browser, or a folder diffusers loads "
-                       "(docs/export.md). An existing --out file is replaced; in a folder an earlier export wrote, "
-                       "which must hold nothing else, the files it wrote are replaced.")
+                       "(docs/how-to/export.md). An existing --out file is replaced; in a folder an earlier export "
+                       "wrote, which must hold nothing else, the files it wrote are replaced.")
     p.add_argument("checkpoint", nargs="?", metavar="RUN_OR_CHECKPOINT", help="a run directory, a checkpoint "
                    "directory or a .safetensors file (default: the bundled model)")
     p.add_argument("--fast", action="store_true", help="export the bundled model's distilled student (4 steps, "

@@ -32,8 +32,8 @@ def add(sub) -> None:
                    help="images per row in the PNG grid (default: a square grid, or one column per class)")
     p.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch", help="run the network in "
                    "PyTorch, or export it to ONNX in memory and run that graph in onnxruntime, on the CPU (pip "
-                   "install 'tinydiffusion[onnx]'; docs/export.md): the same images, within float rounding; with "
-                   "onnxruntime, --checkpoint may also be a file `export` wrote, FILE.onnx")
+                   "install 'tinydiffusion[onnx]'; docs/how-to/export.md): the same images, within float rounding; "
+                   "with onnxruntime, --checkpoint may also be a file `export` wrote, FILE.onnx")
     p.set_defaults(run=run)
 
 

@@ -32,7 +32,7 @@ from ..words import count
 from .samples import as_image_batch
 
 BUNDLED_CLASSIFIER = BUNDLED_DATASET.reference.classifier_path
-EPOCHS = 6  # where test accuracy levelled off (docs/defaults.md)
+EPOCHS = 6  # where test accuracy levelled off (docs/explanation/defaults.md)
 MIN_TRAIN_IMAGES = 10
 
 
@@ -137,7 +137,7 @@ def fit_classifier(images: torch.Tensor, labels: torch.Tensor, config: Classifie
 
     AdamW with a one-cycle learning rate (Smith & Topin 2019); everything random comes from the seed,
     drawn from a forked RNG, so a caller's random state (a training run's) is left as it was.
-    No augmentation: it lowered test accuracy at this budget (docs/defaults.md), and shift-invariant
+    No augmentation: it lowered test accuracy at this budget (docs/explanation/defaults.md), and shift-invariant
     features would make the FD blind to badly placed samples.
     The same seed, torch build and thread count give the same weights.
     """

@@ -10,7 +10,7 @@ from ..errors import UserError
 
 def resolve_options(config: RunConfig, device: torch.device, world_size: int) -> dict[str, bool]:
     """Turn auto/on/off into booleans; "auto" enables an option only where it was measured to help at equal
-    quality (the measurements: docs/defaults.md). On a CPU: channels-last in fp32; fp32, not bf16, which
+    quality (the measurements: docs/explanation/defaults.md). On a CPU: channels-last in fp32; fp32, not bf16, which
     trained faster but scored worse; no fused AdamW or torch.compile, which gained nothing in 5 epochs. On a
     GPU: fused AdamW, so that a non-finite step is skipped without the host waiting. CUDA graphs are opt-in
     until measured."""

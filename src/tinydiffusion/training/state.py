@@ -60,7 +60,7 @@ def parameter_groups(net: torch.nn.Module, config: RunConfig) -> list[dict]:
     starts training at (from_step): one group, or for a student with distill.guidance_lr or guidance_warmup, its
     guidance embedding in a second. That embedding is new and starts at zero while the rest is its teacher's; at
     the student's fine-tuning rate the rest learns the average over the guidance scales first, and the embedding
-    then barely moves: the student draws alike at every scale it is asked for (docs/distill.md)."""
+    then barely moves: the student draws alike at every scale it is asked for (docs/reports/distillation.md)."""
     d = config.distill
     new = {name for name, _ in net.named_parameters() if name.startswith(GUIDANCE_EMBEDDING)}
     if not new or not (d.guidance_lr or d.guidance_warmup):
