@@ -1,8 +1,8 @@
 """tinydiffusion: small, readable denoising diffusion models for small images."""
 
 from .errors import UserError
+from .version import __version__ as __version__  # re-exported: tinydiffusion.__version__
 
-__version__ = "0.1.0"
 __all__ = ["GaussianDiffusion", "RunConfig", "UserError", "generate", "load_model", "load_student"]
 
 

@@ -13,20 +13,7 @@ import socket
 import tempfile
 
 from ..errors import UserError
-
-MAX_PIXELS = 4096 * 4096  # an upload with more pixels is refused before it is decoded (handlers.read_upload)
-MAX_UPLOAD_MB = 10  # and a larger file by the server, before it is stored (page.serve)
-
-
-def import_gradio():
-    """Gradio, with its analytics off (it would otherwise report to its makers), or one sentence without it."""
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    try:
-        import gradio
-    except ImportError:
-        raise UserError('the demo page needs Gradio, an optional extra; install it with pip install -e ".[demo]" '
-                        '(or pip install "tinydiffusion[demo]").') from None
-    return gradio
+from .limits import MAX_PIXELS, MAX_UPLOAD_MB, import_gradio
 
 
 def check_port(host: str, port: int) -> None:

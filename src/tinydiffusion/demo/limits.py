@@ -2,7 +2,8 @@
 one request carries, how much all requests store, or for how long: this ASGI middleware, in front of the page,
 bounds the bytes of every request that carries a body, keeps everything the page stores (uploads, images sent as
 data: URLs, results) within a total by deleting the oldest, and deletes what is older than a time limit. No
-Gradio here: the middleware is plain ASGI, and sweep() a function the tests call directly."""
+Gradio here: the middleware is plain ASGI, sweep() a function the tests call directly, and import_gradio() imports
+it only when called (by the page and by run_demo(), which read the bounds on an upload here too)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import UserError
+
+MAX_PIXELS = 4096 * 4096  # an upload with more pixels is refused before it is decoded (handlers.read_upload)
+MAX_UPLOAD_MB = 10  # and a larger file by the server, before it is stored (page.serve)
 KEEP_SECONDS = 600  # stored files older than this are deleted (a page uses an upload within seconds)
 STORED_FILES = 20  # the total the page stores: this many files of the largest size a file may have
 GRACE_SECONDS = 60  # a file younger than this is never deleted to make room: a request may be using it
@@ -86,3 +91,14 @@ def sweep(folder: Path, keep_seconds: float, room_for: int) -> bool:
         except OSError:
             pass
     return total <= room_for
+
+
+def import_gradio():
+    """Gradio, with its analytics off (it would otherwise report to its makers), or one sentence without it."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        import gradio
+    except ImportError:
+        raise UserError('the demo page needs Gradio, an optional extra; install it with pip install -e ".[demo]" '
+                        '(or pip install "tinydiffusion[demo]").') from None
+    return gradio

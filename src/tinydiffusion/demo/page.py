@@ -23,7 +23,8 @@ from PIL import Image
 from ..bounds import MAX_REQUEST_GUIDANCE, MAX_REQUEST_SAMPLING_STEPS, MAX_SEED
 from ..errors import UserError
 from ..pipeline import Model, sampling_settings
-from . import MAX_PIXELS, MAX_UPLOAD_MB, handlers, import_gradio, limits
+from . import handlers, limits
+from .limits import MAX_PIXELS, MAX_UPLOAD_MB, import_gradio
 
 ENTER_SCALE = 8  # a test image is put into the image boxes at 8x its size (224x224), large enough to draw on
 

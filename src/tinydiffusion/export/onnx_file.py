@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
 from ..errors import UserError
 from ..files import atomic_write_bytes
 from ..pipeline import Model, sampling_settings
+from ..version import __version__
 from .graph import DenoiserGraph
 
 OPSET = 18  # run by onnxruntime and by onnxruntime-web (1.17 onwards)

@@ -8,12 +8,16 @@ its patch. Everything that ends a residual branch starts at zero, so a fresh DiT
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dit_config import DiTConfig
 from .layers import ConditionEmbedding, sinusoidal_embedding, zero_init
+
+if TYPE_CHECKING:  # the config builds the network (its build()); the network only reads it
+    from .dit_config import DiTConfig
 
 # Sinusoidal features fed to the timestep MLP, as in the paper's code (independent of the width).
 TIME_FREQ_DIM = 256

@@ -7,12 +7,16 @@ concatenated into the decoder (skip connections).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .layers import ConditionEmbedding, group_norm, zero_init
-from .unet_config import UNetConfig
+
+if TYPE_CHECKING:  # the config builds the network (its build()); the network only reads it
+    from .unet_config import UNetConfig
 
 
 class ResBlock(nn.Module):
