@@ -12,10 +12,11 @@ from torch import nn
 
 from tinydiffusion.checkpoint import latest_checkpoint, load_config
 from tinydiffusion.config import DiffusionConfig, RunConfig
-from tinydiffusion.presets import STUDENT_GUIDANCE_LR
 from tinydiffusion.diffusion import GaussianDiffusion
 from tinydiffusion.pipeline import generate, load_model
-from tinydiffusion.samplers import SAMPLERS, Denoiser, uniform_levels
+from tinydiffusion.presets import STUDENT_GUIDANCE_LR
+from tinydiffusion.samplers import SAMPLERS, uniform_levels
+from tinydiffusion.samplers.denoiser import Denoiser
 from tinydiffusion.training.distillation import Distillation
 
 MEAN, STD = 0.3, 0.25

@@ -11,7 +11,8 @@ from torch import nn
 from tinydiffusion.checkpoint import load_config, load_training_state
 from tinydiffusion.config import DiffusionConfig
 from tinydiffusion.diffusion import GaussianDiffusion
-from tinydiffusion.samplers import SAMPLERS, Denoiser, uniform_levels
+from tinydiffusion.samplers import SAMPLERS, uniform_levels
+from tinydiffusion.samplers.denoiser import Denoiser
 from tinydiffusion.training.distribution_matching import DistributionMatching
 
 MEAN, STD = 0.3, 0.25

@@ -14,10 +14,16 @@ from tinydiffusion import bounds, files
 from tinydiffusion.config import DistillConfig, RunConfig
 from tinydiffusion.data.classes import first_of_each_class
 from tinydiffusion.data.named import FASHION_MNIST, MNIST, NAMED, BundledReference
-from tinydiffusion.defaults import SAMPLER_FLAGS, SamplerFlag
 from tinydiffusion.distill_methods import DISTILL_METHODS, DistillMethod
 from tinydiffusion.errors import UserError
-from tinydiffusion.samplers import SAMPLERS, Sampler, sampler_options, teacher_samplers, uniform_levels
+from tinydiffusion.samplers import (
+    FLAGS,
+    SAMPLERS,
+    Sampler,
+    sampler_options,
+    teacher_samplers,
+    uniform_levels,
+)
 from tinydiffusion.samplers.ddim import ddim
 
 # --- config checks take their vocabulary from the registries ---------------------------------------
@@ -33,7 +39,7 @@ def test_a_distillation_method_is_one_registration(monkeypatch):
 
 def test_teacher_samplers_are_the_deterministic_ones_on_the_process_own_steps(monkeypatch):
     assert set(teacher_samplers()) == {"ddim", "dpmpp-2m"}
-    monkeypatch.setitem(SAMPLERS, "ddim-again", Sampler(ddim, uniform_levels, deterministic=True))
+    monkeypatch.setitem(SAMPLERS, "ddim-again", Sampler(ddim, uniform_levels, default_steps=50, deterministic=True))
     RunConfig(distill=DistillConfig(teacher_sampler="ddim-again")).validate()
 
 
@@ -57,17 +63,20 @@ def sample_help(capsys) -> str:
     return " ".join(out.split())
 
 
-def test_the_sampler_flags_are_what_the_samplers_declare():
-    """defaults.SAMPLER_FLAGS is the torch-free copy `--help` reads: its takers and defaults are the samplers'."""
-    for option, flag in SAMPLER_FLAGS.items():
-        takers = tuple(name for name in SAMPLERS if option in sampler_options(name))
-        assert flag.takers == takers, option
-        assert {sampler_options(name)[option] for name in takers} == {flag.default}, option
+def test_each_sampler_flag_is_an_option_samplers_take_with_one_default():
+    """`--help` reads a flag's takers and its default from the samplers' signatures: they must agree."""
+    for option in FLAGS:
+        defaults = {options[option] for options in map(sampler_options, SAMPLERS) if option in options}
+        assert len(defaults) == 1, option
+
+
+def stretched(denoise, x, levels, *, stretch=1.0, callback=None, generator=None):
+    return ddim(denoise, x, levels, callback=callback, generator=generator)
 
 
 def test_a_sampler_option_with_a_flag_is_offered_and_says_which_samplers_take_it(monkeypatch, capsys):
-    monkeypatch.setitem(SAMPLER_FLAGS, "stretch", SamplerFlag(float, (0, 2), "how far each step reaches",
-                                                              ("ddim-stretched",), 1.0))
+    monkeypatch.setitem(SAMPLERS, "ddim-stretched", Sampler(stretched, uniform_levels, default_steps=50))
+    monkeypatch.setitem(FLAGS, "stretch", ((0, 2), "how far each step reaches"))
     text = sample_help(capsys)
     assert "--stretch STRETCH ddim-stretched only: how far each step reaches (default: 1)" in text
     assert "--eta ETA ddim only: the noise added at each step" in text

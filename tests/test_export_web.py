@@ -460,13 +460,15 @@ def test_the_student_page_draws_the_class_asked_locally(runtime_in_cache, browse
 @pytest.mark.slow
 def test_a_teacher_page_guides_and_refuses_a_changed_file(teacher_site, trained_run, browser, tmp_path, monkeypatch):
     """The smoke run's teacher: DPM-Solver++(2M) with classifier-free guidance in a batch of 2n, any steps; then
-    the same page with each sampler of the page; then a folder whose model was changed after the export."""
+    the same page with each sampler the web format declares it runs; then a folder whose model was changed after the
+    export."""
+    from tinydiffusion.export_formats import EXPORT_FORMATS
     from tinydiffusion.pipeline import load_model
 
     model = load_model(trained_run, "cpu")
     site = tmp_path / "site"
     shutil.copytree(teacher_site, site)
-    for sampler in ("dpmpp-2m", "ddim", "consistency"):
+    for sampler in EXPORT_FORMATS["web"].samplers():
         meta = json.loads((site / "model.json").read_text())
         if sampler != meta["sampler"]:  # the page as it would be for a model whose default is this sampler
             rewrite(site, "model.json", json.dumps({**meta, "sampler": sampler}).encode())

@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinydiffusion.config import DiffusionConfig, RunConfig, apply_overrides
-from tinydiffusion.defaults import DEFAULT_STEPS
 from tinydiffusion.diffusion import GaussianDiffusion
 from tinydiffusion.errors import UserError
 from tinydiffusion.fields import Choice, option
@@ -95,8 +94,7 @@ def test_spacing_functions_give_levels_from_the_noisiest_down_to_clean(name):
 def test_an_algorithm_walks_any_spacing(monkeypatch):
     """A new sampler is one registration: here DDIM handed Karras levels, which it never saw before, draws
     the exact Gaussian, and generate() and the option checks take it like any other."""
-    monkeypatch.setitem(SAMPLERS, "ddim-karras", Sampler(ddim, karras_levels))
-    monkeypatch.setitem(DEFAULT_STEPS, "ddim-karras", 40)
+    monkeypatch.setitem(SAMPLERS, "ddim-karras", Sampler(ddim, karras_levels, default_steps=40))
     diffusion = GaussianDiffusion(DiffusionConfig(schedule="cosine"))
     noise = torch.randn(4000, 1, 2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     x0 = SAMPLERS["ddim-karras"](gaussian_denoiser(), noise, diffusion, 60, rho=7.0)
@@ -106,6 +104,32 @@ def test_an_algorithm_walks_any_spacing(monkeypatch):
     assert sampler_options("ddim-karras") == {"rho": 7.0, "sigma_max": 80.0, "eta": 0.0, "clip_x0": False}
     with pytest.raises(UserError, match="does not take spacing"):
         SAMPLERS["ddim-karras"](gaussian_denoiser(), noise, diffusion, 5, spacing="leading")
+
+
+def ddim_copy(denoise, x, levels, *, callback=None, generator=None):
+    """A sampler of this test's own: DDIM (eta 0) under another name."""
+    return ddim(denoise, x, levels, callback=callback, generator=generator)
+
+
+def test_a_new_sampler_is_one_registration_end_to_end(monkeypatch, capsys):
+    """One entry in SAMPLERS (issue 47): `sample --help` offers it with its default steps, the demo lists it, the
+    exports whose capability its entry declares offer it, a teacher may walk with it, and generate() draws with it."""
+    from tinydiffusion.demo.handlers import sampler_choices
+    from tinydiffusion.export_formats import EXPORT_FORMATS
+    from tinydiffusion.pipeline import generate, load_model
+    from tinydiffusion.samplers import teacher_samplers
+
+    monkeypatch.setitem(SAMPLERS, "ddim-copy", Sampler(ddim_copy, uniform_levels, default_steps=3, deterministic=True,
+                                                       diffusers_order=1))
+    code, out, _ = cli(capsys, "sample", "--help")
+    text = " ".join(out.split())
+    assert code == 0 and "{ddpm,ddim,dpmpp-2m,euler,heun,consistency,ddim-copy}" in text and "ddim-copy 3," in text
+    model = load_model(None, "cpu")
+    assert sampler_choices(model)[-1] == "ddim-copy" and "ddim-copy" in teacher_samplers()
+    offered = {name: "ddim-copy" in export.samplers() for name, export in EXPORT_FORMATS.items()}
+    assert offered == {"onnx": True, "web": False, "diffusers": True}  # the web page's script has no such sampler
+    images, _ = generate(model, 2, classes=[7], sampler="ddim-copy")
+    assert torch.equal(images, generate(model, 2, classes=[7], sampler="ddim", steps=3)[0])
 
 
 # --- networks own their configs ----------------------------------------------------------------

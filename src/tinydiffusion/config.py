@@ -28,6 +28,7 @@ from .loss_weighting import LOSS_WEIGHTINGS
 from .nets import NETWORKS, NetConfig, UNetConfig, network_config
 from .nets.base import MAX_IMAGE_SIZE
 from .objectives import OBJECTIVES
+from .samplers import teacher_samplers
 from .schedules import SCHEDULES
 from .timestep_sampling import TIMESTEP_SAMPLINGS
 
@@ -244,7 +245,7 @@ class DistillConfig:
     critic_warmup: int = option(200, "the dmd method's first steps that train the critic alone, the student "
                                 "untouched")
     teacher_sampler: str = option("dpmpp-2m", "the deterministic sampler whose path the student learns to shortcut "
-                                  "(one on the process's own steps: dpmpp-2m or ddim, samplers.teacher_samplers())")
+                                  f"(one on the process's own steps: {' or '.join(teacher_samplers())})")
     teacher_steps: int = option(20, "the teacher sampler's steps over the whole path (a multiple of steps)")
     guidance_min: float = option(1.0, "the lowest guidance scale the student learns (drawn uniformly per image)")
     guidance_max: float = option(3.0, "the highest guidance scale the student learns")
@@ -253,10 +254,8 @@ class DistillConfig:
 
     def checks(self) -> list[tuple[bool, str]]:
         """(condition, message) pairs that a valid distill section satisfies (the teacher's steps against the
-        process's: RunConfig.validate). Its vocabulary is the registries': training/distillation.py's methods and
-        the samplers'."""
-        from .samplers import teacher_samplers  # imported here: `--help` answers without torch
-
+        process's: RunConfig.validate). Its vocabulary is the registries': the distillation methods and the
+        samplers."""
         method = DISTILL_METHODS.get(self.method)
         student_sampler = method.student_sampler if method else None
         return [

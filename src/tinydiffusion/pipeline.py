@@ -16,16 +16,18 @@ import torch
 from tqdm import tqdm
 
 from .bounds import MAX_SEED
-from .checkpoint import build_and_load, first_non_finite, load_config, resolve_checkpoint
+from .checkpoint import BUNDLED, BUNDLED_STUDENTS, build_and_load, first_non_finite, load_config, resolve_checkpoint
 from .config import RunConfig
 from .data import NAMED, class_aliases, class_index
 from .data.pixels import to_pixels
-from .defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
+from .defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
 from .devices import memory_of, pick_device  # noqa: F401  (public here too)
 from .diffusion import GaussianDiffusion
+from .distill_methods import DISTILL_METHODS
 from .errors import UserError
 from .nets.memory import activation_bytes, format_bytes
-from .samplers import Denoiser, check_sampler_options, get_sampler
+from .samplers import check_sampler_options, get_sampler
+from .samplers.denoiser import Denoiser
 
 
 @dataclass
@@ -34,7 +36,7 @@ class Model:
     diffusion: GaussianDiffusion
     config: RunConfig
     source: Path
-    graph: object | None = None  # an exported graph the samplers run instead of `net` (export.OnnxGraph)
+    graph: object | None = None  # an exported graph run instead of `net`, by its own `denoiser` (export.OnnxGraph)
 
     @property
     def device(self) -> torch.device:
@@ -75,8 +77,6 @@ def load_model(checkpoint: str | Path | None = None, device: str = "auto") -> Mo
 def load_student(steps: int = 4, device: str = "auto") -> Model:
     """The bundled model's distilled student of 1, 2 or 4 steps (`sample --fast --steps`): generate() draws with it
     in that many network evaluations, guidance folded in."""
-    from .checkpoint import BUNDLED_STUDENTS
-
     if isinstance(steps, str) or steps not in BUNDLED_STUDENTS:  # "4" is not 4: refused as itself, quoted
         choices = ", ".join(map(str, sorted(BUNDLED_STUDENTS)))
         raise UserError(f"a bundled student's steps must be an integer, one of {choices}, not {steps!r}.")
@@ -96,8 +96,6 @@ def teacher_of(model: Model) -> str:
     """Where a student's teacher is now, for a refusal to point at: the bundled model or student the bundled students
     were distilled from (recorded by file name alone, as no path of the machine that made them holds here, nor
     beside a copy or an exported .onnx of them), else the path recorded, said to be missing when it is."""
-    from .checkpoint import BUNDLED, BUNDLED_STUDENTS
-
     recorded = model.config.distill.teacher
     name = recorded.split(" ")[0]
     if name == BUNDLED.name:
@@ -160,12 +158,11 @@ def default_guidance(model: Model) -> float:
 
 def sampling_settings(model: Model, sampler: str | None = None, steps: int | None = None,
                       guidance: float | None = None, options: dict | None = None) -> tuple[str, int, float]:
-    """(sampler, steps, guidance) as they will be used: those given, else the defaults (defaults.py). A distilled
-    student samples with the sampler and steps it was distilled for, and at a guidance scale it learned."""
+    """(sampler, steps, guidance) as they will be used: those given, else the defaults (defaults.py; the steps the
+    sampler's entry declares). A distilled student samples with the sampler and steps it was distilled for, and at a
+    guidance scale it learned."""
     student = model.config.distill
     if student.steps:  # a consistency student takes any number of steps; a trajectory student only its own
-        from .distill_methods import DISTILL_METHODS
-
         any_steps = DISTILL_METHODS[student.method].to_clean
         if sampler not in (None, student.sampler) or (steps not in (None, student.steps) and not any_steps) or options:
             takes = f"{student.sampler} steps, any number" if any_steps else (
@@ -175,9 +172,8 @@ def sampling_settings(model: Model, sampler: str | None = None, steps: int | Non
                             f"teacher ({teacher_of(model)}) for other settings.")
         sampler, steps = student.sampler, steps or student.steps
     sampler = sampler or DEFAULT_SAMPLER
-    get_sampler(sampler)
-    T = model.diffusion.num_timesteps
-    steps = steps if steps is not None else min(DEFAULT_STEPS[sampler] or T, T)  # a default fits any model's T
+    own_steps, T = get_sampler(sampler).default_steps, model.diffusion.num_timesteps
+    steps = steps if steps is not None else min(own_steps or T, T)  # a default fits any model's T
     guidance = default_guidance(model) if guidance is None else guidance
     if student.steps and model.num_classes and not student.guidance_min <= guidance <= student.guidance_max:
         raise UserError(f"this student learned guidance scales from {student.guidance_min:g} to "
@@ -215,15 +211,11 @@ def start_noise(model: Model, seed: int, first: int, count: int) -> tuple[torch.
 
 
 def denoiser(model: Model, labels: torch.Tensor | None, guidance: float | torch.Tensor) -> Denoiser:
-    """The model's network as the samplers call it, for these labels (on the network's device) and guidance."""
-    device = model.device
+    """The model's network as the samplers call it, for these labels (on the network's device) and guidance; an
+    exported graph (model.graph) brings the Denoiser that runs it."""
     net_cfg = model.config.net
-    kind, net = Denoiser, model.net
-    if model.graph is not None:
-        from .export import GraphDenoiser
-
-        kind, net = GraphDenoiser, model.graph
-    return kind(net, model.diffusion, None if labels is None else labels.to(device), guidance,
+    kind, net = (Denoiser, model.net) if model.graph is None else (model.graph.denoiser, model.graph)
+    return kind(net, model.diffusion, None if labels is None else labels.to(model.device), guidance,
                 null_class=net_cfg.num_classes, guidance_input=net_cfg.guidance_input)
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from ..bounds import MAX_GUIDANCE, MAX_SEED, MAX_TIMESTEPS
 from ..config import RunConfig, config_value
-from ..defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLER_FLAGS
+from ..defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
 from ..errors import UserError
+from ..samplers import FLAGS, SAMPLERS
 from ..words import count, listing
 
 # Bounds on sampling options; memory is checked as well, before anything is allocated (pipeline.generate).
@@ -197,30 +198,30 @@ def add_sampling_options(p, default_num: int) -> None:
 
 
 def add_sampler_options(p, seed_help: str) -> None:
-    """The options every drawing command shares (sample, visualize, evaluate and the edits); a sampler's own
-    options are flags as defaults.SAMPLER_FLAGS declares them, each saying which samplers take it."""
-    p.add_argument("--sampler", default=None, choices=list(DEFAULT_STEPS),
+    """The options every drawing command shares (sample, visualize, evaluate and the edits), from the samplers'
+    registry: a sampler's own options are flags as samplers.FLAGS declares them, each saying which samplers take it."""
+    p.add_argument("--sampler", default=None, choices=list(SAMPLERS),
                    help=f"sampler (default: {DEFAULT_SAMPLER}, or a distilled student's own)")
-    own_steps = ", ".join(f"{name} {steps or 'T'}" for name, steps in DEFAULT_STEPS.items())
+    own_steps = ", ".join(f"{name} {sampler.default_steps or 'T'}" for name, sampler in SAMPLERS.items())
     p.add_argument("--steps", type=number(int, 1, MAX_TIMESTEPS),
                    help=f"sampling steps (default: the sampler's own: {own_steps}, where T is the model's)")
     p.add_argument("--seed", type=number(int, 0, MAX_SEED), default=0, help=seed_help)
     p.add_argument("--guidance", type=number(float, 0, MAX_GUIDANCE), default=None,
                    help="classifier-free guidance scale: 1 is the plain conditional model, 0 the unconditional "
                    f"one (default: {DEFAULT_GUIDANCE} for class-conditional models, 1 for unconditional ones)")
-    for option, flag in SAMPLER_FLAGS.items():
-        numeric = flag.kind in (int, float)
-        shown = f"{flag.default:g}" if numeric else flag.default
+    for option, (allowed, what) in FLAGS.items():
+        takers = [name for name, sampler in SAMPLERS.items() if option in sampler.options()]
+        default = SAMPLERS[takers[0]].options()[option]
+        numeric = isinstance(default, (int, float))
         p.add_argument(f"--{option.replace('_', '-')}", dest=option, default=None,
-                       type=number(flag.kind, *flag.allowed) if numeric else None,
-                       choices=None if numeric else list(flag.allowed),
-                       help=f"{listing(flag.takers)} only: {flag.help} (default: {shown})")
+                       type=number(type(default), *allowed) if numeric else None, choices=None if numeric else allowed,
+                       help=f"{listing(takers)} only: {what} (default: {f'{default:g}' if numeric else default})")
     p.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda or cuda:N")
 
 
 def sampler_options(args) -> dict:
     """The sampler options given on the command line; generate() checks the sampler takes them."""
-    return {name: getattr(args, name) for name in SAMPLER_FLAGS if getattr(args, name) is not None}
+    return {name: getattr(args, name) for name in FLAGS if getattr(args, name) is not None}
 
 
 def sampling_flags(args) -> dict:

@@ -20,13 +20,13 @@ from .. import editing
 from ..bounds import MAX_REQUEST_GUIDANCE, MAX_REQUEST_SAMPLING_STEPS, MAX_SEED
 from ..data.images import SkipImage, open_image, readable_formats
 from ..data.pixels import to_model_space, to_pixels
-from ..defaults import DEFAULT_STEPS, MASK_ALIASES
+from ..defaults import MASK_ALIASES
 from ..errors import UserError
 from ..pipeline import Model, generate, sampling_settings
-from ..samplers import network_evaluations
+from ..samplers import SAMPLERS, network_evaluations
 from ..viz import grid_image
 from ..words import count
-from . import MAX_PIXELS
+from .limits import MAX_PIXELS
 
 MAX_IMAGES = 64  # images in one grid
 MAX_FRAMES = 16  # interpolation frames
@@ -90,10 +90,10 @@ def one_class(model: Model, name: str | None) -> int | None:
 
 
 def sampler_choices(model: Model) -> list[str]:
-    """Samplers the model samples with: a distilled student only its own; consistency sampling only suits those."""
+    """Samplers the model samples with: a distilled student only its own, another model all but the students' own."""
     if model.config.distill.steps:
         return [model.config.distill.sampler]
-    return [name for name in DEFAULT_STEPS if name != "consistency"]
+    return [name for name, sampler in SAMPLERS.items() if not sampler.students_only]
 
 
 LIVE_EVALUATIONS = 2  # a model that draws an image in at most this many network evaluations redraws live

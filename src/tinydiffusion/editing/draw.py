@@ -18,7 +18,8 @@ from ..pipeline import (
     start_noise,
     teacher_of,
 )
-from ..samplers import SAMPLERS, Denoiser, Level, Sampler
+from ..samplers import SAMPLERS, Level, Sampler
+from ..samplers.denoiser import Denoiser
 
 
 @dataclass

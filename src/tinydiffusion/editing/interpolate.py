@@ -20,7 +20,7 @@ import torch
 from ..data.pixels import to_model_space
 from ..errors import UserError
 from ..pipeline import Model, start_noise, teacher_of
-from ..samplers import Denoiser
+from ..samplers.denoiser import Denoiser
 from .draw import Draw, check_image, start_draw
 
 INVERSION_STEPS = 50  # DDIM steps of an inversion; each costs 1 + refinements network evaluations (invert)

@@ -25,8 +25,8 @@ import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput, ModelMixin, SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
-EDM_SIGMA_DATA = 0.5  # tinydiffusion's objectives/edm.py
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+OBJECTIVE = None  # for flow or EDM, which diffusers has no name for: the export appends its class from objectives/
 
 
 def whole(value, name: str) -> int:
@@ -88,17 +88,13 @@ class TinyDiffusionPipeline(DiffusionPipeline):
 
     def prediction(self, output: torch.Tensor, x: torch.Tensor, t) -> torch.Tensor:
         """The network's output as the scheduler's prediction_type names it: itself for the eps, x0 and v objectives
-        (epsilon, sample, v_prediction); for flow and EDM, which diffusers has no name for, the x0 they give
-        (sample), by tinydiffusion's objectives/flow.py and edm.py."""
+        (epsilon, sample, v_prediction); for another, which diffusers has no name for, the x0 it gives (sample), by
+        the objective's own conversion (OBJECTIVE)."""
         output = output.float()
-        if self.config.objective not in ("flow", "edm"):
+        if OBJECTIVE is None:
             return output
         alpha, sigma = self.alpha_sigma(t)
-        if self.config.objective == "flow":
-            return (x - sigma * output) / (alpha + sigma)
-        s = sigma / alpha
-        total = s**2 + EDM_SIGMA_DATA**2
-        return EDM_SIGMA_DATA**2 / total * (x / alpha) + s * EDM_SIGMA_DATA / total**0.5 * output
+        return OBJECTIVE.eps_and_x0(output, x, alpha, sigma)[1]
 
     def predict(self, x: torch.Tensor, t, labels: torch.Tensor | None, guidance: float) -> torch.Tensor:
         """The scheduler's model_output at x and step t, with classifier-free guidance (or a student's guidance

@@ -12,14 +12,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import RunConfig
+from ..diffusion import GaussianDiffusion
 from ..errors import UserError
-from ..samplers import Denoiser
+from ..pipeline import Model
+from ..samplers.denoiser import Denoiser
 from .onnx_file import FORMAT, METADATA_KEY, onnx_bytes, require
+
+
+class GraphDenoiser(Denoiser):
+    """A Denoiser whose network is an OnnxGraph. The samplers pass the network's time (the step index, possibly
+    fractional); the graph takes the process's time, (index + 1) / T (diffusion.step_time)."""
+
+    def predict(self, x_t, t, y, scales, alpha, sigma):
+        n = x_t.shape[0]
+        time = self.diffusion.step_time(t.double().cpu()).float()
+        labels = y if y is not None else torch.full((n,), self.null_class or 0, dtype=torch.long)
+        x0, eps = self.net.run(x_t.float().cpu().numpy(), time.numpy(), labels.cpu().numpy(),
+                               None if scales is None else scales.float().cpu().numpy())
+        return torch.from_numpy(eps).to(x_t.device), torch.from_numpy(x0).to(x_t.device)
 
 
 class OnnxGraph:
     """An exported model in an onnxruntime session: `run(x, t, y, guidance)` -> (x0, eps) as numpy arrays, and
     `metadata`, the JSON stored in the file."""
+
+    denoiser = GraphDenoiser  # the graph brings the Denoiser that runs it (pipeline.denoiser)
 
     def __init__(self, model: bytes | Path, threads: int | None = None):
         ort = require("onnxruntime", "the onnxruntime runtime")
@@ -48,26 +66,9 @@ class OnnxGraph:
         return x0, eps
 
 
-class GraphDenoiser(Denoiser):
-    """A Denoiser whose network is an OnnxGraph. The samplers pass the network's time (the step index, possibly
-    fractional); the graph takes the process's time, (index + 1) / T (diffusion.step_time)."""
-
-    def predict(self, x_t, t, y, scales, alpha, sigma):
-        n = x_t.shape[0]
-        time = self.diffusion.step_time(t.double().cpu()).float()
-        labels = y if y is not None else torch.full((n,), self.null_class or 0, dtype=torch.long)
-        x0, eps = self.net.run(x_t.float().cpu().numpy(), time.numpy(), labels.cpu().numpy(),
-                               None if scales is None else scales.float().cpu().numpy())
-        return torch.from_numpy(eps).to(x_t.device), torch.from_numpy(x0).to(x_t.device)
-
-
 def load_onnx_model(path: str | Path, threads: int | None = None):
     """A Model from an exported file alone: its graph, and the config stored in its metadata (checked as a
     config.json is), which rebuilds the process exactly; it has no torch network (`net` is None)."""
-    from ..config import RunConfig
-    from ..diffusion import GaussianDiffusion
-    from ..pipeline import Model
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} {'is not a regular file' if path.exists() else 'does not exist'}; give an .onnx file "

@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import UserError
-from ..export_formats import export_folder
+from ..export_formats import EXPORT_FORMATS, export_folder
 from ..files import atomic_directory, atomic_file, cache_dir
 from ..files import sha256_file as sha256_of
 from .onnx_file import metadata, onnx_bytes
@@ -43,7 +43,6 @@ DOWNLOAD_TIMEOUT_S = 60
 CHUNK = 1 << 20
 
 PAGE_FILES = ("index.html", "tinydiffusion-web.js")  # package data in export/web/
-PAGE_SAMPLERS = ("ddim", "dpmpp-2m", "consistency")  # the samplers tinydiffusion-web.js implements
 
 
 # --- the runtime: downloaded once, checked, kept in the cache -------------------------------------------------
@@ -138,9 +137,9 @@ def integrity(payload: bytes) -> str:
 
 def page_metadata(model) -> dict:
     meta = metadata(model)
-    if meta["sampler"] not in PAGE_SAMPLERS:
-        raise UserError(f"the web page samples with {', '.join(PAGE_SAMPLERS)}, not this model's "
-                        f"{meta['sampler']}.")
+    runs = EXPORT_FORMATS["web"].samplers()  # those tinydiffusion-web.js implements, as their entries say
+    if meta["sampler"] not in runs:
+        raise UserError(f"the web page samples with {', '.join(runs)}, not this model's {meta['sampler']}.")
     return meta
 
 

@@ -2,15 +2,16 @@
 
 Each sampler is an algorithm (one file here) handed its noise levels by a spacing function (spacing.py),
 joined in SAMPLERS. Every one works with any process and objective: it sees only the Levels and
-`denoise(x_t, t, alpha, sigma) -> (eps, x0)`, a Denoiser (the network plus guidance). Adding a sampler means
-one file here, one line in SAMPLERS, and its default step count in defaults.DEFAULT_STEPS (kept free of torch
-so the command line's help stays fast).
+`denoise(x_t, t, alpha, sigma) -> (eps, x0)`, a Denoiser (denoiser.py: the network plus guidance). Adding a
+sampler means one file here and one line in SAMPLERS, whose entry declares what the command line, the demo and
+the exports read (its default steps, the exports that run it). Nothing here imports torch, so `--help` reads it.
 """
 
 from __future__ import annotations
 
 from ..errors import UserError
-from .base import CLEAN, Denoiser, Level, Sampler, gaussian_like
+from ..schedules import TIMESTEP_SPACINGS
+from .base import CLEAN, Level, Sampler, gaussian_like
 from .consistency import consistency
 from .ddim import ddim
 from .ddpm import ddpm
@@ -20,12 +21,19 @@ from .heun import heun
 from .spacing import karras_levels, karras_sigmas, uniform_levels
 
 SAMPLERS: dict[str, Sampler] = {
-    "ddpm": Sampler(ddpm, uniform_levels),
-    "ddim": Sampler(ddim, uniform_levels, deterministic=True),
-    "dpmpp-2m": Sampler(dpmpp_2m, uniform_levels, deterministic=True),
-    "euler": Sampler(euler, karras_levels, deterministic=True),
-    "heun": Sampler(heun, karras_levels, evaluations=lambda steps: 2 * steps - 1, deterministic=True),
-    "consistency": Sampler(consistency, uniform_levels),
+    "ddpm": Sampler(ddpm, uniform_levels, default_steps=None),
+    "ddim": Sampler(ddim, uniform_levels, default_steps=50, deterministic=True, web=True, diffusers_order=1),
+    "dpmpp-2m": Sampler(dpmpp_2m, uniform_levels, default_steps=20, deterministic=True, web=True, diffusers_order=2),
+    "euler": Sampler(euler, karras_levels, default_steps=50, deterministic=True),
+    "heun": Sampler(heun, karras_levels, default_steps=10, evaluations=lambda steps: 2 * steps - 1, deterministic=True),
+    "consistency": Sampler(consistency, uniform_levels, default_steps=4, students_only=True, web=True),
+}
+
+# The sampler options the command line offers as --NAME: (a number's bounds or a text's choices, what it does); their
+# type, default and takers are the signatures'. The others (clip_x0, rho, ...) are keywords of generate() and edits.
+FLAGS = {
+    "eta": ((0, 1), "the noise added at each step, from 0 (deterministic) to 1 (as DDPM)"),
+    "spacing": (TIMESTEP_SPACINGS, "which of the model's timesteps are visited"),
 }
 
 
@@ -61,6 +69,6 @@ def network_evaluations(name: str, steps: int) -> int:
     return get_sampler(name).evaluations(steps)
 
 
-__all__ = ["CLEAN", "SAMPLERS", "Denoiser", "Level", "Sampler",
-           "check_sampler_options", "gaussian_like", "get_sampler", "karras_levels", "karras_sigmas",
-           "network_evaluations", "sampler_options", "teacher_samplers", "uniform_levels"]
+__all__ = ["CLEAN", "FLAGS", "SAMPLERS", "Level", "Sampler", "check_sampler_options", "gaussian_like", "get_sampler",
+           "karras_levels", "karras_sigmas", "network_evaluations", "sampler_options", "teacher_samplers",
+           "uniform_levels"]

@@ -38,7 +38,8 @@ import torch
 
 from ..distill_methods import DISTILL_METHODS
 from ..errors import UserError
-from ..samplers import SAMPLERS, Denoiser, uniform_levels
+from ..samplers import SAMPLERS, uniform_levels
+from ..samplers.denoiser import Denoiser
 
 
 class Distillation:
