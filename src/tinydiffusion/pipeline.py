@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .autoencoders import decode
 from .bounds import MAX_SEED
 from .checkpoint import BUNDLED, BUNDLED_STUDENTS, build_and_load, first_non_finite, load_config, resolve_checkpoint
 from .config import RunConfig
@@ -210,13 +211,37 @@ def start_noise(model: Model, seed: int, first: int, count: int) -> tuple[torch.
     return torch.stack([torch.randn(shape, generator=g, device=device) for g in generators]), generators
 
 
-def denoiser(model: Model, labels: torch.Tensor | None, guidance: float | torch.Tensor) -> Denoiser:
-    """The model's network as the samplers call it, for these labels (on the network's device) and guidance; an
-    exported graph (model.graph) brings the Denoiser that runs it."""
+def denoiser(model: Model, labels: torch.Tensor | None, guidance: float | torch.Tensor,
+             guide: Model | None = None) -> Denoiser:
+    """The model's network as the samplers call it, for these labels (on the network's device) and guidance, by
+    `guide` (autoguidance) or else by its own unconditional half; an exported graph (model.graph) brings the
+    Denoiser that runs it."""
     net_cfg = model.config.net
     kind, net = (Denoiser, model.net) if model.graph is None else (model.graph.denoiser, model.graph)
+    weak = None if guide is None else denoiser(guide, labels, 1.0)
     return kind(net, model.diffusion, None if labels is None else labels.to(model.device), guidance,
-                null_class=net_cfg.num_classes, guidance_input=net_cfg.guidance_input)
+                null_class=net_cfg.num_classes, guidance_input=net_cfg.guidance_input, guide=weak)
+
+
+def check_guide(model: Model, guide: Model) -> None:
+    """Autoguidance needs a guide that denoises the same images on the same process: the same image shape and
+    classes, the same noise at each step (schedule, steps and shift), and neither a student (whose guidance is
+    folded in)."""
+    mine, theirs = model.config, guide.config
+    if mine.net.guidance_input or theirs.net.guidance_input:
+        raise UserError("a distilled student folds its guidance in, so it neither takes a guide nor guides "
+                        "(--guide); guide its teacher, or drop --guide.")
+    def shape(config):
+        return f"{config.net.in_channels}x{config.net.image_size}x{config.net.image_size}"
+
+    if (shape(theirs), guide.class_names) != (shape(mine), model.class_names):
+        raise UserError("the guide (--guide) must draw the model's images: the same shape and classes "
+                        f"({shape(mine)}, {len(model.class_names)} classes), not {shape(theirs)} and "
+                        f"{len(guide.class_names)}.")
+    process = ("schedule", "timesteps", "logsnr_shift")
+    if any(getattr(mine.diffusion, k) != getattr(theirs.diffusion, k) for k in process):
+        raise UserError("the guide (--guide) must be trained on the model's noise process (the same diffusion "
+                        "schedule, timesteps and shift), so that both are asked about the same noise at each step.")
 
 
 def check_finite(x0: torch.Tensor, sampler: str, steps: int, guidance: float, options: dict) -> None:
@@ -230,8 +255,11 @@ def check_finite(x0: torch.Tensor, sampler: str, steps: int, guidance: float, op
 
 def generate(model: Model, num: int, *, classes: list[int | str] | None = None, sampler: str | None = None,
              steps: int | None = None, guidance: float | None = None, seed: int = 0, batch_size: int = 500,
-             progress: bool = False, callback=None, **sampler_options) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Generate `num` images; returns (uint8 [N, C, H, W], labels [N] or None).
+             progress: bool = False, callback=None, guide: Model | None = None,
+             **sampler_options) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Generate `num` images; returns (uint8 [N, C, H, W], labels [N] or None). With `guide` (autoguidance: a
+    weaker version of the model, e.g. an early checkpoint of its run) `guidance` pushes away from the guide's
+    prediction instead of the unconditional one.
 
     Each image's noise comes from its own generator seeded from (seed, index), so a seed gives the same
     images at any batch size. A result that is not finite is an error, never a black image. What is not
@@ -242,6 +270,8 @@ def generate(model: Model, num: int, *, classes: list[int | str] | None = None, 
     if num < 1 or batch_size < 1:
         raise UserError(f"the number of images and the batch size must be at least 1, not {num} and {batch_size}.")
     device = model.device
+    if guide is not None:
+        check_guide(model, guide)
     guided_twice = guidance != 1.0 and not model.config.net.guidance_input  # both halves in one batch
     check_memory(model, num, batch_size, guided=guided_twice, device=device)
     labels = resolve_labels(model, num, classes)
@@ -251,10 +281,10 @@ def generate(model: Model, num: int, *, classes: list[int | str] | None = None, 
         for start in range(0, num, batch_size):
             n = min(batch_size, num - start)
             noise, generators = start_noise(model, seed, start, n)
-            denoise = denoiser(model, labels[start:start + n] if labels is not None else None, guidance)
+            denoise = denoiser(model, labels[start:start + n] if labels is not None else None, guidance, guide)
             x0 = sample_fn(denoise, noise, model.diffusion, steps, callback=callback, generator=generators,
                            **sampler_options)
             check_finite(x0, sampler, steps, guidance, sampler_options)
-            images.append(to_pixels(x0).cpu())
+            images.append(to_pixels(decode(model.config.data, x0)).cpu())  # a latent model's decoded
             bar.update(n)
     return torch.cat(images), labels

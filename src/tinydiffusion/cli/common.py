@@ -193,6 +193,7 @@ def add_sampling_options(p, default_num: int) -> None:
                    help="class to generate, by the model's class name or index (repeatable; default: every "
                    "class in turn)")
     add_sampler_options(p, "seed of the noise: a seed gives the same images at any --batch-size")
+    add_guide(p)
     p.add_argument("--batch-size", type=number(int, 1, MAX_BATCH), default=500,
                    help="images per network call; a smaller batch needs less memory, with the same images")
 
@@ -219,6 +220,12 @@ def add_sampler_options(p, seed_help: str) -> None:
     p.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda or cuda:N")
 
 
+def add_guide(p) -> None:
+    p.add_argument("--guide", metavar="RUN_OR_CHECKPOINT", help="autoguidance (Karras et al. 2024): guide with this "
+                   "weaker version of the model (an early checkpoint of its run, or a smaller run on the same data) "
+                   "instead of its unconditional self; --guidance then scales the push away from the guide")
+
+
 def sampler_options(args) -> dict:
     """The sampler options given on the command line; generate() checks the sampler takes them."""
     return {name: getattr(args, name) for name in FLAGS if getattr(args, name) is not None}
@@ -230,12 +237,17 @@ def sampling_flags(args) -> dict:
 
 
 def run_sampling(args, model, progress: bool = True, callback=None):
-    from ..pipeline import generate, sampling_settings
+    from ..checkpoint import resolve_checkpoint
+    from ..pipeline import generate, load_model, sampling_settings
 
     classes = [model.class_index(c) for c in args.classes] if args.classes else None
     sampler, steps, guidance = sampling_settings(model, **sampling_flags(args))
+    guide = None
+    if getattr(args, "guide", None):
+        resolve_checkpoint(args.guide, "--guide")  # a missing guide named by its flag
+        guide = load_model(args.guide, args.device)
     return generate(model, args.num, classes=classes, sampler=sampler, steps=steps, guidance=guidance,
-                    seed=args.seed, batch_size=args.batch_size, progress=progress, callback=callback,
+                    seed=args.seed, batch_size=args.batch_size, progress=progress, callback=callback, guide=guide,
                     **sampler_options(args))
 
 

@@ -15,14 +15,18 @@ class Denoiser:
     (`guidance_input`, a distilled student) gives the guided output in one call instead. The scale
     is a float, or a tensor of one scale per image. `evaluations` counts network calls.
 
+    Autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself", eq. 1) guides with a
+    weaker model of the same task instead (`guide`, its own Denoiser: a smaller or less-trained network), both
+    conditional: guide + scale * (model - guide).
+
     `predict` is the one place the network is run; another runtime (export/runtime.py runs an exported graph)
     replaces it and keeps the guidance.
     """
 
     def __init__(self, net, diffusion, y: torch.Tensor | None = None, guidance: float | torch.Tensor = 1.0,
-                 null_class: int | None = None, guidance_input: bool = False):
+                 null_class: int | None = None, guidance_input: bool = False, guide: Denoiser | None = None):
         self.net, self.diffusion, self.y, self.guidance = net, diffusion, y, guidance
-        self.null_class, self.guidance_input = null_class, guidance_input
+        self.null_class, self.guidance_input, self.guide = null_class, guidance_input, guide
         self.evaluations = 0
 
     def predict(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None, scales: torch.Tensor | None,
@@ -40,12 +44,15 @@ class Denoiser:
         if self.guidance_input:
             scales = torch.as_tensor(scale, dtype=torch.float32, device=x_t.device).expand(x_t.shape[0])
             return self.predict(x_t, t_batch, self.y, scales, alpha, sigma)
+        if isinstance(scale, torch.Tensor):
+            scale = scale.to(x_t).view(-1, *([1] * (x_t.dim() - 1)))
+        if self.guide is not None:
+            strong, weak = self.predict(x_t, t_batch, self.y, None, alpha, sigma), self.guide(x_t, t, alpha, sigma)
+            return tuple(w + scale * (s - w) for s, w in zip(strong, weak, strict=True))
         if self.y is not None and (isinstance(scale, torch.Tensor) or scale != 1.0):
             null = torch.full_like(self.y, self.null_class)
             both = self.predict(torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]), torch.cat([self.y, null]),
                                 None, alpha, sigma)
-            if isinstance(scale, torch.Tensor):
-                scale = scale.to(x_t).view(-1, *([1] * (x_t.dim() - 1)))
             mixed = []
             for prediction in both:
                 cond, uncond = prediction.chunk(2)
