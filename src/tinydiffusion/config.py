@@ -20,6 +20,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .autoencoders import AUTOENCODERS
 from .bounds import MAX_GUIDANCE, MAX_LOGSNR_SHIFT, MAX_OPTIMIZER_STEPS, MAX_TIMESTEPS, MAX_TRAIN_SEED
 from .distill_methods import DISTILL_METHODS
 from .errors import UserError
@@ -204,11 +205,16 @@ class DataConfig:
     alpha_background: str = option("white", "transparent pixels are composited onto white or black")
     hflip: bool = option(False, "random horizontal flips in training (not for digits or text)")
     memory_limit_mb: float = option(0.0, "a larger prepared array is memory-mapped (0: half the machine's memory)")
+    autoencoder: str = option("", "diffuse in this pretrained autoencoder's latent space (latent diffusion): "
+                              f"{', '.join(AUTOENCODERS)}; the prepared images are encoded once and cached, and "
+                              "sampling decodes (colour images, sides a multiple of 8; empty: pixel space)")
     # What the run was trained on, recorded by training:
     num_images: int = recorded(0, "the number of images")
     image_shape: tuple[int, ...] = recorded((), "C, H, W")
     class_names: tuple[str, ...] = recorded((), "the class names")
     prepared_sha256: str = recorded("", "the prepared array's SHA-256")
+    latent_mean: tuple[float, ...] = recorded((), "a latent run's latents: each channel's mean on the training set")
+    latent_std: tuple[float, ...] = recorded((), "a latent run's latents: each channel's standard deviation there")
 
     def checks(self) -> list[tuple[bool, str]]:
         """(condition, message) pairs that a valid data section satisfies."""
@@ -219,6 +225,30 @@ class DataConfig:
             (self.channels in (0, 1, 3), "data.channels must be 0 (the source's own), 1 or 3"),
             (self.alpha_background in ("white", "black"), "data.alpha_background must be white or black"),
             (self.memory_limit_mb >= 0, "data.memory_limit_mb must be a finite size, 0 or more"),
+            *self.latent_checks(),
+        ]
+
+    def latent_checks(self) -> list[tuple[bool, str]]:
+        """What a latent run (data.autoencoder) needs: a known autoencoder, colour images of a size it encodes, no
+        flips (a flipped latent is not the latent of the flipped image), and per-channel statistics if recorded."""
+        entry = AUTOENCODERS.get(self.autoencoder)
+        scale = entry.downscale if entry else 1
+        stats = (self.latent_mean, self.latent_std)
+        return [
+            (not self.autoencoder or entry is not None, f"data.autoencoder must be one of {', '.join(AUTOENCODERS)} "
+             f"(or empty, for pixel space), not {self.autoencoder!r}"),
+            (not self.autoencoder or self.channels != 1, f"data.autoencoder {self.autoencoder} encodes colour "
+             "images, not grey ones (data.channels 1); use --data.channels 3 or train in pixel space"),
+            (self.image_size % scale == 0, f"data.autoencoder {self.autoencoder} encodes images whose sides are "
+             f"multiples of {scale}, and data.image_size is {self.image_size}; choose "
+             f"{max(scale, self.image_size // scale * scale)} or {self.image_size // scale * scale + scale}"),
+            (not (self.autoencoder and self.hflip), "data.hflip does not apply to a latent run (a flipped latent "
+             "is not the latent of the flipped image, so it would teach the network wrong pairs); drop data.hflip"),
+            (len(self.latent_mean) == len(self.latent_std) and (entry is None or not self.latent_mean
+                                                                or len(self.latent_mean) == entry.latent_channels)
+             and all(math.isfinite(v) for v in stats[0] + stats[1]) and all(s > 0 for s in self.latent_std),
+             "data.latent_mean and data.latent_std must hold one value a "
+             "latent channel, each std above 0; the run's config.json is damaged"),
         ]
 
 
@@ -355,12 +385,23 @@ class RunConfig:
             *(check for name in SECTIONS for check in getattr(self, name).checks()),
             (1 <= distill.teacher_steps <= d.timesteps,
              f"distill.teacher_steps must be between 1 and the model's {d.timesteps}"),
+            _latent_network_check(self),
             (not (self.train.init and distill.steps), "a student starts from its teacher, or from distill.init; "
              "train.init is for training"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UserError(message + ".")
+
+
+def _latent_network_check(config: RunConfig) -> tuple[bool, str]:
+    """A pixel run's network takes 1 or 3 channels; a latent run's, its autoencoder's latent channels."""
+    entry, channels = AUTOENCODERS.get(config.data.autoencoder), config.net.in_channels
+    if entry is None:
+        return (bool(config.data.autoencoder) or channels in (1, 3),
+                f"net.in_channels must be 1 (grey) or 3 (colour), not {channels}")
+    return (channels == entry.latent_channels, f"a latent run's network takes its autoencoder's "
+            f"{entry.latent_channels} latent channels ({config.data.autoencoder}), not net.in_channels {channels}")
 
 
 def _from_version_1(data: dict) -> dict:

@@ -10,6 +10,7 @@ import dataclasses
 import math
 from pathlib import Path
 
+from .autoencoders import AUTOENCODERS, refuse_latent
 from .config import DistillConfig, RunConfig, apply_overrides, config_value
 from .distill_methods import DISTILL_METHODS
 from .errors import UserError
@@ -42,6 +43,9 @@ def new_run(preset: str, net: str | None, given: dict, data: DataFacts | None = 
     config = apply_overrides(config, given)
     if data is not None:
         config = fit_to_data(config, *data, explicit=set(given), auto=auto)
+    elif config.data.autoencoder in AUTOENCODERS and "net.in_channels" not in given:  # the latents' channels
+        config = dataclasses.replace(config, net=dataclasses.replace(
+            config.net, in_channels=AUTOENCODERS[config.data.autoencoder].latent_channels))
     if auto and name:
         config = dataclasses.replace(config, name=name)
     config.validate()
@@ -113,6 +117,7 @@ def student_run(teacher: RunConfig, teacher_weights: Path, teacher_sha256: str, 
 
     A trajectory student may teach: the new student then shortcuts its K DDIM steps (by default in K // 2 steps, a
     round of progressive distillation) over the guidance scales it learned."""
+    refuse_latent(teacher.data, "distillation")
     taught = teacher.distill  # the teacher's own distillation, if it is a student
     if taught.steps and taught.method != "trajectory":
         raise UserError(f"{teacher_weights} is a {taught.method} student, whose steps are not a path to shortcut; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..autoencoders import image_shape
 from ..config import DataConfig, RunConfig, apply_overrides
 from ..data import NAMED
 from ..data.named import BUNDLED_DATASET
@@ -55,6 +56,7 @@ def evaluation_data(args, model=None) -> DataConfig:
     --data.download, --data.image_size and --data.channels apply to either. The bundled model's recorded folder is
     where it was trained, so not used."""
     data = model.config.data if model is not None and args.checkpoint else DataConfig()
+    data = dataclasses.replace(data, autoencoder="", latent_mean=(), latent_std=())  # samples are scored as pixels
     if args.data:
         data = dataclasses.replace(data, source=args.data, data_dir="")
     if args.data_dir:
@@ -90,9 +92,8 @@ def run(args) -> int:
         info = {"source": str(args.samples)}
     else:
         model = load_model(args.checkpoint, args.device)
-        net = model.config.net
         evaluator = evaluation.Evaluator(evaluation_data(args, model), inception=args.inception,
-                                         sample_shape=(net.in_channels, net.image_size, net.image_size),
+                                         sample_shape=image_shape(model.config),
                                          model_classes=model.class_names)
         images, labels = run_sampling(args, model)
         sampler, steps, guidance = sampling_settings(model, **sampling_flags(args))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..autoencoders import refuse_latent
 from ..errors import UserError
 from ..export_formats import EXPORT_FORMATS, EXPORT_MARKER
 from .common import check_not_an_input, fast_student, output_folder, output_path, writing
@@ -51,6 +52,7 @@ def run(args) -> int:
         out = output_folder(text, "--out", EXPORT_MARKER)
         export_folder_files(out, EXPORT_MARKER, "--out")
     model = load_model(source, "cpu")
+    refuse_latent(model.config.data, f"export to {args.format}")
     with writing(out):
         wrote = chosen.write(model, out)
     print(f"wrote {wrote}")

@@ -18,7 +18,7 @@ SHORTCUTS = {  # flag -> config field; the spellings scripts and docs rely on
     "--data": "data.source", "--data-dir": "data.data_dir", "--epochs": "train.epochs",
     "--max-steps": "train.max_steps", "--batch-size": "train.batch_size", "--seed": "train.seed", "--lr": "train.lr",
     "--checkpoint-every": "train.checkpoint_every", "--keep": "train.keep",
-    "--device": "train.device",
+    "--device": "train.device", "--autoencoder": "data.autoencoder",
 }
 DEFAULT_SOURCE = DataConfig().source
 HELP_PRESET = preset_for_source(DEFAULT_SOURCE)  # whose values `train --help` shows as the defaults
@@ -56,13 +56,13 @@ def add(sub) -> None:
 
 def run(args) -> int:
     from ..checkpoint import check_new_run_dir, resolve_checkpoint
-    from ..data import load_data
+    from ..data.latents import load_training_data
 
     given = overrides(args)
     checkpoint = None
     if args.resume:
         config, run_dir, checkpoint = resumed_config(args, given)
-        dataset = load_data(config.data, "train", progress=not args.no_progress)
+        dataset = load_training_data(config.data, progress=not args.no_progress)
         if already_complete(config, run_dir, checkpoint, len(dataset)):
             return 0
     else:
@@ -78,7 +78,7 @@ def run(args) -> int:
         run_dir = Path(args.run_dir or f"runs/{args.preset or run_name(source)}")
         check_new_run_dir(run_dir, f"--resume {run_dir}")
         before_data = new_run(preset, args.net, given)  # every flag checked before any work
-        dataset = load_data(before_data.data, "train", progress=not args.no_progress)
+        dataset = load_training_data(before_data.data, progress=not args.no_progress)
         classes = len(dataset.class_names) if dataset.labels is not None else 0
         config = new_run(preset, args.net, given, (tuple(dataset.images.shape[1:]), classes, len(dataset)),
                          name=run_dir.name)

@@ -6,7 +6,8 @@ folder of 60,000 images ten times leaves one prepared copy, not ten. `tinydiffus
 their sizes, and `--clear` removes them (downloaded datasets are kept).
 
 The cache may be any folder, one of the user's (TINYDIFFUSION_CACHE=~, or even /), so what is listed and removed is
-only what tinydiffusion recognisably wrote: in its own sub-folders `prepared/` and `evaluation/`, the entries whose
+only what tinydiffusion recognisably wrote: in its own sub-folders `prepared/`, `latents/` (a latent run's encoded
+data: latents.py) and `evaluation/`, the entries whose
 names it gives and whose files are all files it writes. Everything else there is left and said to be left, and no
 link below the cache folder is ever followed (nor removed but as the link itself).
 """
@@ -28,7 +29,8 @@ from .named import NAMED
 
 ENTRY = re.compile(r".+-[A-Za-z0-9_]+-[0-9a-f]{12}-[0-9a-f]{12}")  # entry_path's names
 ARTEFACTS = re.compile(r"[0-9a-f]{16}|unknown")  # evaluation/<a prepared file's sha256>: evaluation/reference.py
-FILES = re.compile(r"data\.npy|data\.labels\.npy|data\.json"  # prepared.py's, then the evaluation's
+FILES = re.compile(r"data\.npy|data\.labels\.npy|data\.json"  # prepared.py's, latents.py's, the evaluation's
+                   r"|latents\.npy|latents\.json"
                    r"|classifier-[0-9a-f]+\.(safetensors|json)|fd-reference-[0-9a-f]+\.npz|fd-floor-[0-9a-f]+\.json")
 TEMPORARY = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp")  # files.atomic_file's and atomic_directory's names
 MOST_ENTRIES = 10_000  # looked at in prepared/ or evaluation/: a user's folder of that name may be huge
@@ -42,6 +44,10 @@ def prepared_root() -> Path:
     return cache_dir() / "prepared"
 
 
+def latents_root() -> Path:
+    return cache_dir() / "latents"
+
+
 def entry_path(slug: str, split: str, source_key: str, files_key: str) -> Path:
     return prepared_root() / f"{slug}-{split}-{source_key[:12]}-{files_key[:12]}"
 
@@ -49,7 +55,7 @@ def entry_path(slug: str, split: str, source_key: str, files_key: str) -> Path:
 @dataclass
 class Found:
     """An entry tinydiffusion wrote: a folder and its files, or one file (a lock)."""
-    kind: str  # "prepared", "unfinished" (a preparation's temporary folder), "evaluation" or "lock"
+    kind: str  # "prepared", "latents", "unfinished" (a preparation's temporary folder), "evaluation" or "lock"
     path: Path
     files: list[Path]
     size: int
@@ -83,12 +89,16 @@ def _folder(kind: str, item: os.DirEntry) -> Found | None:
     return Found(kind, Path(item.path), files, size, item.stat(follow_symlinks=False).st_mtime)
 
 
-def _prepared_entry(item: os.DirEntry) -> Found | None:
+def _prepared_entry(item: os.DirEntry, kind: str = "prepared") -> Found | None:
     temporary = TEMPORARY.fullmatch(item.name)
     name = temporary.group(1) if temporary else item.name
     if not temporary and name.endswith(".lock") and ENTRY.fullmatch(name[:-5]) and item.is_file(follow_symlinks=False):
         return Found("lock", Path(item.path), [Path(item.path)], item.stat(follow_symlinks=False).st_size, 0.0)
-    return _folder("unfinished" if temporary else "prepared", item) if ENTRY.fullmatch(name) else None
+    return _folder("unfinished" if temporary else kind, item) if ENTRY.fullmatch(name) else None
+
+
+def _latents_entry(item: os.DirEntry) -> Found | None:
+    return _prepared_entry(item, "latents")
 
 
 def _artefacts(item: os.DirEntry) -> Found | None:
@@ -135,9 +145,10 @@ def _scan(survey: Survey, name: str, recognise) -> None:
 
 
 def survey() -> Survey:
-    """What tinydiffusion wrote in the cache's prepared/ and evaluation/, and what else is there."""
+    """What tinydiffusion wrote in the cache's prepared/, latents/ and evaluation/, and what else is there."""
     found = Survey()
     _scan(found, "prepared", _prepared_entry)
+    _scan(found, "latents", _latents_entry)
     _scan(found, "evaluation", _artefacts)
     return found
 
@@ -193,6 +204,13 @@ def _describe(entry: Found) -> str:
     what = "incomplete or damaged (prepared again when needed)"
     if entry.kind == "unfinished":
         what = "unfinished (a preparation still going, or one stopped)"
+    elif entry.kind == "latents":
+        try:
+            meta = json.loads(read_regular_file(entry.path / "latents.json", MANIFEST_BYTES))
+            what = _shown(f"{meta['source']}: {words.count(int(meta['count']), 'image')} encoded by "
+                          f"{meta['autoencoder']} to {'x'.join(map(str, meta['shape']))}")
+        except (OSError, NotAFile, ValueError, KeyError, TypeError):
+            what = "incomplete or damaged (encoded again when needed)"
     else:
         try:
             manifest = json.loads(read_regular_file(entry.path / "data.json", MANIFEST_BYTES))
@@ -220,6 +238,10 @@ def report() -> str:
     total = sum(f.size for f in found.ours)
     lines = [f"cache: {cache_dir()}", f"prepared data ({words.count(len(entries), 'folder')}):"]
     lines += [_describe(e) for e in entries]
+    latents = [f for f in found.ours if f.kind == "latents"]
+    if latents:
+        lines.append(f"latents ({words.count(len(latents), 'folder')}):")
+        lines += [_describe(e) for e in latents]
     evaluation = [f for f in found.ours if f.kind == "evaluation"]
     if evaluation:
         lines.append(f"evaluation: {_megabytes(sum(f.size for f in evaluation))}")

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from .. import editing
+from ..autoencoders import decode
 from ..bounds import MAX_REQUEST_GUIDANCE, MAX_REQUEST_SAMPLING_STEPS, MAX_SEED
 from ..data.images import SkipImage, open_image, readable_formats
 from ..data.pixels import to_model_space, to_pixels
@@ -225,13 +226,14 @@ def generate_grid(model: Model, num, class_name, sampler, steps, guidance, seed)
 
 def reverse_process(model: Model, num, class_name, sampler, steps, guidance, seed) -> torch.Tensor:
     """The reverse process frame by frame, uint8 [steps, 2, num, C, H, W]: after each sampler step, x_t and the
-    model's current prediction of the clean image. Kept at the model's size (a page holds one per visitor)."""
+    model's current prediction of the clean image (a latent model's decoded to pixels). Kept at the model's size (a
+    page holds one per visitor)."""
     num, settings = whole_number(num, "number of images", 1, 16), sampling(model, class_name, sampler, steps,
                                                                            guidance, seed)
     frames: list[torch.Tensor] = []
 
     def record(i, t, x_t, x0_pred):
-        frames.append(torch.stack([to_pixels(x_t.detach().cpu()), to_pixels(x0_pred.detach().cpu())]))
+        frames.append(torch.stack([to_pixels(decode(model.config.data, x.detach()).cpu()) for x in (x_t, x0_pred)]))
 
     with torch.no_grad():
         generate(model, num, seed=settings.seed, batch_size=num, callback=record, **settings.options())
@@ -255,8 +257,10 @@ def test_images(model: Model, data_dir: str | None = None) -> tuple[torch.Tensor
     from .examples import examples
 
     data_config = dataclasses.replace(model.config.data, **({"data_dir": data_dir} if data_dir else {}))
-    net = model.config.net
-    found = examples(data_config, (net.in_channels, net.image_size, net.image_size))
+    net = model.config.net  # a latent model's images are the recorded pixel shape, not its network's
+    shape = tuple(data_config.image_shape) if data_config.autoencoder else (net.in_channels, net.image_size,
+                                                                             net.image_size)
+    found = examples(data_config, shape)
     if found is not None:
         images, classes = found
         names = [f"{name} (test image {i})" if name is not None else f"test image {i}"

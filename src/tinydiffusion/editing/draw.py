@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..autoencoders import refuse_latent
 from ..data.pixels import to_pixels
 from ..errors import UserError
 from ..pipeline import (
@@ -58,6 +59,7 @@ def edit_labels(model: Model, num: int, classes: list[int] | None, guidance: flo
 def start_draw(model: Model, num: int, classes: list[int] | None, sampler: str | None, steps: int | None,
                guidance: float | None, seed: int, options: dict) -> Draw:
     """An edit's Draw of `num` images: its settings checked, its memory estimated, its noise drawn."""
+    refuse_latent(model.config.data, "editing (inpainting, image-to-image, interpolation)")
     if num < 1:
         raise UserError(f"the number of images must be at least 1, not {num}.")
     labels, guidance = edit_labels(model, num, classes, guidance)

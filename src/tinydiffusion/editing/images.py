@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from ..autoencoders import refuse_latent
 from ..data.images import MAX_FILE_BYTES, Shape, SkipImage, open_image, to_mode
 from ..defaults import BUILTIN_MASKS as MASKS  # True (white in a mask file) = regenerate
 from ..errors import UserError
@@ -62,6 +63,7 @@ def read_picture(path: str | Path, what: str = "--image") -> Image.Image:
 
 def picture_pixels(model: Model, picture: Image.Image) -> torch.Tensor:
     """A picture in the model's channels at its own size: uint8 [C, H, W]."""
+    refuse_latent(model.config.data, "editing (inpainting, image-to-image, interpolation)")
     net = model.config.net
     try:
         image = to_mode(picture, Shape(net.image_size, net.in_channels))

@@ -13,13 +13,14 @@ MAX_CLASSES = 100_000
 # The parameters of a student's guidance-scale embedding (layers.ConditionEmbedding, which every network names
 # `embed`): the part of a student's network its teacher has not.
 GUIDANCE_EMBEDDING = "embed.guidance_mlp."
+MAX_CHANNELS = 64  # a latent run's network takes its autoencoder's channels (TAEF2's: 32)
 
 
 @dataclass
 class NetConfig:
     kind: str = option("", "the network (set by the network's own config)")
     image_size: int = option(28, "image height and width in pixels")
-    in_channels: int = option(1, "image channels: 1 (grey) or 3 (colour)")
+    in_channels: int = option(1, "image channels: 1 (grey) or 3 (colour); a latent run's: its autoencoder's")
     num_classes: int = option(0, "classes the network is conditioned on (0: unconditional; index num_classes "
                               "means 'no class', for guidance)")
     dropout: float = option(0.0, "dropout probability in the network's blocks")
@@ -30,7 +31,8 @@ class NetConfig:
         """(condition, message) pairs that a valid config satisfies: the shared ones; networks add theirs."""
         return [
             (4 <= self.image_size <= MAX_IMAGE_SIZE, f"net.image_size must be between 4 and {MAX_IMAGE_SIZE}"),
-            (self.in_channels in (1, 3), "net.in_channels must be 1 (grey) or 3 (colour)"),
+            (1 <= self.in_channels <= MAX_CHANNELS, f"net.in_channels must be 1 (grey), 3 (colour) or, for a "
+             f"latent run, its autoencoder's latent channels (at most {MAX_CHANNELS})"),
             (0 <= self.num_classes <= MAX_CLASSES,
              f"net.num_classes must be between 0 (unconditional) and {MAX_CLASSES}"),
             (0.0 <= self.dropout < 1.0, "net.dropout must be in [0, 1)"),

@@ -95,7 +95,8 @@ class Batches:
         drop = torch.rand(batch_size, generator=self.generator, device=self.device) < self.config.train.label_dropout
         idx = global_idx[mine]
         host_idx = idx.cpu() if self.on_host else idx
-        x0 = to_model_space(self.images[host_idx].to(self.device, non_blocking=True))
+        x0 = self.images[host_idx].to(self.device, non_blocking=True)
+        x0 = to_model_space(x0) if x0.dtype == torch.uint8 else x0  # a latent run's are standardised already
         if self.config.data.hflip:  # drawn for the whole global batch, like the noise, so any process count agrees
             flip = (torch.rand(batch_size, generator=self.generator, device=self.device) < 0.5)[mine]
             x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
@@ -129,9 +130,13 @@ def check_data_fits(config: RunConfig, dataset: ImageDataset) -> None:
 
 def record_data(config: RunConfig, dataset: ImageDataset) -> RunConfig:
     """The config with what the run trains on written into it, so config.json says (and sampling knows)
-    the data's size, shape, class names and the prepared array's hash."""
+    the data's size, shape (the images', for a latent run too), class names and the prepared array's hash, and for a
+    latent run (data/latents.py) the statistics its latents were standardised with."""
     manifest = dataset.manifest
-    data = dataclasses.replace(config.data, num_images=len(dataset), image_shape=tuple(dataset.images.shape[1:]),
+    latent = {"latent_mean": tuple(manifest["latent_mean"]), "latent_std": tuple(manifest["latent_std"])} \
+        if "latent_mean" in manifest else {}
+    data = dataclasses.replace(config.data, num_images=len(dataset),
+                               image_shape=tuple(manifest.get("pixel_shape") or dataset.images.shape[1:]),
                                class_names=tuple(dataset.class_names) if dataset.labels is not None else (),
-                               prepared_sha256=manifest.get("sha256", ""))
+                               prepared_sha256=manifest.get("sha256", ""), **latent)
     return dataclasses.replace(config, data=data)

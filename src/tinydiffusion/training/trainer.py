@@ -28,7 +28,8 @@ from tqdm import tqdm
 from ..bounds import MAX_OPTIMIZER_STEPS
 from ..checkpoint import load_starting_weights
 from ..config import RunConfig
-from ..data import ImageDataset, load_data
+from ..data import ImageDataset
+from ..data.latents import load_training_data
 from ..diffusion import GaussianDiffusion
 from ..errors import UserError
 from ..files import atomic_write_bytes, check_run_not_in_use, run_lock
@@ -104,7 +105,7 @@ class Trainer:
 
         # --- the data, the reports (rank 0's, made ready now: a missing package, or data that cannot be scored,
         # is one sentence before training rather than an error after the first epoch)
-        self.dataset = dataset or load_data(config.data, "train", progress=self.progress)
+        self.dataset = dataset or load_training_data(config.data, progress=self.progress)
         check_data_fits(config, self.dataset)
         config = record_data(config, self.dataset)
         self.tensorboard = TensorBoardLog(run_dir / "tensorboard") if train_cfg.tensorboard and run_dist.is_main \

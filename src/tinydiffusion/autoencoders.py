@@ -1,0 +1,115 @@
+"""The pretrained autoencoders a run may diffuse in the latent space of (`train --autoencoder NAME`, recorded as
+data.autoencoder): a registry, one line each, free of torch so that the config and `--help` read it; and the one
+place that maps latents to the network's space and back.
+
+A latent run trains on the autoencoder's latents of its prepared images (data/latents.py encodes them once and
+caches them), each channel standardised by the mean and spread measured on the training set and recorded in the run
+(data.latent_mean, data.latent_std), as latent diffusion does (Rombach et al. 2022). generate() decodes what the
+network samples (`decode`), so everything that samples through it gets pixels back. Another autoencoder is a module
+in nets/ with a loader, and one line in AUTOENCODERS.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class Autoencoder:
+    """One registry entry: its help, the latents' shape (channels, and pixels per latent position along a side),
+    its loader (a device -> the frozen module with encode and decode in [-1, 1]) and its weights' identity (a hash
+    that keys the latent cache: other weights, other latents)."""
+    help: str
+    latent_channels: int
+    downscale: int
+    load: Callable[[str], object]
+    weights_sha256: Callable[[], str]
+
+
+def _load_taef2(device: str):
+    from .nets.taef2 import load_taef2
+
+    return load_taef2(device=device)
+
+
+def _taef2_weights() -> str:
+    from .nets.taef2 import SHA256
+
+    return hashlib.sha256(f"{SHA256['encoder']} {SHA256['decoder']}".encode()).hexdigest()
+
+
+AUTOENCODERS: dict[str, Autoencoder] = {
+    "taef2": Autoencoder("TAEF2, the tiny autoencoder of FLUX.2's latents: 32 channels at 1/8 of the size, pinned in "
+                         "assets/ (nets/taef2.py)", 32, 8, _load_taef2, _taef2_weights),
+}
+
+
+def autoencoder_entry(name: str) -> Autoencoder:
+    """The registry's entry of `name`; one sentence if there is none."""
+    if name not in AUTOENCODERS:
+        raise UserError(f"unknown autoencoder {name!r}; choose one of {', '.join(AUTOENCODERS)}.")
+    return AUTOENCODERS[name]
+
+
+@functools.lru_cache(maxsize=4)
+def load_autoencoder(name: str, device: str = "cpu"):
+    """The autoencoder `name`, frozen and in eval mode on `device`, loaded once per process and device."""
+    return autoencoder_entry(name).load(device)
+
+
+def _per_channel(values, like: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    return torch.tensor(values, dtype=like.dtype, device=like.device)[None, :, None, None]
+
+
+def normalise(z: torch.Tensor, mean, std) -> torch.Tensor:
+    """Latents as the autoencoder gives them -> the network's space: each channel (z - mean) / std."""
+    return (z - _per_channel(mean, z)) / _per_channel(std, z)
+
+
+def denormalise(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """The network's space -> the autoencoder's latents: each channel x * std + mean."""
+    return x * _per_channel(std, x) + _per_channel(mean, x)
+
+
+def decode(data, x: torch.Tensor) -> torch.Tensor:
+    """What a network of a run with data section `data` sampled -> images in [-1, 1]: for a latent run, its latents
+    denormalised and decoded (on their own device); a pixel run's images as they are."""
+    if not data.autoencoder:
+        return x
+    import torch
+
+    autoencoder = load_autoencoder(data.autoencoder, str(x.device))
+    with torch.no_grad():
+        return autoencoder.decode(denormalise(x.float(), data.latent_mean, data.latent_std))
+
+
+def image_shape(config) -> tuple[int, int, int]:
+    """The shape (C, H, W) of the images a run's model generates: its network's, or a latent run's recorded images'."""
+    if config.data.autoencoder:
+        return tuple(config.data.image_shape)
+    return config.net.in_channels, config.net.image_size, config.net.image_size
+
+
+def latent_shape(name: str, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The latents' shape (C, H, W) of images shaped `image_shape` (C, H, W)."""
+    entry = autoencoder_entry(name)
+    _, h, w = image_shape
+    return entry.latent_channels, h // entry.downscale, w // entry.downscale
+
+
+def refuse_latent(data, what: str) -> None:
+    """One sentence where a command does not work in latent space yet: `what` names it ("export to onnx")."""
+    if data.autoencoder:
+        raise UserError(f"{what} is not supported yet for a latent model (one trained with --autoencoder "
+                        f"{data.autoencoder}); only sample, evaluate and the demo's sampling decode its latents.")

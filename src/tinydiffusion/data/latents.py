@@ -1,0 +1,143 @@
+"""A latent run's training data: the prepared images encoded once by the run's autoencoder (data.autoencoder), cached
+beside the prepared data, and standardised per channel.
+
+    latents/<source>-<autoencoder>-<prepared sha256>-<weights' hash>/
+        latents.npy    float32 [N, C, h, w], the autoencoder's own latents
+        latents.json   what they are: the autoencoder, the prepared array's hash, the shape, each channel's mean and
+                       standard deviation over the set (measured once, when encoded)
+
+The entry is keyed by the prepared array's SHA-256 and the autoencoder's weights, so other images or other weights
+are encoded again, and the same ones never are. It is written whole or not at all (files.atomic_directory), under
+a lock, as the prepared store is; `tinydiffusion cache` lists these entries and `--clear` removes them. The
+dataset a latent run trains on holds the latents standardised with the statistics its config recorded (a resumed
+run) or else the measured ones (autoencoders.normalise), which training records in the run (data.latent_mean,
+data.latent_std) for sampling to undo.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..autoencoders import autoencoder_entry, load_autoencoder, normalise
+from ..config import DataConfig
+from ..errors import UserError
+from ..files import atomic_directory, exclusive_lock, read_regular_file
+from . import cache
+from .loading import ImageDataset, load_data
+
+ENCODE_BATCH = 64
+LATENTS_FILE, META_FILE = "latents.npy", "latents.json"
+
+
+def load_training_data(config: DataConfig, progress: bool = True) -> ImageDataset:
+    """The data a run with data section `config` trains on: the prepared images, or for a latent run their
+    latents (encode_dataset)."""
+    dataset = load_data(config, "train", progress)
+    return encode_dataset(dataset, config, progress) if config.autoencoder else dataset
+
+
+def check_encodable(dataset: ImageDataset, config: DataConfig) -> None:
+    """Colour images whose sides the autoencoder divides, else one sentence saying what to change."""
+    name, entry = config.autoencoder, autoencoder_entry(config.autoencoder)
+    c, h, w = dataset.images.shape[1:]
+    if c != 3:
+        raise UserError(f"the autoencoder {name} encodes colour images, and {config.source} is grey ({c} channel"
+                        f"{'s' if c != 1 else ''}); add --data.channels 3 to train on it as colour, or drop "
+                        "--autoencoder.")
+    if h % entry.downscale or w % entry.downscale:
+        raise UserError(f"the autoencoder {name} encodes images whose sides are multiples of {entry.downscale}, and "
+                        f"{config.source}'s are {w}x{h}; set --data.image_size to a multiple of {entry.downscale}.")
+
+
+def entry_for(dataset: ImageDataset, config: DataConfig) -> Path:
+    """The cache folder of this prepared array's latents under this autoencoder's weights."""
+    digest = dataset.manifest.get("sha256")
+    if not digest:
+        raise UserError(f"{config.source} has no prepared array's hash to key its latents by; prepare it again "
+                        "(`tinydiffusion prepare`).")
+    weights = autoencoder_entry(config.autoencoder).weights_sha256()
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(config.source).name)[:40] or "data"
+    return cache.latents_root() / f"{slug}-{config.autoencoder}-{digest[:12]}-{weights[:12]}"
+
+
+def _encode_into(folder: Path, dataset: ImageDataset, config: DataConfig, progress: bool) -> None:
+    """Encode every image in batches (no gradients, the autoencoder in eval mode) into folder/latents.npy, and
+    write each channel's mean and standard deviation (accumulated in float64) into folder/latents.json."""
+    import torch
+    from tqdm import tqdm
+
+    from ..devices import pick_device
+    from .pixels import to_model_space
+
+    device = pick_device("auto")
+    autoencoder = load_autoencoder(config.autoencoder, str(device))
+    started, n = time.perf_counter(), len(dataset)
+    print(f"encoding {n:,} images with {config.autoencoder} (once: the latents are cached)")
+    out, sums, squares = None, 0.0, 0.0
+    with torch.no_grad(), tqdm(total=n, desc="encoding", unit="img", disable=not progress) as bar:
+        for start in range(0, n, ENCODE_BATCH):
+            pixels = dataset.images[start:start + ENCODE_BATCH].to(device)
+            z = autoencoder.encode(to_model_space(pixels)).float().cpu()
+            if out is None:
+                out = np.lib.format.open_memmap(folder / LATENTS_FILE, mode="w+", dtype=np.float32,
+                                                shape=(n, *z.shape[1:]))
+            out[start:start + len(z)] = z.numpy()
+            sums = sums + z.double().sum(dim=(0, 2, 3))
+            squares = squares + (z.double() ** 2).sum(dim=(0, 2, 3))
+            bar.update(len(z))
+    out.flush()
+    count = n * out.shape[2] * out.shape[3]
+    mean = sums / count
+    std = (squares / count - mean**2).clamp(min=1e-12).sqrt()
+    meta = {"autoencoder": config.autoencoder, "prepared_sha256": dataset.manifest["sha256"], "source":
+            dataset.manifest.get("source", config.source), "count": n, "shape": list(out.shape[1:]),
+            "mean": mean.tolist(), "std": std.tolist(), "encode_seconds": round(time.perf_counter() - started, 3)}
+    del out
+    (folder / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"encoded {n:,} images to latents of {'x'.join(map(str, meta['shape']))} in "
+          f"{meta['encode_seconds']:.1f} s")
+
+
+def _read(entry: Path) -> tuple[np.ndarray, dict]:
+    meta = json.loads(read_regular_file(entry / META_FILE, cache.MANIFEST_BYTES))
+    latents = np.load(entry / LATENTS_FILE, mmap_mode="r")
+    if list(latents.shape[1:]) != meta["shape"] or len(latents) != meta["count"]:
+        raise ValueError("the latents do not match their manifest")
+    return latents, meta
+
+
+def encode_dataset(dataset: ImageDataset, config: DataConfig, progress: bool = True) -> ImageDataset:
+    """The dataset's latents, standardised, as an ImageDataset of float32 [N, C, h, w] with the prepared data's
+    labels, class names and manifest (plus the autoencoder, the statistics used and the images' own shape): read
+    from the cache, else encoded once and cached. A damaged entry is encoded again."""
+    import torch
+
+    check_encodable(dataset, config)
+    entry = entry_for(dataset, config)
+    try:
+        with exclusive_lock(entry.with_name(entry.name + ".lock")):  # one process encodes, the others then reuse
+            for attempt in range(2):
+                if not (entry / META_FILE).is_file():
+                    with atomic_directory(entry) as tmp:
+                        _encode_into(tmp, dataset, config, progress)
+                try:
+                    latents, meta = _read(entry)
+                    break
+                except (OSError, ValueError, KeyError, TypeError):
+                    if attempt:
+                        raise
+                    shutil.rmtree(entry, ignore_errors=True)
+    except OSError as err:
+        raise UserError(f"cannot write latents to the cache {entry.parent} ({err.strerror or err}); "
+                        "set TINYDIFFUSION_CACHE to a writable folder.") from None
+    mean, std = config.latent_mean or tuple(meta["mean"]), config.latent_std or tuple(meta["std"])
+    images = normalise(torch.from_numpy(np.array(latents, dtype=np.float32)), mean, std)
+    manifest = {**dataset.manifest, "autoencoder": config.autoencoder, "latent_mean": list(mean),
+                "latent_std": list(std), "pixel_shape": list(dataset.images.shape[1:])}
+    return ImageDataset(images, dataset.labels, dataset.class_names, manifest, memory_mapped=False)
