@@ -399,7 +399,7 @@ def _latent_network_check(config: RunConfig) -> tuple[bool, str]:
     entry, channels = AUTOENCODERS.get(config.data.autoencoder), config.net.in_channels
     if entry is None:
         return (bool(config.data.autoencoder) or channels in (1, 3),
-                f"net.in_channels must be 1 (grey) or 3 (colour), not {channels}")
+                "net.in_channels must be 1 (grey) or 3 (colour)")
     return (channels == entry.latent_channels, f"a latent run's network takes its autoencoder's "
             f"{entry.latent_channels} latent channels ({config.data.autoencoder}), not net.in_channels {channels}")
 

@@ -31,8 +31,7 @@ class NetConfig:
         """(condition, message) pairs that a valid config satisfies: the shared ones; networks add theirs."""
         return [
             (4 <= self.image_size <= MAX_IMAGE_SIZE, f"net.image_size must be between 4 and {MAX_IMAGE_SIZE}"),
-            (1 <= self.in_channels <= MAX_CHANNELS, f"net.in_channels must be 1 (grey), 3 (colour) or, for a "
-             f"latent run, its autoencoder's latent channels (at most {MAX_CHANNELS})"),
+            (1 <= self.in_channels <= MAX_CHANNELS, "net.in_channels must be 1 (grey) or 3 (colour)"),  # or latents
             (0 <= self.num_classes <= MAX_CLASSES,
              f"net.num_classes must be between 0 (unconditional) and {MAX_CLASSES}"),
             (0.0 <= self.dropout < 1.0, "net.dropout must be in [0, 1)"),
