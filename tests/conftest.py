@@ -5,6 +5,7 @@ Tests never need the real dataset (a user's clone has no ../shared); they write 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -216,3 +217,11 @@ def command_lines(parser=None, prefix: tuple[str, ...] = ()) -> list[list[str]]:
             for name, sub in action.choices.items():
                 found += command_lines(sub, (*prefix, name))
     return found
+
+
+def load_script(path: Path, name: str):
+    """A script of the repository (not a package module, e.g. docs/make_reference.py) imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -5,13 +5,13 @@ newcomer cannot run or place (no ../shared paths, no machine names). Pure text; 
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -32,10 +32,7 @@ def index_sections() -> dict[str, str]:
 
 
 def make_reference():
-    spec = importlib.util.spec_from_file_location("make_reference", DOCS / "make_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(DOCS / "make_reference.py", "make_reference")
 
 
 def test_every_page_is_on_exactly_one_shelf():

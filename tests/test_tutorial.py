@@ -19,6 +19,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import load_script
 from nbclient import NotebookClient
 
 TUTORIAL = Path(__file__).resolve().parents[1] / "docs" / "tutorial"
@@ -93,12 +94,7 @@ MACHINE_PATH = re.compile(r"(/work/|/tmp/|/var/tmp/|/home/|/Users/|/root/|[A-Z]:
 
 def load_runner():
     """docs/tutorial/execute.py as a module."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("tutorial_execute", TUTORIAL / "execute.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TUTORIAL / "execute.py", "tutorial_execute")
 
 
 def test_committed_outputs_name_no_machine_paths():
