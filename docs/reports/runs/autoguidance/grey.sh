@@ -1,4 +1,3 @@
-cd /work/main
 . .venv/bin/activate
 # the guide: tinydiffusion train --data-dir ../shared/data/fashion-mnist --epochs 1 --run-dir runs/fm-guide-1ep
 G=runs/fm-guide-1ep
