@@ -32,6 +32,7 @@ from tinydiffusion.errors import UserError
 from tinydiffusion.export import web_page
 from tinydiffusion.export.web_page import RUNTIME_FILES, RUNTIME_TARBALL_SHA256, RUNTIME_VERSION
 from tinydiffusion.export_formats import EXPORT_MARKER
+from tinydiffusion.files import sha256_file
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium", path="/usr/bin")
 CHROMEDRIVER = shutil.which("chromedriver") or shutil.which("chromedriver", path="/usr/bin")
@@ -47,7 +48,7 @@ def runtime_package(pytestconfig, tmp_path_factory) -> Path:
     cache = getattr(pytestconfig, "cache", None)
     folder = cache.mkdir("onnxruntime-web") if cache else tmp_path_factory.mktemp("onnxruntime-web")
     path = folder / f"onnxruntime-web-{RUNTIME_VERSION}.tgz"
-    if not (path.is_file() and web_page.sha256_of(path) == RUNTIME_TARBALL_SHA256):
+    if not (path.is_file() and sha256_file(path) == RUNTIME_TARBALL_SHA256):
         npm = shutil.which("npm")
         if npm is None:
             pytest.skip("npm is not installed, and the tests of the web page need onnxruntime-web's package")
@@ -55,7 +56,7 @@ def runtime_package(pytestconfig, tmp_path_factory) -> Path:
                               capture_output=True, text=True, timeout=600)
         if done.returncode != 0 or not path.is_file():
             pytest.skip(f"npm pack onnxruntime-web@{RUNTIME_VERSION} failed: {done.stderr.strip()[-300:]}")
-    assert web_page.sha256_of(path) == RUNTIME_TARBALL_SHA256
+    assert sha256_file(path) == RUNTIME_TARBALL_SHA256
     return path
 
 
@@ -113,12 +114,12 @@ def test_runtime_is_downloaded_once_checked_and_kept_in_the_cache(runtime_packag
     registry.body = runtime_package.read_bytes()
     files = web_page.runtime_files()
     assert registry.requests == [f"/onnxruntime-web/-/onnxruntime-web-{RUNTIME_VERSION}.tgz"]
-    assert {name: web_page.sha256_of(path) for name, path in files.items()} == RUNTIME_FILES
+    assert {name: sha256_file(path) for name, path in files.items()} == RUNTIME_FILES
     assert cached_files(private_cache) == sorted(f"onnxruntime-web/{RUNTIME_VERSION}/{n}" for n in RUNTIME_FILES)
     assert web_page.runtime_files() == files and len(registry.requests) == 1  # the second time, from the cache
     (files["ort.wasm.bundle.min.mjs"]).write_bytes(b"changed")  # a damaged cache is fetched again
     assert web_page.runtime_files() == files and len(registry.requests) == 2
-    assert web_page.sha256_of(files["ort.wasm.bundle.min.mjs"]) == RUNTIME_FILES["ort.wasm.bundle.min.mjs"]
+    assert sha256_file(files["ort.wasm.bundle.min.mjs"]) == RUNTIME_FILES["ort.wasm.bundle.min.mjs"]
 
 
 @pytest.mark.parametrize("case, fragment", [
@@ -243,7 +244,7 @@ def test_the_folder_holds_the_page_the_model_and_the_runtime_each_checked(teache
     assert json.loads((teacher_site / EXPORT_MARKER).read_text())["format"] == "web"
     sums = dict(reversed(line.split("  ")) for line in (teacher_site / "SHA256SUMS").read_text().splitlines())
     assert set(sums) == names - {"SHA256SUMS", EXPORT_MARKER}
-    assert all(web_page.sha256_of(teacher_site / name) == sha for name, sha in sums.items())
+    assert all(sha256_file(teacher_site / name) == sha for name, sha in sums.items())
     html = (teacher_site / "index.html").read_text()
     integrity = json.loads(re.search(r'id="integrity">(.*?)</script>', html, re.S).group(1))
     assert integrity == {name: web_page.integrity((teacher_site / name).read_bytes())

@@ -52,8 +52,9 @@ def add(sub) -> None:
 def run(args) -> int:
     from ..checkpoint import check_new_run_dir, resolve_checkpoint
     from ..data import load_data
+    from ..files import sha256_file
     from ..pipeline import load_model
-    from ..training.distillation import file_sha256, starting_network
+    from ..training.distillation import starting_network
 
     given = overrides(args)
     if args.resume:
@@ -66,7 +67,7 @@ def run(args) -> int:
         return run_training(args, config, run_dir, dataset, checkpoint)
     teacher_weights, _ = resolve_checkpoint(args.teacher, "--teacher")
     teacher = load_model(args.teacher, device="cpu")
-    config = student_run(teacher.config, teacher_weights, file_sha256(teacher_weights), given)
+    config = student_run(teacher.config, teacher_weights, sha256_file(teacher_weights), given)
     run_dir = Path(args.run_dir or f"runs/{config.name}")
     check_new_run_dir(run_dir, f"tinydiffusion distill --resume {run_dir}")
     start = starting_network(config, teacher.net)  # a bad distill.init is refused before the data is read

@@ -27,8 +27,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..export_formats import EXPORT_FORMATS, export_folder
-from ..files import atomic_directory, atomic_file, cache_dir
-from ..files import sha256_file as sha256_of
+from ..files import atomic_directory, atomic_file, cache_dir, sha256_file
 from .onnx_file import metadata, onnx_bytes
 
 RUNTIME_VERSION = "1.31.1"  # onnxruntime-web on npm; its MIT notice is the first lines of the module
@@ -60,7 +59,7 @@ def runtime_tarball() -> Path:
 def runtime_files() -> dict[str, Path]:
     """The runtime's files in the cache, each checked against its pinned SHA-256; fetched first if missing."""
     folder = runtime_folder()
-    if not all((folder / name).is_file() and sha256_of(folder / name) == sha for name, sha in RUNTIME_FILES.items()):
+    if not all((folder / name).is_file() and sha256_file(folder / name) == sha for name, sha in RUNTIME_FILES.items()):
         tarball = runtime_tarball()
         if not tarball.is_file():
             download_runtime(tarball)
@@ -106,7 +105,7 @@ def extract_runtime(tarball: Path, folder: Path) -> None:
     """Take the pinned files out of the npm package into `folder`: only those, by their exact names in the
     archive, each a regular file with its pinned SHA-256, written under names chosen here (never the archive's
     own paths, so no entry can write elsewhere)."""
-    if tarball.stat().st_size > MAX_TARBALL_BYTES or sha256_of(tarball) != RUNTIME_TARBALL_SHA256:
+    if tarball.stat().st_size > MAX_TARBALL_BYTES or sha256_file(tarball) != RUNTIME_TARBALL_SHA256:
         raise UserError(f"{tarball} is not onnxruntime-web {RUNTIME_VERSION}'s npm package (its SHA-256 is not the "
                         f"pinned one); delete it and export again to download it.")
     wanted = {f"package/dist/{name}": name for name in RUNTIME_FILES}

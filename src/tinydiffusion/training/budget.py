@@ -141,7 +141,7 @@ class TimeBudget:
         if steps == plan.steps:
             return None
         self.recent.clear()
-        return replanned(plan, step, steps, warmup_of_plan(plan, warmup_steps))
+        return replanned(plan, step, steps, plan.warmup or warmup_steps)
 
     def _first_plan(self, step: int, plan: Plan, warmup_steps: int, now: float) -> Plan | None:
         if len(self.window) < MIN_TIMED_STEPS:
@@ -155,7 +155,7 @@ class TimeBudget:
         if self.elapsed(now) >= self.timed_until * (self.seconds - end):
             new = dataclasses.replace(new, steps=total, at=step)
             self.recent.clear()
-            if warmup_of_plan(new, warmup_steps) > step:  # the speed was misjudged: the warm-up ends at the plan
+            if (new.warmup or warmup_steps) > step:  # the speed was misjudged: the warm-up ends at the plan
                 new = dataclasses.replace(new, warmup=step)
         return None if new == plan else new
 
@@ -169,10 +169,6 @@ class TimeBudget:
         per_step = self.seconds_per_step(durations) if durations else 0.0
         limit = self.seconds + (self.slack(LATE) if planned else 0.0)
         return self.elapsed(now) + self.end_steps * per_step >= limit
-
-
-def warmup_of_plan(plan: Plan, warmup_steps: int) -> int:
-    return plan.warmup or warmup_steps
 
 
 def replanned(plan: Plan, step: int, steps: int, warmup: int) -> Plan:

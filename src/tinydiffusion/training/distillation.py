@@ -30,14 +30,13 @@ instead of the whole guided solve.
 
 from __future__ import annotations
 
-import hashlib
 from itertools import pairwise
-from pathlib import Path
 
 import torch
 
 from ..distill_methods import DISTILL_METHODS
 from ..errors import UserError
+from ..files import sha256_file
 from ..samplers import SAMPLERS, uniform_levels
 from ..samplers.denoiser import Denoiser
 
@@ -123,21 +122,13 @@ def load_teacher(config, device: torch.device):
 
     d = config.distill
     teacher = load_model(d.teacher, device=str(device))
-    if d.teacher_sha256 and file_sha256(teacher.source) != d.teacher_sha256:
+    if d.teacher_sha256 and sha256_file(teacher.source) != d.teacher_sha256:
         raise UserError(f"the teacher {d.teacher} has changed since this student's distillation started; a resumed "
                         "run needs the same teacher. Start a new --run-dir to distill the new one.")
     if teacher.config.diffusion != config.diffusion:
         raise UserError(f"the teacher {d.teacher} has other diffusion settings than this student.")
     teacher.net.requires_grad_(False)
     return teacher
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def student_network(config, teacher_net: torch.nn.Module) -> torch.nn.Module:
