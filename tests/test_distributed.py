@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -211,3 +212,17 @@ def test_sigterm_to_every_process_stops_all_ranks_at_one_checkpointed_step(tiny_
     step = int(stdout.split("stopped at step ")[1].split(";")[0])
     assert latest_checkpoint(run_dir).name == f"step-{step:08d}"
     assert f"done: step {step}," in stdout  # rank 0 finished normally (torchrun itself exits 1 on a signal)
+
+
+def test_a_process_group_that_does_not_close_is_left_behind(monkeypatch, capsys):
+    """Closing a process group can hang (pytorch/pytorch#75097): the process goes on after the timeout, and says
+    so, instead of waiting forever at the end of a finished run."""
+    from tinydiffusion.training.distributed import leave_distributed
+
+    closing = threading.Event()
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: (closing.set(), time.sleep(3600)))
+    started = time.perf_counter()
+    leave_distributed(timeout_s=0.5)
+    assert closing.is_set() and time.perf_counter() - started < 30
+    assert "did not close in 0.5 s" in capsys.readouterr().err

@@ -61,12 +61,14 @@ def run() -> None:
 
     After Ctrl-C the status is 130 and the process ends at once: interpreter shutdown could otherwise
     turn an interrupt caught mid-import back into a death by SIGINT (CPython remembers an interrupt that
-    reached code run through PyRun_String, as some of torch's start-up is)."""
+    reached code run through PyRun_String, as some of torch's start-up is). A process of a torchrun job ends the
+    same way: its files are written and closed by then, and the interpreter's teardown can wait forever on a process
+    group's threads (training/distributed.leave_distributed)."""
     code = main()
-    if code == 130:
+    if code == 130 or os.environ.get("WORLD_SIZE", "1") != "1":
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(130)
+        os._exit(code)
     sys.exit(code)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -51,3 +53,17 @@ def agree(values: list[float], run_dist: Distributed, device: torch.device) -> l
     agreed = torch.tensor(values, device=device, dtype=torch.float64)
     dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
     return agreed.tolist()
+
+
+def leave_distributed(timeout_s: float = 30.0) -> None:
+    """Close this process's process group, if it joined one. Closing can hang now and then (pytorch/pytorch#75097):
+    after `timeout_s` the process goes on without it, and the command ends the process without the interpreter's
+    teardown (cli.run), so that a finished run does not wait forever."""
+    if not dist.is_initialized():
+        return
+    closing = threading.Thread(target=dist.destroy_process_group, daemon=True)
+    closing.start()
+    closing.join(timeout_s)
+    if closing.is_alive():
+        print(f"warning: the process group did not close in {timeout_s:g} s; this process ends without it.",
+              file=sys.stderr)

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
 from ..bounds import MAX_OPTIMIZER_STEPS
@@ -39,7 +38,7 @@ from ..tensorboard_log import TensorBoardLog
 from .batches import Batch, Batches, check_data_fits, record_data, steps_per_epoch
 from .budget import Plan, TimeBudget, budget_seconds, ending, last_step, plan_news, warmup_of
 from .checkpoints import Checkpoints
-from .distributed import agree, setup_distributed
+from .distributed import agree, leave_distributed, setup_distributed
 from .options import resolve_options
 from .reports import Report, default_reports, report_cost_in_steps, report_interval
 from .signals import StopRequest
@@ -305,5 +304,4 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, dataset:
     try:
         return trainer.run()
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        leave_distributed()
