@@ -158,9 +158,9 @@ def test_ddim_inversion_of_the_bundled_model_round_trips(model, shirt):
 
 
 def test_a_distilled_student_edits_with_its_own_sampler_and_steps(shirt):
-    from tinydiffusion.checkpoint import BUNDLED_STUDENT
+    from tinydiffusion.bundled import bundled
 
-    student = load_model(BUNDLED_STUDENT, device="cpu")
+    student = load_model(bundled().student(), device="cpu")
     mask = builtin_mask("top", 28)
     out = inpaint(student, shirt, mask, 2, classes=[3])
     assert torch.equal(out[:, :, ~mask], shirt[:, ~mask].expand(2, -1, -1))

@@ -14,7 +14,7 @@ import torch
 from conftest import cli, run_cli
 from safetensors.torch import save_file
 
-from tinydiffusion.checkpoint import BUNDLED_STUDENT
+from tinydiffusion.bundled import bundled as bundled_model
 from tinydiffusion.config import DiffusionConfig, DistillConfig, RunConfig
 from tinydiffusion.data.pixels import to_pixels
 from tinydiffusion.diffusion import GaussianDiffusion
@@ -208,7 +208,7 @@ def doc_sampler() -> str:
 
 
 @needs_onnx
-@pytest.mark.parametrize("checkpoint", [None, BUNDLED_STUDENT], ids=["bundled", "student"])
+@pytest.mark.parametrize("checkpoint", [None, bundled_model().student()], ids=["bundled", "student"])
 def test_the_numpy_sampler_in_the_docs_draws_what_tinydiffusion_draws(tmp_path, monkeypatch, checkpoint):
     """The page's block, run as it stands against model.onnx, is tinydiffusion's ddim on the same noise."""
     code = doc_sampler()

@@ -15,7 +15,7 @@ import torch
 from conftest import cli, cli_env, one_sentence
 from safetensors.torch import save_file
 
-from tinydiffusion.checkpoint import BUNDLED_STUDENT, BUNDLED_STUDENTS
+from tinydiffusion.bundled import bundled
 from tinydiffusion.config import DiffusionConfig, DistillConfig, RunConfig
 from tinydiffusion.data.pixels import to_pixels
 from tinydiffusion.errors import UserError
@@ -140,7 +140,7 @@ def test_the_defaults_give_the_pixels_tinydiffusion_sample_writes(bundled_folder
 
 
 def test_the_bundled_student_draws_its_images_in_diffusers(tmp_path):
-    model = load_model(BUNDLED_STUDENT, "cpu")
+    model = load_model(bundled().student(), "cpu")
     write_diffusers(model, tmp_path / "student")
     pipe = load_pipeline(tmp_path / "student")
     assert pipe.scheduler.config.solver_order == 1  # DDIM, the student's sampler
@@ -151,7 +151,7 @@ def test_the_bundled_student_draws_its_images_in_diffusers(tmp_path):
 
 def test_a_student_samples_only_at_its_own_steps_as_tinydiffusion_does(tmp_path):
     """generate() refuses a trajectory student's other step counts (pipeline.sampling_settings); so does the folder."""
-    model = load_model(BUNDLED_STUDENTS[1], "cpu")
+    model = load_model(bundled().student(1), "cpu")
     with pytest.raises(UserError, match="distilled to sample with 1 ddim step"):
         generate(model, 1, steps=2)
     write_diffusers(model, tmp_path / "student")

@@ -35,6 +35,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .bundled import MODELS, bundled, bundled_file
 from .config import FORMAT_VERSION, RunConfig
 from .errors import UserError
 from .files import atomic_directory, atomic_write_bytes, check_run_not_in_use, fsync_dir
@@ -44,11 +45,6 @@ CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 MODEL_FILE, EMA_FILE, CONFIG_FILE, STATE_FILE, INFO_FILE = (
     "model.safetensors", "ema.safetensors", "config.json", "training_state.pt", "checkpoint.json")
-BUNDLED = Path(__file__).parent / "assets" / "fashion-mnist.safetensors"
-BUNDLED_STUDENT = BUNDLED.with_name("fashion-mnist-student.safetensors")  # its distilled student (sample --fast)
-# Its distilled students by their steps (sample --fast --steps K); the 4-step one is the default
-BUNDLED_STUDENTS = {4: BUNDLED_STUDENT, 2: BUNDLED.with_name("fashion-mnist-student-2.safetensors"),
-                    1: BUNDLED.with_name("fashion-mnist-student-1.safetensors")}
 # The weights in a folder `export --format diffusers` wrote, with the run's config beside them (NAME.json)
 DIFFUSERS_WEIGHTS = Path("denoiser") / "diffusion_pytorch_model.safetensors"
 CLASS_TABLE = "class_embedding.weight"  # a conditional network's table of classes (nets/layers.py), "no class" last
@@ -177,21 +173,22 @@ def continue_from(run_dir: Path, checkpoint: Path, step: int) -> list[str]:
 
 
 def resolve_checkpoint(path: str | Path | None, flag: str = "") -> tuple[Path, Path]:
-    """Accept a run dir, a checkpoint dir or a .safetensors file; return (weights file, config file).
+    """Accept a bundled model's name, a run dir, a checkpoint dir or a .safetensors file; return (weights file,
+    config file).
 
-    None means the model bundled with the package. From a checkpoint dir the EMA weights are used. `flag` (as
-    "--train.init") leads each refusal where the path is not the command's model itself.
+    None means the default bundled model; a name of bundled.MODELS (a string: write `./emoji` for a folder of that
+    name) means that one. From a checkpoint dir the EMA weights are used. `flag` (as "--train.init") leads each
+    refusal where the path is not the command's model itself.
     """
     lead = f"{flag} " if flag else ""
-    if path is None:
-        if not BUNDLED.is_file():
-            raise UserError("this installation has no bundled model; pass --checkpoint RUN_DIR.")
-        return BUNDLED, BUNDLED.with_suffix(".json")
+    if path is None or (isinstance(path, str) and path in MODELS):
+        path = bundled(path).weights
     path = Path(path)
-    steps = next((k for k, student in BUNDLED_STUDENTS.items() if path == student), None)
-    if steps and not path.is_file():
-        raise UserError(f"this installation has no bundled {steps}-step student for --fast; pass --checkpoint "
-                        "RUN_DIR.")
+    found = bundled_file(path) if path.parent == bundled().weights.parent else None
+    if found and not path.is_file():
+        model, steps = found
+        what = f"{steps}-step student of the {model.name} model" if steps else f"{model.name} model"
+        raise UserError(f"this installation has no bundled {what}; pass --checkpoint RUN_DIR.")
     if not path.exists():
         raise UserError(f"{lead}{path} does not exist; pass a run directory, a checkpoint directory or a .safetensors "
                         "file.")

@@ -115,9 +115,10 @@ class TrainConfig:
                                   "(Ho & Salimans 2022)")
     class_balance: float = option(0.0, "draw the rarer classes more often: a class of n images in proportion to "
                                   "n ** (1 - X); 0: as the data has them, 1: every class equally often")
-    init: str = option("", "start the network from another run's EMA weights (a run directory, checkpoint or "
-                       ".safetensors file of the same network; a UNet's may come from another image size, e.g. a "
-                       "run at 32 px for one at 64), instead of from the seed: fine-tuning")
+    init: str = option("", "start the network from a bundled model (emoji, fashion-mnist) or another run's EMA "
+                       "weights (a run directory, checkpoint or .safetensors file), instead of from the seed: "
+                       "fine-tuning. The run takes the start's network, schedule and objective; a UNet's weights fit "
+                       "any image size, and other class names get a fresh class table")
     seed: int = option(0, "seed of every random draw in training")
     log_every: int = option(50, "steps between lines of metrics.jsonl")
     checkpoint_every: int = option(0, "steps between checkpoints (0: at every report: see sample_every)")

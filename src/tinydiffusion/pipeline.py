@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 from .autoencoders import decode
 from .bounds import MAX_SEED
-from .checkpoint import BUNDLED, BUNDLED_STUDENTS, build_and_load, first_non_finite, load_config, resolve_checkpoint
+from .bundled import DEFAULT_MODEL, bundled, bundled_file
+from .checkpoint import build_and_load, first_non_finite, load_config, resolve_checkpoint
 from .config import RunConfig
 from .data import NAMED, class_aliases, class_index
 from .data.pixels import to_pixels
@@ -63,7 +64,8 @@ class Model:
 
 
 def load_model(checkpoint: str | Path | None = None, device: str = "auto") -> Model:
-    """Rebuild the network from the config stored beside the weights, and load the (EMA) weights."""
+    """Rebuild the network from the config stored beside the weights, and load the (EMA) weights. `checkpoint`: a
+    run, a checkpoint or a .safetensors file, or a bundled model's name ("fashion-mnist", the default, "emoji")."""
     weights_path, config_path = resolve_checkpoint(checkpoint)
     config = load_config(config_path)
     net = build_and_load(config.net, weights_path)
@@ -75,13 +77,15 @@ def load_model(checkpoint: str | Path | None = None, device: str = "auto") -> Mo
     return Model(net, GaussianDiffusion(config.diffusion), config, weights_path)
 
 
-def load_student(steps: int = 4, device: str = "auto") -> Model:
-    """The bundled model's distilled student of 1, 2 or 4 steps (`sample --fast --steps`): generate() draws with it
-    in that many network evaluations, guidance folded in."""
-    if isinstance(steps, str) or steps not in BUNDLED_STUDENTS:  # "4" is not 4: refused as itself, quoted
-        choices = ", ".join(map(str, sorted(BUNDLED_STUDENTS)))
-        raise UserError(f"a bundled student's steps must be an integer, one of {choices}, not {steps!r}.")
-    return load_model(BUNDLED_STUDENTS[steps], device)
+def load_student(steps: int = 4, device: str = "auto", model: str = DEFAULT_MODEL) -> Model:
+    """A bundled model's distilled student (`sample --fast --steps`; the fashion-mnist model has students of 1, 2 and
+    4 steps): generate() draws with it in that many network evaluations, guidance folded in."""
+    chosen = bundled(model)
+    if isinstance(steps, str) or steps not in chosen.students:  # "4" is not 4: refused as itself, quoted
+        choices = ", ".join(map(str, sorted(chosen.students)))
+        raise UserError(f"a bundled {chosen.name} student's steps must be an integer, one of {choices}, not "
+                        f"{steps!r}.")
+    return load_model(chosen.student(steps), device)
 
 
 def integer(value, what: str, kind: str = "an integer") -> int:
@@ -99,12 +103,16 @@ def teacher_of(model: Model) -> str:
     beside a copy or an exported .onnx of them), else the path recorded, said to be missing when it is."""
     recorded = model.config.distill.teacher
     name = recorded.split(" ")[0]
-    if name == BUNDLED.name:
-        return "the bundled model: `tinydiffusion sample` without --checkpoint, or load_model()"
-    for steps, path in BUNDLED_STUDENTS.items():
-        if name == path.name:
-            return f"the bundled {steps}-step student: `tinydiffusion sample --fast --steps {steps}`, or " \
-                   f"load_student({steps})"
+    found = bundled_file(Path(name))
+    if found:
+        teacher, steps = found
+        default = teacher.name == DEFAULT_MODEL
+        flag, arg = ("", "") if default else (f" --model {teacher.name}", f"model={teacher.name!r}")
+        if steps is None:
+            return f"the bundled {teacher.name} model: `tinydiffusion sample{flag}`, or " \
+                   f"load_model({arg and repr(teacher.name)})"
+        return f"the bundled {steps}-step student: `tinydiffusion sample{flag} --fast --steps {steps}`, or " \
+               f"load_student({steps}{arg and ', ' + arg})"
     return recorded if Path(recorded).exists() else f"{recorded}, which is not found here"
 
 

@@ -30,16 +30,19 @@ def preset_for_source(source: str) -> str:
 
 
 def new_run(preset: str, net: str | None, given: dict, data: DataFacts | None = None,
-            name: str | None = None) -> RunConfig:
+            name: str | None = None, start: RunConfig | None = None) -> RunConfig:
     """A new run's config, validated: the preset (or "auto": one chosen for the images' size, named `name`), `--net`
     and the flags (`given`, dotted names), then the network fitted to the data. Without `data` it is the config
-    before the data is read, so that every flag is checked before any work."""
+    before the data is read, so that every flag is checked before any work. `start`: the config of the run it
+    starts from (train.init), whose network and process it takes unless --net names another."""
     auto = preset == "auto"
     reference = PRESETS["fashion-mnist"].net
     channels, size = data[0][:2] if data else (reference.in_channels, reference.image_size)
     config = auto_config(size, channels) if auto else preset_with_network(preset, net)
     if auto and net:
         config = with_network(config, net)
+    if start is not None and not net:
+        config = fine_tune_of(config, start)
     config = apply_overrides(config, given)
     if data is not None:
         config = fit_to_data(config, *data, explicit=set(given), auto=auto)
@@ -50,6 +53,17 @@ def new_run(preset: str, net: str | None, given: dict, data: DataFacts | None = 
         config = dataclasses.replace(config, name=name)
     config.validate()
     return config
+
+
+# What a fine-tune takes from its start besides the network: what the network's time input and output mean. The
+# rest of the process (the log-SNR shift a larger image wants, the loss's weighting) is the recipe's for the data.
+STARTED_PROCESS = ("schedule", "timesteps", "beta_start", "beta_end", "cosine_s", "zero_terminal_snr", "objective")
+
+
+def fine_tune_of(config: RunConfig, start: RunConfig) -> RunConfig:
+    """A run that starts from another (train.init): its network (fitted to the data later), and its process."""
+    process = {name: getattr(start.diffusion, name) for name in STARTED_PROCESS}
+    return dataclasses.replace(config, net=start.net, diffusion=dataclasses.replace(config.diffusion, **process))
 
 
 def with_network(config: RunConfig, name: str) -> RunConfig:

@@ -170,21 +170,33 @@ def metavar(dotted: str, f: dataclasses.Field) -> str:
 
 # --- drawing: the checkpoint, the sampler and its options ------------------------------------------
 
-def add_checkpoint(p) -> None:
-    p.add_argument("--checkpoint", help="a run directory, a checkpoint directory or a .safetensors file "
-                   "(default: the bundled model)")
+def add_checkpoint(p, positional: bool = False) -> None:
+    """--checkpoint (or export's positional RUN_OR_CHECKPOINT) and --model, which names a bundled model instead."""
+    from ..bundled import DEFAULT_MODEL, MODELS
+
+    what = "a run directory, a checkpoint directory or a .safetensors file (default: the bundled model --model names)"
+    if positional:
+        p.add_argument("checkpoint", nargs="?", metavar="RUN_OR_CHECKPOINT", help=what)
+    else:
+        p.add_argument("--checkpoint", help=what)
+    p.add_argument("--model", choices=list(MODELS), help="a bundled model instead of --checkpoint (default: "
+                   f"{DEFAULT_MODEL}): " + "; ".join(f"{m.name}, {m.about}" for m in MODELS.values()))
 
 
-def fast_student(checkpoint: str | None, steps: int | None):
-    """The bundled student --fast uses: the one of `steps` steps (default 4); --checkpoint is refused beside it."""
-    from ..checkpoint import BUNDLED_STUDENTS
+def model_source(args) -> str | None:
+    """What a drawing command reads: --checkpoint, or the bundled model --model names (None: the default one), or
+    with --fast that bundled model's student of --steps steps."""
+    from ..bundled import bundled
 
-    if checkpoint:
-        raise UserError("--fast draws with the bundled student; drop --checkpoint (or --fast, to use that one).")
-    if steps not in (None, *BUNDLED_STUDENTS):
-        raise UserError(f"--fast draws with the bundled students of {', '.join(map(str, sorted(BUNDLED_STUDENTS)))} "
-                        f"steps, not {steps}; choose one of those --steps.")
-    return BUNDLED_STUDENTS[steps or 4]
+    model, fast = getattr(args, "model", None), getattr(args, "fast", False)
+    if args.checkpoint and model:
+        raise UserError("give --checkpoint or --model, not both.")
+    if fast:
+        if args.checkpoint:
+            raise UserError("--fast draws with a bundled model's student; drop --checkpoint (or --fast, to use that "
+                            "one).")
+        return str(bundled(model).student(args.steps))
+    return args.checkpoint or model
 
 
 def add_sampling_options(p, default_num: int) -> None:
@@ -274,7 +286,7 @@ def read_edit_input(args, *masks):
     out = output_path(args.out, "--out", (".png",))
     check_not_an_input(out, "--out", [("--image", args.image), *masks])
     pictures = [read_picture(args.image, "--image")] + [read_picture(path, flag) for flag, path in masks]
-    return out, pictures, load_model(args.checkpoint, args.device)
+    return out, pictures, load_model(model_source(args), args.device)
 
 
 def edit_classes(model, names: str | list[str] | None) -> list[int] | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import add_checkpoint, fast_student, number
+from .common import add_checkpoint, model_source, number
 
 
 def add(sub) -> None:
@@ -11,9 +11,11 @@ def add(sub) -> None:
                        "watch the reverse process, run the forward process on a test image, inpaint, image to image "
                        "and interpolation. Its root URL serves the page; Ctrl-C stops it.")
     add_checkpoint(p)
-    p.add_argument("--fast", action="store_true", help="serve the bundled model's distilled student (4 steps, or "
-                   "--steps 1 or 2): with 1 or 2 steps the Generate tab redraws as a setting changes")
-    p.add_argument("--steps", type=int, metavar="K", help="with --fast: the bundled student's steps, 1, 2 or 4")
+    p.add_argument("--fast", action="store_true", help="serve the --model's bundled distilled student (4 steps, "
+                   "or --steps 1 or 2 for fashion-mnist): with 1 or 2 steps the Generate tab redraws as a setting "
+                   "changes")
+    p.add_argument("--steps", type=int, metavar="K",
+                   help="with --fast: the bundled student's steps, 4 (fashion-mnist: 1, 2 or 4)")
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on: 127.0.0.1 is reachable from this "
                    "machine only; 0.0.0.0 opens the page to the network")
     p.add_argument("--port", type=number(int, 1, 65535), default=7860, help="the port to listen on")
@@ -31,6 +33,5 @@ def run(args) -> int:
 
     if args.steps is not None and not args.fast:
         raise UserError("--steps chooses the bundled student of --fast; the page has its own steps slider.")
-    checkpoint = fast_student(args.checkpoint, args.steps) if args.fast else args.checkpoint
-    run_demo(checkpoint, args.device, args.host, args.port, args.data_dir, args.max_upload_mb)
+    run_demo(model_source(args), args.device, args.host, args.port, args.data_dir, args.max_upload_mb)
     return 0

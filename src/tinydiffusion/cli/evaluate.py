@@ -5,14 +5,17 @@ from __future__ import annotations
 import dataclasses
 
 from ..autoencoders import image_shape
+from ..bundled import DEFAULT_MODEL
 from ..config import DataConfig, RunConfig, apply_overrides
 from ..data import NAMED
 from ..data.named import BUNDLED_DATASET
 from ..errors import UserError
 from ..files import atomic_write_bytes
 from .common import (
+    add_checkpoint,
     add_sampling_options,
     check_not_an_input,
+    model_source,
     output_path,
     run_sampling,
     sampling_flags,
@@ -27,8 +30,7 @@ def add(sub) -> None:
                        "labelled data, one trained once on its train split and cached), with the floor of N real "
                        "images, precision, recall and class accuracy. Unlabelled data gets Inception FID through "
                        "torch-fidelity, where it and its weights are installed.")
-    p.add_argument("checkpoint", nargs="?", help="a run directory, checkpoint directory or .safetensors file "
-                   "(default: the bundled model), scored against the data it was trained on")
+    add_checkpoint(p, positional=True)  # a run is scored against the data it was trained on
     p.add_argument("--samples", help="score the images in this .npz (arr_0: uint8 N x H x W x C, optional labels) "
                    "instead")
     add_sampling_options(p, default_num=10_000)
@@ -53,9 +55,14 @@ def add(sub) -> None:
 
 def evaluation_data(args, model=None) -> DataConfig:
     """What to score against: a run's own data (its config.data, so the same shape), or --data; --data-dir,
-    --data.download, --data.image_size and --data.channels apply to either. The bundled model's recorded folder is
-    where it was trained, so not used."""
-    data = model.config.data if model is not None and args.checkpoint else DataConfig()
+    --data.download, --data.image_size and --data.channels apply to either. A bundled model's recorded folder is
+    where it was trained, so not used: the default one is scored against its named dataset, another (its shape
+    kept) against the folder --data names."""
+    other_bundled = model is not None and args.model not in (None, DEFAULT_MODEL)  # its shape, your folder
+    if other_bundled and not args.data:
+        raise UserError(f"the bundled {args.model} model is scored against a folder of such images: add --data "
+                        "FOLDER, a train folder with its test folder beside it (as emoji/train).")
+    data = model.config.data if model is not None and (args.checkpoint or other_bundled) else DataConfig()
     data = dataclasses.replace(data, autoencoder="", latent_mean=(), latent_std=())  # samples are scored as pixels
     if args.data:
         data = dataclasses.replace(data, source=args.data, data_dir="")
@@ -84,14 +91,14 @@ def run(args) -> int:
     # The data, classifier and reference are made ready before any sample is drawn: a missing dataset or
     # an unscorable one is one sentence, not an error after minutes of sampling.
     if args.samples:
-        if args.checkpoint:
-            raise UserError("give either a checkpoint or --samples, not both.")
+        if args.checkpoint or args.model:
+            raise UserError("give either a model or --samples, not both.")
         images, labels = evaluation.load_samples_npz(args.samples)  # N x H x W x C
         evaluator = evaluation.Evaluator(evaluation_data(args), inception=args.inception,
                                          sample_shape=(images.shape[3], *images.shape[1:3]))
         info = {"source": str(args.samples)}
     else:
-        model = load_model(args.checkpoint, args.device)
+        model = load_model(model_source(args), args.device)
         evaluator = evaluation.Evaluator(evaluation_data(args, model), inception=args.inception,
                                          sample_shape=image_shape(model.config),
                                          model_classes=model.class_names)

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..autoencoders import refuse_latent
 from ..errors import UserError
 from ..export_formats import EXPORT_FORMATS, EXPORT_MARKER
-from .common import check_not_an_input, fast_student, output_folder, output_path, writing
+from .common import add_checkpoint, check_not_an_input, model_source, output_folder, output_path, writing
 
 
 def add(sub) -> None:
@@ -20,11 +20,11 @@ def add(sub) -> None:
                        "metadata), a static web page that samples it in the browser, or a folder diffusers loads "
                        "(docs/how-to/export.md). An existing --out file is replaced; in a folder an earlier export "
                        "wrote, which must hold nothing else, the files it wrote are replaced.")
-    p.add_argument("checkpoint", nargs="?", metavar="RUN_OR_CHECKPOINT", help="a run directory, a checkpoint "
-                   "directory or a .safetensors file (default: the bundled model)")
-    p.add_argument("--fast", action="store_true", help="export the bundled model's distilled student (4 steps, "
-                   "guidance folded in, or --steps 1 or 2) instead")
-    p.add_argument("--steps", type=int, metavar="K", help="with --fast: the bundled student's steps, 1, 2 or 4")
+    add_checkpoint(p, positional=True)
+    p.add_argument("--fast", action="store_true", help="export the --model's bundled distilled student (4 steps, "
+                   "guidance folded in, or --steps 1 or 2 for fashion-mnist) instead")
+    p.add_argument("--steps", type=int, metavar="K",
+                   help="with --fast: the bundled student's steps, 4 (fashion-mnist: 1, 2 or 4)")
     p.add_argument("--format", choices=list(EXPORT_FORMATS), default="onnx", help=formats)
     p.add_argument("--out", help="the file or folder to write (default: " +
                    ", ".join(f"{f.default_out} for {name}" for name, f in EXPORT_FORMATS.items()) + ")")
@@ -37,12 +37,12 @@ def run(args) -> int:
     from ..pipeline import load_model
 
     if args.fast and args.checkpoint:
-        raise UserError("--fast exports the bundled student; drop RUN_OR_CHECKPOINT (or --fast, to export that one).")
+        raise UserError("--fast exports a bundled student; drop RUN_OR_CHECKPOINT (or --fast, to export that one).")
     if args.steps is not None and not args.fast:
         raise UserError("--steps chooses the bundled student of --fast; a model's own steps are in its export.")
     chosen = EXPORT_FORMATS[args.format]
     text = args.out or chosen.default_out
-    source = fast_student(None, args.steps) if args.fast else args.checkpoint
+    source = model_source(args)
     weights, config = resolve_checkpoint(source)
     if chosen.suffix:
         out = output_path(text, "--out", (chosen.suffix,))

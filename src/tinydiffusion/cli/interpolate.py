@@ -10,6 +10,7 @@ from .common import (
     add_sampler_options,
     check_not_an_input,
     edit_settings,
+    model_source,
     number,
     output_path,
     writing,
@@ -51,7 +52,7 @@ def run(args) -> int:
     if args.images and args.seed_end is not None:
         raise UserError("--seed-end picks the second noise; with --images the pictures give both ends, so drop it.")
     pictures = [read_picture(path, "--images") for path in args.images or ()]
-    model = load_model(args.checkpoint, args.device)
+    model = load_model(model_source(args), args.device)
     images = tuple(fit_image(model, picture) for picture in pictures) or None
     seed_end = args.seed + 1 if args.seed_end is None else args.seed_end
     if seed_end > MAX_SEED:

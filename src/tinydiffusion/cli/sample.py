@@ -11,7 +11,7 @@ from .common import (
     MAX_NUM,
     add_checkpoint,
     add_sampling_options,
-    fast_student,
+    model_source,
     number,
     output_path,
     run_sampling,
@@ -23,9 +23,9 @@ def add(sub) -> None:
     p = sub.add_parser("sample", help="generate images", description="Generate images from a trained model "
                        "(default: the model bundled with the package). An existing --out is replaced.")
     add_checkpoint(p)
-    p.add_argument("--fast", action="store_true", help="draw with the bundled model's distilled student: "
-                   "4 steps of one network evaluation each, guidance folded in, or with --steps 1 or 2 its 1- or "
-                   "2-step student (instead of --checkpoint)")
+    p.add_argument("--fast", action="store_true", help="draw with the --model's bundled distilled student: "
+                   "4 steps of one network evaluation each, guidance folded in, or with --steps 1 or 2 the "
+                   "fashion-mnist model's 1- or 2-step student (instead of --checkpoint)")
     add_sampling_options(p, default_num=64)
     p.add_argument("--out", default="samples.png", help="FILE.png (a grid) or FILE.npz (uint8 arr_0 N x H x W x C)")
     p.add_argument("--nrow", type=number(int, 1, MAX_NUM),
@@ -64,7 +64,7 @@ def run(args) -> int:
     out = output_path(args.out, "--out", (".png", ".npz"))
     if args.nrow and args.nrow > args.num:
         raise UserError(f"--nrow {args.nrow} is more than the {count(args.num, 'image')} asked for (--num).")
-    model = sampling_model(args, fast_student(args.checkpoint, args.steps) if args.fast else args.checkpoint)
+    model = sampling_model(args, model_source(args))
     images, labels = run_sampling(args, model)
     with writing(out):
         if out.suffix.lower() == ".npz":

@@ -7,6 +7,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+from ..bundled import MODELS
 from ..config import DataConfig, RunConfig, config_fields
 from ..data import canonical_source
 from ..errors import UserError
@@ -55,7 +56,7 @@ def add(sub) -> None:
 
 
 def run(args) -> int:
-    from ..checkpoint import check_new_run_dir, resolve_checkpoint
+    from ..checkpoint import check_new_run_dir, load_config, resolve_checkpoint
     from ..data.latents import load_training_data
 
     given = overrides(args)
@@ -69,19 +70,20 @@ def run(args) -> int:
         source = str(given.get("data.source", DEFAULT_SOURCE))
         if "data.source" in given:
             given["data.source"] = canonical_source(source)
-        if given.get("train.init"):  # a missing start, or one that is no checkpoint: refused before the data is read
-            resolve_checkpoint(given["train.init"], "--train.init")
-            given["train.init"] = str(Path(given["train.init"]).resolve())
+        init, start = given.get("train.init"), None
+        if init:  # a missing start, or one that is no checkpoint: refused before the data is read
+            start = load_config(resolve_checkpoint(init, "--train.init")[1])
+            given["train.init"] = init if init in MODELS else str(Path(init).resolve())  # a bundled model's name stays
         preset = args.preset or preset_for_source(source)
         if preset != "auto":
             get_preset(preset)  # an unknown name is refused before any work
         run_dir = Path(args.run_dir or f"runs/{args.preset or run_name(source)}")
         check_new_run_dir(run_dir, f"--resume {run_dir}")
-        before_data = new_run(preset, args.net, given)  # every flag checked before any work
+        before_data = new_run(preset, args.net, given, start=start)  # every flag checked before any work
         dataset = load_training_data(before_data.data, progress=not args.no_progress)
         classes = len(dataset.class_names) if dataset.labels is not None else 0
         config = new_run(preset, args.net, given, (tuple(dataset.images.shape[1:]), classes, len(dataset)),
-                         name=run_dir.name)
+                         name=run_dir.name, start=start)
     return run_training(args, config, run_dir, dataset, checkpoint)
 
 

@@ -10,6 +10,7 @@ from .common import (
     add_checkpoint,
     add_sampling_options,
     check_figure_fits,
+    model_source,
     number,
     output_path,
     run_sampling,
@@ -49,7 +50,7 @@ def run_forward(args) -> int:
     from ..viz import forward_strip, save_image
 
     out = output_path(args.out, "--out", (".png",))
-    _, config_path = resolve_checkpoint(args.checkpoint)
+    _, config_path = resolve_checkpoint(model_source(args))
     config = load_config(config_path)
     image_bytes = config.net.in_channels * config.net.image_size**2
     # each row: float32 x_t at every column, kept as uint8, then drawn into the grid
@@ -76,7 +77,7 @@ def run_reverse(args) -> int:
 
     out = output_path(args.out, "--out", (".png",))
     gif = output_path(args.gif, "--gif", (".gif",)) if args.gif else None
-    model = load_model(args.checkpoint, args.device)
+    model = load_model(model_source(args), args.device)
     _, steps, _ = sampling_settings(model, **sampling_flags(args))
     net = model.config.net
     check_figure_fits(steps * args.num * net.in_channels * net.image_size**2 * 4,  # x_t of every image at every step
