@@ -1,0 +1,56 @@
+"""The table of runs from scratch against runs from a bundled model (`--train.init`), from `evaluate --json` files.
+
+Each run is a pair of files named SIZE-scratch-Mm.json and SIZE-tuned-Mm.json (as
+docs/reports/runs/bundled-emoji/make.sh writes them); the steps each run took are read from its log beside the file
+(the same name, .log), when it is there.
+
+    python benchmarks/transfer_table.py docs/reports/runs/bundled-emoji/openmoji
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from common import markdown_table
+
+RUN = re.compile(r"(?P<size>\d+)-(?P<start>scratch|tuned)-(?P<minutes>\d+)m\.json$")
+
+
+def steps_of(log: Path) -> str:
+    found = re.search(r"done: step ([\d,]*\d)", log.read_text()) if log.is_file() else None
+    return found.group(1) if found else "?"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("prefix", help="the JSON files' common start, e.g. docs/reports/runs/bundled-emoji/openmoji")
+    args = parser.parse_args()
+
+    prefix = Path(args.prefix)
+    runs = {}
+    for path in prefix.parent.glob(prefix.name + "*.json"):
+        found = RUN.search(path.name)
+        if found:
+            runs[(int(found["size"]), int(found["minutes"]), found["start"])] = (path, json.loads(path.read_text()))
+    header = ["pixels", "minutes", "start", "steps", "FD (floor)", "precision", "recall", "class accuracy"]
+    rows = []
+    for size, minutes, start in sorted(runs):
+        path, score = runs[size, minutes, start]
+        rows.append([str(size), str(minutes), "scratch" if start == "scratch" else "`--train.init emoji`",
+                     steps_of(path.with_suffix(".log")), f"{score['fd']:.2f} "
+                     f"({score['fd_floor']:.2f})", f"{score['precision']:.3f}", f"{score['recall']:.3f}",
+                     f"{score['class_accuracy']:.3f}"])
+    print("\n".join(markdown_table(header, rows)))
+    names = next(iter(runs.values()))[1]["class_names"]
+    print("\nclass accuracy per category\n")
+    rows = [[f"{size} px, {minutes} min, {start}", *(f"{a:.2f}" for a in runs[size, minutes, start][1]
+                                                     ["per_class_accuracy"])]
+            for size, minutes, start in sorted(runs)]
+    print("\n".join(markdown_table(["run", *names], rows)))
+
+
+if __name__ == "__main__":
+    main()
