@@ -1,7 +1,7 @@
 """The table of runs from scratch against runs from a bundled model (`--train.init`), from `evaluate --json` files.
 
-Each run is a pair of files named SIZE-scratch-Mm.json and SIZE-tuned-Mm.json (as
-docs/reports/runs/bundled-emoji/make.sh writes them); the steps each run took are read from its log beside the file
+Each run is a file named SIZE-scratch-Mm.json or SIZE-tuned-Mm.json, or SIZE-tuned-VARIANT-Mm.json for a
+fine-tune with other flags (as docs/reports/runs/bundled-emoji/make.sh writes them); the steps each run took are read from its log beside the file
 (the same name, .log), when it is there.
 
     python benchmarks/transfer_table.py docs/reports/runs/bundled-emoji/openmoji
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from common import markdown_table
 
-RUN = re.compile(r"(?P<size>\d+)-(?P<start>scratch|tuned)-(?P<minutes>\d+)m\.json$")
+RUN = re.compile(r"(?P<size>\d+)-(?P<start>scratch|tuned)(-(?P<variant>[\w.+-]+?))?-(?P<minutes>\d+)m\.json$")
 
 
 def steps_of(log: Path) -> str:
@@ -34,12 +34,13 @@ def main() -> None:
     for path in prefix.parent.glob(prefix.name + "*.json"):
         found = RUN.search(path.name)
         if found:
-            runs[(int(found["size"]), int(found["minutes"]), found["start"])] = (path, json.loads(path.read_text()))
+            start = found["start"] + (f", {found['variant']}" if found["variant"] else "")
+            runs[(int(found["size"]), int(found["minutes"]), start)] = (path, json.loads(path.read_text()))
     header = ["pixels", "minutes", "start", "steps", "FD (floor)", "precision", "recall", "class accuracy"]
     rows = []
     for size, minutes, start in sorted(runs):
         path, score = runs[size, minutes, start]
-        rows.append([str(size), str(minutes), "scratch" if start == "scratch" else "`--train.init emoji`",
+        rows.append([str(size), str(minutes), start.replace("tuned", "`--train.init emoji`"),
                      steps_of(path.with_suffix(".log")), f"{score['fd']:.2f} "
                      f"({score['fd_floor']:.2f})", f"{score['precision']:.3f}", f"{score['recall']:.3f}",
                      f"{score['class_accuracy']:.3f}"])
