@@ -1,8 +1,8 @@
 """The table of runs from scratch against runs from a bundled model (`--train.init`), from `evaluate --json` files.
 
 Each run is a file named SIZE-scratch-Mm.json or SIZE-tuned-Mm.json, or SIZE-tuned-VARIANT-Mm.json for a
-fine-tune with other flags (as docs/reports/runs/bundled-emoji/make.sh writes them); the steps each run took are read from its log beside the file
-(the same name, .log), when it is there.
+fine-tune with other flags (as docs/reports/runs/bundled-emoji/make.sh writes them); the steps each run took are
+read from its log beside the file (the same name, .log), when it is there.
 
     python benchmarks/transfer_table.py docs/reports/runs/bundled-emoji/openmoji
 """
