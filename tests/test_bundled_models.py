@@ -44,7 +44,8 @@ def test_the_emoji_student_draws_in_four_evaluations(capsys, tmp_path):
     student.net.register_forward_hook(lambda *_: calls.append(1))
     out = tmp_path / "fast.png"
     code, _, err = cli(capsys, "sample", "--model", "emoji", "--fast", "--num", "9", "--out", out, "--device", "cpu")
-    assert code == 0, err and Image.open(out).mode == "RGB"
+    assert code == 0, err
+    assert Image.open(out).mode == "RGB"
     from tinydiffusion import generate
 
     images, labels = generate(student, 3, classes=["flags"])
@@ -74,7 +75,7 @@ def test_a_wrong_bundled_model_is_one_sentence(capsys, tmp_path):
     assert not out.exists()
 
 
-def test_a_colour_folder_fine_tunes_from_the_emoji_model(capsys, tmp_path, monkeypatch):
+def test_a_colour_folder_fine_tunes_from_the_emoji_model(capsys, tmp_path):
     """`--train.init emoji`: the emoji model's network and process at the folder's size, a fresh class table for
     other classes, the rest of the weights kept; the run records where it started."""
     folder = colour_folder(tmp_path / "shapes", size=16, per_class=4)
