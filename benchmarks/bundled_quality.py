@@ -21,6 +21,7 @@ from pathlib import Path
 from common import machine_description, markdown_table, write_json
 
 from tinydiffusion.bundled import bundled
+from tinydiffusion.checkpoint import load_config
 from tinydiffusion.config import DataConfig
 from tinydiffusion.data import load_data
 from tinydiffusion.evaluation.samples import save_npz
@@ -43,10 +44,10 @@ def main() -> None:
     args = parser.parse_args()
 
     model = bundled(args.model)
-    shape = json.loads(model.weights.with_suffix(".json").read_text())["net"]
+    net = load_config(model.weights.with_suffix(".json")).net
     common = ["--data", args.data, "--num", str(args.num), "--device", "cpu"]
     with tempfile.TemporaryDirectory() as tmp:
-        real = load_data(DataConfig(source=args.real, image_size=shape["image_size"], channels=shape["in_channels"]),
+        real = load_data(DataConfig(source=args.real, image_size=net.image_size, channels=net.in_channels),
                          "train", progress=False)
         real_npz = Path(tmp) / "real.npz"
         save_npz(real_npz, real.images.numpy(), real.labels.numpy(), real.class_names)
@@ -54,7 +55,7 @@ def main() -> None:
             "model": evaluate(["--model", args.model, *common], Path(tmp) / "model.json"),
             "student": evaluate([str(model.student()), *common], Path(tmp) / "student.json"),
             "real": evaluate(["--samples", str(real_npz), "--data", args.data, "--data.image_size",
-                              str(shape["image_size"]), "--data.channels", str(shape["in_channels"])],
+                              str(net.image_size), "--data.channels", str(net.in_channels)],
                              Path(tmp) / "real.json"),
         }
     names = scores["model"]["class_names"]

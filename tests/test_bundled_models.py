@@ -104,6 +104,11 @@ def test_a_folder_named_like_a_bundled_model_is_reached_as_a_path(capsys, tmp_pa
                        "--max-steps", "1", "--no-progress")
     assert_error(code, err, "--train.init", "emoji")
     assert not (tmp_path / "r").exists()
+    code, _, err = cli(capsys, "train", "--data", "emoji", "--train.init", "emoji", "--run-dir", tmp_path / "r",
+                       "--max-steps", "1", "--batch-size", "4", "--train.threads", "1", "--no-progress",
+                       "--train.sample_every_epoch", "false")
+    assert code == 0, err
+    assert json.loads((tmp_path / "r" / CONFIG_FILE).read_text())["train"]["init"] == "emoji"
 
 
 def test_the_demo_draws_colour_emoji_of_the_category_asked():
@@ -114,3 +119,13 @@ def test_the_demo_draws_colour_emoji_of_the_category_asked():
     pixels = np.asarray(image)
     assert image.mode == "RGB" and status.startswith("4 images, ddim, 3 steps")
     assert np.abs(pixels[..., 0].astype(int) - pixels[..., 2]).mean() > 1  # colour, not grey in three channels
+
+
+def test_the_emoji_students_refusal_names_its_bundled_teacher():
+    """Asked for other steps, the emoji student points at the emoji model as a user would load it."""
+    from tinydiffusion import generate
+    from tinydiffusion.errors import UserError
+
+    with pytest.raises(UserError) as refusal:
+        generate(load_student(4, "cpu", model="emoji"), 1, steps=3)
+    assert "`tinydiffusion sample --model emoji`, or load_model('emoji')" in str(refusal.value)

@@ -35,7 +35,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .bundled import MODELS, bundled, bundled_file
+from .bundled import ASSETS, MODELS, bundled, bundled_file
 from .config import FORMAT_VERSION, RunConfig
 from .errors import UserError
 from .files import atomic_directory, atomic_write_bytes, check_run_not_in_use, fsync_dir
@@ -184,7 +184,7 @@ def resolve_checkpoint(path: str | Path | None, flag: str = "") -> tuple[Path, P
     if path is None or (isinstance(path, str) and path in MODELS):
         path = bundled(path).weights
     path = Path(path)
-    found = bundled_file(path) if path.parent == bundled().weights.parent else None
+    found = bundled_file(path) if path.parent == ASSETS else None
     if found and not path.is_file():
         model, steps = found
         what = f"{steps}-step student of the {model.name} model" if steps else f"{model.name} model"

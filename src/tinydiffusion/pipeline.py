@@ -106,13 +106,12 @@ def teacher_of(model: Model) -> str:
     found = bundled_file(Path(name))
     if found:
         teacher, steps = found
-        default = teacher.name == DEFAULT_MODEL
-        flag, arg = ("", "") if default else (f" --model {teacher.name}", f"model={teacher.name!r}")
+        named = teacher.name != DEFAULT_MODEL  # the default model needs no name
+        flag, name_arg = (f" --model {teacher.name}", repr(teacher.name)) if named else ("", "")
         if steps is None:
-            return f"the bundled {teacher.name} model: `tinydiffusion sample{flag}`, or " \
-                   f"load_model({arg and repr(teacher.name)})"
+            return f"the bundled {teacher.name} model: `tinydiffusion sample{flag}`, or load_model({name_arg})"
         return f"the bundled {steps}-step student: `tinydiffusion sample{flag} --fast --steps {steps}`, or " \
-               f"load_student({steps}{arg and ', ' + arg})"
+               f"load_student({steps}{', model=' + name_arg if named else ''})"
     return recorded if Path(recorded).exists() else f"{recorded}, which is not found here"
 
 

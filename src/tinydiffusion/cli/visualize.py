@@ -50,7 +50,7 @@ def run_forward(args) -> int:
     from ..viz import forward_strip, save_image
 
     out = output_path(args.out, "--out", (".png",))
-    _, config_path = resolve_checkpoint(model_source(args))
+    _, config_path = resolve_checkpoint(args.checkpoint)
     config = load_config(config_path)
     image_bytes = config.net.in_channels * config.net.image_size**2
     # each row: float32 x_t at every column, kept as uint8, then drawn into the grid
