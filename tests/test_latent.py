@@ -1,6 +1,6 @@
 """Latent diffusion through TAEF2 (issue 46): `train --autoencoder taef2` encodes the prepared images once (cached,
-reused), trains on standardised latents with their statistics recorded, and sampling decodes to pixels; what does
-not work in latent space yet is refused in one sentence."""
+reused), trains on standardised latents with their statistics recorded, and sampling decodes to pixels; editing
+and distillation work in latent space; what does not yet (export) is refused in one sentence."""
 
 from __future__ import annotations
 
@@ -122,10 +122,6 @@ def test_grey_data_is_refused_by_the_autoencoder(tmp_path, capsys):
     ["export", "{run}", "--format", "onnx", "--out", "{tmp}/m.onnx"],
     ["export", "{run}", "--format", "web", "--out", "{tmp}/web"],
     ["export", "{run}", "--format", "diffusers", "--out", "{tmp}/diffusers"],
-    ["distill", "--teacher", "{run}", "--run-dir", "{tmp}/student", "--max-steps", "1"],
-    ["inpaint", "--checkpoint", "{run}", "--image", "{image}", "--mask", "center", "--out", "{tmp}/x.png"],
-    ["img2img", "--checkpoint", "{run}", "--image", "{image}", "--strength", "0.5", "--out", "{tmp}/x.png"],
-    ["interpolate", "--checkpoint", "{run}", "--out", "{tmp}/x.png"],
 ])
 def test_what_a_latent_model_does_not_support_yet_is_one_sentence(latent_run, tmp_path, capsys, command):
     root, data, _ = latent_run
@@ -133,3 +129,70 @@ def test_what_a_latent_model_does_not_support_yet_is_one_sentence(latent_run, tm
     code, _, err = cli(capsys, *[part.format(**names) for part in command])
     assert_error(code, err, "not supported yet for a latent model", "--autoencoder taef2")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_latent_model_edits_pictures_keeping_the_pixels_outside_the_mask(latent_run):
+    import torch
+
+    from tinydiffusion import load_model
+    from tinydiffusion.editing import fit_image, img2img, inpaint, interpolate
+
+    root, data, _ = latent_run
+    model = load_model(root / "run", "cpu")
+    image = fit_image(model, Image.open(data / "red" / "0.png"))
+    assert tuple(image.shape) == (3, 32, 32)
+    mask = torch.zeros(32, 32, dtype=torch.bool)
+    mask[:12, :12] = True  # touches the first 2 x 2 latent positions (8 x 8 pixels each)
+    filled = inpaint(model, image, mask, 2, sampler="ddim", steps=4, resamplings=1)
+    assert tuple(filled.shape) == (2, 3, 32, 32)
+    assert torch.equal(filled[:, :, ~mask], image[:, ~mask].expand(2, -1, -1))
+    assert not torch.equal(filled[0], image)  # the masked corner was drawn anew and decoded
+    assert torch.equal(img2img(model, image, 0.0, sampler="ddim", steps=4)[0], image)
+    variants = img2img(model, image, 0.5, 2, sampler="ddim", steps=4)
+    assert tuple(variants.shape) == (2, 3, 32, 32) and variants.dtype == torch.uint8
+    frames = interpolate(model, 3, sampler="ddim", steps=3)
+    assert tuple(frames.shape) == (3, 3, 32, 32)
+    pair = interpolate(model, 3, images=(image, image.flip(-1)), steps=3)
+    assert tuple(pair.shape) == (3, 3, 32, 32)
+
+
+@pytest.mark.parametrize("command", [
+    ["inpaint", "--checkpoint", "{run}", "--image", "{image}", "--mask", "centre", "--steps", "4", "--out", "{out}"],
+    ["img2img", "--checkpoint", "{run}", "--image", "{image}", "--strength", "0.5", "--steps", "4", "--out", "{out}"],
+    ["visualize", "reverse", "--checkpoint", "{run}", "--num", "2", "--steps", "3", "--out", "{out}"],
+])
+def test_the_editing_commands_take_a_latent_model_with_no_extra_flag(latent_run, tmp_path, command):
+    root, data, _ = latent_run
+    names = {"run": root / "run", "image": data / "red" / "0.png", "out": tmp_path / "x.png"}
+    done = run_cli([part.format(**names) for part in command])
+    assert done.returncode == 0, done.stderr
+    assert Image.open(tmp_path / "x.png").mode == "RGB"
+
+
+def test_a_latent_teacher_is_distilled_in_its_latent_space(latent_run, tmp_path):
+    from tinydiffusion import generate, load_model
+
+    root, _, _ = latent_run
+    done = run_cli(["distill", "--teacher", root / "run", "--run-dir", tmp_path / "student", "--steps", "2",
+                    "--max-steps", "1", "--batch-size", "8", "--train.threads", "1", "--no-progress"])
+    assert done.returncode == 0, done.stderr
+    assert "encoding" not in done.stdout  # the teacher's latents, from the cache
+    teacher, student = (json.loads((run / "config.json").read_text())["data"] for run in (root / "run",
+                                                                                         tmp_path / "student"))
+    for key in ("autoencoder", "latent_mean", "latent_std", "image_shape"):
+        assert student[key] == teacher[key], key
+    images, _ = generate(load_model(tmp_path / "student", "cpu"), 2)
+    assert tuple(images.shape) == (2, 3, 32, 32)
+
+
+def test_a_latent_run_without_a_preset_gets_the_latent_recipe():
+    from tinydiffusion.presets import COLOUR_TRAIN, auto_config
+    from tinydiffusion.run_configs import new_run
+
+    config = new_run("auto", None, {"data.autoencoder": "taef2"}, ((32, 8, 8), 9, 6826))
+    net, pixels = config.net, auto_config(64, 3)
+    assert (net.in_channels, net.image_size, net.stem_patch, net.base_channels) == (32, 8, 1, 64)
+    assert config.train.batch_size == COLOUR_TRAIN.batch_size and config.train.ema_std == COLOUR_TRAIN.ema_std
+    assert pixels.net.stem_patch == 2  # pixels keep the reference UNet's stem
+    flagged = new_run("auto", None, {"data.autoencoder": "taef2", "net.base_channels": "32"}, ((32, 8, 8), 9, 6826))
+    assert flagged.net.base_channels == 32

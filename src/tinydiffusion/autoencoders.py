@@ -82,6 +82,18 @@ def denormalise(x: torch.Tensor, mean, std) -> torch.Tensor:
     return x * _per_channel(std, x) + _per_channel(mean, x)
 
 
+def encode(data, x: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] -> the space the network of a run with data section `data` works in: for a latent run,
+    encoded (on their own device) and normalised with the run's statistics; a pixel run's images as they are."""
+    if not data.autoencoder:
+        return x
+    import torch
+
+    autoencoder = load_autoencoder(data.autoencoder, str(x.device))
+    with torch.no_grad():
+        return normalise(autoencoder.encode(x.float()), data.latent_mean, data.latent_std)
+
+
 def decode(data, x: torch.Tensor) -> torch.Tensor:
     """What a network of a run with data section `data` sampled -> images in [-1, 1]: for a latent run, its latents
     denormalised and decoded (on their own device); a pixel run's images as they are."""
@@ -101,15 +113,8 @@ def image_shape(config) -> tuple[int, int, int]:
     return config.net.in_channels, config.net.image_size, config.net.image_size
 
 
-def latent_shape(name: str, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
-    """The latents' shape (C, H, W) of images shaped `image_shape` (C, H, W)."""
-    entry = autoencoder_entry(name)
-    _, h, w = image_shape
-    return entry.latent_channels, h // entry.downscale, w // entry.downscale
-
-
 def refuse_latent(data, what: str) -> None:
     """One sentence where a command does not work in latent space yet: `what` names it ("export to onnx")."""
     if data.autoencoder:
         raise UserError(f"{what} is not supported yet for a latent model (one trained with --autoencoder "
-                        f"{data.autoencoder}); only sample, evaluate and the demo's sampling decode its latents.")
+                        f"{data.autoencoder}); sample, evaluate, editing, distill and the demo work with it.")

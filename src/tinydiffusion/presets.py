@@ -41,6 +41,13 @@ def sized_unet(image_size: int, channels: int = 1) -> UNetConfig:
     return net
 
 
+def latent_unet(latent_size: int, channels: int) -> UNetConfig:
+    """The UNet for an autoencoder's latents (`train --autoencoder`): they are already 1/8 of the image's size, so it
+    runs at their full size (no pixel-unshuffle stem; 8 -> 4 -> 2 at 64 px), twice as wide as the reference."""
+    return dataclasses.replace(FASHION_MNIST_UNET, image_size=latent_size, in_channels=channels, stem_patch=1,
+                               base_channels=64)
+
+
 NAMED_NETWORKS: dict[str, NetConfig] = {"unet": FASHION_MNIST_UNET, "dit": DIT_S, "dit-s": DIT_S, "dit-b": DIT_B}
 
 # The reference run's process and recipe, shared by the presets derived from it.
@@ -126,9 +133,13 @@ PRESETS: dict[str, RunConfig] = {
 }
 
 
-def auto_config(image_size: int, channels: int = 1) -> RunConfig:
+def auto_config(image_size: int, channels: int = 1, latent: bool = False) -> RunConfig:
     """A sensible start for images of this size and channels: the reference UNet sized for them, with the colour
-    recipe for colour images and the reference run's for grey ones."""
+    recipe for colour images and the reference run's for grey ones. `latent`: the size and channels are an
+    autoencoder's latents', which get latent_unet and the colour recipe."""
+    if latent:
+        return RunConfig(name="auto", net=latent_unet(image_size, channels), diffusion=REFERENCE_DIFFUSION,
+                         train=COLOUR_TRAIN, data=DataConfig())
     train = COLOUR_TRAIN if channels == 3 else REFERENCE_TRAIN
     return RunConfig(name="auto", net=sized_unet(image_size, channels), diffusion=sized_diffusion(image_size),
                      train=train, data=DataConfig())

@@ -10,7 +10,7 @@ import dataclasses
 import math
 from pathlib import Path
 
-from .autoencoders import AUTOENCODERS, refuse_latent
+from .autoencoders import AUTOENCODERS
 from .config import DistillConfig, RunConfig, apply_overrides, config_value
 from .distill_methods import DISTILL_METHODS
 from .errors import UserError
@@ -38,7 +38,8 @@ def new_run(preset: str, net: str | None, given: dict, data: DataFacts | None = 
     auto = preset == "auto"
     reference = PRESETS["fashion-mnist"].net
     channels, size = data[0][:2] if data else (reference.in_channels, reference.image_size)
-    config = auto_config(size, channels) if auto else preset_with_network(preset, net)
+    config = auto_config(size, channels, latent=bool(data and given.get("data.autoencoder"))) if auto \
+        else preset_with_network(preset, net)
     if auto and net:
         config = with_network(config, net)
     if start is not None and not net:
@@ -131,7 +132,6 @@ def student_run(teacher: RunConfig, teacher_weights: Path, teacher_sha256: str, 
 
     A trajectory student may teach: the new student then shortcuts its K DDIM steps (by default in K // 2 steps, a
     round of progressive distillation) over the guidance scales it learned."""
-    refuse_latent(teacher.data, "distillation")
     taught = teacher.distill  # the teacher's own distillation, if it is a student
     if taught.steps and taught.method != "trajectory":
         raise UserError(f"{teacher_weights} is a {taught.method} student, whose steps are not a path to shortcut; "

@@ -51,7 +51,7 @@ def add(sub) -> None:
 
 def run(args) -> int:
     from ..checkpoint import check_new_run_dir, resolve_checkpoint
-    from ..data import load_data
+    from ..data.latents import load_training_data
     from ..files import sha256_file
     from ..pipeline import load_model
     from ..training.distillation import starting_network
@@ -61,7 +61,7 @@ def run(args) -> int:
         if args.teacher:
             raise UserError("a resumed distillation keeps its teacher; drop --teacher.")
         config, run_dir, checkpoint = resumed_config(args, given)
-        dataset = load_data(config.data, "train", progress=not args.no_progress)
+        dataset = load_training_data(config.data, progress=not args.no_progress)
         if already_complete(config, run_dir, checkpoint, len(dataset)):
             return 0
         return run_training(args, config, run_dir, dataset, checkpoint)
@@ -71,5 +71,5 @@ def run(args) -> int:
     run_dir = Path(args.run_dir or f"runs/{config.name}")
     check_new_run_dir(run_dir, f"tinydiffusion distill --resume {run_dir}")
     start = starting_network(config, teacher.net)  # a bad distill.init is refused before the data is read
-    dataset = load_data(config.data, "train", progress=not args.no_progress)
+    dataset = load_training_data(config.data, progress=not args.no_progress)
     return run_training(args, config, run_dir, dataset, None, net=start)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
+from ..autoencoders import decode, image_shape
 from ..errors import UserError
 from ..words import count
 from .common import (
@@ -52,7 +54,7 @@ def run_forward(args) -> int:
     out = output_path(args.out, "--out", (".png",))
     _, config_path = resolve_checkpoint(args.checkpoint)
     config = load_config(config_path)
-    image_bytes = config.net.in_channels * config.net.image_size**2
+    image_bytes = math.prod(image_shape(config))
     # each row: float32 x_t at every column, kept as uint8, then drawn into the grid
     check_figure_fits(args.num_images * args.columns * image_bytes * 3 + args.columns * image_bytes * 8,
                       f"a figure of {args.num_images} x {args.columns} images", "lower --num-images or --columns")
@@ -79,11 +81,14 @@ def run_reverse(args) -> int:
     gif = output_path(args.gif, "--gif", (".gif",)) if args.gif else None
     model = load_model(model_source(args), args.device)
     _, steps, _ = sampling_settings(model, **sampling_flags(args))
-    net = model.config.net
-    check_figure_fits(steps * args.num * net.in_channels * net.image_size**2 * 4,  # x_t of every image at every step
+    check_figure_fits(steps * args.num * math.prod(image_shape(model.config)) * 4,  # x_t of every image at every step
                       f"recording {count(steps, 'step')} of {count(args.num, 'image')}", "lower --num or --steps")
     recorder = ReverseRecorder()
-    run_sampling(args, model, progress=False, callback=recorder)
+
+    def record(i, t, x_t, x0_pred):  # a latent model's x_t decoded to pixels, as its samples are
+        recorder(i, t, decode(model.config.data, x_t), x0_pred)
+
+    run_sampling(args, model, progress=False, callback=record)
     with writing(out):
         save_image(recorder.figure(args.columns), out)
     print(f"wrote {out}")

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..autoencoders import refuse_latent
-from ..data.pixels import to_pixels
+from ..autoencoders import decode, encode, image_shape
+from ..config import DataConfig
+from ..data.pixels import to_model_space, to_pixels
 from ..errors import UserError
 from ..pipeline import (
     Model,
@@ -25,8 +26,9 @@ from ..samplers.denoiser import Denoiser
 
 @dataclass
 class Draw:
-    """An edit's sampling: the settings as used, the sampler's levels, each image's noise and generator, and the
-    denoiser. Image i of a seed starts from the same noise as generate()'s image i."""
+    """An edit's sampling: the settings as used, the sampler's levels, each image's noise and generator, the
+    denoiser, and the model's data section (a latent model's autoencoder). Image i of a seed starts from the same
+    noise as generate()'s image i."""
     sampler_name: str
     steps: int
     guidance: float
@@ -36,14 +38,20 @@ class Draw:
     noise: torch.Tensor
     generators: list[torch.Generator]
     denoise: Denoiser
+    data: DataConfig
 
     def walk(self, x: torch.Tensor, levels: list[Level], denoise=None) -> torch.Tensor:
         """The sampler from x at levels[0] through `levels`."""
         return self.sampler.walk(denoise or self.denoise, x, levels, generator=self.generators, **self.options)
 
+    def space(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images [N, C, H, W] -> the network's space: [-1, 1], and for a latent model their latents."""
+        return encode(self.data, to_model_space(images))
+
     def pixels(self, x0: torch.Tensor) -> torch.Tensor:
+        """What the sampler ended on -> uint8 images (a latent model's decoded)."""
         check_finite(x0, self.sampler_name, self.steps, self.guidance, self.options)
-        return to_pixels(x0).cpu()
+        return to_pixels(decode(self.data, x0)).cpu()
 
 
 def edit_labels(model: Model, num: int, classes: list[int] | None, guidance: float | None):
@@ -59,7 +67,6 @@ def edit_labels(model: Model, num: int, classes: list[int] | None, guidance: flo
 def start_draw(model: Model, num: int, classes: list[int] | None, sampler: str | None, steps: int | None,
                guidance: float | None, seed: int, options: dict) -> Draw:
     """An edit's Draw of `num` images: its settings checked, its memory estimated, its noise drawn."""
-    refuse_latent(model.config.data, "editing (inpainting, image-to-image, interpolation)")
     if num < 1:
         raise UserError(f"the number of images must be at least 1, not {num}.")
     labels, guidance = edit_labels(model, num, classes, guidance)
@@ -69,7 +76,7 @@ def start_draw(model: Model, num: int, classes: list[int] | None, sampler: str |
     noise, generators = start_noise(model, seed, 0, num)
     chosen = SAMPLERS[sampler]
     return Draw(sampler, steps, guidance, options, chosen, chosen.levels(model.diffusion, steps, **options), noise,
-                generators, denoiser(model, labels, guidance))
+                generators, denoiser(model, labels, guidance), model.config.data)
 
 
 def check_more_than_one_step(model: Model, draw: Draw, edit: str, why: str) -> None:
@@ -84,9 +91,9 @@ def check_more_than_one_step(model: Model, draw: Draw, edit: str, why: str) -> N
 
 
 def check_image(model: Model, image: torch.Tensor, what: str = "the image") -> torch.Tensor:
-    """uint8 [C, H, W] in the model's shape (fit_image makes one from any picture), on the network's device."""
-    net = model.config.net
-    shape = (net.in_channels, net.image_size, net.image_size)
+    """uint8 [C, H, W] in the shape of the model's images (fit_image makes one from any picture), on the network's
+    device."""
+    shape = image_shape(model.config)
     if not isinstance(image, torch.Tensor) or image.dtype != torch.uint8 or tuple(image.shape) != shape:
         got = f"{image.dtype} {tuple(image.shape)}" if isinstance(image, torch.Tensor) else type(image).__name__
         raise UserError(f"{what} must be uint8 pixels shaped {shape} for this model, not {got}; "

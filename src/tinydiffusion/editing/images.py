@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..autoencoders import refuse_latent
+from ..autoencoders import image_shape
 from ..data.images import MAX_FILE_BYTES, Shape, SkipImage, open_image, to_mode
 from ..defaults import BUILTIN_MASKS as MASKS  # True (white in a mask file) = regenerate
 from ..errors import UserError
@@ -63,10 +63,9 @@ def read_picture(path: str | Path, what: str = "--image") -> Image.Image:
 
 def picture_pixels(model: Model, picture: Image.Image) -> torch.Tensor:
     """A picture in the model's channels at its own size: uint8 [C, H, W]."""
-    refuse_latent(model.config.data, "editing (inpainting, image-to-image, interpolation)")
-    net = model.config.net
+    channels, size, _ = image_shape(model.config)
     try:
-        image = to_mode(picture, Shape(net.image_size, net.in_channels))
+        image = to_mode(picture, Shape(size, channels))
     except SkipImage as err:
         raise UserError(f"the image {err}.") from None
     except ValueError as err:
@@ -76,7 +75,7 @@ def picture_pixels(model: Model, picture: Image.Image) -> torch.Tensor:
 
 def fit_image(model: Model, picture: Image.Image) -> torch.Tensor:
     """Any picture -> uint8 [C, H, W] in the model's shape: converted to its channels, resized to its size."""
-    size = model.config.net.image_size
+    size = image_shape(model.config)[1]
     image = picture_pixels(model, picture)
     return image if image.shape[1:] == (size, size) else to_picture_size(image[None], (size, size))[0]
 
@@ -100,7 +99,7 @@ def fit_mask(model: Model, picture: Image.Image, image_size: tuple[int, int]) ->
                         f"{image_size[0]}x{image_size[1]}; draw the mask at the image's size.")
     grey = np.asarray(to_mode(picture, Shape(1, 1, (0, 0, 0))), dtype=np.uint8)  # transparent = keep
     full = grey > 127
-    size = model.config.net.image_size
+    size = image_shape(model.config)[1]
     coverage = Image.fromarray(full.astype(np.uint8) * 255).resize((size, size), Image.BOX)
     return torch.from_numpy(np.asarray(coverage) > 0), torch.from_numpy(full)
 

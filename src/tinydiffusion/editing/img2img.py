@@ -12,7 +12,6 @@ import math
 
 import torch
 
-from ..data.pixels import to_model_space
 from ..errors import UserError
 from ..pipeline import Model
 from .draw import check_image, check_more_than_one_step, start_draw
@@ -38,5 +37,5 @@ def img2img(model: Model, image: torch.Tensor, strength: float, num: int = 1, *,
     if redone == draw.steps:  # the samplers' first level is pure noise: the image is forgotten
         x = draw.noise
     else:
-        x = levels[0].alpha * to_model_space(image)[None] + levels[0].sigma * draw.noise  # q(x_t | x_0)
+        x = levels[0].alpha * draw.space(image[None]) + levels[0].sigma * draw.noise  # q(x_t | x_0)
     return draw.pixels(draw.walk(x, levels))

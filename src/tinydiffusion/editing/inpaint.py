@@ -15,7 +15,7 @@ from itertools import pairwise
 
 import torch
 
-from ..data.pixels import to_model_space
+from ..autoencoders import image_shape
 from ..errors import UserError
 from ..pipeline import Model
 from ..samplers import Level, gaussian_like
@@ -39,6 +39,14 @@ def repaint_path(steps: int, jump_length: int, resamplings: int) -> list[int]:
     return path
 
 
+def at_network_size(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """A mask of the image's pixels -> one of the network's positions (a latent model's grid is coarser): a position
+    is regenerated if any pixel it covers is."""
+    if mask.shape[-1] == size:
+        return mask
+    return torch.nn.functional.adaptive_max_pool2d(mask[None, None].float(), size)[0, 0] > 0
+
+
 def renoise(x: torch.Tensor, level: Level, noisier: Level, generator) -> torch.Tensor:
     """A draw of q(x_noisier | x_level), the forward process between two levels: alpha scales by the ratio of
     the alphas, and the variance added is what takes sigma^2 from level to noisier."""
@@ -50,7 +58,11 @@ def inpaint(model: Model, image: torch.Tensor, mask: torch.Tensor, num: int = 1,
             sampler: str | None = None, steps: int | None = None, guidance: float | None = None, seed: int = 0,
             jump_length: int | None = None, resamplings: int = 5, **sampler_options) -> torch.Tensor:
     """`num` inpaintings of `image` (uint8 [C, H, W]) where `mask` (bool [H, W]) is True; uint8 [num, C, H, W].
-    The pixels outside the mask are the given ones, exactly. jump_length defaults to a tenth of the steps."""
+    The pixels outside the mask are the given ones, exactly. jump_length defaults to a tenth of the steps.
+
+    A latent model inpaints its latent grid: every latent position the mask touches (8 x 8 pixels for TAEF2) is
+    drawn anew, the others are kept as the image's own latents, and after decoding the pixels outside the mask are
+    pasted back, so they stay exact while the fill beside them is the decoder's."""
     image = check_image(model, image)
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != image.shape[1:]:
         got = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, torch.Tensor) else type(mask).__name__
@@ -63,8 +75,8 @@ def inpaint(model: Model, image: torch.Tensor, mask: torch.Tensor, num: int = 1,
     jump_length = jump_length or max(1, draw.steps // 10)
     if not 1 <= jump_length <= draw.steps:
         raise UserError(f"--jump-length must be between 1 and the {draw.steps} steps, not {jump_length}.")
-    keep = ~mask.to(image.device)
-    known = to_model_space(image)[None]
+    keep = ~at_network_size(mask.to(image.device), draw.noise.shape[-1])
+    known = draw.space(image[None])
 
     def known_at(level: Level) -> torch.Tensor:  # eq. 8a: the given pixels, noised to the level
         if level.sigma == 0:
@@ -77,7 +89,7 @@ def inpaint(model: Model, image: torch.Tensor, mask: torch.Tensor, num: int = 1,
             x = torch.where(keep, known_at(draw.levels[b]), draw.walk(x, [draw.levels[a], draw.levels[b]]))
         else:  # a jump back up: the forward process from level a to level b
             x = renoise(x, draw.levels[a], draw.levels[b], draw.generators)
-    return torch.where(keep.cpu(), image.cpu(), draw.pixels(x))  # exactly the given pixels outside the mask
+    return torch.where(mask.cpu(), draw.pixels(x), image.cpu())  # exactly the given pixels outside the mask
 
 
 def inpaint_picture(model: Model, picture, mask, num: int = 1, *, seed: int = 0, **options) -> torch.Tensor:
@@ -86,7 +98,7 @@ def inpaint_picture(model: Model, picture, mask, num: int = 1, *, seed: int = 0,
     white where to regenerate. Outside the mask the picture's own pixels are kept, exactly; `options` are
     inpaint()'s."""
     if isinstance(mask, str):
-        at_model_size = builtin_mask(mask, model.config.net.image_size, seed=seed)
+        at_model_size = builtin_mask(mask, image_shape(model.config)[1], seed=seed)
         at_picture_size = scale_mask(at_model_size, picture.size)
     else:
         at_model_size, at_picture_size = fit_mask(model, mask, picture.size)

@@ -17,7 +17,6 @@ from itertools import pairwise
 
 import torch
 
-from ..data.pixels import to_model_space
 from ..errors import UserError
 from ..pipeline import Model, start_noise, teacher_of
 from ..samplers.denoiser import Denoiser
@@ -108,7 +107,7 @@ def interpolate(model: Model, frames: int, *, seeds: tuple[int, int] = (0, 1), i
     if images is not None:
         if len(images) != 2:
             raise UserError(f"an interpolation goes between two images, not {len(images)}.")
-        pair = torch.stack([to_model_space(check_image(model, image)) for image in images])
+        pair = draw.space(torch.stack([check_image(model, image) for image in images]))
         ends = start_draw(model, 2, list(classes) if classes else None, "ddim", draw.steps, draw.guidance, 0, {})
         start, end = invert(ends, pair)
     else:

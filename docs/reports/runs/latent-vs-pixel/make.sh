@@ -1,0 +1,27 @@
+#!/bin/sh
+# Pixel space against latent diffusion through TAEF2 on emoji (issue 46). From the repository root.
+# Each pair trains one run after the other with nothing else running (time_to_quality.py --train-only); then every
+# final checkpoint is scored (N = 1,000, DPM-Solver++(2M) 20 steps, guidance 1.5, seed 0) against the data the
+# run recorded (its test split beside it is the reference), and the decoder's ceiling beside it.
+set -e
+# The emoji files are 64x64: the 128-px runs train on a copy upscaled 2x (Lanczos), which adds no detail.
+python benchmarks/upscaled_folder.py ../shared/data/emoji runs/emoji-128 --factor 2
+# The latent route's network, written out (train chooses the same for --autoencoder without a preset).
+LATENT="--autoencoder taef2 --net.stem_patch 1 --net.base_channels 64 --net.channel_mults 1,2,2 \
+  --net.attention_levels 1,2 --train.batch_size 64 --train.ema_std 0.1 --train.decay_from 0.8"
+pair() {  # SIZE MINUTES DATA [--train-only]
+  python benchmarks/time_to_quality.py --preset auto --data $3 $4 \
+    --common "--data.image_size $1 --train.minutes $2" --every 100000 --guidance 1.5 --num 1000 --target 20 \
+    --out-dir runs/lvp/px$1-${2}min --markdown runs/lvp/px$1-${2}min.md --run "pixel:" --run "latent: $LATENT"
+}
+for M in 15 5; do pair 64 $M ../shared/data/emoji/train --train-only; done
+for M in 15 5; do pair 128 $M runs/emoji-128/train --train-only; done
+for M in 15 5; do pair 64 $M ../shared/data/emoji/train; pair 128 $M runs/emoji-128/train; done
+# The decoder's ceiling: 1,000 training images through encode and decode, scored as samples.
+for S in "64 ../shared/data/emoji/train" "128 runs/emoji-128/train"; do
+  set -- $S
+  python benchmarks/latent_ceiling.py --data $2 --size $1 --num 1000 --out runs/lvp/ceiling-$1.npz
+  tinydiffusion evaluate --samples runs/lvp/ceiling-$1.npz --data $2 --data.image_size $1 --num 1000 \
+    --json runs/lvp/ceiling-$1.json
+done
+python benchmarks/latent_table.py runs/lvp
