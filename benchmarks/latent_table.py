@@ -54,7 +54,7 @@ def main() -> None:
             names = score["class_names"]
             per_class.append([f"{size} px, {minutes} min, {route}",
                               *(f"{a:.2f}" for a in score["per_class_accuracy"])])
-    for ceiling in sorted(args.out.glob("ceiling-*.json")):
+    for ceiling in sorted(args.out.glob("ceiling-*.json"), key=lambda path: int(path.stem.split("-")[1])):
         score = json.loads(ceiling.read_text())
         size = ceiling.stem.split("-")[1]
         rows.append([size, "", "real images through encode + decode", "", "", f"{score['fd']:.2f} "
