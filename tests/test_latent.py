@@ -196,3 +196,15 @@ def test_a_latent_run_without_a_preset_gets_the_latent_recipe():
     assert pixels.net.stem_patch == 2  # pixels keep the reference UNet's stem
     flagged = new_run("auto", None, {"data.autoencoder": "taef2", "net.base_channels": "32"}, ((32, 8, 8), 9, 6826))
     assert flagged.net.base_channels == 32
+
+
+def test_the_demos_editing_tabs_take_a_latent_model(latent_run):
+    from tinydiffusion import load_model
+    from tinydiffusion.demo import handlers
+
+    root, data, _ = latent_run
+    model = load_model(root / "run", "cpu")
+    picture = Image.open(data / "red" / "0.png").convert("RGB")
+    row = handlers.inpaint_tab(model, picture, None, "centre", 1, "red", "ddim", 4, 1.5, 0)
+    assert row.size[1] >= 32 and row.mode == "RGB"  # the picture, the mask, one inpainting: pixels, not latents
+    assert handlers.img2img_tab(model, picture, 0.5, 1, "red", "ddim", 4, 1.5, 0).mode == "RGB"

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from .. import editing
-from ..autoencoders import decode
+from ..autoencoders import decode, image_shape
 from ..bounds import MAX_REQUEST_GUIDANCE, MAX_REQUEST_SAMPLING_STEPS, MAX_SEED
 from ..data.images import SkipImage, open_image, readable_formats
 from ..data.pixels import to_model_space, to_pixels
@@ -257,9 +257,7 @@ def test_images(model: Model, data_dir: str | None = None) -> tuple[torch.Tensor
     from .examples import examples
 
     data_config = dataclasses.replace(model.config.data, **({"data_dir": data_dir} if data_dir else {}))
-    net = model.config.net  # a latent model's images are the recorded pixel shape, not its network's
-    shape = tuple(data_config.image_shape) if data_config.autoencoder else (net.in_channels, net.image_size,
-                                                                             net.image_size)
+    shape = image_shape(model.config)  # a latent model's images are the recorded pixel shape, not its network's
     found = examples(data_config, shape)
     if found is not None:
         images, classes = found
@@ -310,7 +308,7 @@ def inpaint_tab(model: Model, image, mask, mask_name: str, num, class_name, samp
                             "mask.")
         region = model_mask(model, mask, image)
     else:
-        region = editing.builtin_mask(mask_name, model.config.net.image_size, seed=settings.seed)
+        region = editing.builtin_mask(mask_name, image_shape(model.config)[1], seed=settings.seed)
     with torch.no_grad():
         results = editing.inpaint(model, pixels, region, num, seed=settings.seed, **settings.edit_options())
     shown = torch.where(region, torch.full_like(pixels, 128), pixels)

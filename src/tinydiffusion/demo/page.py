@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..autoencoders import image_shape
 from ..bounds import MAX_REQUEST_GUIDANCE, MAX_REQUEST_SAMPLING_STEPS, MAX_SEED
 from ..errors import UserError
 from ..pipeline import Model, sampling_settings
@@ -167,9 +168,8 @@ def checked_components(gr, max_pixels: int, max_bytes: int):
 
 
 def describe(model: Model) -> str:
-    net = model.config.net
     kind = f"{model.num_classes} classes ({', '.join(model.class_names)})" if model.num_classes else "unconditional"
-    shape = f"{net.in_channels}x{net.image_size}x{net.image_size}"
+    shape = "x".join(map(str, image_shape(model.config)))
     name = Path(*model.source.parts[-2:])
     return f"**Model:** `{name}`, {shape} images, {kind}, T = {model.diffusion.num_timesteps}."
 
