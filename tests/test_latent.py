@@ -208,3 +208,37 @@ def test_the_demos_editing_tabs_take_a_latent_model(latent_run):
     row = handlers.inpaint_tab(model, picture, None, "centre", 1, "red", "ddim", 4, 1.5, 0)
     assert row.size[1] >= 32 and row.mode == "RGB"  # the picture, the mask, one inpainting: pixels, not latents
     assert handlers.img2img_tab(model, picture, 0.5, 1, "red", "ddim", 4, 1.5, 0).mode == "RGB"
+
+
+@pytest.mark.parametrize("preset, given, shape, start, expected", [
+    ("auto", {}, (3, 64, 64), None, "taef2"),  # colour over 32 px, chosen for the data: latents
+    ("auto", {}, (3, 40, 48), None, "taef2"),
+    ("auto", {}, (3, 32, 32), None, ""),  # 32 px and under: pixels, as measured
+    ("auto", {}, (1, 64, 64), None, ""),  # grey: TAEF2 encodes colour
+    ("auto", {}, (3, 60, 60), None, ""),  # sides TAEF2 does not divide
+    ("auto", {"data.autoencoder": "none"}, (3, 64, 64), None, ""),  # asked for pixels
+    ("auto", {"data.autoencoder": ""}, (3, 64, 64), None, ""),
+    ("colour-64", {}, (3, 64, 64), None, ""),  # a preset is the recipe it names
+    ("auto", {}, (3, 64, 64), "start", ""),  # a fine-tune keeps its start's space
+])
+def test_colour_images_over_32_pixels_train_in_latents_by_default(preset, given, shape, start, expected):
+    from tinydiffusion.config import DataConfig, RunConfig
+    from tinydiffusion.run_configs import chosen_autoencoder
+
+    started = RunConfig() if start else None
+    assert chosen_autoencoder(preset, given, DataConfig(), started, shape) == expected
+    assert chosen_autoencoder(preset, given, DataConfig(hflip=True), started, shape) == ""  # flips stay in pixels
+
+
+def test_train_on_a_larger_colour_folder_diffuses_in_latents_unless_asked_for_pixels(tmp_path):
+    data = colour_folder(tmp_path / "colours", size=40, per_class=4)
+    flags = ["--max-steps", "1", "--batch-size", "4", "--train.threads", "1", "--no-progress"]
+    done = run_cli(["train", "--data", data, "--run-dir", tmp_path / "latent", *flags])
+    assert done.returncode == 0, done.stderr
+    assert "training in taef2's latent space" in done.stdout, done.stdout
+    config = json.loads((tmp_path / "latent" / "config.json").read_text())
+    assert config["data"]["autoencoder"] == "taef2" and config["net"]["in_channels"] == 32
+    pixels = run_cli(["train", "--data", data, "--run-dir", tmp_path / "pixels", "--autoencoder", "none", *flags])
+    assert pixels.returncode == 0, pixels.stderr
+    config = json.loads((tmp_path / "pixels" / "config.json").read_text())
+    assert config["data"]["autoencoder"] == "" and config["net"]["in_channels"] == 3

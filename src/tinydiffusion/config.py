@@ -208,7 +208,9 @@ class DataConfig:
     memory_limit_mb: float = option(0.0, "a larger prepared array is memory-mapped (0: half the machine's memory)")
     autoencoder: str = option("", "diffuse in this pretrained autoencoder's latent space (latent diffusion): "
                               f"{', '.join(AUTOENCODERS)}; the prepared images are encoded once and cached, and "
-                              "sampling decodes (colour images, sides a multiple of 8; empty: pixel space)")
+                              "sampling decodes (colour images, sides a multiple of 8). Default: taef2 for colour "
+                              "images over 32 px on a run chosen for the data (no --preset or --train.init), else "
+                              "pixel space; none: pixel space")
     # What the run was trained on, recorded by training:
     num_images: int = recorded(0, "the number of images")
     image_shape: tuple[int, ...] = recorded((), "C, H, W")

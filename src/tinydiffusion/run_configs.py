@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from .autoencoders import AUTOENCODERS
-from .config import DistillConfig, RunConfig, apply_overrides, config_value
+from .config import DataConfig, DistillConfig, RunConfig, apply_overrides, config_value
 from .distill_methods import DISTILL_METHODS
 from .errors import UserError
 from .presets import NAMED_NETWORKS, PRESETS, STUDENT_GUIDANCE_LR, STUDENT_TRAIN, auto_config, get_preset
@@ -19,6 +19,9 @@ from .presets import NAMED_NETWORKS, PRESETS, STUDENT_GUIDANCE_LR, STUDENT_TRAIN
 # What a new run is fitted to: (the images' shape C x H x W, the number of classes, the number of images)
 DataFacts = tuple[tuple[int, int, int], int, int]
 MIN_AUTO_STEPS = 2000  # a folder with no preset trains at least this long (5 epochs of a small folder is nothing)
+# Colour images larger than this train in a pretrained autoencoder's latents by default (docs/reports/latent-taef2.md:
+# at 64 and 128 px TAEF2's latents beat pixels at equal minutes; at 32 px only pixels were measured to work).
+LATENT_ABOVE, DEFAULT_AUTOENCODER = 32, "taef2"
 
 
 # --- a new run --------------------------------------------------------------------------------------------------
@@ -29,6 +32,18 @@ def preset_for_source(source: str) -> str:
     return name if name in PRESETS and PRESETS[name].data.source == name else "auto"
 
 
+def chosen_autoencoder(preset: str, given: dict, data: DataConfig, start: RunConfig | None,
+                       image_shape: tuple[int, ...]) -> str:
+    """The autoencoder a new run chosen for its data (no preset, no --train.init, no --autoencoder) diffuses in:
+    DEFAULT_AUTOENCODER for colour images larger than LATENT_ABOVE pixels whose sides it encodes, else none (pixel
+    space). `--autoencoder none` asks for pixel space explicitly."""
+    c, h, w = image_shape
+    scale = AUTOENCODERS[DEFAULT_AUTOENCODER].downscale
+    if preset != "auto" or start is not None or "data.autoencoder" in given or data.hflip:
+        return ""
+    return DEFAULT_AUTOENCODER if c == 3 and min(h, w) > LATENT_ABOVE and h % scale == w % scale == 0 else ""
+
+
 def new_run(preset: str, net: str | None, given: dict, data: DataFacts | None = None,
             name: str | None = None, start: RunConfig | None = None) -> RunConfig:
     """A new run's config, validated: the preset (or "auto": one chosen for the images' size, named `name`), `--net`
@@ -36,6 +51,8 @@ def new_run(preset: str, net: str | None, given: dict, data: DataFacts | None = 
     before the data is read, so that every flag is checked before any work. `start`: the config of the run it
     starts from (train.init), whose network and process it takes unless --net names another."""
     auto = preset == "auto"
+    if given.get("data.autoencoder") == "none":
+        given = {**given, "data.autoencoder": ""}
     reference = PRESETS["fashion-mnist"].net
     channels, size = data[0][:2] if data else (reference.in_channels, reference.image_size)
     config = auto_config(size, channels, latent=bool(data and given.get("data.autoencoder"))) if auto \

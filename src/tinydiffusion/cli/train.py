@@ -12,7 +12,7 @@ from ..config import DataConfig, RunConfig, config_fields
 from ..data import canonical_source
 from ..errors import UserError
 from ..presets import NAMED_NETWORKS, PRESETS, get_preset
-from ..run_configs import new_run, preset_for_source, resumed_run
+from ..run_configs import chosen_autoencoder, new_run, preset_for_source, resumed_run
 from .common import field_help, metavar, overrides
 
 SHORTCUTS = {  # flag -> config field; the spellings scripts and docs rely on
@@ -57,7 +57,7 @@ def add(sub) -> None:
 
 def run(args) -> int:
     from ..checkpoint import check_new_run_dir, load_config, resolve_checkpoint
-    from ..data.latents import load_training_data
+    from ..data.latents import encode_dataset, load_training_data
 
     given = overrides(args)
     checkpoint = None
@@ -81,6 +81,14 @@ def run(args) -> int:
         check_new_run_dir(run_dir, f"--resume {run_dir}")
         before_data = new_run(preset, args.net, given, start=start)  # every flag checked before any work
         dataset = load_training_data(before_data.data, progress=not args.no_progress)
+        autoencoder = chosen_autoencoder(preset, given, before_data.data, start, dataset.images.shape[1:])
+        if autoencoder:
+            c, h, w = dataset.images.shape[1:]
+            print(f"training in {autoencoder}'s latent space, as colour images of {w}x{h} do by default "
+                  "(--autoencoder none trains on the pixels)")
+            given["data.autoencoder"] = autoencoder
+            dataset = encode_dataset(dataset, new_run(preset, args.net, given, start=start).data,
+                                     progress=not args.no_progress)
         classes = len(dataset.class_names) if dataset.labels is not None else 0
         config = new_run(preset, args.net, given, (tuple(dataset.images.shape[1:]), classes, len(dataset)),
                          name=run_dir.name, start=start)

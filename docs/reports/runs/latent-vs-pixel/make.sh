@@ -12,7 +12,7 @@ LATENT="--autoencoder taef2 --net.stem_patch 1 --net.base_channels 64 --net.chan
 pair() {  # SIZE MINUTES DATA [--train-only]
   python benchmarks/time_to_quality.py --preset auto --data $3 $4 \
     --common "--data.image_size $1 --train.minutes $2" --every 100000 --guidance 1.5 --num 1000 --target 20 \
-    --out-dir runs/lvp/px$1-${2}min --markdown runs/lvp/px$1-${2}min.md --run "pixel:" --run "latent: $LATENT"
+    --out-dir runs/lvp/px$1-${2}min --markdown runs/lvp/px$1-${2}min.md --run "pixel: --autoencoder none" --run "latent: $LATENT"
 }
 # Trained in this order; the 30-minute pairs and the 5-minute pair at 128 px are not run yet.
 for M in 15 5; do pair 64 $M ../shared/data/emoji/train --train-only; done
