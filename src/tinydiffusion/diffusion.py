@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
 from .config import DiffusionConfig
 from .loss_weighting import LOSS_WEIGHTINGS
@@ -78,14 +77,13 @@ class GaussianDiffusion:
         on_step = w == 0
         return {name: torch.where(on_step, table[name][low], value) for name, value in between.items()}
 
-    def _shaped(self, t: torch.Tensor, x: torch.Tensor, *names: str) -> list[torch.Tensor]:
+    def _shaped(self, t: torch.Tensor, x: torch.Tensor, *names: str) -> tuple[torch.Tensor, ...]:
         """Schedule values at times t [B], in float32, shaped to broadcast against x: one lookup for all."""
         values = self._values(t, x.device)
-        return [values[name].float().view(-1, *([1] * (x.dim() - 1))) for name in names]
+        return tuple(values[name].float().view(-1, *([1] * (x.dim() - 1))) for name in names)
 
     def alpha_sigma(self, t: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        alpha, sigma = self._shaped(t, x, "alpha", "sigma")
-        return alpha, sigma
+        return self._shaped(t, x, "alpha", "sigma")
 
     def alpha_sigma_at(self, t: float) -> tuple[float, float]:
         """alpha(t), sigma(t) as Python floats (t = 0: the clean image, 1 and 0)."""
@@ -143,26 +141,14 @@ class GaussianDiffusion:
     def loss_weight(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Per-sample loss weight, as diffusion.loss_weighting says (loss_weighting.py: none, or Min-SNR-gamma)."""
         (snr,) = self._shaped(t, x, "snr")
-        return self._weight(snr)
-
-    def _weight(self, snr: torch.Tensor) -> torch.Tensor:
         return LOSS_WEIGHTINGS[self.config.loss_weighting].run(snr, self)
 
-    def training_loss(
-        self,
-        net: Network | nn.Module,
-        x0: torch.Tensor,
-        t: torch.Tensor,
-        noise: torch.Tensor,
-        y: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Mean weighted squared error of the network's prediction (Ho et al. 2020, eq. 14).
-
-        t and noise are passed in (not drawn here) so callers control the randomness: that keeps a
-        run reproducible and lets several processes share one global batch's draws.
-        """
+    def training_loss(self, net: Network, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                      y: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean weighted squared error of the network's prediction (Ho et al. 2020, eq. 14). t and noise are passed
+        in, not drawn here, so a run is reproducible and several processes share one global batch's draws."""
         alpha, sigma, snr = self._shaped(t, x0, "alpha", "sigma", "snr")  # one schedule lookup per step
         x_t = alpha * x0 + sigma * noise  # q_sample
         prediction = net(x_t, self.network_time(t), y)
         error = (prediction.float() - self.objective.target(x0, noise, alpha, sigma)) ** 2
-        return (self._weight(snr) * error).mean()
+        return (LOSS_WEIGHTINGS[self.config.loss_weighting].run(snr, self) * error).mean()

@@ -29,10 +29,8 @@ def linear_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.0
 
 
 def cosine_betas(timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
-    """Nichol & Dhariwal 2021, eq. 17: alpha-bar(t) = cos^2(((t/T + s) / (1 + s)) * pi/2).
-
-    beta_t = 1 - alpha-bar(t) / alpha-bar(t - 1), clipped at 0.999 to avoid a singularity at t = T.
-    """
+    """Nichol & Dhariwal 2021, eq. 17: alpha-bar(t) = cos^2(((t/T + s) / (1 + s)) * pi/2), and beta_t =
+    1 - alpha-bar(t) / alpha-bar(t - 1) clipped at 0.999 to avoid a singularity at t = T."""
     import torch
 
     steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
@@ -53,10 +51,8 @@ def rectified_flow_betas(timesteps: int) -> torch.Tensor:
 
 
 def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
-    """Lin et al. 2023, algorithm 1: shift and scale sqrt(alpha-bar) so the last step has SNR 0.
-
-    Then x_T is pure noise, as sampling assumes. Needs the v objective (eps is undefined at SNR 0).
-    """
+    """Lin et al. 2023, algorithm 1: shift and scale sqrt(alpha-bar) so the last step has SNR 0 and x_T is pure
+    noise, as sampling assumes. Needs an objective defined at SNR 0 (v, x0, flow; not eps)."""
     import torch
 
     sqrt_ab = torch.cumprod(1 - betas, dim=0).sqrt()
@@ -118,8 +114,7 @@ TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")  # timestep_spacing's ch
 
 
 def timestep_spacing(num_train_steps: int, num_steps: int, spacing: str = "trailing") -> list[int]:
-    """The descending subset of training timesteps a sampler visits (Lin et al. 2023, table 2).
-
+    """The descending subset of training timesteps a sampler visits (Lin et al. 2023, table 2):
     "leading" (DDIM's original): 0, k, 2k, ... so the first step starts below T - 1;
     "trailing": counted back from T - 1, so sampling starts from the noisiest step;
     "linspace": evenly spaced from T - 1 down to 0, rounded.

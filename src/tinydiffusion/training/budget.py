@@ -1,23 +1,15 @@
 """A run fitted to a time budget: its clock, its plan, and the plan kept to the budget as the pace changes.
 
-The clock counts the training loop of each invocation of the run, from its first step to its final checkpoint
-and report, up to the checkpoint a resume continues from: a resumed run has what is left of its budget. Loading
-the data before the loop, the time between an interruption and the resume, and steps after the last checkpoint
-(they are taken again) are not counted.
+The clock counts each invocation's training loop, from its first step to its final checkpoint and report, up to
+the checkpoint a resume continues from: a resumed run has what is left of its budget. Loading the data, the time
+between an interruption and the resume, and steps after the last checkpoint (taken again) are not counted.
 
-A run that is merely stopped when its time is up never decays its learning rate, and its EMA never ends where
-the run does. Instead the run times its steps and plans its whole length from that speed. Each decision is
-recorded in the run's config (train.planned_*), which every checkpoint carries, so a resume continues the plan its
-checkpoint was saved under, bit for bit; one from before the plan plans once, for the budget that is left.
-
-- The warm-up is fitted inside the plan: once the speed is first measured, a warm-up longer than a quarter of the
-  steps that fit is cut to that quarter (train.planned_warmup).
-- The plan: at train.decay_from of the budget, the steps that fit what is left after the end's own checkpoint and
-  report (train.planned_steps; the learning rate decays from train.planned_at).
-- The pace: when the recent steps say the run would end more than 2% past its budget (or 5% short of it), and by
-  half a second at least, the plan is made again for what is left, and the decay keeps its place, so the learning
-  rate goes on smoothly.
-- A run that spends its budget anyway (train.max_steps with a budget; a step that hung) ends there.
+A run merely stopped when its time is up never decays its learning rate, and its EMA never ends where the run does.
+Instead the run times its steps and plans its length from that speed: the warm-up cut to fit (train.planned_warmup),
+then at train.decay_from of the budget the steps that fit (train.planned_steps, decaying from train.planned_at),
+re-planned for what is left when the pace drifts. Each decision is recorded in the run's config, which every
+checkpoint carries, so a resume continues its checkpoint's plan bit for bit (one from before the plan plans once, for
+what is left). A run that spends its budget anyway (train.max_steps with a budget; a step that hung) ends there.
 
 The speed is a median of the steps' durations, not their mean: another program busy for part of the window (a
 browser, a test run) slows some steps, and a mean would plan the whole run from them.
@@ -33,12 +25,11 @@ from dataclasses import dataclass
 
 WARMUP_STEPS = 2  # each invocation's first steps run slow (allocations, kernel choice): never timed
 MIN_TIMED_STEPS = 5
-# The speed is timed from 5% of the budget to train.decay_from of it (0.5; 0.8 in the colour presets), with the
-# learning rate held at its peak; it then decays over the rest. A CPU's first seconds run slower than its steady
-# state, and a shared machine's speed drifts by 20% within minutes: a long window plans from the speed the run
-# will see. Holding the peak and decaying at the end is a warm-up-stable-decay schedule, reported to match a cosine
-# decay over the whole run at equal length (Hagele et al. 2024, "Scaling laws and compute-optimal training beyond
-# fixed training durations").
+# The speed is timed from 5% of the budget to train.decay_from of it, at the peak learning rate: a CPU's first
+# seconds run slow and a shared machine's speed drifts by 20% within minutes, so a long window plans from the speed
+# the run will see. Holding the peak and decaying at the end is a warm-up-stable-decay schedule, reported to match a
+# cosine decay over the whole run at equal length (Hagele et al. 2024, "Scaling laws and compute-optimal training
+# beyond fixed training durations").
 TIMED_FROM = 0.05
 MARGIN = 0.98  # plan to end a little before the budget
 WARMUP_SHARE = 0.25  # the longest warm-up a plan leaves in place, as a share of its steps
@@ -62,11 +53,6 @@ def last_step(train_config, steps_per_epoch: int) -> int | None:
     return None if budget_seconds(t) > 0 else t.epochs * steps_per_epoch
 
 
-def warmup_of(train_config) -> int:
-    """The warm-up the learning rate takes: train.warmup_steps, or a budget's shorter one (train.planned_warmup)."""
-    return train_config.planned_warmup or train_config.warmup_steps
-
-
 @dataclass(frozen=True)
 class Plan:
     """A budget's decisions, as train.planned_warmup, planned_steps and planned_at record them (0: not yet)."""
@@ -76,8 +62,7 @@ class Plan:
 
     @classmethod
     def of(cls, train_config) -> Plan:
-        t = train_config
-        return cls(t.planned_warmup, t.planned_steps, t.planned_at)
+        return cls(train_config.planned_warmup, train_config.planned_steps, train_config.planned_at)
 
     def recorded_in(self, train_config):
         return dataclasses.replace(train_config, planned_warmup=self.warmup, planned_steps=self.steps,

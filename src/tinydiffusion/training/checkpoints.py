@@ -30,10 +30,10 @@ class Checkpoints:
     spent: float = 0.0  # the time budget's seconds spent up to the checkpoint restored (budget.py)
     plan: Plan = Plan()  # the budget's plan that checkpoint was saved under
 
-    def restore(self, checkpoint: Path | None) -> int:
-        """Load the checkpoint a resume continues from (default: the latest) into the run and return its step; 0
-        when the run has none yet (it stopped before its first), which then starts afresh. The run's config takes
-        the time budget's plan the checkpoint was saved under (none, for one from before the plan)."""
+    def restore(self, checkpoint: Path | None) -> None:
+        """Load the checkpoint a resume continues from (default: the latest) into the run; a run with none yet (it
+        stopped before its first) starts afresh. The run's config takes the time budget's plan the checkpoint was
+        saved under (none, for one from before the plan)."""
         run, run_dir = self.run, self.run.run_dir
         if checkpoint is not None and Path(checkpoint).parent.resolve() != (run_dir / ckpt.CHECKPOINTS).resolve():
             raise UserError(f"{checkpoint} is not a checkpoint of the run {run_dir}.")
@@ -41,7 +41,7 @@ class Checkpoints:
         if found is None:
             if not (run_dir / "config.json").is_file():
                 raise UserError(f"{run_dir} is not a run directory (it has no config.json).")
-            return 0
+            return
         state = ckpt.load_training_state(found)  # its step is checked there
         ckpt.load_into(run.net, ckpt.load_weights(found / ckpt.MODEL_FILE), found / ckpt.MODEL_FILE)
         ckpt.load_into(run.ema.net, ckpt.load_weights(found / ckpt.EMA_FILE), found / ckpt.EMA_FILE)
@@ -65,7 +65,6 @@ class Checkpoints:
         plan = Plan.of(ckpt.load_config(found / ckpt.CONFIG_FILE).train)
         run.config = dataclasses.replace(run.config, train=plan.recorded_in(run.config.train))
         run.step = step
-        return step
 
     def _match_optimizer_to_options(self) -> None:
         """A loaded optimizer state carries the saving run's implementation flags and LR type; this run's
@@ -76,11 +75,10 @@ class Checkpoints:
             lr = float(group["lr"])
             group["lr"] = torch.tensor(lr, device=run.device) if graph else lr
             group.update(fused=fused, capturable=graph, foreach=None if fused else group.get("foreach"))
+        step_device = run.device if fused or graph else "cpu"
         for param_state in run.optimizer.state.values():
             if "step" in param_state:
-                on_device = fused or graph
-                param_state["step"] = param_state["step"].to(dtype=torch.float32,
-                                                              device=run.device if on_device else "cpu")
+                param_state["step"] = param_state["step"].to(dtype=torch.float32, device=step_device)
 
     def save(self, spent: float = 0.0) -> Path | None:
         """Write the checkpoint of the run's step (rank 0; every process waits for it) and return its directory;

@@ -1,5 +1,5 @@
-"""Opt-in (train.cuda_graph on): the whole training step replayed as one CUDA graph. Not yet measured on a GPU,
-so nothing turns it on by default; tests/test_training_options.py holds it to the eager step's results."""
+"""Opt-in (train.cuda_graph on): the whole training step replayed as one CUDA graph; tests/test_training_options.py
+holds it to the eager step's results."""
 
 from __future__ import annotations
 
@@ -7,15 +7,11 @@ import torch
 
 
 class GraphedStep:
-    """A whole training step (forward, backward, clipping, AdamW, EMA) recorded once as a CUDA graph and
-    replayed for every later step: "whole-network capture" in PyTorch's CUDA graphs notes.
-
-    The preset's step is hundreds of small kernels; on a GPU their launches, not their arithmetic,
-    set its speed (docs/gpu-h200), and a replay launches them all at once. Batches are drawn eagerly
-    and copied into the graph's fixed input tensors; the LR and EMA weight are device tensors the
-    Trainer refills before each step. Capture records without running, so replay follows at once.
-    Called like the step it wraps: step(x0, y, noise, *drawn) -> the loss (0-dim, on the device).
-    """
+    """A whole training step (forward, backward, clipping, AdamW, EMA) recorded once as a CUDA graph and replayed
+    for every later step ("whole-network capture" in PyTorch's CUDA graphs notes): a small network's step is hundreds
+    of small kernels whose launches, not their arithmetic, set its speed on a GPU. Batches are drawn eagerly and
+    copied into the graph's fixed inputs; the LR and EMA weight are device tensors the Trainer refills before each
+    step. Called like the step it wraps: step(x0, y, noise, *drawn) -> the loss (0-dim, on the device)."""
 
     WARMUP_STEPS = 3  # eager steps on a side stream first, as capture requires
 
@@ -36,7 +32,7 @@ class GraphedStep:
             self.warm_steps += 1
             return loss
         if self.graph is None:
-            self._capture(batch)
+            self._capture(batch)  # capture records without running: the replay below runs this step
         for static, value in zip(self.inputs, batch, strict=True):
             if static is not None:
                 static.copy_(value)

@@ -6,14 +6,13 @@ teacher's deterministic sampler runs on its own levels from L_i to a target leve
 
 - trajectory: L_i is one of the student's K levels and L_j the next. The student's one DDIM step from L_i must land
   where the teacher's steps land: progressive distillation's target (Salimans & Ho 2022, algorithm 2), taken in
-  one round against the teacher's whole solver instead of halving the steps round after round. For a DDIM step
-  from (alpha_i, sigma_i) to (alpha_j, sigma_j), the x0 that lands on the teacher's x_j is
+  one round against the teacher's whole solver. For a DDIM step from (alpha_i, sigma_i) to (alpha_j, sigma_j), the
+  x0 that lands on the teacher's x_j is
 
       x0* = (x_j - (sigma_j / sigma_i) x_i) / (alpha_j - alpha_i sigma_j / sigma_i)     (Salimans & Ho, eq. 8)
 
-  and x0* = x_j on the last step, to the clean image. The x0 error is weighted by 1 + SNR, the "SNR+1"
-  weighting of Salimans & Ho (sec. 4), which is the v-objective's error. The student samples with DDIM at its K
-  levels, and only there.
+  and x0* = x_j on the last step, to the clean image. The x0 error is weighted by 1 + SNR, the "SNR+1" weighting
+  of Salimans & Ho (sec. 4). The student samples with DDIM at its K levels, and only there.
 - consistency: L_i is any of the teacher's levels and L_j the clean image, so x0* is the end of the teacher's
   path from x_i: the consistency function of Song et al. 2023, regressed onto the teacher's full solve instead of
   their one-step bootstrap, with the x0 error unweighted. It samples with multistep consistency sampling
@@ -21,11 +20,8 @@ teacher's deterministic sampler runs on its own levels from L_i to a target leve
 
 Guidance is folded in (Meng et al. 2023): the teacher runs with classifier-free guidance at a scale w drawn per
 image, and the student takes w as an input, so one evaluation per step honours any scale in the learned range.
-
-The teacher may itself be a trajectory student: it then walks its own K DDIM steps, one evaluation each with w as
-its input, and a student of fewer steps learns to shortcut them. Rounds of this (20-step solver -> 4 -> 2 -> 1) are
-progressive distillation proper (Salimans & Ho 2022, algorithm 2), each round's target a few cheap evaluations
-instead of the whole guided solve.
+The teacher may itself be a trajectory student, walking its own K DDIM steps: rounds of this (20-step solver -> 4
+-> 2 -> 1) are progressive distillation proper, each round's target a few cheap evaluations.
 """
 
 from __future__ import annotations

@@ -1,30 +1,25 @@
 """Distribution matching: a few-step student whose images, noised, score like the teacher's data (DMD, Yin et al.
 2024; DMD2, Yin et al. 2024b).
 
-The trajectory and consistency methods (distillation.py) regress the student onto the teacher's paths. This one
-matches distributions instead. The student's image x, noised to a random level, x_t = alpha x + sigma eps, is
-denoised twice: by the teacher with classifier-free guidance (the score of the data, guided) and by a critic, a
-copy of the network trained alongside on the student's own images (the score of what the student draws). The
-gradient of the reverse KL divergence between the two distributions, with respect to x, is their difference
-(DMD, eq. 7). In x0 terms:
+Where trajectory and consistency distillation (distillation.py) regress the student onto the teacher's paths, this
+matches distributions. The student's image x, noised to a random level, x_t = alpha x + sigma eps, is denoised
+twice: by the teacher with classifier-free guidance (the score of the data, guided) and by a critic, a copy of the
+network trained alongside on the student's own images (the score of what the student draws). The gradient of the
+reverse KL divergence between the two distributions, with respect to x, is their difference (DMD, eq. 7). In x0
+terms:
 
     grad = (x0_critic - x0_teacher) / mean|x - x0_teacher|     (DMD, eq. 8; the normaliser per image)
 
-and the student's loss is 0.5 ||x - stopgrad(x - grad)||^2, averaged over pixels, whose gradient with respect to x
-is that (over the pixel count). The critic's
-loss is the ordinary diffusion loss on the student's images (detached), so it tracks what the student draws.
+and the student's loss is 0.5 ||x - stopgrad(x - grad)||^2, averaged over pixels. The critic's loss is the ordinary
+diffusion loss on the student's (detached) images, so it tracks what the student draws.
 
-The critic is the network the student is, started from the teacher's weights, and takes the class and the guidance
-scale w, because what the student draws depends on both. It starts as the teacher's conditional model, not as a
-model of the student; its first `distill.critic_warmup` steps train it alone (the student's loss is a zero with no
-gradient, and the student is sampled without one, at under half a step's cost), so the student is not pushed by a
-critic that has not yet seen it.
+The critic starts from the teacher's weights and takes the class and the guidance scale w, on which what the student
+draws depends. Its first `distill.critic_warmup` steps train it alone (the student's loss is a zero with no gradient),
+so the student is not pushed by a critic that has not yet seen it.
 
-A K-step student's x is what it samples: its K DDIM steps from pure noise, with gradient through all of them, so
-the distribution matched is the one `sample` draws. (DMD2, sec. 4.5, matches the x0 predicted at each step
-instead, one evaluation with gradient whatever K is; a critic blind to the step then sees a mixture of the steps'
-outputs and matches only the mixture: tried on an affine 2-step student of a Gaussian, the mixture matched the
-data and the final samples did not.)
+A K-step student's x is what it samples: its K DDIM steps from pure noise, with gradient through all of them, so the
+distribution matched is the one `sample` draws. (DMD2, sec. 4.5, matches the x0 predicted at each step instead; a
+critic blind to the step then matches only the mixture of the steps' outputs, not the final samples.)
 
 There is no regression term: a student started from scratch would need one (DMD) or long training (DMD2). Start
 it from a trajectory student of the same steps instead (`distill.init`), which this method then fine-tunes.

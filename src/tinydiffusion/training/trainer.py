@@ -1,14 +1,6 @@
 """The Trainer: one flat loop over steps, read top to bottom in sections as EDM2's training loop is. The run's
-state is one object (state.py), which the Trainer hands by name to its parts, beside it, so that one step reads
-from the loop through two more files:
-
-    batches.py      the step's batch: the epoch's order, labels with dropout, flips, the noise, the task's draws
-    step.py         the step itself: the loss, backward, clipping, AdamW, the EMA
-    checkpoints.py  the run saved and restored; the run directory's files on a start or a resume
-    reports.py      what each report does after its checkpoint (a sample grid, an FD): callables a caller may pass
-    budget.py       a run fitted to a time budget
-
-One process or many (torchrun) run the same code and take the same steps (batches.py says how).
+state is one object (state.py), which the Trainer hands by name to its parts beside it (the package's docstring
+lists them), so that one step reads from the loop through two more files: batches.py and step.py.
 """
 
 from __future__ import annotations
@@ -36,7 +28,7 @@ from ..nets import count_parameters
 from ..pipeline import Model
 from ..tensorboard_log import TensorBoardLog
 from .batches import Batch, Batches, check_data_fits, record_data, steps_per_epoch
-from .budget import Plan, TimeBudget, budget_seconds, ending, last_step, plan_news, warmup_of
+from .budget import Plan, TimeBudget, budget_seconds, ending, last_step, plan_news
 from .checkpoints import Checkpoints
 from .distributed import agree, leave_distributed, setup_distributed
 from .options import resolve_options
@@ -49,8 +41,9 @@ from .step import bind_step
 def learning_rate(config, step: int, total_steps: int | None) -> float:
     """Linear warm-up, then constant or a cosine decay to lr * min_lr_ratio. A run planned from a time budget holds
     the peak until its plan (total_steps None meanwhile), and decays from there (train.planned_at); its warm-up may
-    be one the budget shortened (budget.py)."""
-    train_cfg, warmup = config.train, warmup_of(config.train)
+    be one the budget shortened (train.planned_warmup)."""
+    train_cfg = config.train
+    warmup = train_cfg.planned_warmup or train_cfg.warmup_steps
     if step < warmup:
         return train_cfg.lr * (step + 1) / warmup
     if train_cfg.lr_schedule == "constant" or total_steps is None:
@@ -80,12 +73,10 @@ class Trainer:
                  on_batch: Callable[[int, Batch], Batch] | None = None,
                  on_log: Callable[[dict], None] | None = None):
         """`resume` continues the run in `run_dir` from `checkpoint`, one of its own checkpoint directories
-        (default: its latest), or from step 0 if it has none yet. `net` replaces the network the config
-        describes (benchmarks train other architectures).
-
-        A caller's own work: `reports`, what each report does after its checkpoint (None: the config's sample grid
-        and FD, reports.py); `on_batch(step, batch)`, the batch a step trains on, given the one drawn (a
-        benchmark poisons one); `on_log(record)`, called with each record written to metrics.jsonl."""
+        (default: its latest), or from step 0 if it has none yet. `net` replaces the network the config describes.
+        A caller's own work: `reports`, what each report does after its checkpoint (None: the config's, reports.py);
+        `on_batch(step, batch)`, the batch a step trains on, given the one drawn (a benchmark poisons one);
+        `on_log(record)`, called with each record written to metrics.jsonl."""
         config.validate()
         run_dir, self.resume, self.on_batch, self.on_log = Path(run_dir), resume, on_batch, on_log
         train_cfg = config.train
