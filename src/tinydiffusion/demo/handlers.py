@@ -7,10 +7,10 @@ to its components, and the tests call them directly.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ EVERY_CLASS = "every class in turn"
 NOT_AN_IMAGE = "the upload is not an image this page can read; choose a PNG, JPEG, WebP, GIF, BMP or TIFF file."
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Sampling:
     """Checked sampling settings, as generate() and the editing functions take them."""
     classes: list[int] | None
@@ -55,39 +55,21 @@ class Sampling:
 
 # --- checking what a visitor sends -------------------------------------------------------------------------
 
-def whole_number(value, what: str, low: int, high: int) -> int:
-    """A form's number (a float, an int or text) -> int in [low, high], else one sentence."""
+def number(value, what: str, low: float, high: float, whole: bool = True):
+    """A form's number (a float, an int or text) -> a number in [low, high] (an int if `whole`), else one sentence."""
+    wanted = f"a whole number from {low:,} to {high:,}" if whole else f"a number from {low:g} to {high:g}"
     try:
-        number = float(value)
+        found = float(value)
     except (TypeError, ValueError):
-        raise UserError(f"the {what} must be a whole number from {low:,} to {high:,}, not {value!r}.") from None
-    if not (math.isfinite(number) and number == int(number) and low <= number <= high):
-        raise UserError(f"the {what} must be a whole number from {low:,} to {high:,}, not {value}.")
-    return int(number)
-
-
-def real_number(value, what: str, low: float, high: float) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"the {what} must be a number from {low:g} to {high:g}, not {value!r}.") from None
-    if not (math.isfinite(number) and low <= number <= high):
-        raise UserError(f"the {what} must be a number from {low:g} to {high:g}, not {value}.")
-    return number
+        raise UserError(f"the {what} must be {wanted}, not {value!r}.") from None
+    if not (math.isfinite(found) and (not whole or found == int(found)) and low <= found <= high):
+        raise UserError(f"the {what} must be {wanted}, not {value}.")
+    return int(found) if whole else found
 
 
 def class_choices(model: Model) -> list[str]:
     """What the page's class menu offers: every class in turn, then each class by name."""
     return [EVERY_CLASS, *model.class_names] if model.num_classes else [EVERY_CLASS]
-
-
-def one_class(model: Model, name: str | None) -> int | None:
-    """A class by name (or index) -> its index; None for an unconditional model or 'every class in turn'."""
-    if name in (None, "", EVERY_CLASS):
-        return None
-    if not model.num_classes:
-        raise UserError("this model is unconditional (it was trained without classes), so no class can be chosen.")
-    return model.class_index(str(name))
 
 
 def sampler_choices(model: Model) -> list[str]:
@@ -119,16 +101,17 @@ def sampling(model: Model, class_name: str | None, sampler: str, steps, guidance
     if sampler not in sampler_choices(model):
         raise UserError(f"unknown sampler {sampler!r}; choose one of {', '.join(sampler_choices(model))}.")
     top = min(MAX_REQUEST_SAMPLING_STEPS, model.diffusion.num_timesteps)
-    steps = whole_number(steps, "number of steps", 1, top)
-    guidance = real_number(guidance, "guidance scale", 0, MAX_REQUEST_GUIDANCE) if model.num_classes else 1.0
-    seed = whole_number(seed, "seed", 0, MAX_SEED)
-    index = one_class(model, class_name)
+    steps = number(steps, "number of steps", 1, top)
+    guidance = number(guidance, "guidance scale", 0, MAX_REQUEST_GUIDANCE, whole=False) if model.num_classes else 1.0
+    seed = number(seed, "seed", 0, MAX_SEED)
+    if class_name in (None, "", EVERY_CLASS):
+        classes = None
+    elif not model.num_classes:
+        raise UserError("this model is unconditional (it was trained without classes), so no class can be chosen.")
+    else:
+        classes = [model.class_index(str(class_name))]  # by name or index
     sampler, steps, guidance = sampling_settings(model, sampler, steps, guidance)
-    return Sampling(None if index is None else [index], sampler, steps, guidance, seed)
-
-
-def image_count(value) -> int:
-    return whole_number(value, "number of images", 1, MAX_IMAGES)
+    return Sampling(classes, sampler, steps, guidance, seed)
 
 
 # --- uploads -----------------------------------------------------------------------------------------------
@@ -173,11 +156,6 @@ def as_image(image, max_pixels: int = MAX_PIXELS) -> Image.Image:
     return image
 
 
-def model_image(model: Model, image, max_pixels: int = MAX_PIXELS) -> torch.Tensor:
-    """An uploaded or chosen image -> uint8 [C, H, W] in the model's shape (editing.fit_image)."""
-    return editing.fit_image(model, as_image(image, max_pixels))
-
-
 def drawn_mask(layers) -> np.ndarray | None:
     """The image editor's drawing layers (RGBA arrays) -> bool [H, W], True where anything was drawn."""
     arrays = [np.asarray(layer) for layer in layers or [] if layer is not None]
@@ -215,7 +193,8 @@ def grid(images: torch.Tensor, nrow: int | None = None) -> Image.Image:
 
 def generate_grid(model: Model, num, class_name, sampler, steps, guidance, seed) -> tuple[Image.Image, str]:
     """Generate: a square grid of `num` images, and a line saying what it took."""
-    num, settings = image_count(num), sampling(model, class_name, sampler, steps, guidance, seed)
+    num = number(num, "number of images", 1, MAX_IMAGES)
+    settings = sampling(model, class_name, sampler, steps, guidance, seed)
     started = time.perf_counter()
     with torch.no_grad():
         images, _ = generate(model, num, seed=settings.seed, **settings.options())
@@ -228,8 +207,8 @@ def reverse_process(model: Model, num, class_name, sampler, steps, guidance, see
     """The reverse process frame by frame, uint8 [steps, 2, num, C, H, W]: after each sampler step, x_t and the
     model's current prediction of the clean image (a latent model's decoded to pixels). Kept at the model's size (a
     page holds one per visitor)."""
-    num, settings = whole_number(num, "number of images", 1, 16), sampling(model, class_name, sampler, steps,
-                                                                           guidance, seed)
+    num = number(num, "number of images", 1, 16)
+    settings = sampling(model, class_name, sampler, steps, guidance, seed)
     frames: list[torch.Tensor] = []
 
     def record(i, t, x_t, x0_pred):
@@ -244,16 +223,14 @@ def frame_at(frames: torch.Tensor | None, index) -> Image.Image | None:
     """Frame `index` (1-based, as the page's slider counts steps) of reverse_process(): x_t over predicted x_0."""
     if frames is None or len(frames) == 0:
         return None
-    frame = frames[whole_number(index, "frame", 1, len(frames)) - 1]
+    frame = frames[number(index, "frame", 1, len(frames)) - 1]
     return grid(frame.flatten(0, 1), nrow=frame.shape[1])
 
 
 def test_images(model: Model, data_dir: str | None = None) -> tuple[torch.Tensor, list[str], str]:
     """Images for the forward-process slider and the editing tabs, with a name each and a line saying where they
-    come from: one test image per class from the model's data when it is on this machine (only those images are
-    read; nothing is downloaded or prepared), else one per class drawn by the model itself."""
-    import dataclasses
-
+    come from: one test image per class from the model's data when it is on this machine (examples.py), else one
+    per class drawn by the model itself."""
     from .examples import examples
 
     data_config = dataclasses.replace(model.config.data, **({"data_dir": data_dir} if data_dir else {}))
@@ -264,12 +241,12 @@ def test_images(model: Model, data_dir: str | None = None) -> tuple[torch.Tensor
         names = [f"{name} (test image {i})" if name is not None else f"test image {i}"
                  for i, name in enumerate(classes)]
         return images, names, f"{count(len(images), 'image')} of the model's data ({model.config.data.source})"
-    number = model.num_classes or 8
+    drawn = model.num_classes or 8
     with torch.no_grad():
-        images, labels = generate(model, number, seed=0)
+        images, labels = generate(model, drawn, seed=0)
     names = [f"{model.class_names[c]} (drawn)" for c in labels.tolist()] if labels is not None else \
-        [f"drawn image {i}" for i in range(number)]
-    return images, names, (f"{count(number, 'image')} drawn by the model itself (seed 0), since its data "
+        [f"drawn image {i}" for i in range(drawn)]
+    return images, names, (f"{count(drawn, 'image')} drawn by the model itself (seed 0), since its data "
                            f"({model.config.data.source}) is not on this machine")
 
 
@@ -277,7 +254,7 @@ def forward_process(model: Model, images: torch.Tensor, step, seed: int = 0) -> 
     """The forward process at one step: each image noised with q(x_t | x_0) at step `step` (0 = the clean image,
     T = the last step), always with the same noise, so moving the slider shows the noise growing."""
     T = model.diffusion.num_timesteps
-    step = whole_number(step, "step", 0, T)
+    step = number(step, "step", 0, T)
     x0 = to_model_space(images)
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
     if step == 0:
@@ -296,12 +273,12 @@ def inpaint_tab(model: Model, image, mask, mask_name: str, num, class_name, samp
     """Inpaint: regenerate the masked part of an image (a drawn mask, or a built-in one), keeping the rest. The
     result is one row: the image as the model sees it, the mask (grey), then `num` inpaintings."""
     image = as_image(image, max_pixels)
-    num, settings = whole_number(num, "number of images", 1, 16), sampling(model, class_name, sampler, steps,
-                                                                           guidance, seed)
+    num = number(num, "number of images", 1, 16)
+    settings = sampling(model, class_name, sampler, steps, guidance, seed)
     mask_name = MASK_ALIASES.get(mask_name, mask_name)
     if mask_name not in ("drawn", *editing.MASKS):
         raise UserError(f"unknown mask {mask_name!r}; choose drawn or one of {', '.join(editing.MASKS)}.")
-    pixels = model_image(model, image, max_pixels)
+    pixels = editing.fit_image(model, image)  # uint8 [C, H, W] in the model's shape
     if mask_name == "drawn":
         if mask is None:
             raise UserError("no mask was drawn; draw over the part of the image to regenerate, or pick a built-in "
@@ -320,10 +297,10 @@ def img2img_tab(model: Model, image, strength, num, class_name, sampler, steps, 
     """Image to image: noise the image to `strength` of the way (0 keeps it, 1 is pure noise) and sample back.
     One row: the image as the model sees it, then `num` results."""
     image = as_image(image, max_pixels)
-    strength = real_number(strength, "strength", 0, 1)
-    num, settings = whole_number(num, "number of images", 1, 16), sampling(model, class_name, sampler, steps,
-                                                                           guidance, seed)
-    pixels = model_image(model, image, max_pixels)
+    strength = number(strength, "strength", 0, 1, whole=False)
+    num = number(num, "number of images", 1, 16)
+    settings = sampling(model, class_name, sampler, steps, guidance, seed)
+    pixels = editing.fit_image(model, image)  # uint8 [C, H, W] in the model's shape
     with torch.no_grad():
         results = editing.img2img(model, pixels, strength, num, seed=settings.seed, **settings.edit_options())
     return grid(torch.cat([pixels[None], results]), nrow=num + 1)
@@ -333,12 +310,10 @@ def interpolate_tab(model: Model, class_a, class_b, seed_a, seed_b, frames, samp
                     ) -> tuple[Image.Image, torch.Tensor]:
     """Interpolation between two samples (two seeds, and two classes for a class-conditional model): the strip of
     all frames, and the frames themselves (uint8 [frames, C, H, W]) for the page's slider (frame_along)."""
-    frames = whole_number(frames, "number of frames", 2, MAX_FRAMES)
+    frames = number(frames, "number of frames", 2, MAX_FRAMES)
     settings = sampling(model, None, sampler, steps, guidance, 0)
-    seeds = (whole_number(seed_a, "first seed", 0, MAX_SEED), whole_number(seed_b, "second seed", 0, MAX_SEED))
-    classes = None
-    if model.num_classes:
-        classes = tuple(model.class_index(str(name)) for name in (class_a, class_b))
+    seeds = (number(seed_a, "first seed", 0, MAX_SEED), number(seed_b, "second seed", 0, MAX_SEED))
+    classes = tuple(model.class_index(str(name)) for name in (class_a, class_b)) if model.num_classes else None
     with torch.no_grad():
         images = editing.interpolate(model, frames, seeds=seeds, classes=classes, sampler=settings.sampler,
                                      steps=settings.steps, guidance=settings.guidance)
@@ -349,5 +324,5 @@ def frame_along(frames: torch.Tensor | None, position) -> Image.Image | None:
     """The interpolation frame nearest `position` along the path, from 0 (the first) to 1 (the last)."""
     if frames is None or len(frames) == 0:
         return None
-    position = real_number(position, "position", 0, 1)
+    position = number(position, "position", 0, 1, whole=False)
     return grid(frames[round(position * (len(frames) - 1))][None])

@@ -1,26 +1,5 @@
 """`tinydiffusion export --format diffusers`: a model as a folder that diffusers' DiffusionPipeline loads.
-
-    FOLDER/
-      model_index.json                  the pipeline (pipeline.py's TinyDiffusionPipeline), its two components, and
-                                        its settings: objective, class names, default steps and guidance
-      pipeline.py                       the pipeline: labels, guidance, the sampling loop (export/diffusers_pipeline.py)
-                                        and, for flow or EDM, the objective's class that gives its x0 (objectives/)
-      scheduler/scheduler_config.json   a stock diffusers scheduler on the model's own betas (trained_betas)
-      denoiser/config.json              the network's settings, as diffusers' ModelMixin config
-      denoiser/diffusion_pytorch_model.safetensors   the (EMA) weights, under tinydiffusion's own names
-      denoiser/diffusion_pytorch_model.json          the run's tinydiffusion config, so tinydiffusion loads FOLDER
-      denoiser/tinydiffusion_KIND_HASH.py            the network, as a ModelMixin
-      tinydiffusion-export.json         the marker: each file above with its SHA-256 (export_formats.EXPORT_MARKER)
-
-The two .py files are the only code in the folder; diffusers runs them when it is asked to
-(`trust_remote_code=True`), and they import torch and diffusers only, never tinydiffusion.
-
-The scheduler is the sampler tinydiffusion uses by default: DPM-Solver++(2M) (DPMSolverMultistepScheduler, order 2,
-trailing spacing, a first-order last step to sigma 0), or, for a student distilled for DDIM, the same scheduler at
-order 1, which is DDIM with eta 0 on any number of steps. A model whose last step has SNR 0 gets DDIMScheduler
-(trailing), since DPM-Solver in diffusers cannot start where alpha = 0; diffusers' DDIM steps from t to t - T // steps,
-so its images are tinydiffusion's ddim where the steps divide T. A consistency student's sampler (fresh noise at
-every step) is in no stock scheduler, so it is refused.
+docs/reference/diffusers-folder.md lists its files and says which stock scheduler stands for which sampler.
 
 The network's code is generated from the package's own source files, not kept as a second copy: the network's
 module (nets/unet.py or nets/dit.py) and the sibling modules it imports (nets/layers.py), with their docstrings and
@@ -116,17 +95,13 @@ def check_representable(model: Model) -> tuple[str, int, float]:
     return sampler, steps, guidance
 
 
-def zero_terminal_snr(model: Model) -> bool:
-    return float(model.diffusion.alphas_cumprod[-1]) == 0.0
-
-
 def scheduler_config(model: Model, sampler: str) -> dict:
     """A stock diffusers scheduler on the model's betas that takes the steps tinydiffusion's sampler takes."""
     config = {"num_train_timesteps": model.diffusion.num_timesteps, "trained_betas": model.diffusion.betas.tolist(),
               "prediction_type": PREDICTION_TYPES.get(model.config.diffusion.objective, "sample"),
               "timestep_spacing": "trailing", "steps_offset": 0, "thresholding": False,
               "_diffusers_version": DIFFUSERS_VERSION}
-    if zero_terminal_snr(model):
+    if float(model.diffusion.alphas_cumprod[-1]) == 0.0:  # DPM-Solver in diffusers cannot start where alpha = 0
         return {"_class_name": "DDIMScheduler", **config, "clip_sample": False, "set_alpha_to_one": True,
                 "rescale_betas_zero_snr": False}
     return {"_class_name": "DPMSolverMultistepScheduler", **config, "algorithm_type": "dpmsolver++",
@@ -170,27 +145,6 @@ def stripped(path: Path) -> tuple[list[str], str]:
     return imports, body
 
 
-def network_parts(model: Model) -> tuple[str, str, str, str]:
-    """(the network's imports, its code, the file's header, the diffusers subclass) of the model's network."""
-    network_class = type(model.net)
-    files = source_files(network_class)
-    imports, bodies = [], []
-    for path in files:
-        found, body = stripped(path)
-        imports += [line for line in found if line not in imports]
-        bodies.append(f"# --- from tinydiffusion/nets/{path.name}\n\n{body}")
-    code = "\n\n\n".join(bodies)
-    net_config = model.config.net
-    fields = dataclasses.fields(net_config)
-    header = NETWORK_HEADER.format(name=network_class.__name__, kind=net_config.kind, version=__version__,
-                                   files=", ".join(f"nets/{p.name}" for p in files), imports="\n".join(imports))
-    parameters = ", ".join(f"{f.name}: {type(getattr(net_config, f.name)).__name__} = {f.default!r}" for f in fields)
-    arguments = ", ".join(f"{f.name}={f.name}" for f in fields)
-    wrapper = NETWORK_WRAPPER.format(wrapper=NETWORK_CLASS, network=network_class.__name__, parameters=parameters,
-                                     arguments=arguments)
-    return "\n".join(imports), code, header, wrapper
-
-
 def check_network_code(model: Model, code: str) -> None:
     """Run the generated network on the model's weights: it must compute what the model's network does."""
     name = type(model.net).__name__
@@ -220,11 +174,25 @@ def check_network_code(model: Model, code: str) -> None:
 
 def network_module(model: Model) -> tuple[str, str]:
     """(the module's name, its text): the network as a diffusers ModelMixin, checked against the model."""
-    imports, code, header, wrapper = network_parts(model)
-    check_network_code(model, imports + "\n\n\n" + code)
+    network_class, net_config = type(model.net), model.config.net
+    files = source_files(network_class)
+    imports, bodies = [], []
+    for path in files:
+        found, body = stripped(path)
+        imports += [line for line in found if line not in imports]
+        bodies.append(f"# --- from tinydiffusion/nets/{path.name}\n\n{body}")
+    code = "\n\n\n".join(bodies)
+    check_network_code(model, "\n".join(imports) + "\n\n\n" + code)
+    fields = dataclasses.fields(net_config)
+    header = NETWORK_HEADER.format(name=network_class.__name__, kind=net_config.kind, version=__version__,
+                                   files=", ".join(f"nets/{p.name}" for p in files), imports="\n".join(imports))
+    parameters = ", ".join(f"{f.name}: {type(getattr(net_config, f.name)).__name__} = {f.default!r}" for f in fields)
+    arguments = ", ".join(f"{f.name}={f.name}" for f in fields)
+    wrapper = NETWORK_WRAPPER.format(wrapper=NETWORK_CLASS, network=network_class.__name__, parameters=parameters,
+                                     arguments=arguments)
     text = header + "\n\n" + code + "\n" + wrapper
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return f"tinydiffusion_{model.config.net.kind}_{digest}", text
+    return f"tinydiffusion_{net_config.kind}_{digest}", text
 
 
 def pipeline_module(model: Model) -> bytes:
@@ -273,13 +241,9 @@ def folder_files(model: Model) -> dict[str, bytes]:
 
 
 def write_diffusers(model: Model, out: Path) -> int:
-    """Write the folder, its files replacing only an earlier export's (export_formats.export_folder: the folder is
-    checked before any work, and a failure while the files are made leaves it as it was); returns the size of what
-    was written, in bytes."""
-    out = Path(out)
-    with export_folder(model, out, "diffusers") as tmp:
-        files = folder_files(model)
-        for relative, payload in files.items():
+    """Write the folder through export_formats.export_folder; returns the bytes written."""
+    with export_folder(model, Path(out), "diffusers") as tmp:
+        for relative, payload in folder_files(model).items():
             (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
             (tmp / relative).write_bytes(payload)
         save_file(plain_state_dict(model.net), str(tmp / DIFFUSERS_WEIGHTS), metadata={"format": "pt"})

@@ -47,10 +47,7 @@ class DenoiserGraph(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, guidance: torch.Tensor | None = None):
         position, alpha, sigma = self.schedule(t)
-        if self.guidance_input:
-            output = self.net(x, position, y, guidance)
-        else:
-            output = self.net(x, position, y)
+        output = self.net(x, position, y, *([guidance] if self.guidance_input else []))
         shape = (-1, *([1] * (x.dim() - 1)))
         eps, x0 = self.objective.eps_and_x0(output.float(), x, alpha.view(shape), sigma.view(shape))
         return x0, eps

@@ -11,6 +11,7 @@ classes, the objective, alpha(t) and sigma(t) at every step, and the default sam
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import warnings
@@ -34,8 +35,6 @@ EXAMPLE_BATCH = 2  # the batch traced; torch.export would fix a batch of 1 as a 
 
 def require(module: str, what: str):
     """Import an optional dependency, or say in one sentence how to install it."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -80,24 +79,19 @@ def metadata(model: Model) -> dict:
     }
 
 
-def check_size(model: Model) -> None:
-    size = sum(p.numel() * p.element_size() for p in model.net.state_dict().values())
-    if size > MAX_ONNX_BYTES:
-        raise UserError(f"the network's weights are {size / 2**30:.1f} GiB, more than one ONNX file holds (2 GiB).")
-
-
 def onnx_bytes(model: Model) -> bytes:
     """The model as an ONNX file's bytes: the graph (DenoiserGraph) with its metadata."""
     onnx = require("onnx", "ONNX export")
     require("onnxscript", "ONNX export")  # torch's exporter writes the graph with it
-    check_size(model)
+    size = sum(p.numel() * p.element_size() for p in model.net.state_dict().values())
+    if size > MAX_ONNX_BYTES:
+        raise UserError(f"the network's weights are {size / 2**30:.1f} GiB, more than one ONNX file holds (2 GiB).")
     net_cfg = model.config.net
     graph = DenoiserGraph(model.net, model.diffusion, net_cfg.guidance_input).cpu().eval()
     n = EXAMPLE_BATCH
     example = (torch.zeros(n, net_cfg.in_channels, net_cfg.image_size, net_cfg.image_size),
                torch.full((n,), 0.5), torch.full((n,), net_cfg.num_classes, dtype=torch.long))
-    if net_cfg.guidance_input:
-        example += (torch.ones(n),)
+    example += (torch.ones(n),) if net_cfg.guidance_input else ()
     batch = torch.export.Dim("batch")
     exporter_log = logging.getLogger("torch.onnx")
     level = exporter_log.level

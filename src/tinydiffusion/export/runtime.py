@@ -62,8 +62,7 @@ class OnnxGraph:
 
     def run(self, x: np.ndarray, t: np.ndarray, y: np.ndarray, guidance: np.ndarray | None = None):
         feeds = {"x": x, "t": t, "y": y, "guidance": guidance}
-        x0, eps = self.session.run(["x0", "eps"], {k: v for k, v in feeds.items() if k in self.inputs})
-        return x0, eps
+        return self.session.run(["x0", "eps"], {k: v for k, v in feeds.items() if k in self.inputs})
 
 
 def load_onnx_model(path: str | Path, threads: int | None = None):

@@ -41,8 +41,6 @@ MAX_TARBALL_BYTES = 64 * 2**20  # the package is 35 MB
 DOWNLOAD_TIMEOUT_S = 60
 CHUNK = 1 << 20
 
-PAGE_FILES = ("index.html", "tinydiffusion-web.js")  # package data in export/web/
-
 
 # --- the runtime: downloaded once, checked, kept in the cache -------------------------------------------------
 
@@ -72,33 +70,29 @@ def download_runtime(target: Path) -> None:
     """Stream the npm package to a temporary file beside `target`, checking its length and SHA-256, and only then
     rename it into place: a refused or broken download leaves nothing."""
     url = RUNTIME_URL.format(version=RUNTIME_VERSION)
+    digest, received = hashlib.sha256(), 0
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(target) as tmp:
-            _fetch_checked(url, tmp)
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(tmp, "wb") as f:
+                length = response.headers.get("Content-Length")
+                expected = int(length) if length and length.isdigit() else None
+                if expected is not None and expected > MAX_TARBALL_BYTES:
+                    raise ValueError(f"it is {expected:,} bytes, more than the {MAX_TARBALL_BYTES:,} allowed")
+                while chunk := response.read(CHUNK):
+                    received += len(chunk)
+                    if received > MAX_TARBALL_BYTES:
+                        raise ValueError(f"it is more than the {MAX_TARBALL_BYTES:,} bytes allowed")
+                    digest.update(chunk)
+                    f.write(chunk)
+            if expected is not None and received != expected:
+                raise ValueError(f"the connection closed after {received:,} of {expected:,} bytes")
+            if digest.hexdigest() != RUNTIME_TARBALL_SHA256:
+                raise ValueError(f"its SHA-256 {digest.hexdigest()} is not the pinned {RUNTIME_TARBALL_SHA256}")
     except (OSError, http.client.HTTPException, ValueError) as err:
         reason = err.reason if isinstance(err, urllib.request.URLError) else err
         raise UserError(f"could not download the browser runtime onnxruntime-web {RUNTIME_VERSION} from {url} "
                         f"({reason}); download that file by hand and save it as {target}.") from None
-
-
-def _fetch_checked(url: str, out: Path) -> None:
-    digest, received = hashlib.sha256(), 0
-    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(out, "wb") as f:
-        length = response.headers.get("Content-Length")
-        expected = int(length) if length and length.isdigit() else None
-        if expected is not None and expected > MAX_TARBALL_BYTES:
-            raise ValueError(f"it is {expected:,} bytes, more than the {MAX_TARBALL_BYTES:,} allowed")
-        while chunk := response.read(CHUNK):
-            received += len(chunk)
-            if received > MAX_TARBALL_BYTES:
-                raise ValueError(f"it is more than the {MAX_TARBALL_BYTES:,} bytes allowed")
-            digest.update(chunk)
-            f.write(chunk)
-    if expected is not None and received != expected:
-        raise ValueError(f"the connection closed after {received:,} of {expected:,} bytes")
-    if digest.hexdigest() != RUNTIME_TARBALL_SHA256:
-        raise ValueError(f"its SHA-256 {digest.hexdigest()} is not the pinned {RUNTIME_TARBALL_SHA256}")
 
 
 def extract_runtime(tarball: Path, folder: Path) -> None:
@@ -134,17 +128,12 @@ def integrity(payload: bytes) -> str:
     return "sha256-" + base64.b64encode(hashlib.sha256(payload).digest()).decode()
 
 
-def page_metadata(model) -> dict:
+def site_files(model) -> dict[str, bytes]:
+    """Every file of the folder, by name, index.html holding the integrity of each file the page fetches."""
     meta = metadata(model)
     runs = EXPORT_FORMATS["web"].samplers()  # those tinydiffusion-web.js implements, as their entries say
     if meta["sampler"] not in runs:
         raise UserError(f"the web page samples with {', '.join(runs)}, not this model's {meta['sampler']}.")
-    return meta
-
-
-def site_files(model) -> dict[str, bytes]:
-    """Every file of the folder, by name, index.html holding the integrity of each file the page fetches."""
-    meta = page_metadata(model)
     runtime = {name: path.read_bytes() for name, path in runtime_files().items()}  # first: it may be refused
     files = {"model.onnx": onnx_bytes(model), "model.json": json.dumps(meta, indent=1).encode(), **runtime}
     page = resources.files("tinydiffusion.export") / "web"
