@@ -28,45 +28,32 @@ from ..data import ImageDataset
 from . import classifier, metrics, samples
 from .classifier import (
     BUNDLED_CLASSIFIER,
-    EPOCHS,
     Recipe,
-    cached_classifier,
     classifier_accuracy,
-    config_for,
-    dataset_checksum,
     extract_features,
-    fit_classifier,
     load_classifier,
-    predict_classes,
-    save_classifier,
     train_classifier,
     weights_checksum,
 )
 from .command import main
 from .evaluator import Evaluator, evaluate_samples
 from .metrics import (
-    FLOOR_SEED,
     INCEPTION_METRIC,
     SHIPPED_STATISTICS,
-    equal_size_subsets,
     feature_statistics,
     frechet_distance,
     inception_fid,
     inception_unavailable,
     precision_recall,
-    real_floor,
-    reference_statistics,
 )
-from .reference import METRIC_NAME, NO_TEST_SPLIT, hold_out
-from .samples import as_image_batch, check_labels, load_samples_npz, save_npz
+from .reference import NO_TEST_SPLIT, hold_out
+from .samples import load_samples_npz, save_npz
 from .table import format_table
 
 __all__ = [
-    "BUNDLED_CLASSIFIER", "EPOCHS", "FLOOR_SEED", "INCEPTION_METRIC", "METRIC_NAME", "NO_TEST_SPLIT",
-    "SHIPPED_STATISTICS", "Evaluator", "ImageDataset", "Recipe", "as_image_batch", "cached_classifier", "check_labels",
-    "classifier", "classifier_accuracy", "config_for", "dataset_checksum", "equal_size_subsets", "evaluate_samples",
-    "extract_features", "feature_statistics", "fit_classifier", "format_table", "frechet_distance", "hold_out",
-    "inception_fid", "inception_unavailable", "load_classifier", "load_samples_npz", "main", "metrics",
-    "precision_recall", "predict_classes", "real_floor", "reference_statistics", "samples", "save_classifier",
-    "save_npz", "train_classifier", "weights_checksum",
+    "BUNDLED_CLASSIFIER", "INCEPTION_METRIC", "NO_TEST_SPLIT", "SHIPPED_STATISTICS", "Evaluator", "ImageDataset",
+    "Recipe", "classifier", "classifier_accuracy", "evaluate_samples", "extract_features", "feature_statistics",
+    "format_table", "frechet_distance", "hold_out", "inception_fid", "inception_unavailable", "load_classifier",
+    "load_samples_npz", "main", "metrics", "precision_recall", "samples", "save_npz",
+    "train_classifier", "weights_checksum",
 ]

@@ -1,10 +1,8 @@
 """The feature classifier of the FD metric: train one on any labelled images, save it, load it.
 
-A named dataset that carries a reference (data/named.py; Fashion-MNIST's is
-`assets/fmnist-classifier.safetensors`) uses the bundled classifier, so its scores stay comparable with docs/.
-Any other labelled dataset gets a classifier of its own, trained once on its train split with the same recipe
-and kept beside the prepared data: a network trained on the domain itself sees what matters there, where
-ImageNet features of upscaled 28x28 images say little.
+A named dataset that carries a reference (data/named.py; Fashion-MNIST's is `assets/fmnist-classifier.safetensors`)
+uses the bundled classifier, so its scores stay comparable with docs/. Any other labelled dataset gets a classifier
+of its own, trained once on its train split with the same recipe and kept beside the prepared data.
 """
 
 from __future__ import annotations
@@ -64,21 +62,14 @@ def config_for(image_shape: tuple[int, int, int], num_classes: int) -> Classifie
 
 # --- features ------------------------------------------------------------------------------
 
-def classifier_shape(classifier: FeatureClassifier) -> tuple[int, int, int]:
-    config = classifier.config
-    return config.in_channels, config.image_size, config.image_size
-
-
 @torch.no_grad()
 def extract_features(classifier: FeatureClassifier, images_uint8, batch_size: int = 1000,
                      progress: bool = False) -> np.ndarray:
-    """Penultimate classifier features, float64 [N, feature_dim].
-
-    Always in eval mode: in train mode BatchNorm would normalise with each batch's own statistics
-    (so a sample's features would depend on its batch mates) and update its running statistics.
-    The caller's mode is restored afterwards.
-    """
-    images = as_image_batch(images_uint8, classifier_shape(classifier))
+    """Penultimate classifier features, float64 [N, feature_dim]. Always in eval mode: in train mode BatchNorm would
+    normalise with each batch's own statistics (so a sample's features would depend on its batch mates) and update
+    its running statistics."""
+    config = classifier.config
+    images = as_image_batch(images_uint8, (config.in_channels, config.image_size, config.image_size))
     device = next(classifier.parameters()).device
     was_training = classifier.training
     classifier.eval()
@@ -97,39 +88,18 @@ def extract_features(classifier: FeatureClassifier, images_uint8, batch_size: in
 
 @torch.no_grad()
 def predict_classes(classifier: FeatureClassifier, features: np.ndarray) -> np.ndarray:
-    """Class predicted from already extracted (eval-mode) features."""
-    assert not classifier.training, "predict_classes needs the classifier in eval mode"
-    head_weight = next(classifier.head.parameters())
-    logits = classifier.logits_from_features(torch.from_numpy(features).to(head_weight))
+    """Class predicted from already extracted features: the head alone, without the dropout before it, so in any
+    mode as in eval mode."""
+    logits = classifier.head(torch.from_numpy(features).to(classifier.head.weight))
     return logits.argmax(dim=1).cpu().numpy()
 
 
 def classifier_accuracy(classifier: FeatureClassifier, images_uint8, labels) -> float:
-    was_training = classifier.training
-    classifier.eval()
     predicted = predict_classes(classifier, extract_features(classifier, images_uint8))
-    classifier.train(was_training)
     return float((predicted == np.asarray(labels)).mean())
 
 
 # --- training ------------------------------------------------------------------------------
-
-def train_one_epoch(model, optimizer, scheduler, images, labels, batch_size, generator) -> float:
-    """One pass over the data in shuffled batches drawn by index (the last partial batch is dropped)."""
-    model.train()
-    order = torch.randperm(len(images), generator=generator)
-    total_loss, steps = 0.0, len(images) // batch_size
-    for step in range(steps):
-        index = order[step * batch_size:(step + 1) * batch_size]
-        x = to_model_space(images[index])
-        loss = F.cross_entropy(model(x), labels[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        total_loss += loss.item()
-    return total_loss / steps
-
 
 def fit_classifier(images: torch.Tensor, labels: torch.Tensor, config: ClassifierConfig,
                    recipe: Recipe = Recipe(), progress: bool = True) -> tuple[FeatureClassifier, dict]:
@@ -145,27 +115,32 @@ def fit_classifier(images: torch.Tensor, labels: torch.Tensor, config: Classifie
         raise UserError(f"a feature classifier needs at least {MIN_TRAIN_IMAGES} labelled images to train on, "
                         f"not {len(images)}.")
     batch_size, epochs = min(recipe.batch_size, len(images)), recipe.epochs_for(len(images))
-    steps = epochs * (len(images) // batch_size)
+    steps_per_epoch = len(images) // batch_size
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         generator = torch.Generator().manual_seed(recipe.seed)
         model = FeatureClassifier(config)
         optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=5e-4)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=steps)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr,
+                                                        total_steps=epochs * steps_per_epoch)
         start, cpu_start = time.time(), time.process_time()
         for epoch in range(epochs):
-            loss = train_one_epoch(model, optimizer, scheduler, images, labels, batch_size, generator)
+            order, total_loss = torch.randperm(len(images), generator=generator), 0.0
+            for step in range(steps_per_epoch):  # shuffled batches drawn by index; the last partial one dropped
+                index = order[step * batch_size:(step + 1) * batch_size]
+                loss = F.cross_entropy(model(to_model_space(images[index])), labels[index])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                total_loss += loss.item()
             if progress and (epoch + 1) % max(1, epochs // 10) == 0:
-                print(f"classifier epoch {epoch + 1}/{epochs}: loss {loss:.4f} "
+                print(f"classifier epoch {epoch + 1}/{epochs}: loss {total_loss / steps_per_epoch:.4f} "
                       f"({time.time() - start:.0f} s)", file=sys.stderr)
-    info = {
-        "config": dataclasses.asdict(config), **dataclasses.asdict(recipe), "batch_size": batch_size, "epochs": epochs,
-        "train_images": len(images),
-        "train_seconds": round(time.time() - start, 1),
-        "train_cpu_seconds": round(time.process_time() - cpu_start, 1),
-        "torch_threads": torch.get_num_threads(),
-        "torch_version": torch.__version__,
-    }
+    info = {"config": dataclasses.asdict(config), **dataclasses.asdict(recipe), "batch_size": batch_size,
+            "epochs": epochs, "train_images": len(images), "train_seconds": round(time.time() - start, 1),
+            "train_cpu_seconds": round(time.process_time() - cpu_start, 1),
+            "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__}
     return model.eval(), info
 
 
@@ -189,13 +164,14 @@ def weights_checksum(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def save_classifier(model: FeatureClassifier, path: str | Path, info: dict) -> None:
-    """Weights as safetensors at `path`, config and provenance as JSON beside it, both atomically."""
+def save_classifier(model: FeatureClassifier, path: str | Path, info: dict) -> dict:
+    """Weights as safetensors at `path`, config and provenance as JSON beside it, both atomically; the JSON's facts."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     info = {"format": "tinydiffusion-classifier", "version": 1, **info, "weights_sha256": weights_checksum(model)}
     atomic_write_bytes(path, save_safetensors(plain_state_dict(model)))
     atomic_write_bytes(path.with_suffix(".json"), (json.dumps(info, indent=2) + "\n").encode())
+    return info
 
 
 def load_classifier(path: str | Path | None = None) -> FeatureClassifier:
@@ -225,17 +201,14 @@ def load_classifier(path: str | Path | None = None) -> FeatureClassifier:
 
 def train_classifier(train, held_out, out_path: str | Path, config: ClassifierConfig | None = None,
                      recipe: Recipe = Recipe(), progress: bool = True, **provenance) -> dict:
-    """Train on the ImageDataset `train`, measure accuracy on `held_out`, save weights + JSON at `out_path`.
-
-    `provenance` (what the data is, how it was split) is recorded in the JSON beside the weights.
-    """
+    """Train on the ImageDataset `train`, measure accuracy on `held_out`, save weights + JSON at `out_path`;
+    `provenance` (what the data is, how it was split) is recorded in the JSON."""
     config = config or config_for(tuple(train.images.shape[1:]), len(train.class_names))
     model, info = fit_classifier(train.images, train.labels, config, recipe, progress)
     info.update(provenance, test_accuracy=classifier_accuracy(model, held_out.images, held_out.labels),
                 held_out_images=len(held_out), class_names=list(train.class_names),
                 data_sha256=dataset_checksum(train, held_out))
-    save_classifier(model, out_path, info)
-    return {**info, "weights_sha256": weights_checksum(model)}
+    return save_classifier(model, out_path, info)
 
 
 def cached_classifier(path: Path, train, held_out, recipe: Recipe = Recipe(), config: ClassifierConfig | None = None,

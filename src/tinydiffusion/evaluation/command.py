@@ -10,18 +10,12 @@ import sys
 from pathlib import Path
 
 from ..config import DataConfig
-from ..data import ImageDataset, load_data
+from ..data import load_data
 from ..data.named import BUNDLED_DATASET
 from ..errors import UserError
 from . import metrics
 from .classifier import BUNDLED_CLASSIFIER, EPOCHS, Recipe, load_classifier, train_classifier
 from .metrics import SHIPPED_STATISTICS
-
-
-def load_bundled_split(data_dir: str | Path, split: str) -> ImageDataset:
-    """A split of the bundled reference's dataset from `data_dir` (or the cache), never downloading."""
-    return load_data(DataConfig(source=BUNDLED_DATASET.name, data_dir=str(data_dir or ""), download=False), split,
-                     progress=False)
 
 
 def _at_least_one(text: str) -> int:
@@ -52,7 +46,8 @@ def main(argv: list[str] | None = None, parser_class=argparse.ArgumentParser) ->
         suffix = ".safetensors" if args.command == "train-classifier" else ".npz"
         if out.suffix != suffix or not out.parent.is_dir():
             raise UserError(f"--out must be a {suffix} file in a folder that exists, not {out}.")
-        train_split, test_split = load_bundled_split(args.data_dir, "train"), load_bundled_split(args.data_dir, "test")
+        data = DataConfig(source=name, data_dir=str(args.data_dir or ""), download=False)
+        train_split, test_split = load_data(data, "train", progress=False), load_data(data, "test", progress=False)
         if args.command == "train-classifier":
             recipe = Recipe(epochs=args.epochs, seed=args.seed)
             info = train_classifier(train_split, test_split, args.out, recipe=recipe, data=name,

@@ -1,5 +1,4 @@
-"""The Evaluator: everything needed to score samples of one dataset, made ready (and checked) before any sample is
-drawn (the data, the feature classifier, the reference statistics), and the scores of a set of samples."""
+"""The Evaluator: what scoring samples of one dataset needs, made ready before sampling, and the scores."""
 
 from __future__ import annotations
 
@@ -16,30 +15,9 @@ from ..data import ImageDataset, dataset_folder, load_data
 from ..data import named_dataset as named_dataset_of
 from ..errors import UserError
 from ..words import count
-from . import metrics
+from . import metrics, reference
 from .classifier import Recipe, cached_classifier, config_for, load_classifier, predict_classes, weights_checksum
-from .metrics import (
-    INCEPTION_METRIC,
-    equal_size_subsets,
-    feature_statistics,
-    frechet_distance,
-    inception_fid,
-    inception_unavailable,
-    precision_recall,
-    real_floor,
-)
-from .reference import (
-    HOLDOUT_SEED,
-    NO_TEST_SPLIT,
-    artefact_folder,
-    data_name,
-    hold_out,
-    metric_name,
-    named_files_present,
-    short_path,
-    with_class_names,
-    with_reference,
-)
+from .metrics import INCEPTION_METRIC, inception_fid
 from .samples import as_image_batch, check_labels
 
 
@@ -55,7 +33,7 @@ class Evaluator:
         first, before a classifier is trained."""
         self.data = data or DataConfig(download=False)
         self.recipe, self.k, self.progress, self.inception = recipe, k, progress, inception
-        self.name = data_name(self.data)
+        self.name = reference.data_name(self.data)
         self.notes: list[str] = []
         self.classifier, self.classifier_text = None, ""
         self.reference_images = self.pool = None
@@ -69,36 +47,39 @@ class Evaluator:
         self.check_samples(sample_shape, model_classes)
         reference_set, pool, held_out = self._reference_and_pool(train, test)
         self.reference_images, self.pool = reference_set.images, pool.images
-        self.cache_folder = artefact_folder(self.data, "train", train)
-        if classifier is None and not self.class_names:
-            check_inception(self.name, unlabelled=True)
-            self.inception = True
-            self.reference = None
+        self.cache_folder = reference.artefact_folder(self.data, "train", train)
+        unlabelled = classifier is None and not self.class_names  # Inception FID is the only score there
+        reason = metrics.inception_unavailable() if unlabelled or self.inception else None
+        if reason is not None and unlabelled:
+            raise UserError(f"{self.name} is unlabelled, so no classifier can be trained on it for FD in its own "
+                            f"features, and Inception FID cannot be computed here: {reason}.")
+        if reason is not None:
+            raise UserError(f"Inception FID cannot be computed here: {reason}.")
+        if unlabelled:
+            self.inception, self.reference = True, None
             return
+        named = reference.with_reference(self.data)
         if classifier is not None:
             self.classifier = classifier
-        elif self._fits_bundled():
-            named = with_reference(self.data)
+        elif named is not None and self.image_shape == named.image_shape and self.class_names == named.class_names:
             self.classifier = load_classifier(named.reference.classifier_path)
             self.classifier_text = f"the bundled {named.title} classifier"
         else:
-            self.classifier = self._domain_classifier(pool, with_class_names(reference_set, self.class_names),
+            self.classifier = self._domain_classifier(pool, reference.with_class_names(reference_set, self.class_names),
                                                       held_out)
-        if self.inception:
-            check_inception(self.name, unlabelled=False)
         split = "test" if test is not None else "train"  # a held-out 10% is cached with the train split
-        self.reference = metrics.reference_statistics(reference_set.images, self.classifier,
-                                                      artefact_folder(self.data, split, reference_set), progress)
+        folder = reference.artefact_folder(self.data, split, reference_set)
+        self.reference = metrics.reference_statistics(reference_set.images, self.classifier, folder, progress)
 
     # --- setting up -------------------------------------------------------------------------
 
     def _use_shipped_statistics(self, classifier) -> bool:
         """A named dataset with a reference shipped for it, when its files are not on disk: the shipped statistics."""
-        named = with_reference(self.data)
+        named = reference.with_reference(self.data)
         if named is None or self.data.image_size not in (0, named.image_size) or self.data.channels not in (
                 0, named.channels):
             return False
-        if named_files_present(self.data):
+        if reference.named_files_present(self.data):
             return False
         classifier = classifier if classifier is not None else load_classifier(named.reference.classifier_path)
         shipped = metrics.shipped_statistics(classifier, named.reference.statistics_path)
@@ -121,29 +102,25 @@ class Evaluator:
         """(the reference images, the train images the floor draws from, a name for the reference): the test
         split and the whole train split, or without a test split a fixed seeded 10% of the train split and the rest."""
         if test is None:
-            reference_set, pool = hold_out(train)
-            self.notes.append(NO_TEST_SPLIT)
+            reference_set, pool = reference.hold_out(train)
+            self.notes.append(reference.NO_TEST_SPLIT)
             self.reference_text = f"{len(reference_set):,} held-out images of the {self.name} train split"
             return reference_set, pool, "the held-out 10% of the train split"
+        where = reference.short_path(test.manifest.get("source", "test"))
         if train.labels is not None and test.labels is None:
-            raise UserError(f"the train split of {self.name} has classes but its held-out split "
-                            f"{short_path(test.manifest.get('source', 'test'))} has none; give it the same classes.")
+            raise UserError(f"the train split of {self.name} has classes but its held-out split {where} has none; "
+                            "give it the same classes.")
         if named_dataset_of(self.data):
             self.reference_text = f"the {self.name} test split ({count(len(test), 'image')})"
             return test, train, f"the {self.name} test split"
-        where = short_path(test.manifest.get("source", "test"))
         self.reference_text = f"{where}, the held-out split beside {self.name} ({count(len(test), 'image')})"
         return test, train, where
-
-    def _fits_bundled(self) -> bool:
-        named = with_reference(self.data)
-        return named is not None and self.image_shape == named.image_shape and self.class_names == named.class_names
 
     def _domain_classifier(self, train: ImageDataset, held_out: ImageDataset, held_out_text: str):
         """The classifier trained on this train split with this recipe, from the cache or trained now."""
         config = config_for(self.image_shape, len(self.class_names))
         recipe_key = hashlib.sha256(json.dumps([dataclasses.asdict(config), dataclasses.asdict(self.recipe),
-                                                HOLDOUT_SEED]).encode()).hexdigest()[:12]
+                                                reference.HOLDOUT_SEED]).encode()).hexdigest()[:12]
         path = self.cache_folder / f"classifier-{recipe_key}.safetensors"
         classifier = cached_classifier(path, train, held_out, self.recipe, config, self.progress,
                                        data=self.name, held_out_split=held_out_text)
@@ -156,7 +133,7 @@ class Evaluator:
 
     @property
     def metric(self) -> str:
-        return INCEPTION_METRIC if self.classifier is None else metric_name(self.data, self.image_shape)
+        return INCEPTION_METRIC if self.classifier is None else reference.metric_name(self.data, self.image_shape)
 
     # --- checks before sampling ------------------------------------------------------------
 
@@ -180,8 +157,9 @@ class Evaluator:
         """The scores of `num` real images (a fixed seeded subset of the train split): a perfect model's at this N."""
         if self.pool is None:  # shipped: the floor's first images' features, a prefix of one fixed permutation
             features = self.reference["floor_features"][:num]
-            return metrics.floor_from_features(features, self.reference, self.k)
-        return real_floor(self.pool, self.classifier, num, self.reference, self.cache_folder, self.k, self.progress)
+            return metrics.feature_scores(features, self.reference, self.k)
+        return metrics.real_floor(self.pool, self.classifier, num, self.reference, self.cache_folder, self.k,
+                                  self.progress)
 
     def score(self, images_uint8, labels=None, num_floor: int | None = None) -> dict:
         """Score generated uint8 images (optionally with the class each was asked for).
@@ -203,21 +181,16 @@ class Evaluator:
 
     def _score_features(self, images: torch.Tensor, labels, num_floor: int) -> dict:
         features = metrics.extract_features(self.classifier, images, progress=self.progress)
-        floor = self.floor(num_floor)
-        precision, recall = precision_recall(*equal_size_subsets(self.reference["features"], features), k=self.k)
+        scores, floor = metrics.feature_scores(features, self.reference, self.k), self.floor(num_floor)
         result = {
-            "metric": self.metric,
-            "num": len(images),
-            "fd": frechet_distance(*feature_statistics(features), self.reference["mu"], self.reference["sigma"]),
+            "metric": self.metric, "num": len(images), "fd": scores["fd"],
             "fd_floor": floor["fd"], "fd_floor_num": floor["num"],
-            "precision": precision, "recall": recall, "k": self.k,
+            "precision": scores["precision"], "recall": scores["recall"], "k": self.k,
             "precision_floor": floor["precision"], "recall_floor": floor["recall"],
             "classifier_sha256": weights_checksum(self.classifier),
         }
         if labels is not None:
-            was_training = self.classifier.training  # a caller's classifier is given back in its own mode
-            predicted = predict_classes(self.classifier.eval(), features)
-            self.classifier.train(was_training)
+            predicted = predict_classes(self.classifier, features)
             result.update(metrics.class_agreement(predicted, labels, len(self.class_names)),
                           class_names=list(self.class_names))
         if self.inception:
@@ -255,13 +228,3 @@ def usefulness(accuracy: float, classes: int, name: str, held_out_text: str) -> 
                 f"(chance: {chance:.0%}), so these scores say little")
     return None
 
-
-def check_inception(name: str, unlabelled: bool) -> None:
-    """Inception FID is the score where no classifier can be trained on the data: refused where it cannot run."""
-    reason = inception_unavailable()
-    if reason is None:
-        return
-    if unlabelled:
-        raise UserError(f"{name} is unlabelled, so no classifier can be trained on it for FD in its own features, "
-                        f"and Inception FID cannot be computed here: {reason}.")
-    raise UserError(f"Inception FID cannot be computed here: {reason}.")

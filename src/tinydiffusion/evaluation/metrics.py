@@ -43,7 +43,6 @@ def class_agreement(predicted: np.ndarray, labels: np.ndarray, num_classes: int)
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and (unbiased) covariance of features [N, D] -> ([D], [D, D])."""
-
     features = np.asarray(features, dtype=np.float64)
     if features.ndim != 2 or features.shape[0] < 2:
         raise UserError(f"need at least 2 feature vectors for a covariance, got shape {features.shape}.")
@@ -99,7 +98,6 @@ def precision_recall(real_features, fake_features, k: int = 3, chunk: int = 1000
     fraction of real samples inside the fake one. Distances are computed `chunk` rows at a time,
     so 10,000 x 10,000 needs about 80 MB.
     """
-
     real = torch.as_tensor(np.asarray(real_features, dtype=np.float64))
     fake = torch.as_tensor(np.asarray(fake_features, dtype=np.float64))
     if min(len(real), len(fake)) <= k:
@@ -171,8 +169,8 @@ def floor_indices(pool_size: int, num: int) -> torch.Tensor:
     return torch.randperm(pool_size, generator=torch.Generator().manual_seed(FLOOR_SEED))[:num]
 
 
-def floor_from_features(features: np.ndarray, reference: dict, k: int = 3) -> dict:
-    """FD, precision and recall of real images' features against the reference."""
+def feature_scores(features: np.ndarray, reference: dict, k: int = 3) -> dict:
+    """FD, precision and recall of a set of features (samples' or real images') against the reference."""
     precision, recall = precision_recall(*equal_size_subsets(reference["features"], features), k=k)
     return {"num": len(features), "fd": frechet_distance(*feature_statistics(features), reference["mu"],
                                                          reference["sigma"]),
@@ -192,7 +190,7 @@ def real_floor(pool: torch.Tensor, classifier: FeatureClassifier, num: int, refe
             return cached
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    floor = {"key": key, **floor_from_features(extract_features(classifier, images, progress=progress), reference, k)}
+    floor = {"key": key, **feature_scores(extract_features(classifier, images, progress=progress), reference, k)}
     _write_cache(path, json.dumps(floor).encode())
     return floor
 

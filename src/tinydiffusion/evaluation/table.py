@@ -6,7 +6,6 @@ from .metrics import INCEPTION_METRIC
 
 
 def format_table(result: dict) -> str:
-    """A plain-text table of a score; the metric's name, N and the reference are always in it."""
     num = result["num"]
     rows = [(f"{result['metric']}, N={num:,}", f"{result['fd']:.3f}"),
             (f"  floor: N={result['fd_floor_num']:,} real train images", f"{result['fd_floor']:.3f}")]

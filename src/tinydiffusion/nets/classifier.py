@@ -56,8 +56,5 @@ class FeatureClassifier(nn.Module):
         h = self.stages(x).mean(dim=(2, 3))
         return self.embed(h)
 
-    def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(features))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits_from_features(self.features(x))
+        return self.head(self.dropout(self.features(x)))
