@@ -20,18 +20,17 @@ from pathlib import Path
 
 from .errors import UserError
 
-
-def _read_umask() -> int:
-    """The process's umask. Reading it means setting it (and back); done once, at import, before a
-    program starts threads, since a file another thread created in between would get the wrong mode."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locks, and atomic renames still keep every file whole
+    fcntl = None
 
 # tempfile makes private files (0600) and folders (0700); what this module renames into place gets the
 # modes the user's umask gives any other file they create (0644 and 0755 with the usual umask 022).
-_UMASK = _read_umask()
+# Reading the umask means setting it (and back): done once, at import, before a program starts threads,
+# since a file another thread created in between would get the wrong mode.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 FILE_MODE, DIR_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
 
 
@@ -111,12 +110,10 @@ def atomic_file(path: Path) -> Iterator[Path]:
 @contextmanager
 def atomic_directory(path: Path, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside `path` to fill; on success it is renamed to `path`, on failure removed.
-    Readers see either no folder or a complete one. For content named by its key (caches): when another
-    process finished the same folder first, its copy is kept and this one discarded. With `replace`, an existing
-    folder is replaced instead (a checkpoint saved again at the same step after a resume): it is moved aside first,
-    so a crash leaves the old folder or the new one under `path`, and a hidden `.old-` copy at worst. A `path` that is
-    a link is written through: the folder it names is replaced and the link kept (moved aside, a link would become a
-    folder of its own and leave its target and an `.old-` link behind)."""
+    For content named by its key (caches): when another process finished the same folder first, its copy is kept.
+    With `replace` (a checkpoint saved again after a resume), an existing folder is moved aside first, so a crash
+    leaves the old or the new folder under `path`, and a hidden `.old-` copy at worst; a link is written through
+    (moved aside, it would become a folder of its own and leave its target and an `.old-` link behind)."""
     path = Path(path)
     if replace and path.is_symlink():
         path = path.resolve()
@@ -248,11 +245,9 @@ def export_folder_files(folder: Path, marker: str, label: str = "") -> tuple[dic
 @contextmanager
 def export_directory(folder: Path, marker: str, about: dict) -> Iterator[Path]:
     """Yield an empty staging folder to fill with an export's files; on success they replace the earlier export's in
-    `folder` (new, empty, or an export's: export_folder_files, which refuses any other), the marker listing them
-    beside `about` ({"format": ..., ...}). A failure while the staging folder is filled leaves the folder as it was;
-    one while the files are renamed into place leaves old and new files, all listed, for the next export to replace.
-    The folder itself is kept (a link is written through), and only the earlier export's own files are replaced or
-    removed."""
+    `folder` (new, empty, or an export's: export_folder_files refuses any other), the marker listing them beside
+    `about` ({"format": ..., ...}). A failure while staging leaves the folder as it was; one while renaming leaves
+    old and new files, all listed, for the next export to replace."""
     folder = Path(folder)
     old, old_folders = export_folder_files(folder, marker)
     created = not folder.exists()
@@ -309,9 +304,7 @@ def exclusive_lock(path: Path) -> Iterator[None]:
     lock waits here until the first is done (e.g. every torchrun process preparing the same dataset)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock, and atomic renames still keep every file whole
+        if fcntl is None:
             yield
             return
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
@@ -342,8 +335,9 @@ class RunInUse(UserError):
                          "wait for it to finish or stop it first.")
 
 
-def _flock_or_holder(handle, fcntl, mode: int, run_dir: Path) -> None:
-    """Take `mode` (LOCK_SH or LOCK_EX) on `handle` without blocking, or raise RunInUse naming the holder.
+def _flock_or_holder(handle, mode: int, run_dir: Path) -> bool:
+    """Take `mode` (LOCK_SH or LOCK_EX) on `handle` without blocking: True, or False on a filesystem without
+    flock (ENOLCK); RunInUse naming the holder if another process holds it.
 
     A conflict is retried for a moment before it counts: it may be another process's probe, which lets go
     at once (while the file may still name a process killed earlier), and a process that has only just
@@ -352,40 +346,35 @@ def _flock_or_holder(handle, fcntl, mode: int, run_dir: Path) -> None:
     while True:
         try:
             fcntl.flock(handle.fileno(), mode | fcntl.LOCK_NB)
-            return
+            return True
         except BlockingIOError:
             if time.monotonic() > deadline:
                 handle.seek(0)
                 holder = " ".join(handle.read(200).split())  # one line, whatever the file holds
                 raise RunInUse(run_dir, holder or "pid unknown") from None
             time.sleep(0.02)
+        except OSError:
+            return False
 
 
 def check_run_not_in_use(run_dir: Path) -> None:
     """Refuse (RunInUse) a run directory that a live process holds; creates and changes nothing, so it can
     be asked before any work. Holding the lock is run_lock's job; this only asks."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock (as exclusive_lock)
+    if fcntl is None:
         return
     try:
         handle = open(Path(run_dir) / RUN_LOCK, errors="replace")
     except OSError:  # no lock file: nobody holds it (or it cannot be read: run_lock will say why)
         return
     with handle:  # closing the file lets go of the shared lock taken to ask
-        try:
-            _flock_or_holder(handle, fcntl, fcntl.LOCK_SH, Path(run_dir))
-        except OSError:  # a filesystem without flock (ENOLCK): nothing to ask
-            pass
+        _flock_or_holder(handle, fcntl.LOCK_SH, Path(run_dir))
 
 
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold RUN/.lock exclusively for the block (creating the folder); RunInUse if a live process holds it."""
     run_dir = Path(run_dir)
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock (as exclusive_lock)
+    if fcntl is None:
         yield
         return
     try:
@@ -395,12 +384,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     except OSError as err:
         raise UserError(f"cannot write to the run directory {run_dir} ({err.strerror or err}).") from None
     with handle:
-        try:
-            _flock_or_holder(handle, fcntl, fcntl.LOCK_EX, run_dir)
-            locked = True
-        except OSError:  # a filesystem without flock (ENOLCK): train unguarded, as on a system without fcntl
-            locked = False
-        if not locked:
+        if not _flock_or_holder(handle, fcntl.LOCK_EX, run_dir):  # no flock here: unguarded, as without fcntl
             yield
             return
         try:
@@ -409,22 +393,16 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             handle.flush()
             yield
         finally:
-            try:
+            with suppress(OSError):  # never hide the error that ended the run; the text only counts while held
                 handle.truncate(0)  # a lock file that is not held names nobody
                 handle.flush()
-            except OSError:  # never hide the error that ended the run; the text only counts while held
-                pass
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def fsync_dir(path: Path) -> None:
-    try:
+    with suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

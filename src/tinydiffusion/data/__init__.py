@@ -15,7 +15,7 @@ classes.py   a class by its name, alias or index
 
 from . import cache, prepared
 from .classes import class_aliases, class_index
-from .idx import MAX_IDX_BYTES, read_idx, write_idx
+from .formats.idx_folder import MAX_IDX_BYTES, read_idx, write_idx
 from .loading import ImageDataset, load_data, prepare_source, prepared_path
 from .named import NAMED, NamedDataset
 from .sources import canonical_source, dataset_folder, locate, named_dataset

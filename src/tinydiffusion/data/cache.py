@@ -20,11 +20,12 @@ import os
 import re
 import stat
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import words
-from ..files import NotAFile, cache_dir, read_regular_file
+from ..files import cache_dir, read_regular_file
 from .named import NAMED
 
 ENTRY = re.compile(r".+-[A-Za-z0-9_]+-[0-9a-f]{12}-[0-9a-f]{12}")  # entry_path's names
@@ -48,8 +49,10 @@ def latents_root() -> Path:
     return cache_dir() / "latents"
 
 
-def entry_path(slug: str, split: str, source_key: str, files_key: str) -> Path:
-    return prepared_root() / f"{slug}-{split}-{source_key[:12]}-{files_key[:12]}"
+def entry_path(root: Path, source: str, kind: str, key: str, version: str) -> Path:
+    """root/<source's name, made safe>-<kind>-<key>-<version> (ENTRY): remove_older removes the other versions."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", source)[:40] or "data"
+    return root / f"{slug}-{kind}-{key[:12]}-{version[:12]}"
 
 
 @dataclass
@@ -97,14 +100,6 @@ def _prepared_entry(item: os.DirEntry, kind: str = "prepared") -> Found | None:
     return _folder("unfinished" if temporary else kind, item) if ENTRY.fullmatch(name) else None
 
 
-def _latents_entry(item: os.DirEntry) -> Found | None:
-    return _prepared_entry(item, "latents")
-
-
-def _artefacts(item: os.DirEntry) -> Found | None:
-    return _folder("evaluation", item) if ARTEFACTS.fullmatch(item.name) else None
-
-
 def _real_folder(path: Path) -> bool:
     """A folder, not a link to one (nor anything else)."""
     try:
@@ -148,8 +143,8 @@ def survey() -> Survey:
     """What tinydiffusion wrote in the cache's prepared/, latents/ and evaluation/, and what else is there."""
     found = Survey()
     _scan(found, "prepared", _prepared_entry)
-    _scan(found, "latents", _latents_entry)
-    _scan(found, "evaluation", _artefacts)
+    _scan(found, "latents", lambda item: _prepared_entry(item, "latents"))
+    _scan(found, "evaluation", lambda item: _folder("evaluation", item) if ARTEFACTS.fullmatch(item.name) else None)
     return found
 
 
@@ -167,13 +162,11 @@ def remove_older(entry: Path) -> None:
     line = entry.name.rsplit("-", 1)[0] + "-"
     for other in os.scandir(entry.parent):
         if other.name.startswith(line) and other.name != entry.name and other.name.rsplit("-", 1)[0] + "-" == line:
-            try:
+            with suppress(OSError):  # kept: the next clear names it
                 found = _prepared_entry(other)
                 if found is not None and found.kind == "prepared":
                     _remove(found)
                     Path(other.path + ".lock").unlink(missing_ok=True)
-            except OSError:  # kept: the next clear names it
-                pass
 
 
 def _megabytes(size: int) -> str:
@@ -201,27 +194,23 @@ def _walk_size(folder: Path) -> tuple[int, bool]:
 
 
 def _describe(entry: Found) -> str:
-    what = "incomplete or damaged (prepared again when needed)"
-    if entry.kind == "unfinished":
-        what = "unfinished (a preparation still going, or one stopped)"
-    elif entry.kind == "latents":
+    what = "unfinished (a preparation still going, or one stopped)"
+    if entry.kind != "unfinished":
+        latents = entry.kind == "latents"
         try:
-            meta = json.loads(read_regular_file(entry.path / "latents.json", MANIFEST_BYTES))
-            what = _shown(f"{meta['source']}: {words.count(int(meta['count']), 'image')} encoded by "
-                          f"{meta['autoencoder']} to {'x'.join(map(str, meta['shape']))}")
-        except (OSError, NotAFile, ValueError, KeyError, TypeError):
-            what = "incomplete or damaged (encoded again when needed)"
-    else:
-        try:
-            manifest = json.loads(read_regular_file(entry.path / "data.json", MANIFEST_BYTES))
-            c, h, w = manifest["image_shape"]
-            what = (f"{manifest['source']} ({manifest['split']}), {words.count(int(manifest['count']), 'image')} of "
-                    f"{w}x{h}x{c}")
-        except (OSError, NotAFile, ValueError, KeyError, TypeError):
-            pass
-        what = _shown(what)
+            name = "latents.json" if latents else "data.json"
+            meta = json.loads(read_regular_file(entry.path / name, MANIFEST_BYTES))
+            count = words.count(int(meta["count"]), "image")
+            if latents:
+                shape = "x".join(map(str, meta["shape"]))
+                what = f"{meta['source']}: {count} encoded by {meta['autoencoder']} to {shape}"
+            else:
+                c, h, w = meta["image_shape"]
+                what = f"{meta['source']} ({meta['split']}), {count} of {w}x{h}x{c}"
+        except (OSError, ValueError, KeyError, TypeError):  # NotAFile is an OSError
+            what = f"incomplete or damaged ({'encoded' if latents else 'prepared'} again when needed)"
     used = time.strftime("%Y-%m-%d", time.localtime(entry.mtime))
-    return f"  {_megabytes(entry.size):>10}  {used}  {_shown(entry.path.name)}: {what}"
+    return f"  {_megabytes(entry.size):>10}  {used}  {_shown(entry.path.name)}: {_shown(what)}"
 
 
 def _left(left: list[str]) -> str:
@@ -274,10 +263,8 @@ def clear() -> str:
         freed += entry.size
         emptied.add(entry.path.parent)
     for part in emptied:  # only a part this emptied; one that holds anything else stays
-        try:
+        with suppress(OSError):
             part.rmdir()
-        except OSError:
-            pass
     kept = cache_dir() / "datasets"
     note = f"; downloaded datasets are kept in {kept} (delete it to remove them)" if _real_folder(kept) else ""
     lines = [f"removed {_megabytes(freed)} of prepared data from {cache_dir()}{note}."]

@@ -6,18 +6,15 @@ beside the prepared data, and standardised per channel.
         latents.json   what they are: the autoencoder, the prepared array's hash, the shape, each channel's mean and
                        standard deviation over the set (measured once, when encoded)
 
-The entry is keyed by the prepared array's SHA-256 and the autoencoder's weights, so other images or other weights
-are encoded again, and the same ones never are. It is written whole or not at all (files.atomic_directory), under
-a lock, as the prepared store is; `tinydiffusion cache` lists these entries and `--clear` removes them. The
-dataset a latent run trains on holds the latents standardised with the statistics its config recorded (a resumed
-run) or else the measured ones (autoencoders.normalise), which training records in the run (data.latent_mean,
-data.latent_std) for sampling to undo.
+Other images or other weights are encoded again, the same ones never are; an entry is written whole, under a lock,
+as the prepared store is. A latent run trains on the latents standardised (autoencoders.normalise) with the
+statistics its config recorded (a resumed run) or else the measured ones, which training records in the run
+(data.latent_mean, data.latent_std) for sampling to undo.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import time
 from pathlib import Path
@@ -62,8 +59,7 @@ def entry_for(dataset: ImageDataset, config: DataConfig) -> Path:
         raise UserError(f"{config.source} has no prepared array's hash to key its latents by; prepare it again "
                         "(`tinydiffusion prepare`).")
     weights = autoencoder_entry(config.autoencoder).weights_sha256()
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(config.source).name)[:40] or "data"
-    return cache.latents_root() / f"{slug}-{config.autoencoder}-{digest[:12]}-{weights[:12]}"
+    return cache.entry_path(cache.latents_root(), Path(config.source).name, config.autoencoder, digest, weights)
 
 
 def _encode_into(folder: Path, dataset: ImageDataset, config: DataConfig, progress: bool) -> None:
@@ -104,14 +100,6 @@ def _encode_into(folder: Path, dataset: ImageDataset, config: DataConfig, progre
           f"{meta['encode_seconds']:.1f} s")
 
 
-def _read(entry: Path) -> tuple[np.ndarray, dict]:
-    meta = json.loads(read_regular_file(entry / META_FILE, cache.MANIFEST_BYTES))
-    latents = np.load(entry / LATENTS_FILE, mmap_mode="r")
-    if list(latents.shape[1:]) != meta["shape"] or len(latents) != meta["count"]:
-        raise ValueError("the latents do not match their manifest")
-    return latents, meta
-
-
 def encode_dataset(dataset: ImageDataset, config: DataConfig, progress: bool = True) -> ImageDataset:
     """The dataset's latents, standardised, as an ImageDataset of float32 [N, C, h, w] with the prepared data's
     labels, class names and manifest (plus the autoencoder, the statistics used and the images' own shape): read
@@ -127,7 +115,10 @@ def encode_dataset(dataset: ImageDataset, config: DataConfig, progress: bool = T
                     with atomic_directory(entry) as tmp:
                         _encode_into(tmp, dataset, config, progress)
                 try:
-                    latents, meta = _read(entry)
+                    meta = json.loads(read_regular_file(entry / META_FILE, cache.MANIFEST_BYTES))
+                    latents = np.load(entry / LATENTS_FILE, mmap_mode="r")
+                    if list(latents.shape[1:]) != meta["shape"] or len(latents) != meta["count"]:
+                        raise ValueError("the latents do not match their manifest")
                     break
                 except (OSError, ValueError, KeyError, TypeError):
                     if attempt:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING
 from .. import words
 from ..config import DataConfig
 from ..errors import UserError
-from ..files import atomic_directory, cache_dir, exclusive_lock
+from ..files import atomic_directory, exclusive_lock
 from . import cache
 from . import prepared as store
 from .sources import locate, named_dataset
@@ -48,8 +47,7 @@ def _cache_entry(fmt, path: Path, split: str, config: DataConfig) -> tuple[Path,
                                             config.channels, config.alpha_background,
                                             named.name if named else ""]).encode()).hexdigest()
     input_hash = hashlib.sha256(fingerprint.encode()).hexdigest()
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", path.name)[:40] or "data"
-    return cache.entry_path(slug, split, source_key, input_hash), input_hash
+    return cache.entry_path(cache.prepared_root(), path.name, split, source_key, input_hash), input_hash
 
 
 def _prepare_split(fmt, path: Path, split: str, config: DataConfig, stem: Path, input_hash: str,
@@ -126,8 +124,7 @@ def load_data(config: DataConfig, split: str = "train", progress: bool = True) -
     try:
         data = store.open_prepared(path, limit)
     except UserError:
-        cache = cache_dir() / "prepared"
-        if path.parent.parent != cache:  # the user's own prepared file: theirs to fix
+        if path.parent.parent != cache.prepared_root():  # the user's own prepared file: theirs to fix
             raise
         shutil.rmtree(path.parent, ignore_errors=True)  # a damaged cache entry is prepared again
         data = store.open_prepared(prepared_path(config, split, progress), limit)
@@ -142,8 +139,7 @@ def load_data(config: DataConfig, split: str = "train", progress: bool = True) -
 
 def prepare_source(config: DataConfig, out: Path, progress: bool = True) -> dict:
     """`tinydiffusion prepare`: write a source's train split as a prepared file at `out` (an .npy)."""
-    located = locate(config, "train", progress)
-    fmt, path, split = located
+    fmt, path, split = locate(config, "train", progress)
     if fmt is None:
         raise UserError(f"{path} is prepared already; use it with --data {path}.")
     _, input_hash = _cache_entry(fmt, path, split, config)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 
 
-def usable_memory() -> int:
-    """The memory this process can have: the machine's, or less under an address-space limit (`ulimit -v`)."""
+def default_memory_limit() -> int:
+    """Half the memory this process can have (the machine's, or less under `ulimit -v`): a larger prepared array
+    is memory-mapped rather than read in."""
     try:
         total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
@@ -20,9 +21,4 @@ def usable_memory() -> int:
             total = min(total, soft)
     except (ImportError, ValueError, OSError):  # not POSIX
         pass
-    return total
-
-
-def default_memory_limit() -> int:
-    """Half the usable memory: a larger prepared array is memory-mapped rather than read in."""
-    return usable_memory() // 2
+    return total // 2

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..files import cache_dir
+from .formats.idx_folder import SPLIT_FILES as IDX_SPLITS
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -50,19 +50,8 @@ class NamedDataset:
     def image_shape(self) -> tuple[int, int, int]:
         return (self.channels, self.image_size, self.image_size)
 
-    def files_for(self, split: str) -> dict[str, str]:
-        return {name: self.files[name] for name in self.split_files.get(split, tuple(self.files))}
 
-    def default_folder(self) -> Path:
-        return cache_dir() / "datasets" / self.name
-
-    def source_in(self, folder: Path) -> Path:
-        return folder / self.source_file if self.source_file else folder
-
-
-IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-IDX_SPLITS = {"train": IDX_FILES[:2], "test": IDX_FILES[2:]}
+IDX_FILES = (*IDX_SPLITS["train"], *IDX_SPLITS["test"])
 
 FASHION_MNIST = NamedDataset(
     name="fashion-mnist", title="Fashion-MNIST",

@@ -129,20 +129,17 @@ def _is_grey(rgb: np.ndarray) -> bool:
 
 def _shape_all(found: SourceImages, shape: Shape, out: np.ndarray, progress: bool, what: str):
     """Fill `out` with every usable image in order; return (labels of the kept ones, skipped (name, why))."""
-    skipped, kept_labels, count = [], [], 0
     if found.array is not None:
         n, h, w, c = found.array.shape
         native = (h, w) == (shape.size, shape.size) and c == shape.channels
         for start in tqdm(range(0, n, 4096), desc=f"preparing {what}", unit="chunk", disable=not progress):
             chunk = np.asarray(found.array[start:start + 4096])
             if native:  # already the right shape: a copy, no per-image work
-                out[count:count + len(chunk)] = chunk
-                count += len(chunk)
+                out[start:start + len(chunk)] = chunk
                 continue
-            for image in chunk:
-                out[count] = shape_image(array_to_image(image), shape)  # too small raises for all alike
-                count += 1
-        return (None if found.labels is None else found.labels), skipped
+            for i, image in enumerate(chunk, start):
+                out[i] = shape_image(array_to_image(image), shape)  # too small raises for all alike
+        return found.labels, []
 
     def decode(file):
         try:
@@ -152,6 +149,7 @@ def _shape_all(found: SourceImages, shape: Shape, out: np.ndarray, progress: boo
         except OSError as err:
             return None, f"cannot be read ({err.strerror or err})"
 
+    skipped, kept_labels = [], []
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:  # Pillow decodes without the GIL
         results = pool.map(decode, found.files, chunksize=64)
         for file, (array, why) in tqdm(zip(found.files, results, strict=True), total=len(found.files),
@@ -159,9 +157,8 @@ def _shape_all(found: SourceImages, shape: Shape, out: np.ndarray, progress: boo
             if array is None:
                 skipped.append((file.name, why))
                 continue
-            out[count] = array
+            out[len(kept_labels)] = array
             kept_labels.append(file.label)
-            count += 1
     labels = np.array(kept_labels, dtype=np.int64) if found.labelled else None
     return labels, skipped
 
@@ -261,8 +258,8 @@ def summary(manifest: dict) -> str:
 # --- reading one -----------------------------------------------------------------------------
 
 def open_prepared(path: Path, memory_limit: int | None = None) -> Prepared:
-    """Open a prepared dataset by its .npy or manifest path; refuse one that is damaged or incomplete."""
-    images_path, _, manifest_path = paths_of(Path(path).with_suffix(".npy") if Path(path).suffix == ".json" else path)
+    """Open a prepared dataset by its .npy path; refuse one that is damaged or incomplete."""
+    images_path, _, manifest_path = paths_of(path)
     try:
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("format") != MANIFEST_FORMAT or not isinstance(manifest.get("version"), int):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..config import DataConfig
 from ..errors import UserError
+from ..files import cache_dir
 from . import prepared as store
 from .download import download_files
 from .formats import find_format
@@ -30,7 +31,7 @@ def canonical_source(source: str) -> str:
 def dataset_folder(config: DataConfig) -> Path:
     """Where a named dataset's files are: --data-dir, else the cache (the same for train and evaluate)."""
     named = named_dataset(config)
-    return Path(config.data_dir).expanduser() if config.data_dir else named.default_folder()
+    return Path(config.data_dir).expanduser() if config.data_dir else cache_dir() / "datasets" / named.name
 
 
 def _named_source(named: NamedDataset, config: DataConfig, split: str, progress: bool) -> Path:
@@ -42,13 +43,13 @@ def _named_source(named: NamedDataset, config: DataConfig, split: str, progress:
         return {name: md5 for name, md5 in files.items()
                 if not (folder / name).exists() and not (folder / Path(name).stem).exists()}
 
-    needed = missing(named.files_for(split))
+    needed = missing({name: named.files[name] for name in named.split_files.get(split, named.files)})
     if needed:
         if not config.download:
             raise UserError(f"{named.title} is not in {folder} (missing {', '.join(needed)}); point --data-dir at "
                             f"the folder holding its files, or allow downloading (--data.download true).")
         download_files(folder, named.mirrors, missing(named.files), named.title, progress)
-    return named.source_in(folder)
+    return folder / named.source_file  # "": the folder itself
 
 
 def locate(config: DataConfig, split: str, progress: bool):

@@ -18,6 +18,7 @@ from .base import SourceImages, check_class_names, class_names_for_labels, stat_
 
 SPLITS_INSIDE = False  # a held-out split is a sibling file (test.npz beside train.npz)
 NAME = "NumPy array"
+fingerprint = stat_fingerprint
 IMAGE_KEYS = ("images", "arr_0")
 MAX_CLASSES = 100_000  # a label above this is a mistake (ImageNet-21k has 21,841 classes), not a class index
 
@@ -79,8 +80,6 @@ def _load(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]
             labels = npz_member(loaded, "labels", path) if "labels" in loaded.files else None
             names = npz_member(loaded, "class_names", path) if "class_names" in loaded.files else None
             return images, labels, names
-    except UserError:
-        raise
     except ValueError as err:
         if "pickle" in str(err) or "Python objects" in str(err):  # np.load, or its memory-mapping of an .npy
             raise UserError(f"{path} holds Python objects that only pickle can load; tinydiffusion never unpickles "
@@ -116,7 +115,3 @@ def read(path: Path, split: str) -> SourceImages:
                         f"value, not {names.dtype} of shape {names.shape}.")
     check_class_names([str(n) for n in names], f"class_names in {path}")
     return SourceImages(class_names=tuple(str(n) for n in names), array=images, labels=labels.astype(np.int64))
-
-
-def fingerprint(path: Path, split: str) -> str:
-    return stat_fingerprint(path)

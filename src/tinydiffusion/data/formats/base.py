@@ -57,8 +57,8 @@ def held_out_sibling(path: Path) -> Path | None:
     return None
 
 
-def stat_fingerprint(path: Path) -> str:
-    """Size and modification time: what changes when a file is rewritten, without reading it."""
+def stat_fingerprint(path: Path, split: str = "") -> str:
+    """Size and modification time: what changes when a file is rewritten, without reading it (any split)."""
     try:
         st = os.stat(path)
     except OSError as err:

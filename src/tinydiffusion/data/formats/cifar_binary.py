@@ -16,6 +16,7 @@ from .base import SourceImages, stat_fingerprint
 
 SPLITS_INSIDE = True
 NAME = "CIFAR-10 binary archive"
+fingerprint = stat_fingerprint
 FOLDER = "cifar-10-batches-bin"
 SPLIT_MEMBERS = {"train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "test": ("test_batch.bin",)}
 RECORD = 1 + 3 * 32 * 32
@@ -41,8 +42,6 @@ def read(path: Path, split: str) -> SourceImages:
                 chunks.append(archive.extractfile(member).read())
             meta = members.get(f"{FOLDER}/batches.meta.txt")
             names = archive.extractfile(meta).read().decode("ascii", "replace").split() if meta else []
-    except UserError:
-        raise
     except (OSError, EOFError, tarfile.TarError) as err:
         raise UserError(f"{path} is not a readable tar archive ({err}).") from None
     records = np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(-1, RECORD)
@@ -53,7 +52,3 @@ def read(path: Path, split: str) -> SourceImages:
     if len(names) != 10:  # the meta file is missing or damaged: number the classes
         names = [str(i) for i in range(10)]
     return SourceImages(class_names=tuple(names), array=np.ascontiguousarray(images), labels=labels)
-
-
-def fingerprint(path: Path, split: str) -> str:
-    return stat_fingerprint(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from ...files import not_a_file, read_regular_file
@@ -69,10 +70,6 @@ def _walk(root: Path) -> Walk:
     return walk
 
 
-def _reader(path: Path):
-    return lambda: read_regular_file(path, MAX_FILE_BYTES)
-
-
 def read(path: Path, split: str) -> SourceImages | None:
     walk = _walk(path)
     extensions = image_extensions()
@@ -80,7 +77,8 @@ def read(path: Path, split: str) -> SourceImages | None:
     skipped = walk.skipped + [(shown(name), "is not an image file") for name, _, _ in walk.files
                               if shown(name) not in images]
     listing = assign_classes(list(images), path, walk.folders)
-    files = [EncodedImage(name, label, _reader(images[name])) for name, label in listing.labelled]
+    files = [EncodedImage(name, label, partial(read_regular_file, images[name], MAX_FILE_BYTES))
+             for name, label in listing.labelled]
     return SourceImages(class_names=listing.class_names, files=files, skipped=skipped + listing.skipped,
                         hidden=walk.hidden, warnings=listing.warnings)
 

@@ -6,6 +6,7 @@ import stat
 import threading
 import zipfile
 import zlib
+from functools import partial
 from pathlib import Path
 
 from ...errors import UserError
@@ -14,17 +15,11 @@ from .base import EncodedImage, SourceImages, assign_classes, image_extensions, 
 
 SPLITS_INSIDE = False  # a held-out split is a sibling source (test/ beside train/)
 NAME = "zip of an image folder"
+fingerprint = stat_fingerprint
 
 
 def claims(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() == ".zip"
-
-
-def _open(path: Path) -> zipfile.ZipFile:
-    try:
-        return zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile, ValueError) as err:
-        raise UserError(f"{path} is not a readable zip archive ({err}).") from None
 
 
 def _unsafe(name: str) -> bool:
@@ -32,12 +27,11 @@ def _unsafe(name: str) -> bool:
     return name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in name.split("/")
 
 
-def _is_link(member: zipfile.ZipInfo) -> bool:
-    return stat.S_ISLNK(member.external_attr >> 16)
-
-
 def read(path: Path, split: str) -> SourceImages | None:
-    archive = _open(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile, ValueError) as err:
+        raise UserError(f"{path} is not a readable zip archive ({err}).") from None
     extensions, skipped, usable, folders, hidden, encrypted = image_extensions(), [], {}, set(), 0, 0
     for m in archive.infolist():
         parts = [part for part in m.filename.split("/") if part not in ("", ".")]  # "./a//b.png" is a/b.png
@@ -51,7 +45,7 @@ def read(path: Path, split: str) -> SourceImages | None:
         folders.update("/".join(parts[:i]) for i in range(1, len(parts) + m.is_dir()))
         if m.is_dir():
             continue
-        if _is_link(m):
+        if stat.S_ISLNK(m.external_attr >> 16):
             skipped.append((name, "is a symbolic link, not a file"))
         elif Path(name).suffix.lower() not in extensions:
             skipped.append((name, "is not an image file"))
@@ -67,20 +61,14 @@ def read(path: Path, split: str) -> SourceImages | None:
     listing = assign_classes(list(usable), path, folders)
     lock = threading.Lock()  # one ZipFile is shared by the decoding threads
 
-    def reader(member: zipfile.ZipInfo):
-        def read_member() -> bytes:
-            try:
-                with lock:
-                    return archive.read(member)
-            except (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFError) as err:
-                # a bad CRC, a damaged stream, or a compression method zipfile lacks (Deflate64): skipped
-                raise SkipImage(f"cannot be read from {path.name} ({err})") from None
-        return read_member
+    def read_member(member: zipfile.ZipInfo) -> bytes:
+        try:
+            with lock:
+                return archive.read(member)
+        except (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFError) as err:
+            # a bad CRC, a damaged stream, or a compression method zipfile lacks (Deflate64): skipped
+            raise SkipImage(f"cannot be read from {path.name} ({err})") from None
 
-    files = [EncodedImage(name, label, reader(usable[name])) for name, label in listing.labelled]
+    files = [EncodedImage(name, label, partial(read_member, usable[name])) for name, label in listing.labelled]
     return SourceImages(class_names=listing.class_names, files=files, skipped=skipped + listing.skipped,
                         hidden=hidden, warnings=listing.warnings)
-
-
-def fingerprint(path: Path, split: str) -> str:
-    return stat_fingerprint(path)
