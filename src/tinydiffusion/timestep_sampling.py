@@ -1,9 +1,6 @@
-"""How training draws the time t of each image (diffusion.timestep_sampling): one function each, joined in
-TIMESTEP_SAMPLINGS. Each is given the process and returns float64 times in (0, 1].
-
-Adding a way to draw t means one function and one line. config.py reads TIMESTEP_SAMPLINGS for the field's help and
-checks, and `train --help` imports no torch, so the functions import torch where they use it.
-"""
+"""How training draws the time t of each image (diffusion.timestep_sampling): one function each, given the process
+and returning float64 times in (0, 1], and one line in TIMESTEP_SAMPLINGS. config.py reads it for the field's help
+and checks, and `train --help` imports no torch, so the functions import torch where they use it."""
 
 from __future__ import annotations
 

@@ -44,8 +44,7 @@ def get_sampler(name: str) -> Sampler:
 
 
 def sampler_options(name: str) -> dict[str, object]:
-    """A sampler's own options and their defaults, as its functions declare them: generate() and the command
-    line ask here instead of knowing which sampler takes what."""
+    """A sampler's own options and their defaults, as its functions declare them."""
     return get_sampler(name).options()
 
 

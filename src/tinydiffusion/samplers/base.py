@@ -1,7 +1,6 @@
 """What every sampler shares: the noise levels it visits, and the registry entry that joins a sampling algorithm to
 the spacing function that chooses those levels (as k-diffusion's samplers are handed their sigmas by a
-`get_sigmas_*` function) and declares what else the command line and the exports need to know of it. No torch here
-(the Denoiser the samplers call is denoiser.py's), so `--help` reads the registry at once."""
+`get_sigmas_*` function). No torch at import (samplers/__init__.py says why)."""
 
 from __future__ import annotations
 
@@ -66,8 +65,7 @@ class Sampler:
         sampler(denoise, x, diffusion, steps, *, callback=None, generator=None, **options) -> x0
 
     where x is standard normal noise and `callback(i, t, x_t, x0_pred)` sees every step (figures, GIFs);
-    `generator` draws a stochastic sampler's noise (a torch.Generator, or a list of one per image). The command
-    line, the demo and the exports read what they need of it here, and its options in its functions' signatures."""
+    `generator` draws a stochastic sampler's noise (a torch.Generator, or a list of one per image)."""
     algorithm: Callable
     spacing: Callable
     default_steps: int | None  # the steps it takes when none are given (None: all of the model's T)

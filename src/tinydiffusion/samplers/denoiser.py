@@ -6,21 +6,16 @@ import torch
 
 
 class Denoiser:
-    """The network as samplers see it: (x_t, t, alpha, sigma) -> (eps, x0), with guidance.
+    """(x_t, t, alpha, sigma) -> (eps, x0), with guidance at a scale that is a float or one per image.
 
-    Classifier-free guidance (Ho & Salimans 2022, eq. 6) mixes the conditional and unconditional
-    predictions as uncond + scale * (cond - uncond): scale 1 is the conditional model, 0 the
-    unconditional one. Both halves run as one batch. Every objective's (eps, x0) is affine in the network's
-    output, so mixing the predictions is mixing the outputs. A network that takes the scale as an input
-    (`guidance_input`, a distilled student) gives the guided output in one call instead. The scale
-    is a float, or a tensor of one scale per image. `evaluations` counts network calls.
-
-    Autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself", eq. 1) guides with a
-    weaker model of the same task instead (`guide`, its own Denoiser: a smaller or less-trained network), both
-    conditional: guide + scale * (model - guide).
-
-    `predict` is the one place the network is run; another runtime (export/runtime.py runs an exported graph)
-    replaces it and keeps the guidance.
+    Classifier-free guidance (Ho & Salimans 2022, eq. 6) mixes the conditional and unconditional predictions, run as
+    one batch, as uncond + scale * (cond - uncond): scale 1 is the conditional model, 0 the unconditional one. Every
+    objective's (eps, x0) is affine in the network's output, so mixing the predictions is mixing the outputs. A
+    network that takes the scale as an input (`guidance_input`, a distilled student) gives the guided output in one
+    call. Autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself", eq. 1) guides
+    with a weaker model of the same task instead (`guide`, its own Denoiser), both conditional: guide + scale *
+    (model - guide). `predict` is the one place the network is run; another runtime (export/runtime.py) replaces it
+    and keeps the guidance. `evaluations` counts network calls.
     """
 
     def __init__(self, net, diffusion, y: torch.Tensor | None = None, guidance: float | torch.Tensor = 1.0,
@@ -53,9 +48,6 @@ class Denoiser:
             null = torch.full_like(self.y, self.null_class)
             both = self.predict(torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]), torch.cat([self.y, null]),
                                 None, alpha, sigma)
-            mixed = []
-            for prediction in both:
-                cond, uncond = prediction.chunk(2)
-                mixed.append(uncond + scale * (cond - uncond))
-            return tuple(mixed)
+            halves = (prediction.chunk(2) for prediction in both)
+            return tuple(uncond + scale * (cond - uncond) for cond, uncond in halves)
         return self.predict(x_t, t_batch, self.y, None, alpha, sigma)

@@ -1,8 +1,5 @@
-"""Spacing functions: which noise levels a sampler visits, from the process and a number of steps.
-
-Each returns a list of Levels from the noisiest down, ending with the clean image (base.CLEAN). The samplers
-only walk the list, so any process (any schedule, any objective) works with any sampler.
-"""
+"""Spacing functions: which noise levels a sampler visits, from the process and a number of steps, as a list of
+Levels from the noisiest down to the clean image (base.CLEAN)."""
 
 from __future__ import annotations
 
@@ -13,11 +10,8 @@ from .base import CLEAN, Level
 def uniform_levels(diffusion, steps: int, *, spacing: str = "trailing") -> list[Level]:
     """A subset of the process's T steps, chosen as `spacing` says (leading, trailing or linspace; Lin et al.
     2023, table 2), with each step's alpha(t) and sigma(t) at its time t = (k + 1) / T."""
-    levels = []
-    for step in timestep_spacing(diffusion.num_timesteps, steps, spacing):
-        alpha, sigma = diffusion.alpha_sigma_at(float(diffusion.step_time(step)))
-        levels.append(Level(step, alpha, sigma))
-    return levels + [CLEAN]
+    chosen = timestep_spacing(diffusion.num_timesteps, steps, spacing)
+    return [Level(step, *diffusion.alpha_sigma_at(float(diffusion.step_time(step)))) for step in chosen] + [CLEAN]
 
 
 def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float = 7.0) -> list[float]:

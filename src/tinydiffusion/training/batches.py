@@ -63,20 +63,16 @@ def steps_per_epoch(dataset: ImageDataset, batch_size: int) -> int:
 
 class Batches:
     def __init__(self, run: RunState, dataset: ImageDataset):
-        """The batches of `run` (state.py): its task draws its per-image values (tasks.py), from the run's
-        generator, shared by every process and kept in its checkpoints."""
-        config, self.task, self.generator, self.device = run.config, run.task, run.generator, run.device
-        self.config = config
-        self.num_images, self.steps_per_epoch = len(dataset), steps_per_epoch(dataset, config.train.batch_size)
-        local_batch = config.train.batch_size // run.dist.world_size
-        rank = run.dist.rank
+        self.config, self.task, self.generator, self.device = run.config, run.task, run.generator, run.device
+        batch_size, rank = run.config.train.batch_size, run.dist.rank
+        self.num_images, self.steps_per_epoch = len(dataset), steps_per_epoch(dataset, batch_size)
+        local_batch = batch_size // run.dist.world_size
         self.mine = slice(rank * local_batch, (rank + 1) * local_batch)  # this process's slice of a global batch
         # The whole dataset stays resident on the device, unless it is memory-mapped (too big for memory):
         # then batches are gathered on the host and copied over.
         self.on_host = dataset.memory_mapped
         self.images = dataset.images if self.on_host else dataset.images.to(self.device)
-        labels = dataset.labels
-        self.labels = None if labels is None else (labels if self.on_host else labels.to(self.device))
+        self.labels = dataset.labels if self.on_host or dataset.labels is None else dataset.labels.to(self.device)
         self.order, self.order_epoch = None, None
 
     def draw(self, step: int) -> Batch:

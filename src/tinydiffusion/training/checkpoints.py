@@ -28,7 +28,6 @@ class Checkpoints:
     resumed_from: Path | None = None  # the checkpoint this run continues from; None: from step 0
     saved_step: int | None = None  # the step whose checkpoint is on disk already
     spent: float = 0.0  # the time budget's seconds spent up to the checkpoint restored (budget.py)
-    plan: Plan = Plan()  # the budget's plan that checkpoint was saved under
 
     def restore(self, checkpoint: Path | None) -> None:
         """Load the checkpoint a resume continues from (default: the latest) into the run; a run with none yet (it

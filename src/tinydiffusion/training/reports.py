@@ -78,8 +78,8 @@ class SampleGrid:
 
 class FDEvaluation:
     """At the report that passes each train.eval_every-th epoch: FD of train.eval_num samples of the EMA model
-    (its default sampler, steps and guidance), one line of metrics.jsonl. At this small N it shows trends, not
-    final scores. The data, classifier and reference are made ready when it is made, before training starts."""
+    (its default sampler, steps and guidance), one line of metrics.jsonl. The data, classifier and reference are
+    made ready when it is made, before training starts, so data that cannot be scored is one sentence then."""
 
     def __init__(self, config: RunConfig, device: torch.device, progress: bool = True):
         from ..evaluation import Evaluator
@@ -107,8 +107,7 @@ class FDEvaluation:
 def default_reports(config: RunConfig, run_dir: Path, device: torch.device, tensorboard=None,
                     progress: bool = True) -> list[Callable[[Report], None]]:
     """The config's work at each report: a sample grid (train.sample_every_epoch, train.sample_num) and an FD
-    (train.eval_every). Made on rank 0 before training, so data that cannot be scored is one sentence now rather
-    than an error after the first epoch."""
+    (train.eval_every)."""
     train_cfg, reports = config.train, []
     if train_cfg.sample_every_epoch and train_cfg.sample_num > 0:
         reports.append(SampleGrid(run_dir, tensorboard))

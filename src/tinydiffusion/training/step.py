@@ -1,9 +1,7 @@
 """One training step, read top to bottom: the loss of a batch (the task's: tasks.py), its gradients, AdamW, and
-the EMA.
-
-A plain function of what it touches. The Trainer binds its parts once (functools.partial) and calls it for
-every batch, eagerly or, opted in, replayed as a CUDA graph (cuda_graph.py). Nothing in it waits for the
-device: a non-finite loss skips the update through tensors, and the host reads the loss later.
+the EMA. A plain function of what it touches, bound to the run's parts once and called for every batch, eagerly or,
+opted in, replayed as a CUDA graph (cuda_graph.py). Nothing in it waits for the device: a non-finite loss skips the
+update through tensors, and the host reads the loss later.
 """
 
 from __future__ import annotations
@@ -64,8 +62,7 @@ def train_step(model, net, task, optimizer, ema, settings: StepSettings, ema_wei
 
 def bind_step(run: RunState) -> tuple[Callable[..., torch.Tensor], torch.Tensor]:
     """The step bound to the run's parts once, and the EMA weight it reads each step (a tensor: a step needs no
-    host-device synchronisation). It runs the network, or its DDP or compiled wrapper (made after a checkpoint is
-    restored), eagerly or (opt-in, one GPU) replayed as a CUDA graph."""
+    host-device synchronisation). The DDP or compiled wrapper is made here, after a checkpoint is restored."""
     train_cfg, options, device = run.config.train, run.options, run.device
     model = run.net
     if run.dist.world_size > 1:

@@ -144,7 +144,7 @@ class Trainer:
         first_step, reported_epochs = run.step, run.step // self.steps_per_epoch
         self._window = (run.step, start)  # the step and time the log's window of speed and losses began at
         self.clock.begin(start)
-        stopped = out_of_time = self.out_of_time = False
+        stopped = self.out_of_time = False
         with StopRequest() as stop:
             while run.step < self.total_steps:
                 # --- the step: its batch (batches.py), the learning rate and EMA weight, queued (step.py)
@@ -154,21 +154,20 @@ class Trainer:
                 run.step += 1
                 # --- the run's length (a time budget's plan, kept to the pace), an end asked for (a signal, the
                 # budget spent)
-                stopped, out_of_time = self._end_requested(stop)
-                self.out_of_time = out_of_time
+                stopped, self.out_of_time = self._end_requested(stop)
                 bar.total = None if self.planning else self.total_steps
                 # --- the log, the checkpoint, the report (a checkpoint, then a sample grid and an FD)
-                if run.step % train_cfg.log_every == 0 or run.step == self.total_steps or out_of_time:
+                if run.step % train_cfg.log_every == 0 or run.step == self.total_steps or self.out_of_time:
                     self._log_window(bar, start)
                 bar.update(1)
                 if train_cfg.checkpoint_every and run.step % train_cfg.checkpoint_every == 0:
                     self.save()
                 if stopped:  # a signal: the final checkpoint below, without the report
                     break
-                if run.step % self.report_every == 0 or run.step == self.total_steps or out_of_time:
+                if run.step % self.report_every == 0 or run.step == self.total_steps or self.out_of_time:
                     self._report(reported_epochs)
                     reported_epochs = run.step // self.steps_per_epoch
-                if out_of_time:
+                if self.out_of_time:
                     break
         # --- the end: the final checkpoint, and which limit ended the run
         bar.close()
@@ -180,11 +179,11 @@ class Trainer:
         if stopped and run.dist.is_main:
             print(f"stopped at step {run.step}; checkpoint written to {path}. "
                   f"Continue with: tinydiffusion train --resume {run.run_dir}")
-        elif run.dist.is_main and (news := ending(run.config.train, run.step, out_of_time,
+        elif run.dist.is_main and (news := ending(run.config.train, run.step, self.out_of_time,
                                                   self.clock.elapsed(time.perf_counter()))):
             print(news)
         return TrainResult(run.run_dir, run.step, run.losses.last, images_per_second, wall, stopped,
-                           run.dist.is_main, "signal" if stopped else "budget" if out_of_time else "steps")
+                           run.dist.is_main, "signal" if stopped else "budget" if self.out_of_time else "steps")
 
     def _queue_step(self) -> None:
         """Queue one step; its loss joins the pending ones, which the host reads later (loss_watch.py)."""
