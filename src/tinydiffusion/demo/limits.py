@@ -22,12 +22,6 @@ STORED_FILES = 20  # the total the page stores: this many files of the largest s
 GRACE_SECONDS = 60  # a file younger than this is never deleted to make room: a request may be using it
 
 
-def request_limit(max_file_bytes: int) -> int:
-    """The bytes one request may carry: one file of the largest size, as base64 in a data: URL (4/3 larger) with
-    room for the rest of the form or the JSON."""
-    return max_file_bytes * 4 // 3 + 64 * 1024
-
-
 class StorageLimit:
     """ASGI middleware: a request with a body must say its length (Content-Length), within request_bytes, and is
     let in only once the folder has room for it within total_bytes."""

@@ -28,50 +28,46 @@ from . import handlers, limits
 from .limits import MAX_PIXELS, MAX_UPLOAD_MB, import_gradio
 
 ENTER_SCALE = 8  # a test image is put into the image boxes at 8x its size (224x224), large enough to draw on
+ON_MODEL = {"concurrency_limit": 1, "concurrency_id": "model"}  # one computation at a time: the CPU is shared
 
 
 def upload_bytes(file, max_bytes: int) -> bytes:
     """The bytes of an upload as Gradio hands it over: a file it stored (checked to be in its upload folder by
     Gradio before this is called), a data: URL, or raw bytes; a file over `max_bytes` is refused unread."""
+    too_large = UserError(f"the upload is larger than the {max_bytes / 2**20:g} MB this page takes; choose a smaller "
+                          "image.")
     if isinstance(file, (bytes, bytearray, memoryview)):
         data = bytes(file)
     elif getattr(file, "url", None) and str(file.url).startswith("data:"):
         encoded = str(file.url).partition(",")[2]
         if len(encoded) > max_bytes * 4 // 3 + 4:
-            data = b"x" * (max_bytes + 1)  # only its size matters below
-        else:
-            try:
-                data = base64.b64decode(encoded, validate=False)
-            except ValueError:
-                raise UserError(handlers.NOT_AN_IMAGE) from None
+            raise too_large
+        try:
+            data = base64.b64decode(encoded, validate=False)
+        except ValueError:
+            raise UserError(handlers.NOT_AN_IMAGE) from None
     elif getattr(file, "path", None):
-        path = Path(file.path)
-        if path.stat().st_size > max_bytes:
-            data = b"x" * (max_bytes + 1)
-        else:
-            data = path.read_bytes()
+        if Path(file.path).stat().st_size > max_bytes:
+            raise too_large
+        data = Path(file.path).read_bytes()
     else:
         raise UserError("the upload holds no file; choose an image file.")
     if len(data) > max_bytes:
-        raise UserError(f"the upload is larger than the {max_bytes / 2**20:g} MB this page takes; choose a smaller "
-                        "image.")
+        raise too_large
     return data
 
 
-def refused(gr, message: str):
-    """A refusal: one line in the server's log, and the sentence for the visitor (gr.Error, no traceback)."""
-    print(f"refused: {message}", file=sys.stderr, flush=True)
-    error = gr.Error(message, print_exception=False)
-    error.logged = True
-    return error
-
-
 def logged(error):
-    """A gr.Error Gradio raised itself (a number below a box's minimum, say): logged in one line as ours are."""
+    """A refusal (gr.Error, ours or one Gradio raised itself, such as a number below a box's minimum): one line in
+    the server's log, and the sentence for the visitor, no traceback."""
     if not getattr(error, "logged", False):
         print(f"refused: {error.message}", file=sys.stderr, flush=True)
         error.logged, error.print_exception = True, False
     return error
+
+
+def refused(gr, message: str):
+    return logged(gr.Error(message))
 
 
 def shown(gr, fn):
@@ -174,34 +170,26 @@ def describe(model: Model) -> str:
     return f"**Model:** `{name}`, {shape} images, {kind}, T = {model.diffusion.num_timesteps}."
 
 
-def entered(image) -> np.ndarray:
-    """A uint8 [C, H, W] test image as an image box shows it: H x W (x 3), enlarged ENTER_SCALE times."""
-    array = image.permute(1, 2, 0).numpy()
-    array = np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
-    return np.asarray(Image.fromarray(array).resize((array.shape[1] * ENTER_SCALE, array.shape[0] * ENTER_SCALE),
-                                                    Image.NEAREST))
-
-
 @dataclass(frozen=True)
 class PageParts:
-    """What every tab is built from: gradio, the model, the shared sampling settings (as components and as the
-    inputs every handler takes), the test images and the checked upload components."""
+    """What every tab is built from: gradio, the model, the shared sampling settings (class, sampler, steps,
+    guidance, seed: the inputs every handler takes), the test images and the checked upload components."""
     gr: object
     model: Model
     settings: list
-    on_model: dict
-    steps0: int
-    T: int
     test_images: list
     test_names: list
     test_note: str
-    draw_image: object
     upload_image: object
+    draw_image: object
     max_pixels: int
-    conditional: bool
-    sampler: object
-    steps: object
-    guidance: object
+
+    def entered(self, name: str) -> np.ndarray:
+        """Test image `name` as an image box shows it: H x W (x 3), enlarged ENTER_SCALE times."""
+        array = self.test_images[self.test_names.index(name)].permute(1, 2, 0).numpy()
+        array = np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
+        return np.asarray(Image.fromarray(array).resize((array.shape[1] * ENTER_SCALE, array.shape[0] * ENTER_SCALE),
+                                                        Image.NEAREST))
 
 
 def build_page(model: Model, data_dir: str | None = None, max_pixels: int = MAX_PIXELS,
@@ -209,11 +197,9 @@ def build_page(model: Model, data_dir: str | None = None, max_pixels: int = MAX_
     """The page: shared sampling settings above six tabs, each wired to its handler."""
     gr = import_gradio()
     upload_image, draw_image = checked_components(gr, max_pixels, int(max_upload_mb * 2**20))
-    test_images, test_names, test_note = handlers.test_images(model, data_dir)
-    samplers = handlers.sampler_choices(model)
+    test_images = handlers.test_images(model, data_dir)
     sampler0, steps0, guidance0 = sampling_settings(model)  # the command line's defaults
     T, conditional = model.diffusion.num_timesteps, bool(model.num_classes)
-    on_model = {"concurrency_limit": 1, "concurrency_id": "model"}  # one computation at a time: the CPU is shared
 
     # Gradio deletes what the page stored every KEEP_SECONDS, as limits.sweep does before each request (and all of
     # it on exit).
@@ -224,62 +210,42 @@ def build_page(model: Model, data_dir: str | None = None, max_pixels: int = MAX_
             with gr.Row():
                 class_name = gr.Dropdown(handlers.class_choices(model), value=handlers.EVERY_CLASS, label="class",
                                          visible=conditional, elem_id="class")
-                sampler = gr.Dropdown(samplers, value=sampler0, label="sampler", elem_id="sampler")
+                sampler = gr.Dropdown(handlers.sampler_choices(model), value=sampler0, label="sampler",
+                                      elem_id="sampler")
                 top = MAX_REQUEST_SAMPLING_STEPS
                 steps = gr.Slider(1, min(top, T), value=min(steps0, top), step=1, label="steps", elem_id="steps")
                 guidance = gr.Slider(0, MAX_REQUEST_GUIDANCE, value=guidance0, step=0.1, label="guidance",
                                      visible=conditional, elem_id="guidance")
                 seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="seed", elem_id="seed")
         sampler.change(shown(gr, lambda name: handlers.default_steps(model, name)), sampler, steps, api_name="steps")
-        settings = [class_name, sampler, steps, guidance, seed]
-        parts = PageParts(gr, model, settings, on_model, steps0, T, test_images, test_names, test_note, draw_image,
-                          upload_image, max_pixels, conditional, sampler, steps, guidance)
-
+        parts = PageParts(gr, model, [class_name, sampler, steps, guidance, seed], *test_images, upload_image,
+                          draw_image, max_pixels)
         with gr.Tabs():
-            with gr.Tab("Generate", id="generate-tab"):
-                _generate_tab(parts)
-
-            with gr.Tab("Reverse process", id="reverse-tab"):
-                _reverse_tab(parts)
-
-            with gr.Tab("Forward process", id="forward-tab"):
-                _forward_tab(parts)
-
-            with gr.Tab("Inpaint", id="inpaint-tab"):
-                _inpaint_tab(parts)
-
-            with gr.Tab("Image to image", id="img2img-tab"):
-                _img2img_tab(parts)
-
-            with gr.Tab("Interpolate", id="interpolate-tab"):
-                _interpolate_tab(parts)
+            for title, tab_id, build_tab in TABS:
+                with gr.Tab(title, id=tab_id):
+                    build_tab(parts)
     refuse_bad_requests(gr, page)
     return page
 
 
-
-
 def _generate_tab(parts: PageParts) -> None:
-    """The Generate tab."""
-    gr, model, settings, on_model = parts.gr, parts.model, parts.settings, parts.on_model
+    gr, model, settings = parts.gr, parts.model, parts.settings
     num = gr.Slider(1, handlers.MAX_IMAGES, value=16, step=1, label="images", elem_id="num")
     go = gr.Button("Generate", variant="primary", elem_id="generate")
     grid = gr.Image(label="samples", format="png", interactive=False, elem_id="grid")
     status = gr.Markdown(elem_id="status")
     draw = shown(gr, lambda *a: handlers.generate_grid(model, *a))
-    go.click(draw, [num, *settings], [grid, status], api_name="generate", **on_model)
+    go.click(draw, [num, *settings], [grid, status], api_name="generate", **ON_MODEL)
     if handlers.redraws_live(model):  # a 1- or 2-step student: the grid follows the settings as they change
         gr.Markdown("This model draws in one or two network evaluations: the grid redraws as the class, guidance, "
                     "seed or number of images changes.", elem_id="live")
         class_name, _, _, guidance, seed = settings
         gr.on([num.change, class_name.change, guidance.change, seed.change], draw, [num, *settings], [grid, status],
-              trigger_mode="always_last", api_name=False, **on_model)
+              trigger_mode="always_last", api_name=False, **ON_MODEL)
 
 
 def _reverse_tab(parts: PageParts) -> None:
-    """The Reverse process tab."""
-    gr, model, settings, on_model = parts.gr, parts.model, parts.settings, parts.on_model
-    steps0 = parts.steps0
+    gr, model = parts.gr, parts.model
     gr.Markdown("Each frame is one sampler step: the noisy image x_t (top rows) over the model's "
                 "current guess of the clean image (bottom rows).")
     with gr.Row():
@@ -287,7 +253,7 @@ def _reverse_tab(parts: PageParts) -> None:
         record = gr.Button("Run the reverse process", variant="primary", elem_id="record")
         play = gr.Button("Play", elem_id="play")
     frames = gr.State(None)
-    frame = gr.Slider(1, max(2, steps0), value=1, step=1, label="step", elem_id="frame")
+    frame = gr.Slider(1, max(2, sampling_settings(model)[1]), value=1, step=1, label="step", elem_id="frame")
     frame_image = gr.Image(label="x_t and predicted x_0", format="png", interactive=False)
     timer = gr.Timer(0.15, active=False)
 
@@ -296,8 +262,8 @@ def _reverse_tab(parts: PageParts) -> None:
         last = len(sequence)
         return sequence, gr.Slider(maximum=max(2, last), value=last), handlers.frame_at(sequence, last)
 
-    record.click(shown(gr, recorded), [reverse_num, *settings], [frames, frame, frame_image],
-                 api_name="reverse", **on_model)
+    record.click(shown(gr, recorded), [reverse_num, *parts.settings], [frames, frame, frame_image],
+                 api_name="reverse", **ON_MODEL)
     frame.change(shown(gr, handlers.frame_at), [frames, frame], frame_image, trigger_mode="always_last",
                  show_progress="hidden")
 
@@ -311,34 +277,29 @@ def _reverse_tab(parts: PageParts) -> None:
 
 
 def _forward_tab(parts: PageParts) -> None:
-    """The Forward process tab."""
-    gr, model, T, test_images = parts.gr, parts.model, parts.T, parts.test_images
-    test_note = parts.test_note
-    gr.Markdown(f"The forward process q(x_t | x_0) on {test_note}.")
-    step = gr.Slider(0, T, value=0, step=1, label="step t", elem_id="forward-step")
-    first, caption = handlers.forward_process(model, test_images, 0)
+    gr, model, images = parts.gr, parts.model, parts.test_images
+    gr.Markdown(f"The forward process q(x_t | x_0) on {parts.test_note}.")
+    step = gr.Slider(0, model.diffusion.num_timesteps, value=0, step=1, label="step t", elem_id="forward-step")
+    first, caption = handlers.forward_process(model, images, 0)
     noised = gr.Image(value=first, label="x_t", format="png", interactive=False, elem_id="forward")
     noised_caption = gr.Markdown(caption)
-    step.change(shown(gr, lambda t: handlers.forward_process(model, test_images, t)), step,
+    step.change(shown(gr, lambda t: handlers.forward_process(model, images, t)), step,
                 [noised, noised_caption], trigger_mode="always_last", api_name="forward",
                 show_progress="hidden")
 
 
 def _inpaint_tab(parts: PageParts) -> None:
-    """The Inpaint tab."""
-    gr, model, settings, on_model = parts.gr, parts.model, parts.settings, parts.on_model
-    test_images, test_names, draw_image = parts.test_images, parts.test_names, parts.draw_image
-    max_pixels = parts.max_pixels
+    gr, model, names = parts.gr, parts.model, parts.test_names
     gr.Markdown("Upload an image or take a test image, draw over what to regenerate (or pick a built-in "
                 "mask), and inpaint: the rest of the image is kept. The result shows the image as the "
                 "model sees it, the mask in grey, then the inpaintings.")
     with gr.Row():
-        editor = draw_image(label="image: draw over the part to regenerate", type="pil",
-                           sources=["upload", "clipboard"], transforms=(), layers=False,
-                           brush=gr.Brush(colors=["#ff0000"], color_mode="fixed"), canvas_size=(224, 224),
-                           elem_id="inpaint-image")
+        editor = parts.draw_image(label="image: draw over the part to regenerate", type="pil",
+                                  sources=["upload", "clipboard"], transforms=(), layers=False,
+                                  brush=gr.Brush(colors=["#ff0000"], color_mode="fixed"), canvas_size=(224, 224),
+                                  elem_id="inpaint-image")
         with gr.Column():
-            inpaint_pick = gr.Dropdown(test_names, value=test_names[0], label="test image")
+            inpaint_pick = gr.Dropdown(names, value=names[0], label="test image")
             inpaint_take = gr.Button("Use this test image")
             mask_name = gr.Radio(["drawn", *handlers.editing.MASKS], value="drawn", label="mask")
             inpaint_num = gr.Slider(1, 16, value=4, step=1, label="inpaintings")
@@ -346,47 +307,42 @@ def _inpaint_tab(parts: PageParts) -> None:
     inpainted = gr.Image(label="image, mask, inpaintings", format="png", interactive=False)
 
     def take_for_editor(name):
-        picture = entered(test_images[test_names.index(name)])
+        picture = parts.entered(name)
         return {"background": picture, "layers": [], "composite": picture}
 
     def inpainting(value, mask_choice, *args):
         value = value or {}
         mask = handlers.drawn_mask(value.get("layers"))
         return handlers.inpaint_tab(model, value.get("background"), mask, mask_choice, *args,
-                                    max_pixels=max_pixels)
+                                    max_pixels=parts.max_pixels)
 
     inpaint_take.click(take_for_editor, inpaint_pick, editor)
-    inpaint_go.click(shown(gr, inpainting), [editor, mask_name, inpaint_num, *settings], inpainted,
-                     api_name="inpaint", **on_model)
+    inpaint_go.click(shown(gr, inpainting), [editor, mask_name, inpaint_num, *parts.settings], inpainted,
+                     api_name="inpaint", **ON_MODEL)
 
 
 def _img2img_tab(parts: PageParts) -> None:
-    """The Image to image tab (SDEdit)."""
-    gr, model, settings, on_model = parts.gr, parts.model, parts.settings, parts.on_model
-    test_images, test_names, upload_image = parts.test_images, parts.test_names, parts.upload_image
-    max_pixels = parts.max_pixels
+    gr, model, names = parts.gr, parts.model, parts.test_names
     gr.Markdown("Noise an image part of the way (strength 0 keeps it, 1 is pure noise) and sample back "
                 "from there, towards the chosen class.")
     with gr.Row():
-        source = upload_image(label="image", type="pil", image_mode=None, sources=["upload", "clipboard"],
-                             format="png", elem_id="img2img-image")
+        source = parts.upload_image(label="image", type="pil", image_mode=None, sources=["upload", "clipboard"],
+                                    format="png", elem_id="img2img-image")
         with gr.Column():
-            img2img_pick = gr.Dropdown(test_names, value=test_names[0], label="test image")
+            img2img_pick = gr.Dropdown(names, value=names[0], label="test image")
             img2img_take = gr.Button("Use this test image")
             strength = gr.Slider(0, 1, value=0.6, step=0.05, label="strength", elem_id="strength")
             img2img_num = gr.Slider(1, 16, value=4, step=1, label="results")
             img2img_go = gr.Button("Run", variant="primary", elem_id="img2img")
     transformed = gr.Image(label="image, results", format="png", interactive=False)
-    img2img_take.click(lambda name: entered(test_images[test_names.index(name)]), img2img_pick, source)
-    img2img_go.click(shown(gr, lambda *a: handlers.img2img_tab(model, *a, max_pixels=max_pixels)),
-                     [source, strength, img2img_num, *settings], transformed, api_name="img2img",
-                     **on_model)
+    img2img_take.click(parts.entered, img2img_pick, source)
+    img2img_go.click(shown(gr, lambda *a: handlers.img2img_tab(model, *a, max_pixels=parts.max_pixels)),
+                     [source, strength, img2img_num, *parts.settings], transformed, api_name="img2img",
+                     **ON_MODEL)
 
 
 def _interpolate_tab(parts: PageParts) -> None:
-    """The Interpolate tab."""
-    gr, model, on_model, conditional = parts.gr, parts.model, parts.on_model, parts.conditional
-    sampler, steps, guidance = parts.sampler, parts.steps, parts.guidance
+    gr, model, conditional = parts.gr, parts.model, bool(parts.model.num_classes)
     gr.Markdown("Samples along a path between two starting noises (two seeds)"
                 + (" and two classes" if conditional else "") + "; the slider moves along it.")
     with gr.Row():
@@ -406,11 +362,17 @@ def _interpolate_tab(parts: PageParts) -> None:
         whole, each = handlers.interpolate_tab(model, *args)
         return whole, each, handlers.frame_along(each, 0), 0
 
+    _, sampler, steps, guidance, _ = parts.settings
     interpolate_go.click(shown(gr, interpolation), [class_a, class_b, seed_a, seed_b, count, sampler, steps,
                                                     guidance], [strip, path_frames, at, position],
-                         api_name="interpolate", **on_model)
+                         api_name="interpolate", **ON_MODEL)
     position.change(shown(gr, handlers.frame_along), [path_frames, position], at,
                     trigger_mode="always_last", show_progress="hidden")
+
+
+TABS = [("Generate", "generate-tab", _generate_tab), ("Reverse process", "reverse-tab", _reverse_tab),
+        ("Forward process", "forward-tab", _forward_tab), ("Inpaint", "inpaint-tab", _inpaint_tab),
+        ("Image to image", "img2img-tab", _img2img_tab), ("Interpolate", "interpolate-tab", _interpolate_tab)]
 
 
 def serve(model: Model, host: str = "127.0.0.1", port: int = 7860, data_dir: str | None = None,
@@ -428,7 +390,8 @@ def serve(model: Model, host: str = "127.0.0.1", port: int = 7860, data_dir: str
 
     max_file = int(max_upload_mb * 2**20)
     folder = os.environ.get("GRADIO_TEMP_DIR") or str(Path(tempfile.gettempdir()) / "gradio")  # where Gradio stores
-    storage = Middleware(limits.StorageLimit, folder=folder, request_bytes=limits.request_limit(max_file),
+    # A request carries one file of the largest size, as base64 in a data: URL (4/3 larger), and the rest of the form.
+    storage = Middleware(limits.StorageLimit, folder=folder, request_bytes=max_file * 4 // 3 + 64 * 1024,
                          total_bytes=limits.STORED_FILES * max_file)
     try:
         page.launch(server_name=host, server_port=port, max_file_size=max_file, share=False,

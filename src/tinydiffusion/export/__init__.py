@@ -1,5 +1,5 @@
-"""Running a model outside tinydiffusion's torch code: one ONNX file with its metadata (onnx_file.py), the graph
-in it (graph.py), and sampling through that file with onnxruntime (runtime.py). docs/export.md is the contract."""
+"""Running a model outside tinydiffusion's torch code: one ONNX file with its metadata (onnx_file.py, contract in
+docs/reference/onnx.md), the graph in it (graph.py), and sampling through that file with onnxruntime (runtime.py)."""
 
 from .graph import DenoiserGraph
 from .onnx_file import METADATA_KEY, OPSET, metadata, onnx_bytes, write_onnx

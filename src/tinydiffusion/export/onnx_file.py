@@ -1,11 +1,6 @@
-"""`tinydiffusion export --format onnx`: a model as one ONNX file that any runtime can sample from.
-
-The graph is graph.DenoiserGraph: inputs x (float32 [N, C, H, W]), t (float32 [N], the continuous time in
-[0, 1]), y (int64 [N], the class; the null class for none) and, for a distilled student, guidance (float32 [N]);
-outputs x0 and eps (float32 [N, C, H, W]). N is dynamic. The file's metadata_props hold one entry,
-`tinydiffusion`, a JSON object that says everything a sampler needs besides the graph: the image shape, the
-classes, the objective, alpha(t) and sigma(t) at every step, and the default sampler, steps and guidance
-(docs/export.md states the contract).
+"""`tinydiffusion export --format onnx`: a model as one ONNX file that any runtime can sample from: the graph
+(graph.DenoiserGraph, (x, t, y[, guidance]) -> (x0, eps)) and one metadata entry, `tinydiffusion`, a JSON object
+with everything else a sampler needs. docs/reference/onnx.md is the contract.
 """
 
 from __future__ import annotations
@@ -47,7 +42,7 @@ def graph_inputs(model: Model) -> list[str]:
 
 
 def metadata(model: Model) -> dict:
-    """What a sampler needs besides the graph, as the JSON stored in the file (docs/export.md)."""
+    """What a sampler needs besides the graph, as the JSON stored in the file (docs/reference/onnx.md)."""
     config, diffusion = model.config, model.diffusion
     sampler, steps, guidance = sampling_settings(model)
     ab = diffusion.alphas_cumprod

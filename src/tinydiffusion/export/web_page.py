@@ -1,15 +1,7 @@
 """`tinydiffusion export --format web`: a static folder that samples the model in a browser, with nothing but a
-static file host behind it and no request to any other host (docs/export.md, "A web page").
-
-The folder holds index.html, its script (tinydiffusion-web.js, the samplers in JavaScript), the model as ONNX
-(model.onnx, with its metadata as model.json) and the JavaScript runtime: onnxruntime-web's single-threaded
-WebAssembly build, one module and one .wasm file, pinned below by version and SHA-256. The page fetches each
-file with its SHA-256 (subresource integrity), so a changed file stops the page with a message; SHA256SUMS lists
-them for `sha256sum -c`.
-
-The runtime is not in tinydiffusion's package (the .wasm alone is 15 MB): the first web export downloads
-onnxruntime-web's npm package once, checks it against the pinned SHA-256, and keeps the two files it needs in the
-cache (files.cache_dir()). Without internet, the package saved by hand at the path the refusal names does the same.
+static file host behind it (docs/reference/web-page.md lists its files and what is checked). onnxruntime-web is not
+in tinydiffusion's package (the .wasm alone is 15 MB): the first web export downloads its npm package once, checks
+it against the pinned SHA-256, and keeps the two files the page loads in the cache (files.cache_dir()).
 """
 
 from __future__ import annotations
