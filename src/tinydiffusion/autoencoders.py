@@ -77,11 +77,6 @@ def normalise(z: torch.Tensor, mean, std) -> torch.Tensor:
     return (z - _per_channel(mean, z)) / _per_channel(std, z)
 
 
-def denormalise(x: torch.Tensor, mean, std) -> torch.Tensor:
-    """The network's space -> the autoencoder's latents: each channel x * std + mean."""
-    return x * _per_channel(std, x) + _per_channel(mean, x)
-
-
 def encode(data, x: torch.Tensor) -> torch.Tensor:
     """Images in [-1, 1] -> the space the network of a run with data section `data` works in: for a latent run,
     encoded (on their own device) and normalised with the run's statistics; a pixel run's images as they are."""
@@ -96,14 +91,14 @@ def encode(data, x: torch.Tensor) -> torch.Tensor:
 
 def decode(data, x: torch.Tensor) -> torch.Tensor:
     """What a network of a run with data section `data` sampled -> images in [-1, 1]: for a latent run, its latents
-    denormalised and decoded (on their own device); a pixel run's images as they are."""
+    denormalised (each channel x * std + mean) and decoded (on their own device); a pixel run's images as they are."""
     if not data.autoencoder:
         return x
     import torch
 
-    autoencoder = load_autoencoder(data.autoencoder, str(x.device))
+    autoencoder, x = load_autoencoder(data.autoencoder, str(x.device)), x.float()
     with torch.no_grad():
-        return autoencoder.decode(denormalise(x.float(), data.latent_mean, data.latent_std))
+        return autoencoder.decode(x * _per_channel(data.latent_std, x) + _per_channel(data.latent_mean, x))
 
 
 def image_shape(config) -> tuple[int, int, int]:

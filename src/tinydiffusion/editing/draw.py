@@ -54,22 +54,19 @@ class Draw:
         return to_pixels(decode(self.data, x0)).cpu()
 
 
-def edit_labels(model: Model, num: int, classes: list[int] | None, guidance: float | None):
-    """(labels, guidance) for an edit. With no class asked for, a class-conditional model runs unconditionally
-    (its null label): the class of a given image is unknown, and guessing one would pull the edit toward it."""
-    if classes or not model.num_classes:
-        return resolve_labels(model, num, classes), guidance
-    if guidance not in (None, 1.0):
-        raise UserError("guidance steers toward a class; add --class NAME, or drop --guidance to edit without one.")
-    return torch.full((num,), model.num_classes, dtype=torch.long), 1.0
-
-
 def start_draw(model: Model, num: int, classes: list[int] | None, sampler: str | None, steps: int | None,
                guidance: float | None, seed: int, options: dict) -> Draw:
-    """An edit's Draw of `num` images: its settings checked, its memory estimated, its noise drawn."""
+    """An edit's Draw of `num` images: its settings checked, its memory estimated, its noise drawn. With no class
+    asked for, a class-conditional model runs unconditionally (its null label): the class of a given image is
+    unknown, and guessing one would pull the edit toward it."""
     if num < 1:
         raise UserError(f"the number of images must be at least 1, not {num}.")
-    labels, guidance = edit_labels(model, num, classes, guidance)
+    if classes or not model.num_classes:
+        labels = resolve_labels(model, num, classes)
+    elif guidance not in (None, 1.0):
+        raise UserError("guidance steers toward a class; add --class NAME, or drop --guidance to edit without one.")
+    else:
+        labels, guidance = torch.full((num,), model.num_classes, dtype=torch.long), 1.0
     sampler, steps, guidance = checked_settings(model, sampler, steps, guidance, seed, options)
     device = next(model.net.parameters()).device
     check_memory(model, num, num, guided=guidance != 1.0 and not model.config.net.guidance_input, device=device)

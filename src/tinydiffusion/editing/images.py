@@ -76,8 +76,7 @@ def picture_pixels(model: Model, picture: Image.Image) -> torch.Tensor:
 def fit_image(model: Model, picture: Image.Image) -> torch.Tensor:
     """Any picture -> uint8 [C, H, W] in the model's shape: converted to its channels, resized to its size."""
     size = image_shape(model.config)[1]
-    image = picture_pixels(model, picture)
-    return image if image.shape[1:] == (size, size) else to_picture_size(image[None], (size, size))[0]
+    return to_picture_size(picture_pixels(model, picture)[None], (size, size))[0]
 
 
 def _tensor(image: Image.Image) -> torch.Tensor:

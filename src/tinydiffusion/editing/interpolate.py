@@ -92,12 +92,11 @@ def interpolate(model: Model, frames: int, *, seeds: tuple[int, int] = (0, 1), i
         raise UserError(f"an interpolation goes between at most two classes, not {len(classes)}.")
     weights = torch.linspace(0, 1, frames)
     first = [classes[0]] * frames if classes else None
-    student = model.config.distill
-    if images is not None and student.steps:
-        raise UserError(f"an interpolation between real images finds their noise by inverting DDIM in fine steps "
-                        f"({INVERSION_STEPS}), which a student distilled to {student.steps} does not take; interpolate "
-                        f"them with its teacher ({teacher_of(model)}).")
     if images is not None:
+        if model.config.distill.steps:
+            raise UserError(f"an interpolation between real images finds their noise by inverting DDIM in fine steps "
+                            f"({INVERSION_STEPS}), which a student distilled to {model.config.distill.steps} does not "
+                            f"take; interpolate them with its teacher ({teacher_of(model)}).")
         if sampler not in (None, "ddim") or sampler_options:
             raise UserError("an interpolation between real images inverts them with DDIM and draws them back with "
                             "it; drop --sampler and sampler options.")

@@ -76,10 +76,8 @@ class Evaluator:
     def _use_shipped_statistics(self, classifier) -> bool:
         """A named dataset with a reference shipped for it, when its files are not on disk: the shipped statistics."""
         named = reference.with_reference(self.data)
-        if named is None or self.data.image_size not in (0, named.image_size) or self.data.channels not in (
-                0, named.channels):
-            return False
-        if reference.named_files_present(self.data):
+        if (named is None or self.data.image_size not in (0, named.image_size)
+                or self.data.channels not in (0, named.channels) or reference.named_files_present(self.data)):
             return False
         classifier = classifier if classifier is not None else load_classifier(named.reference.classifier_path)
         shipped = metrics.shipped_statistics(classifier, named.reference.statistics_path)
@@ -162,11 +160,8 @@ class Evaluator:
                                   self.progress)
 
     def score(self, images_uint8, labels=None, num_floor: int | None = None) -> dict:
-        """Score generated uint8 images (optionally with the class each was asked for).
-
-        `num_floor` (default: the number of samples) is the N of the real-image floor; compare FDs only
-        at equal N. Precision/recall use equal-size seeded subsets of the two sets.
-        """
+        """Score generated uint8 images (optionally with the class each was asked for). `num_floor` (default: the
+        number of samples) is the N of the real-image floor; compare FDs only at equal N."""
         start = time.time()
         images = as_image_batch(images_uint8, self.image_shape)
         labels = check_labels(labels, len(images), self.class_names, self.name) if self.class_names else None

@@ -1,9 +1,6 @@
 """The numbers: the Fréchet distance, precision and recall on classifier features, the reference statistics
 and real-data floors they are measured against (cached beside the data), Fashion-MNIST's shipped
 statistics, and Inception FID through torch-fidelity for data without classes.
-
-FD (Heusel et al. 2017) is biased upwards at small N, so every score carries its floor: the FD of N
-*real* images against the same reference, what a perfect model would get at that N.
 """
 
 from __future__ import annotations
@@ -126,15 +123,14 @@ def equal_size_subsets(real: np.ndarray, fake: np.ndarray, seed: int = 0) -> tup
 # --- reference statistics and floors, cached beside the data they come from -----------------
 
 def _cache_key(*parts) -> str:
+    """sha256 of the parts: bytes as they are, a tensor (images) by its own sha256, anything else as text."""
     digest = hashlib.sha256()
     for part in parts:
+        if isinstance(part, torch.Tensor):
+            part = hashlib.sha256(part.contiguous().numpy().tobytes()).digest()
         digest.update(part if isinstance(part, bytes) else str(part).encode())
         digest.update(b"\0")
     return digest.hexdigest()
-
-
-def _images_digest(images: torch.Tensor) -> bytes:
-    return hashlib.sha256(images.contiguous().numpy().tobytes()).digest()
 
 
 def _write_cache(path: Path, payload: bytes) -> None:
@@ -145,7 +141,7 @@ def _write_cache(path: Path, payload: bytes) -> None:
 def reference_statistics(images: torch.Tensor, classifier: FeatureClassifier, cache_folder: Path,
                          progress: bool = False) -> dict:
     """Features, mean and covariance of the reference images, cached in `cache_folder` by images and weights."""
-    key = _cache_key("fd-reference-v2", _images_digest(images), weights_checksum(classifier))
+    key = _cache_key("fd-reference-v2", images, weights_checksum(classifier))
     path = Path(cache_folder) / f"fd-reference-{key[:24]}.npz"
     try:
         with np.load(path, allow_pickle=False) as cached:
@@ -172,9 +168,8 @@ def floor_indices(pool_size: int, num: int) -> torch.Tensor:
 def feature_scores(features: np.ndarray, reference: dict, k: int = 3) -> dict:
     """FD, precision and recall of a set of features (samples' or real images') against the reference."""
     precision, recall = precision_recall(*equal_size_subsets(reference["features"], features), k=k)
-    return {"num": len(features), "fd": frechet_distance(*feature_statistics(features), reference["mu"],
-                                                         reference["sigma"]),
-            "precision": precision, "recall": recall}
+    fd = frechet_distance(*feature_statistics(features), reference["mu"], reference["sigma"])
+    return {"num": len(features), "fd": fd, "precision": precision, "recall": recall}
 
 
 def real_floor(pool: torch.Tensor, classifier: FeatureClassifier, num: int, reference: dict, cache_folder: Path,
@@ -182,7 +177,7 @@ def real_floor(pool: torch.Tensor, classifier: FeatureClassifier, num: int, refe
     """The scores of `num` real images of `pool` (a fixed seeded subset): what a perfect model gets at this N."""
     num = min(num, len(pool))
     images = pool[floor_indices(len(pool), num).sort().values]
-    key = _cache_key("fd-floor-v2", _images_digest(images), reference["key"], num, k)
+    key = _cache_key("fd-floor-v2", images, reference["key"], num, k)
     path = Path(cache_folder) / f"fd-floor-{key[:24]}.json"
     try:
         cached = json.loads(path.read_text())
