@@ -1,8 +1,5 @@
-"""Optional TensorBoard logging of a training run: the scalars of metrics.jsonl and the sample grids.
-
-An extra (`pip install 'tinydiffusion[tensorboard]'`): metrics.jsonl stays the record; this only shows
-the same numbers as curves, in RUN_DIR/tensorboard (`tensorboard --logdir runs`).
-"""
+"""Optional TensorBoard logging of a training run (`pip install 'tinydiffusion[tensorboard]'`): metrics.jsonl's
+scalars as curves (that file stays the record) and the sample grids, in RUN_DIR/tensorboard (`tensorboard --logdir`)."""
 
 from __future__ import annotations
 

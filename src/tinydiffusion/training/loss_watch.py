@@ -1,8 +1,7 @@
-"""The losses of the steps the device has run, read back in batches, and what a non-finite one does.
-
-A step's loss stays on the device until the host needs it (for a log line, a checkpoint, or the NaN check),
-so the host can queue the next step without waiting. The update of a non-finite step was skipped on the
-device already (step.py); train.on_nan "stop" then ends the run here, "skip" counts it and goes on.
+"""The losses of the steps the device has run, read back in batches, and what a non-finite one does. A step's
+loss stays on the device until the host needs it (a log line, a checkpoint, the NaN check), so the host can queue
+the next step without waiting. The update of a non-finite step was skipped on the device already (step.py);
+train.on_nan "stop" then ends the run here, "skip" counts it and goes on.
 """
 
 from __future__ import annotations
@@ -36,15 +35,14 @@ class LossWatch:
         self.pending = self.pending[len(pending):]
         values = torch.stack([loss for _, loss in pending]).tolist()
         for (step, _), value in zip(pending, values, strict=True):
-            if not math.isfinite(value) and self.on_nan == "stop":
+            if math.isfinite(value):
+                self.window.append(value)
+                self.last = value
+            elif self.on_nan == "stop":
                 last = ckpt.latest_checkpoint(self.run_dir)
                 kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written before it"
                 raise UserError(f"the loss became {value} at step {step}; stopped, {kept}. Lower --train.lr, "
                                 "or pass --train.on_nan skip to skip such steps.")
-        for value in values:
-            if math.isfinite(value):
-                self.window.append(value)
-                self.last = value
             else:
                 self.skipped += 1
 

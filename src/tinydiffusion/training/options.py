@@ -10,10 +10,8 @@ from ..errors import UserError
 
 def resolve_options(config: RunConfig, device: torch.device, world_size: int) -> dict[str, bool]:
     """Turn auto/on/off into booleans; "auto" enables an option only where it was measured to help at equal
-    quality (the measurements: docs/explanation/defaults.md). On a CPU: channels-last in fp32; fp32, not bf16, which
-    trained faster but scored worse; no fused AdamW or torch.compile, which gained nothing in 5 epochs. On a
-    GPU: fused AdamW, so that a non-finite step is skipped without the host waiting. CUDA graphs are opt-in
-    until measured."""
+    quality (docs/explanation/defaults.md): channels-last on a CPU in fp32, and fused AdamW on a GPU, so that a
+    non-finite step is skipped without the host waiting. CUDA graphs are opt-in."""
     train_cfg = config.train
     on_gpu = device.type == "cuda"
     bf16 = train_cfg.precision == "bf16"

@@ -5,10 +5,8 @@ same for every task; a task says what it draws per image and what its loss is:
     task.loss(model, x0, y, noise, *drawn) -> the batch's mean loss (0-dim)
 
 A task that trains a network of its own (distribution matching's critic) also has state_dict() and
-load_state_dict(state), which checkpoints keep, so a resume stays bit-exact.
-
-Denoising trains a diffusion model; distillation.py and distribution_matching.py train a few-step student from a
-teacher.
+load_state_dict(state), which checkpoints keep, so a resume stays bit-exact. Denoising trains a diffusion model;
+distillation.py and distribution_matching.py train a few-step student from a teacher.
 """
 
 from __future__ import annotations
