@@ -40,10 +40,8 @@ def use_umask(path: Path) -> None:
 
 
 def cache_dir() -> Path:
-    """$TINYDIFFUSION_CACHE, else $XDG_CACHE_HOME/tinydiffusion, else ~/.cache/tinydiffusion.
-
-    Downloaded datasets, prepared arrays, domain classifiers and FD statistics all live below it.
-    """
+    """$TINYDIFFUSION_CACHE, else $XDG_CACHE_HOME/tinydiffusion, else ~/.cache/tinydiffusion: where downloaded
+    datasets, prepared arrays, domain classifiers and FD statistics live."""
     if os.environ.get("TINYDIFFUSION_CACHE"):
         return Path(os.environ["TINYDIFFUSION_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tinydiffusion"
@@ -71,8 +69,7 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(fd)
-        kind = not_a_file(st.st_mode)
-        if kind:
+        if kind := not_a_file(st.st_mode):
             raise NotAFile(0, f"is {kind}, not a file")
         if st.st_size > max_bytes:
             raise NotAFile(0, f"is {st.st_size:,} bytes, more than the {max_bytes:,} allowed")

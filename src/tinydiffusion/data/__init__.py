@@ -7,10 +7,6 @@ unchanged source reads that array, held in memory when it fits and memory-mapped
 Training draws batches from it by index: no per-image Python work in the training loop.
 
     dataset = load_data(DataConfig(source="path/to/folder"))   # ImageDataset: images uint8 [N, C, H, W]
-
-sources.py   naming and locating a source, downloading a named dataset's files
-loading.py   preparing a split into the cache, and loading it as an ImageDataset
-classes.py   a class by its name, alias or index
 """
 
 from . import cache, prepared

@@ -6,10 +6,9 @@ folder of 60,000 images ten times leaves one prepared copy, not ten. `tinydiffus
 their sizes, and `--clear` removes them (downloaded datasets are kept).
 
 The cache may be any folder, one of the user's (TINYDIFFUSION_CACHE=~, or even /), so what is listed and removed is
-only what tinydiffusion recognisably wrote: in its own sub-folders `prepared/`, `latents/` (a latent run's encoded
-data: latents.py) and `evaluation/`, the entries whose
-names it gives and whose files are all files it writes. Everything else there is left and said to be left, and no
-link below the cache folder is ever followed (nor removed but as the link itself).
+only what tinydiffusion recognisably wrote in `prepared/`, `latents/` (latents.py) and `evaluation/`: entries whose
+names it gives and whose files are all files it writes. Everything else is left and said to be left, and no link
+below the cache folder is ever followed (nor removed but as the link itself).
 """
 
 from __future__ import annotations

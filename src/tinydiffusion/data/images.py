@@ -49,11 +49,9 @@ def to_mode(image: Image.Image, shape: Shape) -> Image.Image:
         raise SkipImage("holds floating-point pixels, whose range is unknown")
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    has_alpha = image.mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in image.info
-    if has_alpha:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (*shape.alpha_background, 255))
-        image = Image.alpha_composite(background, rgba)
+    if image.mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in image.info:
+        background = Image.new("RGBA", image.size, (*shape.alpha_background, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
     return image.convert("L" if shape.channels == 1 else "RGB")
 
 

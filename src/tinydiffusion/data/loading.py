@@ -41,12 +41,11 @@ class ImageDataset:
 
 def _cache_entry(fmt, path: Path, split: str, config: DataConfig) -> tuple[Path, str]:
     """The cache folder of this source, split and shape; its name changes whenever any file of the source does."""
-    fingerprint = fmt.fingerprint(path, split)
     named = named_dataset(config)  # a named dataset's folder read by path has other class names: another entry
     source_key = hashlib.sha256(json.dumps([store.VERSION, fmt.NAME, str(path.resolve()), split, config.image_size,
                                             config.channels, config.alpha_background,
                                             named.name if named else ""]).encode()).hexdigest()
-    input_hash = hashlib.sha256(fingerprint.encode()).hexdigest()
+    input_hash = hashlib.sha256(fmt.fingerprint(path, split).encode()).hexdigest()
     return cache.entry_path(cache.prepared_root(), path.name, split, source_key, input_hash), input_hash
 
 
@@ -63,9 +62,8 @@ def _prepare_split(fmt, path: Path, split: str, config: DataConfig, stem: Path, 
     what = config.source if named else str(path)
     shape, channels_note = store.choose_shape(found, config.image_size, config.channels, config.alpha_background,
                                               what)
-    description = {"source": what, "resolved": str(path.resolve()),
-                   "reader": fmt.NAME, "split": split, "input_hash": input_hash,
-                   "read_seconds": time.perf_counter() - started}
+    description = {"source": what, "resolved": str(path.resolve()), "reader": fmt.NAME, "split": split,
+                   "input_hash": input_hash, "read_seconds": time.perf_counter() - started}
     manifest = store.write_prepared(found, stem, shape, description, progress)
     print(store.summary(manifest))
     for line in found.warnings + ([f"note: {channels_note}"] if channels_note else []):
@@ -92,7 +90,11 @@ def prepared_path(config: DataConfig, split: str = "train", progress: bool = Tru
         return None
     fmt, path, split = located
     if fmt is None:  # already a prepared file: its shape is what it is
-        _check_prepared_shape(path, config)
+        channels, size, _ = store.open_prepared(path, memory_limit=0).manifest["image_shape"]
+        for asked, has, what in ((config.image_size, size, "image_size"), (config.channels, channels, "channels")):
+            if asked and asked != has:
+                raise UserError(f"{path} was prepared with data.{what} {has}, not {asked}; prepare the source again "
+                                f"with --data.{what} {asked}, or drop --data.{what}.")
         return path
     entry, input_hash = _cache_entry(fmt, path, split, config)
     try:
@@ -105,14 +107,6 @@ def prepared_path(config: DataConfig, split: str = "train", progress: bool = Tru
         raise UserError(f"cannot write prepared data to the cache {entry.parent} ({err.strerror or err}); "
                         "set TINYDIFFUSION_CACHE to a writable folder.") from None
     return entry / "data.npy"
-
-
-def _check_prepared_shape(path: Path, config: DataConfig) -> None:
-    channels, size, _ = store.open_prepared(path, memory_limit=0).manifest["image_shape"]
-    for asked, has, what in ((config.image_size, size, "image_size"), (config.channels, channels, "channels")):
-        if asked and asked != has:
-            raise UserError(f"{path} was prepared with data.{what} {has}, not {asked}; prepare the source again with "
-                            f"--data.{what} {asked}, or drop --data.{what}.")
 
 
 def load_data(config: DataConfig, split: str = "train", progress: bool = True) -> ImageDataset | None:

@@ -54,17 +54,15 @@ def paths_of(stem: Path) -> tuple[Path, Path, Path]:
     """(images, labels, manifest) for a prepared dataset whose images file is `stem`.npy."""
     stem = Path(stem)
     base = stem.with_suffix("") if stem.suffix == ".npy" else stem
-    return base.with_name(base.name + ".npy"), base.with_name(base.name + ".labels.npy"), \
-        base.with_name(base.name + ".json")
+    return tuple(base.with_name(base.name + ending) for ending in (".npy", ".labels.npy", ".json"))
 
 
 def is_prepared(path: Path) -> bool:
     """An .npy written by `prepare` (its manifest beside it), rather than a plain array."""
     if Path(path).suffix != ".npy":
         return False
-    manifest = paths_of(path)[2]
     try:
-        return json.loads(manifest.read_text()).get("format") == MANIFEST_FORMAT
+        return json.loads(paths_of(path)[2].read_text()).get("format") == MANIFEST_FORMAT
     except (OSError, ValueError, AttributeError):
         return False
 

@@ -81,8 +81,10 @@ def image_extensions() -> set[str]:
     return {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in formats}
 
 
-def assign_classes(names: list[str], source: Path, folders: set[str] = frozenset()) -> Listing:
-    """Image paths relative to the source ("cat/001.png") -> classes, [(path, label)], and what is left out.
+def assign_classes(readers: dict[str, Callable[[], bytes]], source: Path, folders: set[str],
+                   skipped: list[tuple[str, str]], hidden: int) -> SourceImages:
+    """A folder's or a zip's images, by path relative to the source ("cat/001.png") with their readers, as classes
+    and files; `skipped` and `hidden` are what listing them left out.
 
     Sub-folders are classes, named after the folder (images in deeper folders belong to the top one); a source
     with no sub-folders is unlabelled (label -1). One rule for folders and zips alike: a source whose only entry
@@ -90,14 +92,14 @@ def assign_classes(names: list[str], source: Path, folders: set[str] = frozenset
     folder is unlabelled data. Beside class folders, loose files are skipped; a class folder without images is
     a warning. `folders` are every non-hidden folder of the source, empty ones included ("cat", "cat/young").
     """
-    names = sorted(names)
+    names = sorted(readers)
     if not names:
         raise UserError(f"{source} holds no image files.")
     prefix = _single_folder(names, folders)
     relative = {n: n[len(prefix):] for n in names}
     top = {r.split("/", 1)[0] for r in relative.values() if "/" in r}
     if not top:
-        return Listing((), [(n, -1) for n in names])
+        return SourceImages(files=[EncodedImage(n, -1, readers[n]) for n in names], skipped=skipped, hidden=hidden)
     train = next((t for t in sorted(top) if t.lower() == "train"), None)
     if train is not None and {t.lower() for t in top} & set(HELD_OUT_NAMES):
         raise UserError(f"{source} holds split folders ({', '.join(sorted(top))}), not class folders; "
@@ -105,17 +107,16 @@ def assign_classes(names: list[str], source: Path, folders: set[str] = frozenset
     class_names = tuple(sorted(top))
     check_class_names(class_names, f"{source}")
     index = {name: i for i, name in enumerate(class_names)}
-    labelled = [(n, index[r.split("/", 1)[0]]) for n, r in relative.items() if "/" in r]
-    skipped = [(n, "lies outside the class folders") for n, r in relative.items() if "/" not in r]
-    empty = sorted({f[len(prefix):].split("/", 1)[0] for f in folders if f.startswith(prefix)}
-                   - top)
+    files = [EncodedImage(n, index[r.split("/", 1)[0]], readers[n]) for n, r in relative.items() if "/" in r]
+    skipped = skipped + [(n, "lies outside the class folders") for n, r in relative.items() if "/" not in r]
+    empty = sorted({f[len(prefix):].split("/", 1)[0] for f in folders if f.startswith(prefix)} - top)
     warnings = []
     if empty:
         listed = ", ".join(repr(e) for e in empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
         verbs = ("holds", "is") if len(empty) == 1 else ("hold", "are")
         warnings.append(f"warning: {words.count(len(empty), 'class folder')} of {source} {verbs[0]} no image files and "
                         f"{verbs[1]} left out: {listed}.")
-    return Listing(class_names, labelled, skipped, warnings)
+    return SourceImages(class_names, files, skipped=skipped, hidden=hidden, warnings=warnings)
 
 
 def _single_folder(names: list[str], folders: set[str]) -> str:
@@ -128,16 +129,6 @@ def _single_folder(names: list[str], folders: set[str]) -> str:
         if len(tops) != 1 or not all("/" in b for b in below):
             return prefix
         prefix += tops.pop() + "/"
-
-
-@dataclass
-class Listing:
-    """What assign_classes makes of a source's image paths."""
-
-    class_names: tuple[str, ...]
-    labelled: list[tuple[str, int]]  # (path, label)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
-    warnings: list[str] = field(default_factory=list)
 
 
 def check_class_names(names, what: str) -> None:

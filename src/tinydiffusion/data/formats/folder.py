@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ...files import not_a_file, read_regular_file
 from ..images import MAX_FILE_BYTES
-from .base import EncodedImage, SourceImages, assign_classes, image_extensions, is_hidden, shown
+from .base import SourceImages, assign_classes, image_extensions, is_hidden, shown
 
 SPLITS_INSIDE = False  # a held-out split is a sibling source (test/ beside train/)
 NAME = "image folder"
@@ -73,14 +73,11 @@ def _walk(root: Path) -> Walk:
 def read(path: Path, split: str) -> SourceImages | None:
     walk = _walk(path)
     extensions = image_extensions()
-    images = {shown(name): p for name, p, _ in walk.files if Path(name).suffix.lower() in extensions}
+    images = {shown(name): partial(read_regular_file, p, MAX_FILE_BYTES) for name, p, _ in walk.files
+              if Path(name).suffix.lower() in extensions}
     skipped = walk.skipped + [(shown(name), "is not an image file") for name, _, _ in walk.files
                               if shown(name) not in images]
-    listing = assign_classes(list(images), path, walk.folders)
-    files = [EncodedImage(name, label, partial(read_regular_file, images[name], MAX_FILE_BYTES))
-             for name, label in listing.labelled]
-    return SourceImages(class_names=listing.class_names, files=files, skipped=skipped + listing.skipped,
-                        hidden=walk.hidden, warnings=listing.warnings)
+    return assign_classes(images, path, walk.folders, skipped, walk.hidden)
 
 
 def fingerprint(path: Path, split: str) -> str:

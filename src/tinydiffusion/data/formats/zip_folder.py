@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ...errors import UserError
 from ..images import MAX_FILE_BYTES, SkipImage
-from .base import EncodedImage, SourceImages, assign_classes, image_extensions, is_hidden, stat_fingerprint
+from .base import SourceImages, assign_classes, image_extensions, is_hidden, stat_fingerprint
 
 SPLITS_INSIDE = False  # a held-out split is a sibling source (test/ beside train/)
 NAME = "zip of an image folder"
@@ -58,7 +58,6 @@ def read(path: Path, split: str) -> SourceImages | None:
             usable[name] = m
     if encrypted and not usable:
         raise UserError(f"{path} is encrypted (its images need a password); unzip it and give the folder instead.")
-    listing = assign_classes(list(usable), path, folders)
     lock = threading.Lock()  # one ZipFile is shared by the decoding threads
 
     def read_member(member: zipfile.ZipInfo) -> bytes:
@@ -69,6 +68,4 @@ def read(path: Path, split: str) -> SourceImages | None:
             # a bad CRC, a damaged stream, or a compression method zipfile lacks (Deflate64): skipped
             raise SkipImage(f"cannot be read from {path.name} ({err})") from None
 
-    files = [EncodedImage(name, label, partial(read_member, usable[name])) for name, label in listing.labelled]
-    return SourceImages(class_names=listing.class_names, files=files, skipped=skipped + listing.skipped,
-                        hidden=hidden, warnings=listing.warnings)
+    return assign_classes({name: partial(read_member, m) for name, m in usable.items()}, path, folders, skipped, hidden)
