@@ -88,15 +88,13 @@ def as_image_batch(images, image_shape: tuple[int, int, int]) -> torch.Tensor:
 
 
 def check_labels(labels, num: int, class_names: tuple[str, ...], what: str = "the data") -> np.ndarray | None:
-    """The class each sample was asked for, as int64, or None; each must be a class of the data."""
+    """The class each sample was asked for, as int64, or None; each must be one of the data's `class_names`."""
     if labels is None:
         return None
     labels = np.asarray(labels)
     if labels.shape != (num,) or not np.issubdtype(labels.dtype, np.integer):
         raise UserError(f"labels must be {num} integers, one per image, "
                         f"not {labels.dtype} of shape {labels.shape}.")
-    if not class_names:
-        raise UserError(f"the samples have labels but {what} has no classes; drop the labels to score them.")
     if labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
         raise UserError(f"labels must be classes 0-{len(class_names) - 1} of {what}, "
                         f"but they run from {labels.min()} to {labels.max()}.")

@@ -11,6 +11,7 @@ two files and one line here. This package imports no torch until a network is bu
 
 from __future__ import annotations
 
+from ..errors import UserError
 from .base import GUIDANCE_EMBEDDING, NetConfig
 from .dit_config import DiTConfig
 from .unet_config import UNetConfig
@@ -21,8 +22,6 @@ NETWORKS: dict[str, type[NetConfig]] = {"unet": UNetConfig, "dit": DiTConfig}
 def network_config(kind: str) -> type[NetConfig]:
     """The config class of a registered network."""
     if kind not in NETWORKS:
-        from ..errors import UserError
-
         raise UserError(f"net.kind must be one of {', '.join(NETWORKS)}, not {kind!r}.")
     return NETWORKS[kind]
 

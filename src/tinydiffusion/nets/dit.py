@@ -116,9 +116,8 @@ class DiT(nn.Module):
         else:
             self.register_buffer("pos_embed", pos, persistent=False)  # rebuilt from the config on load
         self.embed = ConditionEmbedding(TIME_FREQ_DIM, dim, config.num_classes, config.guidance_input)
-        self.blocks = nn.ModuleList(
-            DiTBlock(dim, config.num_heads, config.mlp_ratio, config.dropout) for _ in range(config.depth)
-        )
+        self.blocks = nn.ModuleList(DiTBlock(dim, config.num_heads, config.mlp_ratio, config.dropout)
+                                    for _ in range(config.depth))
         self.final = FinalLayer(dim, self.patch**2 * config.in_channels)
         self._init_weights()
 

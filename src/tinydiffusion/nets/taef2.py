@@ -118,10 +118,6 @@ class TinyAutoencoder(nn.Module):
             raise ValueError(f"TAEF2 decodes B x {LATENT_CHANNELS} x h x w latents, not {tuple(z.shape)}")
         return (self.decoder(z) * 2 - 1).clamp(-1, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The round trip, decode(encode(x))."""
-        return self.decode(self.encode(x))
-
 
 def _refusal(path: Path, part: str, payload: bytes, digest: str, expected: dict[str, torch.Size]) -> str:
     """Why a file whose hash is not the pinned one is refused: one sentence, as precise as the file allows."""
