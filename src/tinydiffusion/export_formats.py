@@ -1,13 +1,11 @@
-"""The formats `tinydiffusion export` writes, by name: what each writes (one file with a suffix, or a folder), what
-it is for, which samplers it runs (as their entries say), and the function that writes it, named as "module:function"
-and imported only when it runs, so that `export --help` answers without torch. A new format is one module in export/
-plus one entry here.
+"""The formats `tinydiffusion export` writes, by name: a file with a suffix or a folder, what it is for, which
+samplers it runs (as their entries say), and its writer as "module:function", imported only when it runs, so that
+`export --help` answers without torch. A new format is one module in export/ plus one entry here.
 
-The writer is called as write(model, out: Path) -> str, with the model loaded on the CPU and `out` checked to be
-writable, and returns what it wrote, in a phrase for the command line ("model.onnx (1.8 MB; inputs x, t, y; outputs
-x0, eps)"). A file format writes `out` atomically (a failure leaves what was there); a folder format writes through
-export_folder(), which replaces only an earlier export's own files, never the model it reads (files.export_directory
-says what a failure leaves)."""
+The writer is called as write(model, out: Path) -> str, the model on the CPU and `out` checked to be writable, and
+returns what it wrote in a phrase for the command line ("model.onnx (1.8 MB; inputs x, t, y; outputs x0, eps)"). A
+file format writes `out` atomically (a failure leaves what was there); a folder format writes through
+export_folder(), which replaces only an earlier export's own files, never the model it reads."""
 
 from __future__ import annotations
 

@@ -61,8 +61,7 @@ def labelled_rows(rows: list[torch.Tensor], column_labels: list[str], scale: int
 
 def class_columns(images: torch.Tensor, class_names: tuple[str, ...], scale: int = 2) -> Image.Image:
     """Samples drawn for every class in turn (image i of class i % K) as K named columns."""
-    k = len(class_names)
-    return labelled_rows(list(images.split(k)), list(class_names), scale=scale)
+    return labelled_rows(list(images.split(len(class_names))), list(class_names), scale=scale)
 
 
 def forward_strip(diffusion: GaussianDiffusion, images_uint8: torch.Tensor, columns: int = 9,

@@ -68,7 +68,6 @@ def number(value, what: str, low: float, high: float, whole: bool = True):
 
 
 def class_choices(model: Model) -> list[str]:
-    """What the page's class menu offers: every class in turn, then each class by name."""
     return [EVERY_CLASS, *model.class_names] if model.num_classes else [EVERY_CLASS]
 
 
@@ -83,9 +82,8 @@ LIVE_EVALUATIONS = 2  # a model that draws an image in at most this many network
 
 
 def redraws_live(model: Model) -> bool:
-    """Whether the Generate tab redraws as a setting changes, without a button press: a model whose default sampling
-    takes at most LIVE_EVALUATIONS network evaluations an image (a 1- or 2-step student), 16 images then being a
-    fraction of a second on a CPU."""
+    """Whether the Generate tab redraws as a setting changes, without a button press: a 1- or 2-step student, whose
+    16 images take a fraction of a second on a CPU."""
     sampler, steps, guidance = sampling_settings(model)
     guided_twice = model.num_classes and guidance != 1.0 and not model.config.net.guidance_input
     return network_evaluations(sampler, steps) * (2 if guided_twice else 1) <= LIVE_EVALUATIONS
@@ -205,8 +203,7 @@ def generate_grid(model: Model, num, class_name, sampler, steps, guidance, seed)
 
 def reverse_process(model: Model, num, class_name, sampler, steps, guidance, seed) -> torch.Tensor:
     """The reverse process frame by frame, uint8 [steps, 2, num, C, H, W]: after each sampler step, x_t and the
-    model's current prediction of the clean image (a latent model's decoded to pixels). Kept at the model's size (a
-    page holds one per visitor)."""
+    predicted clean image (a latent model's decoded), at the model's size (a page holds one per visitor)."""
     num = number(num, "number of images", 1, 16)
     settings = sampling(model, class_name, sampler, steps, guidance, seed)
     frames: list[torch.Tensor] = []

@@ -1,18 +1,14 @@
-"""`tinydiffusion export --format diffusers`: a model as a folder that diffusers' DiffusionPipeline loads.
-docs/reference/diffusers-folder.md lists its files and says which stock scheduler stands for which sampler.
+"""`tinydiffusion export --format diffusers`: a model as a folder that diffusers' DiffusionPipeline loads
+(docs/reference/diffusers-folder.md lists its files and which stock scheduler stands for which sampler).
 
-The network's code is generated from the package's own source files, not kept as a second copy: the network's
-module (nets/unet.py or nets/dit.py) and the sibling modules it imports (nets/layers.py), with their docstrings and
-relative imports removed (their config classes are replaced by the settings in config.json), followed by a small
-subclass, `TinyDiffusionNet(UNet, ModelMixin, ConfigMixin)`, whose config holds the network's settings. Its weights
-then have the network's own names. The export runs the generated network on the model's weights and refuses to
-write a folder whose network does not compute what the model's does, so a change in the networks cannot make a
-silently wrong folder. The alternative, a network traced with torch.export, is a pickled program tied to the torch
-version that wrote it and is not loaded as safetensors weights.
-
-The network's file is named by its content's hash, and it puts back the classes an earlier load of the same file
-made: diffusers executes a custom component's file again at every load, which would otherwise give a pipeline
-loaded earlier classes that its network's isinstance checks no longer recognise.
+The network's code is generated from the package's own source, not kept as a second copy: the network's module
+(nets/unet.py or nets/dit.py) and the sibling modules it imports (nets/layers.py), without docstrings or relative
+imports, then a subclass `TinyDiffusionNet(UNet, ModelMixin, ConfigMixin)` whose config (config.json) holds the
+network's settings, so the weights keep their own names. The export runs the generated network on the model's
+weights and refuses to write a folder whose network computes anything else. (A network traced with torch.export
+would be a pickled program tied to the torch version that wrote it, not safetensors weights.) The file is named by
+its content's hash and puts back the classes an earlier load of it made: diffusers executes a custom component's
+file again at every load, after which the networks loaded earlier would fail their own isinstance checks.
 """
 
 from __future__ import annotations
@@ -84,17 +80,6 @@ globals().update(_EARLIER)
 '''
 
 
-def check_representable(model: Model) -> tuple[str, int, float]:
-    """(sampler, steps, guidance) of the model, refused in one sentence where diffusers cannot take them."""
-    if model.net is None:
-        raise UserError(f"{model.source} holds no PyTorch network (an exported file); export its checkpoint instead.")
-    sampler, steps, guidance = sampling_settings(model)
-    if sampler not in EXPORT_FORMATS["diffusers"].samplers():
-        raise UserError(f"this model samples with the {sampler} sampler, which no stock diffusers scheduler takes "
-                        f"the same steps of; export it with --format onnx instead.")
-    return sampler, steps, guidance
-
-
 def scheduler_config(model: Model, sampler: str) -> dict:
     """A stock diffusers scheduler on the model's betas that takes the steps tinydiffusion's sampler takes."""
     config = {"num_train_timesteps": model.diffusion.num_timesteps, "trained_betas": model.diffusion.betas.tolist(),
@@ -129,10 +114,8 @@ def stripped(path: Path) -> tuple[list[str], str]:
     """A module's absolute imports, and the rest of its text without its docstring, `from __future__`, relative
     imports and what is for type checkers only (what the generated file puts together)."""
     text = path.read_text()
-    lines = text.splitlines()
-    tree = ast.parse(text)
     imports, drop = [], set()
-    for index, node in enumerate(tree.body):
+    for index, node in enumerate(ast.parse(text).body):
         is_docstring = index == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
         segment = ast.get_source_segment(text, node)
         type_only = segment == "from typing import TYPE_CHECKING" or segment.startswith("if TYPE_CHECKING:")
@@ -141,7 +124,7 @@ def stripped(path: Path) -> tuple[list[str], str]:
                     getattr(node, "module", "") != "__future__" and not type_only:
                 imports.append(segment)
             drop.update(range(node.lineno - 1, node.end_lineno))
-    body = "\n".join(line for i, line in enumerate(lines) if i not in drop).strip("\n")
+    body = "\n".join(line for i, line in enumerate(text.splitlines()) if i not in drop).strip("\n")
     return imports, body
 
 
@@ -223,7 +206,12 @@ def pipeline_config(model: Model, network: str, scheduler: str, steps: int, guid
 
 def folder_files(model: Model) -> dict[str, bytes]:
     """Every file of the folder but the weights, by its path in the folder."""
-    sampler, steps, guidance = check_representable(model)
+    if model.net is None:
+        raise UserError(f"{model.source} holds no PyTorch network (an exported file); export its checkpoint instead.")
+    sampler, steps, guidance = sampling_settings(model)
+    if sampler not in EXPORT_FORMATS["diffusers"].samplers():
+        raise UserError(f"this model samples with the {sampler} sampler, which no stock diffusers scheduler takes "
+                        f"the same steps of; export it with --format onnx instead.")
     network, network_text = network_module(model)
     scheduler = scheduler_config(model, sampler)
     config = model.config

@@ -1,18 +1,13 @@
 """The pipeline of a folder that `tinydiffusion export --format diffusers` writes, where this file is pipeline.py.
-
-It needs torch and diffusers only: no tinydiffusion, which never imports it (the export copies its text). Load
-the folder with
+It needs torch and diffusers only: no tinydiffusion, which never imports it (the export copies its text).
 
     pipe = DiffusionPipeline.from_pretrained(FOLDER, trust_remote_code=True)
     images = pipe(class_labels=["sneaker"] * 4, generator=torch.Generator().manual_seed(0)).images
 
-Components: `denoiser`, tinydiffusion's network as a diffusers ModelMixin (in the folder's denoiser/ module):
-denoiser(x, t, y, guidance) -> the network's output, for t the step index and y the class (the null class,
-num_classes, for none); `scheduler`, a stock diffusers scheduler whose prediction_type names what the pipeline
-hands it. Settings (model_index.json): the objective, the class names, the steps and guidance tinydiffusion
-samples with by default, and whether those steps are the only ones it samples with (a distilled student's).
-Classifier-free guidance mixes the class's and the null class's outputs as uncond + w (cond - uncond), in one
-batch; a distilled student takes w as an input instead.
+`denoiser` is tinydiffusion's network as a diffusers ModelMixin (the folder's denoiser/ module), `scheduler` a stock
+diffusers scheduler whose prediction_type names what the pipeline hands it. model_index.json holds the objective,
+the class names, the steps and guidance tinydiffusion samples with by default, and whether those steps are the only
+ones it samples with (a distilled student's).
 """
 
 from __future__ import annotations
@@ -97,8 +92,8 @@ class TinyDiffusionPipeline(DiffusionPipeline):
         return OBJECTIVE.eps_and_x0(output, x, alpha, sigma)[1]
 
     def predict(self, x: torch.Tensor, t, labels: torch.Tensor | None, guidance: float) -> torch.Tensor:
-        """The scheduler's model_output at x and step t, with classifier-free guidance (or a student's guidance
-        input)."""
+        """The scheduler's model_output at x and step t, with classifier-free guidance (uncond + w (cond - uncond),
+        the class and the null class in one batch) or, for a distilled student, w as an input."""
         n, net = x.shape[0], self.denoiser.config
         time = torch.full((n,), float(t), device=x.device)
         if net.guidance_input:

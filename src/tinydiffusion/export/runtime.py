@@ -1,7 +1,6 @@
-"""Sampling through an exported graph in onnxruntime (`sample --runtime onnxruntime`).
-
-The samplers call a Denoiser; GraphDenoiser is one whose `predict` runs the ONNX graph instead of the torch
-network, so every sampler, and classifier-free guidance, work unchanged on top of it.
+"""Sampling through an exported graph in onnxruntime (`sample --runtime onnxruntime`): GraphDenoiser is a
+Denoiser whose `predict` runs the ONNX graph instead of the torch network, so every sampler, and classifier-free
+guidance, work unchanged on top of it.
 """
 
 from __future__ import annotations

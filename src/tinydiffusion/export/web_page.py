@@ -146,8 +146,7 @@ def site_files(model) -> dict[str, bytes]:
 
 
 def export_web(model, out: Path) -> str:
-    """`export --format web` (export_formats.py): the folder, its files replacing only an earlier export's (the
-    folder is checked before any work), and what it holds."""
+    """`export --format web` (export_formats.py): the folder, and a phrase saying what it holds."""
     with export_folder(model, out, "web") as tmp:
         files = site_files(model)
         for name, payload in files.items():
