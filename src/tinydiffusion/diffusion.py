@@ -74,8 +74,7 @@ class GaussianDiffusion:
         w = position - low
         noise = torch.exp(table["log_noise"][low] * (1 - w) + table["log_noise"][high] * w)  # sigma / alpha
         between = {"alpha": torch.rsqrt(1 + noise**2), "sigma": torch.rsqrt(1 + noise**-2), "snr": noise**-2}
-        on_step = w == 0
-        return {name: torch.where(on_step, table[name][low], value) for name, value in between.items()}
+        return {name: torch.where(w == 0, table[name][low], value) for name, value in between.items()}
 
     def _shaped(self, t: torch.Tensor, x: torch.Tensor, *names: str) -> tuple[torch.Tensor, ...]:
         """Schedule values at times t [B], in float32, shaped to broadcast against x: one lookup for all."""
@@ -109,8 +108,7 @@ class GaussianDiffusion:
         return self.step_time(high - 1 + w)
 
     def draw_times(self, batch: int, generator: torch.Generator, device) -> torch.Tensor:
-        """Times t for a training batch, in float64, drawn as diffusion.timestep_sampling says (timestep_sampling.py:
-        uniform over the steps, logit-normal, or log-normal in the noise level as EDM does)."""
+        """A training batch's times t, in float64, drawn as diffusion.timestep_sampling says (timestep_sampling.py)."""
         return TIMESTEP_SAMPLINGS[self.config.timestep_sampling].run(self, batch, generator, device)
 
     # --- forward process --------------------------------------------------------------------

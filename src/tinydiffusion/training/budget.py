@@ -48,9 +48,7 @@ def last_step(train_config, steps_per_epoch: int) -> int | None:
     """The run's last step: the steps a budget planned, else train.max_steps, else the epochs' steps; None while a
     budget has yet to be planned."""
     t = train_config
-    if t.planned_steps or t.max_steps:
-        return t.planned_steps or t.max_steps
-    return None if budget_seconds(t) > 0 else t.epochs * steps_per_epoch
+    return t.planned_steps or t.max_steps or (None if budget_seconds(t) > 0 else t.epochs * steps_per_epoch)
 
 
 @dataclass(frozen=True)

@@ -67,11 +67,10 @@ class TrainResult:
 
 
 class Trainer:
-    def __init__(self, config: RunConfig, run_dir: Path, resume: bool = False,
-                 dataset: ImageDataset | None = None, progress: bool = True, net: torch.nn.Module | None = None,
-                 checkpoint: Path | None = None, *, reports: list[Callable[[Report], None]] | None = None,
-                 on_batch: Callable[[int, Batch], Batch] | None = None,
-                 on_log: Callable[[dict], None] | None = None):
+    def __init__(self, config: RunConfig, run_dir: Path, resume: bool = False, dataset: ImageDataset | None = None,
+                 progress: bool = True, net: torch.nn.Module | None = None, checkpoint: Path | None = None, *,
+                 reports: list[Callable[[Report], None]] | None = None,
+                 on_batch: Callable[[int, Batch], Batch] | None = None, on_log: Callable[[dict], None] | None = None):
         """`resume` continues the run in `run_dir` from `checkpoint`, one of its own checkpoint directories
         (default: its latest), or from step 0 if it has none yet. `net` replaces the network the config describes.
         A caller's own work: `reports`, what each report does after its checkpoint (None: the config's, reports.py);
@@ -216,10 +215,9 @@ class Trainer:
         now = time.perf_counter()
         (window_step, window_start), mean_loss = self._window, run.losses.window_mean()
         images_per_second = (run.step - window_step) * run.config.train.batch_size / (now - window_start)
-        self._write_record({"step": run.step, "epoch": (run.step - 1) // self.steps_per_epoch + 1,
-                            "loss": mean_loss, "lr": self._learning_rate(run.step - 1),
-                            "images_per_second": images_per_second, "skipped_steps": run.losses.skipped,
-                            "elapsed_s": now - start})
+        self._write_record({"step": run.step, "epoch": (run.step - 1) // self.steps_per_epoch + 1, "loss": mean_loss,
+                            "lr": self._learning_rate(run.step - 1), "images_per_second": images_per_second,
+                            "skipped_steps": run.losses.skipped, "elapsed_s": now - start})
         bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{images_per_second:.0f}")
         self._window = (run.step, now)
 
