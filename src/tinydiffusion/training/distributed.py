@@ -46,8 +46,7 @@ def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
 
 
 def agree(values: list[float], run_dist: Distributed, device: torch.device) -> list[float]:
-    """Each value's maximum over the processes, in one collective (none is left waiting alone); as given for one
-    process."""
+    """Each value's maximum over the processes, in one collective (none is left waiting alone)."""
     if run_dist.world_size == 1:
         return values
     agreed = torch.tensor(values, device=device, dtype=torch.float64)

@@ -106,8 +106,7 @@ class FDEvaluation:
 
 def default_reports(config: RunConfig, run_dir: Path, device: torch.device, tensorboard=None,
                     progress: bool = True) -> list[Callable[[Report], None]]:
-    """The config's work at each report: a sample grid (train.sample_every_epoch, train.sample_num) and an FD
-    (train.eval_every)."""
+    """The config's work at each report: a sample grid (train.sample_every_epoch) and an FD (train.eval_every)."""
     train_cfg, reports = config.train, []
     if train_cfg.sample_every_epoch and train_cfg.sample_num > 0:
         reports.append(SampleGrid(run_dir, tensorboard))
