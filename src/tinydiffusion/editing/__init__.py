@@ -7,19 +7,10 @@ picture) and generate()'s options: sampler, steps, guidance, seed and the sample
     dresses = img2img(model, shirt, strength=0.6, num=4, classes=[model.class_index("dress")])
 """
 
-from .images import (
-    MASKS,
-    builtin_mask,
-    fit_image,
-    fit_mask,
-    picture_pixels,
-    read_picture,
-    scale_mask,
-    to_picture_size,
-)
+from .images import MASKS, builtin_mask, fit_image, fit_mask, read_picture, to_picture_size
 from .img2img import img2img
 from .inpaint import inpaint, inpaint_picture
 from .interpolate import interpolate
 
 __all__ = ["MASKS", "builtin_mask", "fit_image", "fit_mask", "img2img", "inpaint", "inpaint_picture", "interpolate",
-           "picture_pixels", "read_picture", "scale_mask", "to_picture_size"]
+           "read_picture", "to_picture_size"]

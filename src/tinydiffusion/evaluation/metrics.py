@@ -235,16 +235,6 @@ def shipped_statistics(classifier: FeatureClassifier, path: Path = SHIPPED_STATI
 INCEPTION_METRIC = "Inception FID (torch-fidelity)"
 
 
-def _inception_weights() -> tuple[str, Path] | None:
-    """(URL, local file) of torch-fidelity's Inception weights, as torch.hub names the download; None when
-    this version of torch-fidelity does not say."""
-    try:
-        from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3 as url
-    except (ImportError, AttributeError):
-        return None
-    return url, Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
-
-
 def inception_unavailable() -> str | None:
     """Why Inception FID cannot be computed here (a clause for a sentence), or None when it can.
 
@@ -256,10 +246,13 @@ def inception_unavailable() -> str | None:
     except ImportError:
         return ("it needs the torch-fidelity package, which is not installed "
                 "(pip install 'tinydiffusion[inception]' on a machine that can download its Inception weights once)")
-    weights = _inception_weights()
-    if weights is None or weights[1].is_file():
+    try:  # its weights' URL; a version of torch-fidelity that does not say is left to fetch them itself
+        from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3 as url
+    except (ImportError, AttributeError):
         return None
-    url, path = weights
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name  # as torch.hub names it
+    if path.is_file():
+        return None
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(30)  # a machine without internet says so in seconds, not minutes
     try:
