@@ -31,17 +31,14 @@ class GraphedStep:
             torch.cuda.current_stream(self.device).wait_stream(side)
             self.warm_steps += 1
             return loss
-        if self.graph is None:
-            self._capture(batch)  # capture records without running: the replay below runs this step
+        if self.graph is None:  # capture records without running: the replay below runs this step
+            self.inputs = [None if value is None else value.clone() for value in batch]
+            self.graph = torch.cuda.CUDAGraph()
+            self.optimizer.zero_grad(set_to_none=True)  # gradients are allocated from the graph's memory pool
+            with torch.cuda.graph(self.graph):
+                self.loss = self.step(*self.inputs)
         for static, value in zip(self.inputs, batch, strict=True):
             if static is not None:
                 static.copy_(value)
         self.graph.replay()
         return self.loss.clone()  # the next replay overwrites self.loss
-
-    def _capture(self, batch) -> None:
-        self.inputs = [None if value is None else value.clone() for value in batch]
-        self.graph = torch.cuda.CUDAGraph()
-        self.optimizer.zero_grad(set_to_none=True)  # gradients are allocated from the graph's memory pool
-        with torch.cuda.graph(self.graph):
-            self.loss = self.step(*self.inputs)

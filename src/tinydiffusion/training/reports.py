@@ -59,12 +59,12 @@ def report_cost_in_steps(t, steps_per_epoch: int, report_every: int) -> float:
     return grid_cost_in_steps(t) + fd / reports_per_fd
 
 
+@dataclass
 class SampleGrid:
     """samples/NAME.png (and TensorBoard's image): train.sample_num samples of the EMA model, DDIM at
     train.sample_steps; a student with its own sampler and steps (both at the default guidance)."""
-
-    def __init__(self, run_dir: Path, tensorboard=None):
-        self.run_dir, self.tensorboard = run_dir, tensorboard
+    run_dir: Path
+    tensorboard: object = None
 
     def __call__(self, report: Report) -> None:
         model, t = report.model, report.model.config.train
