@@ -128,11 +128,7 @@ def checked_components(gr, max_pixels: int, max_bytes: int):
     The methods are replaced on each box, not in a subclass: Gradio writes a .pyi file beside the source of every
     component class it sees defined, which would be a write into the installed package."""
 
-    def decode(file):
-        try:
-            return handlers.read_upload(upload_bytes(file, max_bytes), max_pixels)
-        except UserError as err:
-            raise refused(gr, str(err)) from None
+    decode = shown(gr, lambda file: handlers.read_upload(upload_bytes(file, max_bytes), max_pixels))
 
     def local_only(box):
         fetch = box.async_move_resource_to_block_cache
@@ -283,9 +279,8 @@ def _forward_tab(parts: PageParts) -> None:
     first, caption = handlers.forward_process(model, images, 0)
     noised = gr.Image(value=first, label="x_t", format="png", interactive=False, elem_id="forward")
     noised_caption = gr.Markdown(caption)
-    step.change(shown(gr, lambda t: handlers.forward_process(model, images, t)), step,
-                [noised, noised_caption], trigger_mode="always_last", api_name="forward",
-                show_progress="hidden")
+    step.change(shown(gr, lambda t: handlers.forward_process(model, images, t)), step, [noised, noised_caption],
+                trigger_mode="always_last", api_name="forward", show_progress="hidden")
 
 
 def _inpaint_tab(parts: PageParts) -> None:
@@ -312,9 +307,8 @@ def _inpaint_tab(parts: PageParts) -> None:
 
     def inpainting(value, mask_choice, *args):
         value = value or {}
-        mask = handlers.drawn_mask(value.get("layers"))
-        return handlers.inpaint_tab(model, value.get("background"), mask, mask_choice, *args,
-                                    max_pixels=parts.max_pixels)
+        return handlers.inpaint_tab(model, value.get("background"), handlers.drawn_mask(value.get("layers")),
+                                    mask_choice, *args, max_pixels=parts.max_pixels)
 
     inpaint_take.click(take_for_editor, inpaint_pick, editor)
     inpaint_go.click(shown(gr, inpainting), [editor, mask_name, inpaint_num, *parts.settings], inpainted,
@@ -337,8 +331,7 @@ def _img2img_tab(parts: PageParts) -> None:
     transformed = gr.Image(label="image, results", format="png", interactive=False)
     img2img_take.click(parts.entered, img2img_pick, source)
     img2img_go.click(shown(gr, lambda *a: handlers.img2img_tab(model, *a, max_pixels=parts.max_pixels)),
-                     [source, strength, img2img_num, *parts.settings], transformed, api_name="img2img",
-                     **ON_MODEL)
+                     [source, strength, img2img_num, *parts.settings], transformed, api_name="img2img", **ON_MODEL)
 
 
 def _interpolate_tab(parts: PageParts) -> None:
@@ -362,10 +355,9 @@ def _interpolate_tab(parts: PageParts) -> None:
         whole, each = handlers.interpolate_tab(model, *args)
         return whole, each, handlers.frame_along(each, 0), 0
 
-    _, sampler, steps, guidance, _ = parts.settings
-    interpolate_go.click(shown(gr, interpolation), [class_a, class_b, seed_a, seed_b, count, sampler, steps,
-                                                    guidance], [strip, path_frames, at, position],
-                         api_name="interpolate", **ON_MODEL)
+    sampler_steps_guidance = parts.settings[1:4]
+    interpolate_go.click(shown(gr, interpolation), [class_a, class_b, seed_a, seed_b, count, *sampler_steps_guidance],
+                         [strip, path_frames, at, position], api_name="interpolate", **ON_MODEL)
     position.change(shown(gr, handlers.frame_along), [path_frames, position], at,
                     trigger_mode="always_last", show_progress="hidden")
 

@@ -43,32 +43,22 @@ def graph_inputs(model: Model) -> list[str]:
 
 def metadata(model: Model) -> dict:
     """What a sampler needs besides the graph, as the JSON stored in the file (docs/reference/onnx.md)."""
-    config, diffusion = model.config, model.diffusion
+    config, T = model.config, model.diffusion.num_timesteps
     sampler, steps, guidance = sampling_settings(model)
-    ab = diffusion.alphas_cumprod
-    student = config.distill
+    ab, student = model.diffusion.alphas_cumprod, config.distill
     return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "tinydiffusion_version": __version__,
-        "inputs": graph_inputs(model),
-        "outputs": ["x0", "eps"],
+        "format": FORMAT, "format_version": FORMAT_VERSION, "tinydiffusion_version": __version__,
+        "inputs": graph_inputs(model), "outputs": ["x0", "eps"],
         "image_shape": [config.net.in_channels, config.net.image_size, config.net.image_size],
         "pixels": "x0 is in [-1, 1]: pixel = round((x0 + 1) * 127.5), clipped to [0, 255]",
-        "class_names": list(model.class_names),
-        "null_class": config.net.num_classes,
+        "class_names": list(model.class_names), "null_class": config.net.num_classes,
         "objective": config.diffusion.objective,
         "schedule": {
-            "name": config.diffusion.schedule,
-            "timesteps": diffusion.num_timesteps,
-            "t": [(k + 1) / diffusion.num_timesteps for k in range(diffusion.num_timesteps)],
-            "alpha": ab.sqrt().tolist(),
-            "sigma": (1 - ab).sqrt().tolist(),
+            "name": config.diffusion.schedule, "timesteps": T, "t": [(k + 1) / T for k in range(T)],
+            "alpha": ab.sqrt().tolist(), "sigma": (1 - ab).sqrt().tolist(),
             "between": "linear in log(sigma / alpha) between two steps; below the first step, the first step's",
         },
-        "sampler": sampler,
-        "steps": steps,
-        "guidance": guidance,
+        "sampler": sampler, "steps": steps, "guidance": guidance,
         "guidance_range": [student.guidance_min, student.guidance_max] if student.steps else None,
         "config": dataclasses.replace(config, data=dataclasses.replace(config.data, data_dir="")).to_dict(),
     }
