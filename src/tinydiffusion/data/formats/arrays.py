@@ -48,27 +48,18 @@ def npz_member(archive, name: str, path: Path) -> np.ndarray:
     return archive[name]
 
 
-def _kind(path: Path) -> str:
-    """What the file's first bytes say it is: "npy", "npz" (a zip), "pickle" (np.load refuses it) or ""."""
+def _load(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(images, labels or None, class names or None) as stored."""
     try:
         with open(path, "rb") as f:
             head = f.read(6)
     except OSError as err:
         raise UserError(f"{path} cannot be read ({err.strerror or err}).") from None
-    if head == b"\x93NUMPY":
-        return "npy"
-    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
-        return "npz"
-    return "pickle" if head[:1] == b"\x80" else ""
-
-
-def _load(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """(images, labels or None, class names or None) as stored."""
-    kind = _kind(path)
-    if not kind:
+    # an .npy, an .npz (a zip), or a pickle, which np.load refuses in a sentence of its own (below)
+    if head != b"\x93NUMPY" and head[:4] not in (b"PK\x03\x04", b"PK\x05\x06") and head[:1] != b"\x80":
         raise UserError(f"{path} is not a NumPy file (it does not start as an .npy or an .npz does).")
     try:
-        loaded = np.load(path, allow_pickle=False, mmap_mode="r" if kind == "npy" else None)
+        loaded = np.load(path, allow_pickle=False, mmap_mode="r" if head == b"\x93NUMPY" else None)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             return loaded, None, None
         with loaded:

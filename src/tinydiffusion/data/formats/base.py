@@ -45,7 +45,7 @@ class SourceImages:
 def held_out_sibling(path: Path) -> Path | None:
     """The held-out split of a source named like a train split: `train/` -> `test/` or `val/` beside it
     (`train.zip` -> `test.zip` or a `test/` folder)."""
-    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
+    stem = path.stem
     if "train" not in stem.lower():
         return None
     at = stem.lower().index("train")
