@@ -3,7 +3,7 @@
 A format module has `NAME`, `claims(path) -> bool`, `read(path, split) -> SourceImages | None` (None:
 the source has no such split) and `fingerprint(path, split) -> str` (changes when the source does).
 Shaping (mode, size, channels) and caching happen later, once, for every format alike
-(`data.prepare`). Adding a format is one new file here and one line in `FORMATS`.
+(`prepared.py`). Adding a format is one new file here and one line in `FORMATS`.
 """
 
 from __future__ import annotations
