@@ -16,15 +16,11 @@
     cuda_graph.py   opt-in: the whole step replayed as one CUDA graph
 """
 
-from .batches import Batch, Batches, balanced_draw, epoch_order, record_data
-from .distributed import Distributed, setup_distributed
+from .batches import Batch, Batches, balanced_draw, epoch_order
 from .ema import EMA
 from .options import resolve_options
-from .reports import Report
 from .signals import StopRequest
-from .state import RunState, check_training_memory
-from .trainer import Trainer, TrainResult, learning_rate, train
+from .trainer import Trainer, learning_rate, train
 
-__all__ = ["EMA", "Batch", "Batches", "Distributed", "Report", "RunState", "StopRequest", "TrainResult", "Trainer",
-           "balanced_draw", "check_training_memory", "epoch_order", "learning_rate", "record_data", "resolve_options",
-           "setup_distributed", "train"]
+__all__ = ["EMA", "Batch", "Batches", "StopRequest", "Trainer", "balanced_draw", "epoch_order", "learning_rate",
+           "resolve_options", "train"]
