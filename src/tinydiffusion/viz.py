@@ -81,28 +81,21 @@ def forward_strip(diffusion: GaussianDiffusion, images_uint8: torch.Tensor, colu
 
 
 class ReverseRecorder:
-    """A sampler callback that keeps x_t at chosen steps, for the "samples at each t" figure and GIFs.
+    """A sampler callback that keeps x_t at every step, for the "samples at each t" figure and GIFs.
 
     generate() samples batch after batch, each calling back at steps 0, 1, ...; a later batch's x_t joins
-    the earlier batches' chunks of the same step, so frame k holds every image at step k, in order."""
+    the earlier batches' chunks of the same step, so frame k holds every image at step k, in order (joined only for
+    the steps a figure shows)."""
 
-    def __init__(self, keep_every: int = 1):
-        self.keep_every = keep_every
-        self.chunks: list[list[torch.Tensor]] = []  # per recorded step: each batch's x_t
+    def __init__(self):
+        self.chunks: list[list[torch.Tensor]] = []  # per step: each batch's x_t
         self.timesteps: list[float] = []
 
     def __call__(self, i: int, t: float, x_t: torch.Tensor, x0_pred: torch.Tensor) -> None:
-        if i % self.keep_every:
-            return
-        k, x_t = i // self.keep_every, x_t.detach().float().cpu()
-        if k == len(self.chunks):  # the first batch to reach this step
+        if i == len(self.chunks):  # the first batch to reach this step
             self.chunks.append([])
             self.timesteps.append(t)
-        self.chunks[k].append(x_t)
-
-    def frame(self, k: int) -> torch.Tensor:
-        """Every image at recorded step k; joined only for the steps a figure shows."""
-        return torch.cat(self.chunks[k])
+        self.chunks[i].append(x_t.detach().float().cpu())
 
     def _even_picks(self, k: int) -> list[int]:
         """Up to k recorded steps, evenly spread, always the first and the last."""
@@ -114,7 +107,7 @@ class ReverseRecorder:
     def figure(self, columns: int = 10) -> Image.Image:
         """Rows: samples; columns: evenly chosen recorded steps, the last being the final image."""
         picks = self._even_picks(columns)
-        frames = [to_pixels(self.frame(p)) for p in picks]
+        frames = [to_pixels(torch.cat(self.chunks[p])) for p in picks]
         rows = [torch.stack([f[j] for f in frames]) for j in range(frames[0].shape[0])]
         labels = [f"t={int(self.timesteps[p])}" for p in picks]
         labels[-1] = "t=0"
@@ -123,6 +116,6 @@ class ReverseRecorder:
     def save_gif(self, path: str | Path, nrow: int | None = None, max_frames: int = 60, frame_ms: int = 80) -> None:
         """At most `max_frames` evenly chosen steps (a 1000-step DDPM would make a 35 MB file)."""
         picks = self._even_picks(max_frames)
-        frames = [grid_image(to_pixels(self.frame(p)), nrow, scale=2) for p in picks]
+        frames = [grid_image(to_pixels(torch.cat(self.chunks[p])), nrow, scale=2) for p in picks]
         frames += [frames[-1]] * 12  # hold the final image
         save_image(frames[0], path, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)

@@ -33,6 +33,7 @@ MAX_IMAGES = 64  # images in one grid
 MAX_FRAMES = 16  # interpolation frames
 SCALE = 4  # displayed pixels per model pixel: 28x28 images are shown at 112x112
 EVERY_CLASS = "every class in turn"
+LIVE_EVALUATIONS = 2  # a model that draws an image in at most this many network evaluations redraws live
 NOT_AN_IMAGE = "the upload is not an image this page can read; choose a PNG, JPEG, WebP, GIF, BMP or TIFF file."
 
 
@@ -67,18 +68,11 @@ def number(value, what: str, low: float, high: float, whole: bool = True):
     return int(found) if whole else found
 
 
-def class_choices(model: Model) -> list[str]:
-    return [EVERY_CLASS, *model.class_names] if model.num_classes else [EVERY_CLASS]
-
-
 def sampler_choices(model: Model) -> list[str]:
     """Samplers the model samples with: a distilled student only its own, another model all but the students' own."""
     if model.config.distill.steps:
         return [model.config.distill.sampler]
     return [name for name, sampler in SAMPLERS.items() if not sampler.students_only]
-
-
-LIVE_EVALUATIONS = 2  # a model that draws an image in at most this many network evaluations redraws live
 
 
 def redraws_live(model: Model) -> bool:
@@ -87,11 +81,6 @@ def redraws_live(model: Model) -> bool:
     sampler, steps, guidance = sampling_settings(model)
     guided_twice = model.num_classes and guidance != 1.0 and not model.config.net.guidance_input
     return network_evaluations(sampler, steps) * (2 if guided_twice else 1) <= LIVE_EVALUATIONS
-
-
-def default_steps(model: Model, sampler: str) -> int:
-    _, steps, _ = sampling_settings(model, sampler)
-    return min(steps, MAX_REQUEST_SAMPLING_STEPS)
 
 
 def sampling(model: Model, class_name: str | None, sampler: str, steps, guidance, seed) -> Sampling:

@@ -204,8 +204,8 @@ def build_page(model: Model, data_dir: str | None = None, max_pixels: int = MAX_
         gr.Markdown(f"# tinydiffusion demo\n{describe(model)}")
         with gr.Accordion("Sampling settings (every tab)", open=True):
             with gr.Row():
-                class_name = gr.Dropdown(handlers.class_choices(model), value=handlers.EVERY_CLASS, label="class",
-                                         visible=conditional, elem_id="class")
+                class_name = gr.Dropdown([handlers.EVERY_CLASS, *model.class_names], value=handlers.EVERY_CLASS,
+                                         label="class", visible=conditional, elem_id="class")
                 sampler = gr.Dropdown(handlers.sampler_choices(model), value=sampler0, label="sampler",
                                       elem_id="sampler")
                 top = MAX_REQUEST_SAMPLING_STEPS
@@ -213,7 +213,8 @@ def build_page(model: Model, data_dir: str | None = None, max_pixels: int = MAX_
                 guidance = gr.Slider(0, MAX_REQUEST_GUIDANCE, value=guidance0, step=0.1, label="guidance",
                                      visible=conditional, elem_id="guidance")
                 seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="seed", elem_id="seed")
-        sampler.change(shown(gr, lambda name: handlers.default_steps(model, name)), sampler, steps, api_name="steps")
+        sampler.change(shown(gr, lambda name: min(sampling_settings(model, name)[1], top)), sampler, steps,
+                       api_name="steps")  # the sampler's own default steps
         parts = PageParts(gr, model, [class_name, sampler, steps, guidance, seed], *test_images, upload_image,
                           draw_image, max_pixels)
         with gr.Tabs():
