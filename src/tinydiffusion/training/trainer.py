@@ -1,6 +1,6 @@
 """The Trainer: one flat loop over steps, read top to bottom in sections as EDM2's training loop is. The run's
-state is one object (state.py), which the Trainer hands by name to its parts beside it (the package's docstring
-lists them), so that one step reads from the loop through two more files: batches.py and step.py.
+state is one object (state.py), which the Trainer hands by name to its parts beside it, so that one step reads from
+the loop through two more files: batches.py and step.py.
 """
 
 from __future__ import annotations
