@@ -1,8 +1,7 @@
 """What each tab of the demo page does, as plain functions: settings, images and arrays in, Pillow images out.
-
-Every input a visitor can send is checked here, and anything wrong is one sentence (UserError); nothing here
-writes a file or reads a path a visitor typed. No Gradio either: the page (page.py) only wires these functions
-to its components, and the tests call them directly.
+Every input a visitor can send is checked here, and anything wrong is one sentence (UserError); nothing here writes
+a file or reads a path a visitor typed. No Gradio: page.py wires these functions to its components, and the tests
+call them directly.
 """
 
 from __future__ import annotations
@@ -37,23 +36,6 @@ LIVE_EVALUATIONS = 2  # a model that draws an image in at most this many network
 NOT_AN_IMAGE = "the upload is not an image this page can read; choose a PNG, JPEG, WebP, GIF, BMP or TIFF file."
 
 
-@dataclasses.dataclass(frozen=True)
-class Sampling:
-    """Checked sampling settings, as generate() and the editing functions take them."""
-    classes: list[int] | None
-    sampler: str
-    steps: int
-    guidance: float
-    seed: int
-
-    def options(self) -> dict:
-        return {"classes": self.classes, "sampler": self.sampler, "steps": self.steps, "guidance": self.guidance}
-
-    def edit_options(self) -> dict:
-        """For the editing functions: with no class chosen an edit runs unconditionally, so guidance does not apply."""
-        return {**self.options(), "guidance": self.guidance if self.classes else None}
-
-
 # --- checking what a visitor sends -------------------------------------------------------------------------
 
 def number(value, what: str, low: float, high: float, whole: bool = True):
@@ -83,8 +65,9 @@ def redraws_live(model: Model) -> bool:
     return network_evaluations(sampler, steps) * (2 if guided_twice else 1) <= LIVE_EVALUATIONS
 
 
-def sampling(model: Model, class_name: str | None, sampler: str, steps, guidance, seed) -> Sampling:
-    """The shared sampling controls, checked: one sentence for anything out of range."""
+def sampling(model: Model, class_name: str | None, sampler: str, steps, guidance, seed) -> dict:
+    """The shared sampling controls, checked (one sentence for anything out of range), as the keywords generate()
+    and the editing functions take."""
     if sampler not in sampler_choices(model):
         raise UserError(f"unknown sampler {sampler!r}; choose one of {', '.join(sampler_choices(model))}.")
     top = min(MAX_REQUEST_SAMPLING_STEPS, model.diffusion.num_timesteps)
@@ -98,7 +81,12 @@ def sampling(model: Model, class_name: str | None, sampler: str, steps, guidance
     else:
         classes = [model.class_index(str(class_name))]  # by name or index
     sampler, steps, guidance = sampling_settings(model, sampler, steps, guidance)
-    return Sampling(classes, sampler, steps, guidance, seed)
+    return {"classes": classes, "sampler": sampler, "steps": steps, "guidance": guidance, "seed": seed}
+
+
+def for_edit(settings: dict) -> dict:
+    """With no class chosen an edit runs unconditionally, so guidance does not apply."""
+    return {**settings, "guidance": settings["guidance"] if settings["classes"] else None}
 
 
 # --- uploads -----------------------------------------------------------------------------------------------
@@ -184,10 +172,10 @@ def generate_grid(model: Model, num, class_name, sampler, steps, guidance, seed)
     settings = sampling(model, class_name, sampler, steps, guidance, seed)
     started = time.perf_counter()
     with torch.no_grad():
-        images, _ = generate(model, num, seed=settings.seed, **settings.options())
+        images, _ = generate(model, num, **settings)
     seconds = time.perf_counter() - started
-    return grid(images), (f"{count(num, 'image')}, {settings.sampler}, {count(settings.steps, 'step')}, guidance "
-                          f"{settings.guidance:g}, seed {settings.seed}: {seconds:.2f} s.")
+    return grid(images), (f"{count(num, 'image')}, {settings['sampler']}, {count(settings['steps'], 'step')}, "
+                          f"guidance {settings['guidance']:g}, seed {settings['seed']}: {seconds:.2f} s.")
 
 
 def reverse_process(model: Model, num, class_name, sampler, steps, guidance, seed) -> torch.Tensor:
@@ -201,7 +189,7 @@ def reverse_process(model: Model, num, class_name, sampler, steps, guidance, see
         frames.append(torch.stack([to_pixels(decode(model.config.data, x.detach()).cpu()) for x in (x_t, x0_pred)]))
 
     with torch.no_grad():
-        generate(model, num, seed=settings.seed, batch_size=num, callback=record, **settings.options())
+        generate(model, num, batch_size=num, callback=record, **settings)
     return torch.stack(frames)
 
 
@@ -220,8 +208,7 @@ def test_images(model: Model, data_dir: str | None = None) -> tuple[torch.Tensor
     from .examples import examples
 
     data_config = dataclasses.replace(model.config.data, **({"data_dir": data_dir} if data_dir else {}))
-    shape = image_shape(model.config)  # a latent model's images are the recorded pixel shape, not its network's
-    found = examples(data_config, shape)
+    found = examples(data_config, image_shape(model.config))  # a latent model's images: the recorded pixel shape
     if found is not None:
         images, classes = found
         names = [f"{name} (test image {i})" if name is not None else f"test image {i}"
@@ -271,9 +258,9 @@ def inpaint_tab(model: Model, image, mask, mask_name: str, num, class_name, samp
                             "mask.")
         region = model_mask(model, mask, image)
     else:
-        region = editing.builtin_mask(mask_name, image_shape(model.config)[1], seed=settings.seed)
+        region = editing.builtin_mask(mask_name, image_shape(model.config)[1], seed=settings["seed"])
     with torch.no_grad():
-        results = editing.inpaint(model, pixels, region, num, seed=settings.seed, **settings.edit_options())
+        results = editing.inpaint(model, pixels, region, num, **for_edit(settings))
     shown = torch.where(region, torch.full_like(pixels, 128), pixels)
     return grid(torch.cat([pixels[None], shown[None], results]), nrow=num + 2)
 
@@ -288,7 +275,7 @@ def img2img_tab(model: Model, image, strength, num, class_name, sampler, steps, 
     settings = sampling(model, class_name, sampler, steps, guidance, seed)
     pixels = editing.fit_image(model, image)  # uint8 [C, H, W] in the model's shape
     with torch.no_grad():
-        results = editing.img2img(model, pixels, strength, num, seed=settings.seed, **settings.edit_options())
+        results = editing.img2img(model, pixels, strength, num, **for_edit(settings))
     return grid(torch.cat([pixels[None], results]), nrow=num + 1)
 
 
@@ -301,8 +288,8 @@ def interpolate_tab(model: Model, class_a, class_b, seed_a, seed_b, frames, samp
     seeds = (number(seed_a, "first seed", 0, MAX_SEED), number(seed_b, "second seed", 0, MAX_SEED))
     classes = tuple(model.class_index(str(name)) for name in (class_a, class_b)) if model.num_classes else None
     with torch.no_grad():
-        images = editing.interpolate(model, frames, seeds=seeds, classes=classes, sampler=settings.sampler,
-                                     steps=settings.steps, guidance=settings.guidance)
+        images = editing.interpolate(model, frames, seeds=seeds, classes=classes, sampler=settings["sampler"],
+                                     steps=settings["steps"], guidance=settings["guidance"])
     return grid(images, nrow=frames), images
 
 

@@ -1,9 +1,8 @@
 """What a visitor can store on the server. Gradio bounds each uploaded file (max_file_size) but not how many files
 one request carries, how much all requests store, or for how long: this ASGI middleware, in front of the page,
 bounds the bytes of every request that carries a body, keeps everything the page stores (uploads, images sent as
-data: URLs, results) within a total by deleting the oldest, and deletes what is older than a time limit. No
-Gradio here: the middleware is plain ASGI, sweep() a function the tests call directly, and import_gradio() imports
-it only when called (by the page and by run_demo(), which read the bounds on an upload here too)."""
+data: URLs, results) within a total by deleting the oldest, and deletes what is older than a time limit. No Gradio
+here (import_gradio() imports it only when called), so the tests call the middleware and sweep() directly."""
 
 from __future__ import annotations
 

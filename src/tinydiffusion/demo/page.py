@@ -1,9 +1,7 @@
-"""The demo page: a Gradio Blocks page wired to handlers.py, and the server that serves it.
-
-Gradio is imported only by this package, and this package only by `tinydiffusion demo`, so the rest of the command
-line starts without it. Uploads reach the handlers through two image components whose decoding is this project's
-(handlers.read_upload: a pixel limit before decoding, one sentence for a file that is not an image), on top of
-the server's limit on a file's size; the page reads no path a visitor could type and serves no folder.
+"""The demo page: a Gradio Blocks page wired to handlers.py, and the server that serves it. Uploads reach the
+handlers through two image components whose decoding is this project's (handlers.read_upload: a pixel limit before
+decoding, one sentence for a file that is not an image), on top of the server's limit on a file's size; the page
+reads no path a visitor could type and serves no folder.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """The network and the process's conversion as one module to export: (x, t, y[, guidance]) -> (x0, eps).
 
-An exported model has to be usable by a sampler that knows nothing of tinydiffusion, so its inputs and outputs
-are the process's, not the network's: t is the continuous time in [0, 1] (diffusion.py), and the outputs are the
-denoised image and the noise, whatever the objective, with x = alpha(t) x0 + sigma(t) eps. Inside, t becomes
-the network's step index and the schedule's alpha(t), sigma(t) by the same rule as GaussianDiffusion (the
-step's own values on the steps, linear in log(sigma / alpha) between them), in float32, and the network's output
-becomes (x0, eps) through the objective's own `eps_and_x0`. Nothing is clipped.
+An exported model has to be usable by a sampler that knows nothing of tinydiffusion, so its inputs and outputs are
+the process's, not the network's: t is the continuous time in [0, 1] (diffusion.py), and the outputs are the
+denoised image and the noise, whatever the objective, with x = alpha(t) x0 + sigma(t) eps. Inside, t becomes the
+network's step index and the schedule's alpha(t), sigma(t) by the same rule as GaussianDiffusion (the step's own
+values on the steps, linear in log(sigma / alpha) between them), in float32, and the network's output becomes
+(x0, eps) through the objective's own `eps_and_x0`. Nothing is clipped.
 """
 
 from __future__ import annotations
