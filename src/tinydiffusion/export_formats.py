@@ -57,6 +57,6 @@ EXPORT_FORMATS = {
     "web": ExportFormat(None, "site", "a static web page that samples the model in the browser (onnxruntime-web)",
                         ".export.web_page:export_web", lambda sampler: sampler.web),
     "diffusers": ExportFormat(None, "model-diffusers", "a folder diffusers loads: DiffusionPipeline.from_pretrained("
-                              "FOLDER, trust_remote_code=True)", ".export.diffusers_folder:export_diffusers",
+                              "FOLDER, trust_remote_code=True)", ".export.diffusers_folder:write_diffusers",
                               lambda sampler: sampler.diffusers_order is not None),
 }

@@ -21,8 +21,7 @@ COUNT = 10  # images on the page: one per class in turn, the first of each
 def examples(data: DataConfig, shape: tuple[int, int, int], count: int = COUNT
              ) -> tuple[torch.Tensor, list[str | None]] | None:
     """Up to `count` images of the data's test split (else its train split) as uint8 [N, C, H, W] of `shape`,
-    with each one's class name (None without classes), or None when the data is not on this machine. Nothing is
-    downloaded or prepared."""
+    with each one's class name (None without classes), or None when the data is not on this machine."""
     data = dataclasses.replace(data, download=False)
     for split in ("test", "train"):
         try:

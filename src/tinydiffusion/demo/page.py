@@ -125,7 +125,6 @@ def checked_components(gr, max_pixels: int, max_bytes: int):
 
     The methods are replaced on each box, not in a subclass: Gradio writes a .pyi file beside the source of every
     component class it sees defined, which would be a write into the installed package."""
-
     decode = shown(gr, lambda file: handlers.read_upload(upload_bytes(file, max_bytes), max_pixels))
 
     def local_only(box):

@@ -228,19 +228,14 @@ def folder_files(model: Model) -> dict[str, bytes]:
     }
 
 
-def write_diffusers(model: Model, out: Path) -> int:
-    """Write the folder through export_formats.export_folder; returns the bytes written."""
+def write_diffusers(model: Model, out: Path) -> str:
+    """`export --format diffusers` (export_formats.py): the folder, written through export_formats.export_folder,
+    and a phrase saying how to load it."""
     with export_folder(model, Path(out), "diffusers") as tmp:
         for relative, payload in folder_files(model).items():
             (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
             (tmp / relative).write_bytes(payload)
         save_file(plain_state_dict(model.net), str(tmp / DIFFUSERS_WEIGHTS), metadata={"format": "pt"})
         size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
-    return size
-
-
-def export_diffusers(model: Model, out: Path) -> str:
-    """`export --format diffusers` (export_formats.py): the folder, and a phrase saying how to load it."""
-    size = write_diffusers(model, out)
     return (f"{out} ({size / 1e6:.1f} MB; a diffusers folder: DiffusionPipeline.from_pretrained({str(out)!r}, "
             "trust_remote_code=True))")
