@@ -31,9 +31,8 @@ class StorageLimit:
         self.request_bytes, self.total_bytes, self.keep_seconds = request_bytes, total_bytes, keep_seconds
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            return await self.app(scope, receive, send)
-        refusal = self.refusal(dict(scope["headers"]))
+        bodiless = scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS")
+        refusal = None if bodiless else self.refusal(dict(scope["headers"]))
         if refusal is None:
             return await self.app(scope, receive, send)
         status, message = refusal

@@ -262,9 +262,8 @@ def _reverse_tab(parts: PageParts) -> None:
                  show_progress="hidden")
 
     def advance(sequence, index):
-        if sequence is None or index >= len(sequence):
-            return gr.Timer(active=False), index
-        return gr.Timer(active=True), index + 1
+        going = sequence is not None and index < len(sequence)
+        return gr.Timer(active=going), index + going
 
     play.click(lambda sequence: (gr.Timer(active=sequence is not None), 1), frames, [timer, frame])
     timer.tick(advance, [frames, frame], [timer, frame], show_progress="hidden")
