@@ -96,8 +96,7 @@ def _encode_into(folder: Path, dataset: ImageDataset, config: DataConfig, progre
             "mean": mean.tolist(), "std": std.tolist(), "encode_seconds": round(time.perf_counter() - started, 3)}
     del out
     (folder / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
-    print(f"encoded {n:,} images to latents of {'x'.join(map(str, meta['shape']))} in "
-          f"{meta['encode_seconds']:.1f} s")
+    print(f"encoded {n:,} images to latents of {'x'.join(map(str, meta['shape']))} in {meta['encode_seconds']:.1f} s")
 
 
 def encode_dataset(dataset: ImageDataset, config: DataConfig, progress: bool = True) -> ImageDataset:

@@ -268,18 +268,15 @@ def open_prepared(path: Path, memory_limit: int | None = None) -> Prepared:
         labels_name = manifest.get("labels")
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"{manifest_path} is not a readable prepared-data manifest ({err}).") from None
-    limit = default_memory_limit() if memory_limit is None else memory_limit
     try:
         images = np.load(images_path, mmap_mode="c", allow_pickle=False)
-        labels = None
-        if labels_name:
-            labels = np.load(images_path.with_name(labels_name), allow_pickle=False)
+        labels = np.load(images_path.with_name(labels_name), allow_pickle=False) if labels_name else None
     except (OSError, ValueError) as err:
         raise UserError(f"the prepared data beside {manifest_path} cannot be read ({err}); prepare it again.") from None
     if images.dtype != np.uint8 or images.shape != (count, h, w, c) or \
             (labels is not None and (labels.shape != (count,) or labels.dtype != np.int64)):
         raise UserError(f"the prepared data beside {manifest_path} does not match its manifest; prepare it again.")
-    memory_mapped = images.nbytes > limit
+    memory_mapped = images.nbytes > (default_memory_limit() if memory_limit is None else memory_limit)
     if not memory_mapped:
         images = np.array(images)  # read it all in: gathers from memory are faster than page faults
     return Prepared(images, labels, manifest, memory_mapped)
