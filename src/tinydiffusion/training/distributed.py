@@ -28,11 +28,10 @@ class Distributed:
 
 def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
     """Join the torchrun job if there is one: NCCL on GPUs, gloo on CPUs."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size, device = int(os.environ.get("WORLD_SIZE", "1")), pick_device(device_name)
     if world_size == 1:
-        return Distributed(), pick_device(device_name)
+        return Distributed(), device
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(device_name)
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
             raise UserError(f"local process {local_rank} has no GPU of its own ({torch.cuda.device_count()} visible); "
