@@ -152,6 +152,8 @@ def _load_part(module: nn.Module, path: Path, part: str) -> None:
         raise UserError(f"{path} {err.strerror}; {published}.") from None
     except FileNotFoundError:
         raise UserError(f"{path} does not exist; {published}.") from None
+    except IsADirectoryError:  # os.fdopen refuses a folder before read_regular_file can say what it is
+        raise UserError(f"{path} is a folder, not a file; {published}.") from None
     except OSError as err:
         raise UserError(f"{path} cannot be read ({err.strerror or err}); {published}.") from None
     digest = hashlib.sha256(payload).hexdigest()
