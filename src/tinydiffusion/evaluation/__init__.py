@@ -15,13 +15,7 @@ classes to train a classifier on: it gets Inception FID through torch-fidelity w
     result = evaluator.score(images, labels)                   # uint8 N x H x W x C (or N x C x H x W)
     print(format_table(result))
 
-evaluator.py   the Evaluator: data, classifier and reference made ready, then the scores of samples
-reference.py   the data measured against: its name, its files and artefacts, a held-out reference
-classifier.py  the feature classifier: design, training, features, files
-metrics.py     FD, precision/recall, reference statistics and floors (cached), shipped statistics, Inception FID
-samples.py     sample .npz files and the checks on images and labels
-table.py       a score as a plain-text table
-command.py     `python -m tinydiffusion.evaluation`: training the bundled classifier, the shipped statistics
+docs/explanation/code-map.md lists the package's modules.
 """
 
 from ..data import ImageDataset
