@@ -1,26 +1,6 @@
-"""Crash-safe checkpoints: safetensors weights, a JSON config, and a weights-only training state.
-
-A run directory looks like
-
-    runs/NAME/
-      config.json            the run's RunConfig
-      metrics.jsonl          one JSON object per logged step
-      samples/epoch-001.png  sample grids from the EMA weights
-      .lock                  flock-ed by the one process training the run (files.run_lock)
-      checkpoints/
-        step-00002345/       one complete checkpoint (see below)
-        latest               text file naming the newest complete checkpoint
-
-and one checkpoint directory holds model.safetensors, ema.safetensors, config.json and
-training_state.pt (optimizer, counters and RNG states; loaded with weights_only=True, so a file
-that would run code is refused). A checkpoint is written into a temporary directory and renamed
-into place only once every file is on disk, so a crash at any moment leaves the previous complete
-checkpoint as it was: there is never a half-written file under a real name.
-
-`train --resume` continues a run from its latest complete checkpoint, or from the one named
-(RUN/checkpoints/step-N): the run then goes on from step N, as if it had been stopped there, so its
-later checkpoints and the metrics logged after step N are superseded. A run with no complete
-checkpoint yet starts afresh from step 0 with its saved config.
+"""Crash-safe checkpoints: safetensors weights, a JSON config, and a weights-only training state, each checkpoint
+written into a temporary directory and renamed into place only when complete. The run directory's layout and
+what `--resume` continues: docs/reference/run-directory.md; one checkpoint's files: docs/reference/checkpoint-format.md.
 """
 
 from __future__ import annotations

@@ -95,7 +95,8 @@ def onnx_bytes(model: Model) -> bytes:
         exporter_log.setLevel(level)
     proto = program.model_proto
     onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(metadata(model))})
-    proto.doc_string = f"tinydiffusion {__version__}: {model.config.name}, (x, t, y) -> (x0, eps); docs/export.md"
+    proto.doc_string = f"tinydiffusion {__version__}: {model.config.name}, (x, t, y) -> (x0, eps); " \
+                       "docs/reference/onnx.md"
     return proto.SerializeToString()
 
 

@@ -1,7 +1,7 @@
 // Sampling a tinydiffusion model in the browser: the page `tinydiffusion export --format web` writes
-// (docs/export.md). The model is model.onnx (the contract of docs/export.md: inputs x, t, y and, for a distilled
-// student, guidance; outputs x0 and eps) and model.json its metadata; onnxruntime-web runs it on one thread of
-// WebAssembly. Every file is fetched with the SHA-256 index.html lists, so a changed file stops the page.
+// (docs/reference/web-page.md). The model is model.onnx (the contract of docs/reference/onnx.md: inputs x, t, y
+// and, for a distilled student, guidance; outputs x0 and eps) and model.json its metadata; onnxruntime-web runs it
+// on one thread of WebAssembly. Every file is fetched with the SHA-256 index.html lists, so a changed file stops the page.
 //
 // The samplers are tinydiffusion's (src/tinydiffusion/samplers/), on the levels of its "trailing" spacing: DDIM
 // with eta = 0, DPM-Solver++(2M) and multistep consistency sampling, whichever the metadata's `sampler` names.
