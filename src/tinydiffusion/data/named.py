@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..files import cache_dir
 from .formats.idx_folder import SPLIT_FILES as IDX_SPLITS
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -49,6 +50,10 @@ class NamedDataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return (self.channels, self.image_size, self.image_size)
+
+    def default_folder(self) -> Path:
+        """Where its files are downloaded to and looked for without --data-dir (the tutorial reads it too)."""
+        return cache_dir() / "datasets" / self.name
 
 
 IDX_FILES = (*IDX_SPLITS["train"], *IDX_SPLITS["test"])

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from ..config import DataConfig
 from ..errors import UserError
-from ..files import cache_dir
 from . import prepared as store
 from .download import download_files
 from .formats import find_format
@@ -31,7 +30,7 @@ def canonical_source(source: str) -> str:
 def dataset_folder(config: DataConfig) -> Path:
     """Where a named dataset's files are: --data-dir, else the cache (the same for train and evaluate)."""
     named = named_dataset(config)
-    return Path(config.data_dir).expanduser() if config.data_dir else cache_dir() / "datasets" / named.name
+    return Path(config.data_dir).expanduser() if config.data_dir else named.default_folder()
 
 
 def _named_source(named: NamedDataset, config: DataConfig, split: str, progress: bool) -> Path:
