@@ -5,8 +5,8 @@
 
 Static: the number of modules and lines, and the largest class and function (by lines, decorators and docstrings
 included). With --trace, the command runs in this process under sys.setprofile and the script lists the package's
-files whose functions it called: the files a reader follows to see what that command does. To measure another
-tree, put its src/ first on the path: `PYTHONPATH=OLD/src python tools/code_census.py ...`.
+files whose code ran (a module imported counts, as its body runs): what a reader may meet following that command.
+To measure another tree, put its src/ first on the path: `PYTHONPATH=OLD/src python tools/code_census.py ...`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def census(package: Path) -> dict:
 
 
 def traced_files(package: Path, argv: list[str]) -> list[str]:
-    """The package's files whose functions run during `tinydiffusion ARGV` (module bodies run by imports too)."""
+    """The package's files whose code runs during `tinydiffusion ARGV`, imports included."""
     from tinydiffusion.cli import main
 
     root, seen = str(package), set()
