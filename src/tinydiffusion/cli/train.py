@@ -84,8 +84,9 @@ def run(args) -> int:
         autoencoder = chosen_autoencoder(preset, given, before_data.data, start, dataset.images.shape[1:])
         if autoencoder:
             c, h, w = dataset.images.shape[1:]
-            print(f"training in {autoencoder}'s latent space, as colour images of {w}x{h} do by default "
-                  "(--autoencoder none trains on the pixels)")
+            if os.environ.get("RANK", "0") == "0":  # under torchrun, one process says it
+                print(f"training in {autoencoder}'s latent space, as colour images of {w}x{h} do by default "
+                      "(--autoencoder none trains on the pixels)")
             given["data.autoencoder"] = autoencoder
             dataset = encode_dataset(dataset, new_run(preset, args.net, given, start=start).data,
                                      progress=not args.no_progress)
