@@ -12,7 +12,8 @@ README.md), the test split a fixed ~10% chosen by each icon's name:
     logos                 company and product logos            CC0-1.0  (Gil Barbara)
     vscode-icons          file-type and folder icons           MIT      (Roberto Huertas)
 
-    for s in cryptocurrency-color devicon flat-color-icons logos vscode-icons; do npm pack @iconify-json/$s; done
+    for s in cryptocurrency-color@1.2.4 devicon@1.2.68 flat-color-icons@1.2.3 logos@1.2.20 vscode-icons@1.2.99; do
+        npm pack @iconify-json/$s; done
     python benchmarks/icon_folder.py runs/icons iconify-json-*.tgz
 
 At most --per-class icons of a set are kept (the first by name), so no set outweighs the others by much. The folder
