@@ -20,7 +20,7 @@ from .presets import NAMED_NETWORKS, PRESETS, STUDENT_GUIDANCE_LR, STUDENT_TRAIN
 DataFacts = tuple[tuple[int, int, int], int, int]
 MIN_AUTO_STEPS = 2000  # a folder with no preset trains at least this long (5 epochs of a small folder is nothing)
 # Colour images larger than this train in a pretrained autoencoder's latents by default (docs/reports/latent-taef2.md:
-# at 64 and 128 px TAEF2's latents beat pixels at equal minutes; at 32 px only pixels were measured to work).
+# at 64 and 128 px TAEF2's latents beat or tie pixels at equal minutes; 32 px and grey were not measured).
 LATENT_ABOVE, DEFAULT_AUTOENCODER = 32, "taef2"
 
 

@@ -83,7 +83,7 @@ def run(args) -> int:
         dataset = load_training_data(before_data.data, progress=not args.no_progress)
         autoencoder = chosen_autoencoder(preset, given, before_data.data, start, dataset.images.shape[1:])
         if autoencoder:
-            c, h, w = dataset.images.shape[1:]
+            _, h, w = dataset.images.shape[1:]
             if os.environ.get("RANK", "0") == "0":  # under torchrun, one process says it
                 print(f"training in {autoencoder}'s latent space, as colour images of {w}x{h} do by default "
                       "(--autoencoder none trains on the pixels)")
