@@ -239,7 +239,7 @@ class DataConfig:
         stats = (self.latent_mean, self.latent_std)
         return [
             (not self.autoencoder or entry is not None, f"data.autoencoder must be one of {', '.join(AUTOENCODERS)} "
-             f"(or empty, for pixel space), not {self.autoencoder!r}"),
+             f"(or none, for pixel space), not {self.autoencoder!r}"),
             (not self.autoencoder or self.channels != 1, f"data.autoencoder {self.autoencoder} encodes colour "
              "images, not grey ones (data.channels 1); use --data.channels 3 or train in pixel space"),
             (self.image_size % scale == 0, f"data.autoencoder {self.autoencoder} encodes images whose sides are "
