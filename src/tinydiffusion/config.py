@@ -512,7 +512,7 @@ def apply_overrides(config: RunConfig, overrides: dict[str, object]) -> RunConfi
                 raise UserError(f"--{dotted} is a setting of the {' and '.join(owners)} network, and this run's "
                                 f"network is {data['net']['kind']} (choose one with --net).")
             raise UserError(f"unknown config field {dotted!r}.")
-        node[parts[-1]] = value
+        node[parts[-1]] = "" if dotted == "data.autoencoder" and value == "none" else value  # none: pixel space
     return RunConfig.from_dict(data)
 
 

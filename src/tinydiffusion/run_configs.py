@@ -51,8 +51,6 @@ def new_run(preset: str, net: str | None, given: dict, data: DataFacts | None = 
     before the data is read, so that every flag is checked before any work. `start`: the config of the run it
     starts from (train.init), whose network and process it takes unless --net names another."""
     auto = preset == "auto"
-    if given.get("data.autoencoder") == "none":
-        given = {**given, "data.autoencoder": ""}
     reference = PRESETS["fashion-mnist"].net
     channels, size = data[0][:2] if data else (reference.in_channels, reference.image_size)
     config = auto_config(size, channels, latent=bool(data and given.get("data.autoencoder"))) if auto \
