@@ -1,23 +1,28 @@
-"""Distillation: the student's target against an analytic teacher, resume, its config, sampling with it, bad input."""
+"""Distillation: the student's target against an analytic teacher, resume, its config, sampling with it, bad input,
+a student started from another (distill.init), and the removed dmd method's students."""
 
+import json
 import shutil
 
 import numpy as np
 import pytest
 import torch
-from conftest import cli, files_of
+from conftest import assert_error, cli, files_of, one_sentence
 from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 
+from tinydiffusion import UserError
+from tinydiffusion.bundled import bundled
 from tinydiffusion.checkpoint import latest_checkpoint, load_config
 from tinydiffusion.config import DiffusionConfig, RunConfig
 from tinydiffusion.diffusion import GaussianDiffusion
-from tinydiffusion.pipeline import generate, load_model
+from tinydiffusion.pipeline import generate, load_model, sampling_settings
 from tinydiffusion.presets import STUDENT_GUIDANCE_LR
 from tinydiffusion.samplers import SAMPLERS, uniform_levels
 from tinydiffusion.samplers.denoiser import Denoiser
 from tinydiffusion.training.distillation import Distillation
+from tinydiffusion.training.tasks import task_for
 
 MEAN, STD = 0.3, 0.25
 
@@ -444,3 +449,90 @@ def test_resuming_a_finished_distillation_says_it_is_complete(student_run, capsy
     assert code == 0, err
     assert "is already complete: its checkpoint is at step 4 of 4" in out and "nan" not in out
     assert files_of(student_run) == before
+
+
+def test_a_student_started_from_another_records_its_start(student_run, trained_run, tiny_data_dir, tmp_path, capsys):
+    """distill.init starts a new student from a trajectory student of the same steps, whose guidance embedding has
+    learned already (train.lr for it); a start of other steps, a missing one or a consistency student is one
+    sentence, before the data is read."""
+    common = ["--teacher", trained_run, "--steps", "2", "--distill.teacher_steps", "4", "--data-dir", tiny_data_dir,
+              "--batch-size", "8", "--max-steps", "1", "--no-progress", "--train.threads", "1",
+              "--train.sample_every_epoch", "false"]
+    run = tmp_path / "again"
+    code, _, err = cli(capsys, "distill", *common, "--run-dir", run, "--distill.init", student_run)
+    assert code == 0, err
+    config = load_config(run / "config.json")
+    assert config.distill.init == str(student_run.resolve()) and config.distill.guidance_lr == 0
+    cases = [
+        (["--steps", "1", "--distill.init", student_run], "is not a trajectory student of 1"),
+        (["--distill.init", tmp_path / "missing", "--data", tmp_path / "no-data"], "missing does not exist"),
+        (["--distill.method", "consistency", "--distill.init", student_run],
+         "distill.init starts a trajectory student"),
+    ]
+    before = files_of(student_run)
+    for flags, expected in cases:
+        code, _, err = cli(capsys, "distill", *common, "--run-dir", tmp_path / "refused", *flags)
+        assert code == 2 and expected in err and "Traceback" not in err, (flags, err)
+    assert not (tmp_path / "refused").exists() and files_of(student_run) == before
+
+
+# --- the dmd method, removed (issue 47): its students still load and sample; training one is refused -------------
+
+REMOVED = ("the dmd distillation method was removed", "--distill.method trajectory")
+
+
+def as_dmd(config: dict) -> dict:
+    """A student's config as the dmd method wrote it: that method, and the critic's two fields it had."""
+    config["distill"].update(method="dmd", critic_lr=3e-4, critic_warmup=200)
+    return config
+
+
+def test_an_old_dmd_student_loads_and_samples_as_a_trajectory_student(tmp_path, capsys):
+    """A dmd student is a fine-tuned trajectory student: with the bundled 1-step student's weights and its config
+    made a dmd one's (the start it fine-tuned in distill.init), it loads, its critic fields dropped, and samples with
+    DDIM at its one step: one evaluation, the images the trajectory student draws. `sample` takes it too."""
+    source = bundled("fashion-mnist").student(1)
+    config = as_dmd(json.loads(source.with_suffix(".json").read_text()))
+    config["distill"]["init"] = str(source)
+    weights = tmp_path / "dmd-student.safetensors"
+    shutil.copy(source, weights)
+    weights.with_suffix(".json").write_text(json.dumps(config, indent=2))
+
+    student = load_model(weights, device="cpu")
+    assert (student.config.distill.method, student.config.distill.sampler) == ("dmd", "ddim")
+    assert "critic_lr" not in student.config.to_dict()["distill"]
+    assert sampling_settings(student, guidance=2)[:2] == ("ddim", 1)
+    calls = []
+    student.net.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    images, _ = generate(student, 4, guidance=2, seed=5)
+    assert calls == [4]
+    assert torch.equal(images, generate(load_model(source, device="cpu"), 4, guidance=2, seed=5)[0])
+    code, _, err = cli(capsys, "sample", "--checkpoint", weights, "--num", "2", "--out", tmp_path / "dmd.png")
+    assert code == 0 and (tmp_path / "dmd.png").stat().st_size > 0, err
+
+
+def test_training_a_dmd_student_new_or_resumed_is_one_sentence(student_run, trained_run, tiny_data_dir, tmp_path,
+                                                               capsys):
+    """`distill --distill.method dmd` is refused before any work, and so is resuming a dmd run (a student run's
+    config.json made a dmd one's, stopped after step 2) by `distill` or `train`; training's own entry (task_for)
+    refuses it too, for a caller of the Python API."""
+    run = tmp_path / "new"
+    code, _, err = cli(capsys, "distill", "--teacher", trained_run, "--distill.method", "dmd", "--data-dir",
+                       tiny_data_dir, "--run-dir", run, "--no-progress")
+    assert_error(code, err, *REMOVED)
+    assert not run.exists()
+
+    old = tmp_path / "old"
+    shutil.copytree(student_run, old)
+    shutil.rmtree(old / "checkpoints" / "step-00000004")
+    (old / "checkpoints" / "latest").write_text("step-00000002\n")
+    for config_file in (old / "config.json", old / "checkpoints" / "step-00000002" / "config.json"):
+        config_file.write_text(json.dumps(as_dmd(json.loads(config_file.read_text())), indent=2))
+    before = files_of(old)
+    for command in ("distill", "train"):
+        code, _, err = cli(capsys, command, "--resume", old, "--no-progress")
+        assert_error(code, err, *REMOVED)
+    assert files_of(old) == before
+    with pytest.raises(UserError) as refused:
+        task_for(load_config(old / "config.json"), None, torch.device("cpu"))
+    one_sentence(refused, *REMOVED)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .autoencoders import AUTOENCODERS
 from .bounds import MAX_GUIDANCE, MAX_LOGSNR_SHIFT, MAX_OPTIMIZER_STEPS, MAX_TIMESTEPS, MAX_TRAIN_SEED
-from .distill_methods import DISTILL_METHODS
+from .distill_methods import DISTILL_METHODS, TRAINED_METHODS
 from .errors import UserError
 from .fields import choices_help, option, recorded
 from .loss_weighting import LOSS_WEIGHTINGS
@@ -38,6 +38,10 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 # Bumped when the on-disk layout of configs or checkpoints changes incompatibly.
 # 2: `data.dataset` became `data.source`, and a run records the data it was trained on.
 FORMAT_VERSION = 2
+
+# Fields that a config.json of an older run may still hold, of features since removed: read and dropped, so that
+# such a run still loads. Nothing writes them.
+RETIRED_FIELDS = {"distill": ("critic_lr", "critic_warmup")}  # the dmd method's (distill_methods.py)
 
 # Bounds on what a config may ask for are bounds.py's; a config.json is untrusted input.
 MAX_CONFIG_BYTES = 1 << 20
@@ -263,20 +267,15 @@ class DistillConfig:
     steps: int = option(0, "the student's sampling steps: each takes one network evaluation (0: not a student)")
     method: str = option("trajectory", "trajectory: each of the student's steps lands where the teacher's path does "
                          "(progressive distillation's target, one round); consistency: from any of the teacher's "
-                         "levels the student predicts the end of its path, and samples with any number of steps; "
-                         "dmd: the student's images, noised, are scored by the teacher against a critic trained on "
-                         "them (distribution matching; start it from a student with distill.init)")
+                         "levels the student predicts the end of its path, and samples with any number of steps")
     init: str = option("", "start the student from this trajectory student of the same steps instead of from its "
-                       "teacher (a run directory, checkpoint or .safetensors file); the dmd method's starting point")
-    critic_lr: float = option(0.0, "the dmd method's critic learning rate (0: train.lr)")
+                       "teacher (a run directory, checkpoint or .safetensors file)")
     guidance_lr: float = option(0.0, "the learning rate of the student's guidance embedding, the one part of its "
                                 "network that starts from zero instead of the teacher's weights, on the same "
                                 "schedule as train.lr (0: train.lr)")
     guidance_warmup: int = option(0, "the first steps that train only the student's guidance embedding, the rest of "
                                   "its network held at its starting weights, so that the guidance scale, not the "
                                   "rest, learns what differs between scales")
-    critic_warmup: int = option(200, "the dmd method's first steps that train the critic alone, the student "
-                                "untouched")
     teacher_sampler: str = option("dpmpp-2m", "the deterministic sampler whose path the student learns to shortcut "
                                   f"(one on the process's own steps: {' or '.join(teacher_samplers())})")
     teacher_steps: int = option(20, "the teacher sampler's steps over the whole path (a multiple of steps)")
@@ -293,7 +292,7 @@ class DistillConfig:
         student_sampler = method.student_sampler if method else None
         return [
             (0 <= self.steps <= 1000, "distill.steps must be between 1 and 1,000 (0: not a student)"),
-            (method is not None, f"distill.method must be one of {', '.join(DISTILL_METHODS)}"),
+            (method is not None, f"distill.method must be one of {', '.join(TRAINED_METHODS)}"),
             (self.sampler == (student_sampler or self.sampler),
              f"distill.sampler must be the {self.method} method's {student_sampler}"),
             (self.steps == 0 or bool(self.teacher), "a student (distill.steps) needs its distill.teacher"),
@@ -303,12 +302,10 @@ class DistillConfig:
             (self.steps == 0 or method is None or method.to_clean or self.teacher_steps % self.steps == 0,
              f"distill.teacher_steps must be a multiple of the student's {self.steps} steps (the trajectory "
              "method's levels lie on the teacher's)"),
-            (self.critic_lr >= 0, "distill.critic_lr must be 0 or more (0: train.lr)"),
             (0 <= self.guidance_lr <= 1, "distill.guidance_lr must be between 0 and 1 (0: train.lr)"),
             (0 <= self.guidance_warmup <= 1_000_000, "distill.guidance_warmup must be between 0 and 1,000,000 steps"),
-            (0 <= self.critic_warmup <= 1_000_000, "distill.critic_warmup must be between 0 and 1,000,000 steps"),
-            (not self.init or self.method in ("dmd", "trajectory"),
-             "distill.init starts a trajectory or dmd student, not a consistency one"),
+            (not self.init or method is None or not method.to_clean,
+             "distill.init starts a trajectory student, not a consistency one"),
             (0 <= self.guidance_min <= self.guidance_max <= MAX_GUIDANCE,
              f"need 0 <= distill.guidance_min <= distill.guidance_max <= {MAX_GUIDANCE:g}"),
         ]
@@ -348,7 +345,7 @@ class RunConfig:
             )
         if version < 2 and isinstance(data.get("data"), dict):
             data = _from_version_1(data)
-        return _build(cls, data, "config")
+        return _build(cls, _without_retired_fields(data), "config")
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> RunConfig:
@@ -415,6 +412,13 @@ def _from_version_1(data: dict) -> dict:
     if section.get("data_dir") == "data/fashion-mnist":
         section["data_dir"] = ""
     return {**data, "data": section, "format_version": FORMAT_VERSION}
+
+
+def _without_retired_fields(data: dict) -> dict:
+    """The config without the RETIRED_FIELDS an older run's config.json may hold."""
+    kept = {section: {k: v for k, v in data[section].items() if k not in names}
+            for section, names in RETIRED_FIELDS.items() if isinstance(data.get(section), dict)}
+    return {**data, **kept}
 
 
 def _net_config(data: dict, where: str) -> NetConfig:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .autoencoders import AUTOENCODERS
 from .config import DataConfig, DistillConfig, RunConfig, apply_overrides, config_value
-from .distill_methods import DISTILL_METHODS
+from .distill_methods import DISTILL_METHODS, check_trainable
 from .errors import UserError
 from .presets import NAMED_NETWORKS, PRESETS, STUDENT_GUIDANCE_LR, STUDENT_TRAIN, auto_config, get_preset
 
@@ -124,10 +124,12 @@ def fit_to_data(config: RunConfig, image_shape: tuple[int, int, int], num_classe
 
 def resumed_run(saved: RunConfig, given: dict) -> tuple[RunConfig, list[str]]:
     """A resumed run's config, validated: its saved config with the flags that may change (the train section's)
-    applied, and what they changed ("train.lr = 0.001 (was 0.002)"); a flag that would be ignored is refused."""
+    applied, and what they changed ("train.lr = 0.001 (was 0.002)"); a flag that would be ignored is refused, and so is
+    a student of a removed distillation method (distill_methods.py)."""
     if given.get("train.init"):
         raise UserError("--train.init does not apply to --resume (a resumed run continues from its own checkpoint); "
                         "drop it.")
+    check_trainable(saved.distill.method)
     config = apply_overrides(saved, given)
     if config.net != saved.net or config.diffusion != saved.diffusion or config.distill != saved.distill:
         raise UserError("a resumed run keeps its network, diffusion and distillation settings; "
@@ -143,7 +145,8 @@ def resumed_run(saved: RunConfig, given: dict) -> tuple[RunConfig, list[str]]:
 def student_run(teacher: RunConfig, teacher_weights: Path, teacher_sha256: str, given: dict) -> RunConfig:
     """A student's config, validated: its teacher's network (taking the guidance scale, for a class-conditional
     teacher), process and data, the student's recipe (presets.STUDENT_TRAIN, and STUDENT_GUIDANCE_LR for a guidance
-    embedding that starts at zero), what it is distilled from, and the flags; its sampler follows from the method.
+    embedding that starts at zero), what it is distilled from, and the flags; its sampler follows from the method (a
+    removed one is refused).
 
     A trajectory student may teach: the new student then shortcuts its K DDIM steps (by default in K // 2 steps, a
     round of progressive distillation) over the guidance scales it learned."""
@@ -164,11 +167,8 @@ def student_run(teacher: RunConfig, teacher_weights: Path, teacher_sha256: str, 
     name = teacher.name.rsplit("-student-", 1)[0] if taught.steps else teacher.name
     config = apply_overrides(RunConfig(name=name, net=net, diffusion=teacher.diffusion, train=train, data=data,
                                        distill=distill), given)
+    check_trainable(config.distill.method)
     if taught.steps:
-        if config.distill.method == "dmd":
-            raise UserError(f"{teacher_weights} is a {taught.steps}-step student, but the dmd method needs a diffusion "
-                            f"model to score the student's images: give its teacher ({taught.teacher}) as --teacher "
-                            "and a student to start from as --distill.init.")
         check_student_teacher(config.distill, taught, teacher_weights)
     method = DISTILL_METHODS.get(config.distill.method)
     distill = dataclasses.replace(config.distill, sampler=method.student_sampler if method else "")

@@ -1,7 +1,6 @@
-"""A run in training, saved and restored: its weights, EMA, optimizer, generators, loss window and the task's own
-state (distribution matching's critic), so that a resumed run takes exactly the steps the uninterrupted one would
-have; and the run directory's files on a start or a resume (config.json, the checkpoints and metrics a resume from
-an older checkpoint supersedes).
+"""A run in training, saved and restored: its weights, EMA, optimizer, generators and loss window, so that a resumed
+run takes exactly the steps the uninterrupted one would have; and the run directory's files on a start or a resume
+(config.json, the checkpoints and metrics a resume from an older checkpoint supersedes).
 
 The files themselves, written crash-safe, are checkpoint.py's.
 """
@@ -52,8 +51,6 @@ class Checkpoints:
             if run.device.type == "cuda" and "cuda_rng" in state:
                 torch.cuda.set_rng_state(state["cuda_rng"], run.device)
             run.losses.load_state(state)
-            if hasattr(run.task, "load_state_dict"):
-                run.task.load_state_dict(state["task"])
             step = state["step"]
             spent = float(state.get("budget_spent_s", 0.0))  # none in a checkpoint from before the budget's clock
             if not 0 <= spent < 1e9:
@@ -96,8 +93,6 @@ class Checkpoints:
                 "budget_spent_s": float(spent),
                 **run.losses.state(),
             }
-            if hasattr(run.task, "state_dict"):
-                state["task"] = run.task.state_dict()
             if run.device.type == "cuda":
                 state["cuda_rng"] = torch.cuda.get_rng_state(run.device)
             try:

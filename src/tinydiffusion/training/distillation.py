@@ -154,7 +154,7 @@ def starting_network(config, teacher_net: torch.nn.Module) -> torch.nn.Module:
     given = start.config
     if (given.distill.steps != config.distill.steps or given.distill.method == "consistency"
             or given.net != config.net or given.diffusion != config.diffusion):
-        raise UserError(f"{init} is not a trajectory or dmd student of {config.distill.steps} step(s) with this "
+        raise UserError(f"{init} is not a trajectory student of {config.distill.steps} step(s) with this "
                         "student's network and process; distill.init must be one.")
     return student_network(config, start.net)
 

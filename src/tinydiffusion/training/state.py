@@ -30,7 +30,7 @@ class RunState:
     ema: EMA
     optimizer: torch.optim.Optimizer
     generator: torch.Generator  # the run's draws (batches.py), shared by every process
-    task: object  # what a step minimises (tasks.py); one with a state_dict has a network of its own
+    task: object  # what a step minimises (tasks.py)
     losses: LossWatch
     metrics: MetricsLog
     options: dict  # the speed options this run resolved (options.py)

@@ -4,9 +4,7 @@ same for every task; a task says what it draws per image and what its loss is:
     task.draw(batch, generator, device) -> a tuple of per-image tensors, drawn for the whole global batch
     task.loss(model, x0, y, noise, *drawn) -> the batch's mean loss (0-dim)
 
-A task that trains a network of its own (distribution matching's critic) also has state_dict() and
-load_state_dict(state), which checkpoints keep, so a resume stays bit-exact. Denoising trains a diffusion model;
-distillation.py and distribution_matching.py train a few-step student from a teacher.
+Denoising trains a diffusion model; distillation.py's Distillation trains a few-step student from a teacher.
 """
 
 from __future__ import annotations
@@ -29,12 +27,12 @@ class Denoising:
 
 
 def task_for(config, diffusion, device: torch.device):
-    """The task a run's config describes: a student's distillation (config.distill.steps), else denoising."""
+    """The task a run's config describes: a student's distillation (config.distill.steps; a removed method's is
+    refused), else denoising."""
     if config.distill.steps:
-        from ..distill_methods import DISTILL_METHODS
+        from ..distill_methods import check_trainable
         from .distillation import Distillation
-        from .distribution_matching import DistributionMatching
 
-        matches = DISTILL_METHODS[config.distill.method].matches_distribution
-        return (DistributionMatching if matches else Distillation).from_config(config, diffusion, device)
+        check_trainable(config.distill.method)
+        return Distillation.from_config(config, diffusion, device)
     return Denoising(diffusion)
