@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .autoencoders import AUTOENCODERS
 from .bounds import MAX_GUIDANCE, MAX_LOGSNR_SHIFT, MAX_OPTIMIZER_STEPS, MAX_TIMESTEPS, MAX_TRAIN_SEED
-from .distill_methods import DISTILL_METHODS, TRAINED_METHODS
+from .distill_methods import DISTILL_METHODS
 from .errors import UserError
 from .fields import choices_help, option, recorded
 from .loss_weighting import LOSS_WEIGHTINGS
@@ -290,9 +290,10 @@ class DistillConfig:
         samplers."""
         method = DISTILL_METHODS.get(self.method)
         student_sampler = method.student_sampler if method else None
+        trained = [name for name, entry in DISTILL_METHODS.items() if not entry.removed]
         return [
             (0 <= self.steps <= 1000, "distill.steps must be between 1 and 1,000 (0: not a student)"),
-            (method is not None, f"distill.method must be one of {', '.join(TRAINED_METHODS)}"),
+            (method is not None, f"distill.method must be one of {', '.join(trained)}"),
             (self.sampler == (student_sampler or self.sampler),
              f"distill.sampler must be the {self.method} method's {student_sampler}"),
             (self.steps == 0 or bool(self.teacher), "a student (distill.steps) needs its distill.teacher"),

@@ -27,7 +27,6 @@ DISTILL_METHODS = {
     # students, so they still load and sample, with DDIM at their own steps.
     "dmd": DistillMethod("ddim", to_clean=False, snr_weighted=False, removed=True),
 }
-TRAINED_METHODS = tuple(name for name, method in DISTILL_METHODS.items() if not method.removed)
 
 
 def check_trainable(method: str) -> None:
