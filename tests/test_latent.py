@@ -198,6 +198,15 @@ def test_a_latent_run_without_a_preset_gets_the_latent_recipe():
     assert flagged.net.base_channels == 32
 
 
+def test_autoencoder_none_gets_the_pixel_recipe_not_the_latent_one():
+    from tinydiffusion.run_configs import new_run
+
+    facts = ((3, 128, 128), 9, 6826)
+    pixels = new_run("auto", None, {"data.autoencoder": "none"}, facts)
+    assert pixels.data.autoencoder == "" and pixels.net == new_run("auto", None, {}, facts).net
+    assert pixels.net.stem_patch == 2  # the pixel UNet's stem: the latent one at 128 px would attend over 64x64
+
+
 def test_the_demos_editing_tabs_take_a_latent_model(latent_run):
     from tinydiffusion import load_model
     from tinydiffusion.demo import handlers

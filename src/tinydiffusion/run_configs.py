@@ -53,7 +53,8 @@ def new_run(preset: str, net: str | None, given: dict, data: DataFacts | None = 
     auto = preset == "auto"
     reference = PRESETS["fashion-mnist"].net
     channels, size = data[0][:2] if data else (reference.in_channels, reference.image_size)
-    config = auto_config(size, channels, latent=bool(data and given.get("data.autoencoder"))) if auto \
+    latent = bool(data) and given.get("data.autoencoder", "") not in ("", "none")  # none: pixel space
+    config = auto_config(size, channels, latent=latent) if auto \
         else preset_with_network(preset, net)
     if auto and net:
         config = with_network(config, net)
