@@ -103,10 +103,9 @@ def check_new_run_dir(run_dir: Path, resume: str) -> None:
 
 
 def resume_target(path: str | Path) -> tuple[Path, Path | None]:
-    """What `train --resume PATH` continues: (the run directory, the checkpoint to continue from, None for
-    its latest). PATH is a run directory, its checkpoints folder, or one of its checkpoint directories.
-
-    A run in use by another process is refused here, before anything else is read."""
+    """What `train --resume PATH` continues: (the run directory, the checkpoint to continue from, None for its
+    latest). PATH is a run directory, its checkpoints folder, or one of its checkpoint directories. A run in use by
+    another process is refused here, before anything else is read."""
     path = Path(path)
     if path.name == CHECKPOINTS and not (path / "config.json").is_file():
         path = path.parent
@@ -133,10 +132,9 @@ def resume_target(path: str | Path) -> tuple[Path, Path | None]:
 
 
 def continue_from(run_dir: Path, checkpoint: Path, step: int) -> list[str]:
-    """Make `checkpoint` (of step `step`) the run's latest: set aside its checkpoints of later steps and
-    point `latest` at it; returns the names set aside. A run resumed from an earlier checkpoint continues
-    from there, so the later ones are no longer its history: renamed to hidden temporaries
-    (`.step-N.superseded`) they are no checkpoint to `latest_checkpoint` or to pruning, and the next save
+    """Make `checkpoint` (of step `step`) the run's latest: set aside its checkpoints of later steps and point
+    `latest` at it; returns the names set aside. The later ones are no longer the run's history: renamed to hidden
+    temporaries (`.step-N.superseded`) they are no checkpoint to `latest_checkpoint` or to pruning, and the next save
     deletes them with the other temporaries."""
     root = Path(run_dir) / CHECKPOINTS
     later = sorted(p for p in root.glob("step-*")
@@ -153,13 +151,9 @@ def continue_from(run_dir: Path, checkpoint: Path, step: int) -> list[str]:
 
 
 def resolve_checkpoint(path: str | Path | None, flag: str = "") -> tuple[Path, Path]:
-    """Accept a bundled model's name, a run dir, a checkpoint dir or a .safetensors file; return (weights file,
-    config file).
-
-    None means the default bundled model; a name of bundled.MODELS (a string: write `./emoji` for a folder of that
-    name) means that one. From a checkpoint dir the EMA weights are used. `flag` (as "--train.init") leads each
-    refusal where the path is not the command's model itself.
-    """
+    """(weights file, config file) of a bundled model's name (bundled.MODELS, a string: write `./emoji` for a folder
+    of that name; None: the default model), a run dir, a checkpoint dir (its EMA weights) or a .safetensors file.
+    `flag` (as "--train.init") leads each refusal where the path is not the command's model itself."""
     lead = f"{flag} " if flag else ""
     if path is None or (isinstance(path, str) and path in MODELS):
         path = bundled(path).weights
@@ -268,11 +262,8 @@ def load_starting_weights(nets: list[torch.nn.Module], source: str, class_names:
 
 
 def build_and_load(net_config, weights_path: Path) -> torch.nn.Module:
-    """Build the network a config describes and load weights into it.
-
-    The network is first built on the "meta" device (shapes only, no memory), so a config that
-    describes a huge network is refused by the shape check before anything is allocated.
-    """
+    """Build the network a config describes and load weights into it. It is first built on the "meta" device
+    (shapes only, no memory), so a config that describes a huge network is refused before anything is allocated."""
     weights = load_weights(weights_path)
     with torch.device("meta"):
         check_weights_fit(build_network(net_config).state_dict(), weights, weights_path)

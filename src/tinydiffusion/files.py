@@ -25,10 +25,9 @@ try:
 except ImportError:  # not POSIX: no locks, and atomic renames still keep every file whole
     fcntl = None
 
-# tempfile makes private files (0600) and folders (0700); what this module renames into place gets the
-# modes the user's umask gives any other file they create (0644 and 0755 with the usual umask 022).
-# Reading the umask means setting it (and back): done once, at import, before a program starts threads,
-# since a file another thread created in between would get the wrong mode.
+# tempfile makes private files (0600) and folders (0700); what this module renames into place gets the modes the
+# user's umask gives any other file (0644 and 0755 with the usual 022). Reading the umask means setting it (and back):
+# done once, at import, before a program starts threads, which would give a file made in between the wrong mode.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 FILE_MODE, DIR_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
@@ -146,15 +145,12 @@ def atomic_directory(path: Path, replace: bool = False) -> Iterator[Path]:
     fsync_dir(path.parent)
 
 
-# --- folders an export writes ---------------------------------------------------------------------
+# --- folders an export writes (docs/how-to/export.md#exporting-again-into-the-same-folder) ------------------------
 #
-# An export folder (a web page, a diffusers folder) holds a marker: JSON that lists every file the export wrote, by
-# its path in the folder, with its SHA-256. A later export replaces those files only where the folder holds nothing
-# else and each listed file is as it was written; a folder with anything more (a .git, a CNAME, notes, a changed
-# page, a stray marker that lists nothing) is refused in one sentence with nothing touched. The files are replaced
-# in place, one rename each, and the folder itself stays: a link to it, the shell's current folder and a mount point
-# remain what they were. While they are being renamed, the marker lists the old files, the new ones and the staging
-# folder that holds the rest, so a folder left by an export killed there is still recognised by the next one.
+# The marker, JSON in the folder, lists every file the export wrote by its path there, with its SHA-256. The files are
+# replaced in place, one rename each, so the folder itself stays; while they are being renamed, the marker lists the
+# old files, the new ones and the staging folder that holds the rest, so a folder left by an export killed there is
+# still recognised by the next one.
 
 EXPORT_STAGING = ".tinydiffusion-staging-"  # the staging folder, inside the export's folder
 MAX_MARKER_BYTES = 1 << 20
@@ -197,10 +193,9 @@ def _entries(folder: Path, relative: str = "") -> Iterator[tuple[str, os.DirEntr
 
 
 def export_folder_files(folder: Path, marker: str, label: str = "") -> tuple[dict[str, str], list[str]]:
-    """The files and subfolders an earlier export wrote in `folder` (files by relative path, with their SHA-256):
-    everything it holds but its marker; nothing for a new or empty folder. Refuses (UserError, one sentence,
-    `label` before the folder's name) a folder that holds anything else: a file or folder its marker does not list,
-    a link, a listed file changed since, or any file at all beside a marker that lists none."""
+    """The files (by relative path, with their SHA-256) and subfolders an earlier export wrote in `folder`: all it
+    holds but its marker; nothing for a new or empty folder. Anything else there, a link or a listed file changed
+    since included, is refused in one sentence (UserError, `label` before the folder's name)."""
     folder = Path(folder)
     subject = f"{label} {folder}" if label else str(folder)
     if folder.is_symlink() and not folder.exists():
@@ -311,14 +306,11 @@ def exclusive_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-# --- one writer per run directory ---------------------------------------------------------------
+# --- one writer per run directory (docs/reference/run-directory.md#one-writer-per-run) ----------------------------
 #
-# A training run holds an exclusive flock on RUN/.lock for its whole life, with its pid and host written
-# inside, so that a second writer (another `train` into the same folder, a `--resume` of a run that is
-# still going) is refused before it writes or prunes anything. The kernel drops a flock when its process
-# dies, so a run killed with kill -9 never leaves a lock behind; the file itself stays (deleting a lock
-# file another process may be opening would let two processes hold "the" lock) and its text counts only
-# while it is locked.
+# A run holds an exclusive flock on RUN/.lock for its whole life, its pid and host written inside; the kernel drops
+# it when the process dies. The file itself stays (deleting a lock file another process may be opening would let two
+# processes hold "the" lock), and its text counts only while it is locked.
 
 RUN_LOCK = ".lock"
 _LOCK_PATIENCE_S = 0.5  # how long a moment's contention (another process's probe) is waited out
@@ -333,12 +325,10 @@ class RunInUse(UserError):
 
 
 def _flock_or_holder(handle, mode: int, run_dir: Path) -> bool:
-    """Take `mode` (LOCK_SH or LOCK_EX) on `handle` without blocking: True, or False on a filesystem without
-    flock (ENOLCK); RunInUse naming the holder if another process holds it.
-
-    A conflict is retried for a moment before it counts: it may be another process's probe, which lets go
-    at once (while the file may still name a process killed earlier), and a process that has only just
-    taken the lock writes its pid a moment later."""
+    """Take `mode` (LOCK_SH or LOCK_EX) on `handle` without blocking: True, or False on a filesystem without flock
+    (ENOLCK); RunInUse naming the holder if another process holds it. A conflict is retried for a moment before it
+    counts: it may be another process's probe, which lets go at once (while the file may still name a process killed
+    earlier), and a process that has only just taken the lock writes its pid a moment later."""
     deadline = time.monotonic() + _LOCK_PATIENCE_S
     while True:
         try:
@@ -371,9 +361,6 @@ def check_run_not_in_use(run_dir: Path) -> None:
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold RUN/.lock exclusively for the block (creating the folder); RunInUse if a live process holds it."""
     run_dir = Path(run_dir)
-    if fcntl is None:
-        yield
-        return
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         # "a+", not "w": the file is emptied only once held, since its text names the holder
@@ -381,7 +368,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     except OSError as err:
         raise UserError(f"cannot write to the run directory {run_dir} ({err.strerror or err}).") from None
     with handle:
-        if not _flock_or_holder(handle, fcntl.LOCK_EX, run_dir):  # no flock here: unguarded, as without fcntl
+        if fcntl is None or not _flock_or_holder(handle, fcntl.LOCK_EX, run_dir):  # no locks here: unguarded
             yield
             return
         try:
@@ -393,7 +380,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             with suppress(OSError):  # never hide the error that ended the run; the text only counts while held
                 handle.truncate(0)  # a lock file that is not held names nobody
                 handle.flush()
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)  # explicit: a forked worker may hold the file open
 
 
 def fsync_dir(path: Path) -> None:

@@ -102,17 +102,16 @@ def teacher_of(model: Model) -> str:
     were distilled from (recorded by file name alone, as no path of the machine that made them holds here, nor
     beside a copy or an exported .onnx of them), else the path recorded, said to be missing when it is."""
     recorded = model.config.distill.teacher
-    name = recorded.split(" ")[0]
-    found = bundled_file(Path(name))
-    if found:
-        teacher, steps = found
-        named = teacher.name != DEFAULT_MODEL  # the default model needs no name
-        flag, name_arg = (f" --model {teacher.name}", repr(teacher.name)) if named else ("", "")
-        if steps is None:
-            return f"the bundled {teacher.name} model: `tinydiffusion sample{flag}`, or load_model({name_arg})"
-        return f"the bundled {steps}-step student: `tinydiffusion sample{flag} --fast --steps {steps}`, or " \
-               f"load_student({steps}{', model=' + name_arg if named else ''})"
-    return recorded if Path(recorded).exists() else f"{recorded}, which is not found here"
+    found = bundled_file(Path(recorded.split(" ")[0]))
+    if not found:
+        return recorded if Path(recorded).exists() else f"{recorded}, which is not found here"
+    teacher, steps = found
+    named = teacher.name != DEFAULT_MODEL  # the default model needs no name
+    flag, name_arg = (f" --model {teacher.name}", repr(teacher.name)) if named else ("", "")
+    if steps is None:
+        return f"the bundled {teacher.name} model: `tinydiffusion sample{flag}`, or load_model({name_arg})"
+    return f"the bundled {steps}-step student: `tinydiffusion sample{flag} --fast --steps {steps}`, or " \
+           f"load_student({steps}{', model=' + name_arg if named else ''})"
 
 
 def resolve_labels(model: Model, num: int, classes: list[int | str] | None) -> torch.Tensor | None:
@@ -132,17 +131,6 @@ def resolve_labels(model: Model, num: int, classes: list[int | str] | None) -> t
     return torch.tensor(classes, dtype=torch.long)[torch.arange(num) % len(classes)]
 
 
-def image_generators(seed: int, first: int, count: int, device: torch.device) -> list[torch.Generator]:
-    """One generator per image, seeded from (seed, the image's index) through numpy's SeedSequence, which
-    makes the streams independent. Image i's noise is then the same whatever batch it is drawn in, so
-    --batch-size changes the memory used, not the images."""
-    generators = []
-    for index in range(first, first + count):
-        state = np.random.SeedSequence((seed, index)).generate_state(1, np.uint64)[0]
-        generators.append(torch.Generator(device=device).manual_seed(int(state)))
-    return generators
-
-
 def check_memory(model: Model, num: int, batch_size: int, guided: bool, device: torch.device) -> None:
     """Refuse, before anything is allocated, a run whose batches or outputs cannot fit in memory."""
     net_cfg = model.config.net
@@ -157,11 +145,6 @@ def check_memory(model: Model, num: int, batch_size: int, guided: bool, device: 
         raise UserError(f"{num:,} images of {net_cfg.in_channels}x{net_cfg.image_size}x{net_cfg.image_size} in "
                         f"batches of {batch:,} need about {format_bytes(activations + outputs)}, more than the "
                         f"{format_bytes(available)} of memory on {device}; {advice}.")
-
-
-def default_guidance(model: Model) -> float:
-    """The guidance scale used when none is given: DEFAULT_GUIDANCE for class-conditional models, 1 (none) else."""
-    return DEFAULT_GUIDANCE if model.num_classes else 1.0
 
 
 def sampling_settings(model: Model, sampler: str | None = None, steps: int | None = None,
@@ -182,7 +165,8 @@ def sampling_settings(model: Model, sampler: str | None = None, steps: int | Non
     sampler = sampler or DEFAULT_SAMPLER
     own_steps, T = get_sampler(sampler).default_steps, model.diffusion.num_timesteps
     steps = steps if steps is not None else min(own_steps or T, T)  # a default fits any model's T
-    guidance = default_guidance(model) if guidance is None else guidance
+    if guidance is None:  # 1: no guidance, for an unconditional model
+        guidance = DEFAULT_GUIDANCE if model.num_classes else 1.0
     if student.steps and model.num_classes and not student.guidance_min <= guidance <= student.guidance_max:
         raise UserError(f"this student learned guidance scales from {student.guidance_min:g} to "
                         f"{student.guidance_max:g}, not {guidance}; choose one in that range.")
@@ -210,11 +194,15 @@ def checked_settings(model: Model, sampler: str | None, steps: int | None, guida
 
 def start_noise(model: Model, seed: int, first: int, count: int) -> tuple[torch.Tensor, list[torch.Generator]]:
     """The starting noise of images first .. first + count - 1 of a seed, and their generators (which go on to
-    draw a stochastic sampler's noise): image i's noise is the same whatever batch it is drawn in."""
-    net_cfg = model.config.net
-    device = model.device
-    generators = image_generators(seed, first, count, device)
+    draw a stochastic sampler's noise): one per image, seeded from (seed, the image's index) through numpy's
+    SeedSequence, which makes the streams independent. Image i's noise is then the same whatever batch it is drawn
+    in, so --batch-size changes the memory used, not the images."""
+    net_cfg, device = model.config.net, model.device
     shape = (net_cfg.in_channels, net_cfg.image_size, net_cfg.image_size)
+    generators = []
+    for index in range(first, first + count):
+        state = np.random.SeedSequence((seed, index)).generate_state(1, np.uint64)[0]
+        generators.append(torch.Generator(device=device).manual_seed(int(state)))
     return torch.stack([torch.randn(shape, generator=g, device=device) for g in generators]), generators
 
 
@@ -238,12 +226,10 @@ def check_guide(model: Model, guide: Model) -> None:
     if mine.net.guidance_input or theirs.net.guidance_input:
         raise UserError("a distilled student folds its guidance in, so it neither takes a guide nor guides "
                         "(--guide); guide its teacher, or drop --guide.")
-    def shape(config):
-        return f"{config.net.in_channels}x{config.net.image_size}x{config.net.image_size}"
-
-    if (shape(theirs), guide.class_names) != (shape(mine), model.class_names):
+    my_shape, its_shape = (f"{c.net.in_channels}x{c.net.image_size}x{c.net.image_size}" for c in (mine, theirs))
+    if (its_shape, guide.class_names) != (my_shape, model.class_names):
         raise UserError("the guide (--guide) must draw the model's images: the same shape and classes "
-                        f"({shape(mine)}, {len(model.class_names)} classes), not {shape(theirs)} and "
+                        f"({my_shape}, {len(model.class_names)} classes), not {its_shape} and "
                         f"{len(guide.class_names)}.")
     process = ("schedule", "timesteps", "logsnr_shift")
     if any(getattr(mine.diffusion, k) != getattr(theirs.diffusion, k) for k in process):
@@ -276,11 +262,10 @@ def generate(model: Model, num: int, *, classes: list[int | str] | None = None, 
     num, batch_size = integer(num, "the number of images"), integer(batch_size, "the batch size")
     if num < 1 or batch_size < 1:
         raise UserError(f"the number of images and the batch size must be at least 1, not {num} and {batch_size}.")
-    device = model.device
     if guide is not None:
         check_guide(model, guide)
     guided_twice = guidance != 1.0 and not model.config.net.guidance_input  # both halves in one batch
-    check_memory(model, num, batch_size, guided=guided_twice, device=device)
+    check_memory(model, num, batch_size, guided=guided_twice, device=model.device)
     labels = resolve_labels(model, num, classes)
     sample_fn = get_sampler(sampler)
     images = []

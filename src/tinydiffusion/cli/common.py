@@ -205,7 +205,9 @@ def add_sampling_options(p, default_num: int) -> None:
                    help="class to generate, by the model's class name or index (repeatable; default: every "
                    "class in turn)")
     add_sampler_options(p, "seed of the noise: a seed gives the same images at any --batch-size")
-    add_guide(p)
+    p.add_argument("--guide", metavar="RUN_OR_CHECKPOINT", help="autoguidance (Karras et al. 2024): guide with this "
+                   "weaker version of the model (an early checkpoint of its run, or a smaller run on the same data) "
+                   "instead of its unconditional self; --guidance then scales the push away from the guide")
     p.add_argument("--batch-size", type=number(int, 1, MAX_BATCH), default=500,
                    help="images per network call; a smaller batch needs less memory, with the same images")
 
@@ -230,12 +232,6 @@ def add_sampler_options(p, seed_help: str) -> None:
                        type=number(type(default), *allowed) if numeric else None, choices=None if numeric else allowed,
                        help=f"{listing(takers)} only: {what} (default: {f'{default:g}' if numeric else default})")
     p.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu, cuda or cuda:N")
-
-
-def add_guide(p) -> None:
-    p.add_argument("--guide", metavar="RUN_OR_CHECKPOINT", help="autoguidance (Karras et al. 2024): guide with this "
-                   "weaker version of the model (an early checkpoint of its run, or a smaller run on the same data) "
-                   "instead of its unconditional self; --guidance then scales the push away from the guide")
 
 
 def sampler_options(args) -> dict:
@@ -289,16 +285,12 @@ def read_edit_input(args, *masks):
     return out, pictures, load_model(model_source(args), args.device)
 
 
-def edit_classes(model, names: str | list[str] | None) -> list[int] | None:
-    """Class indices from one --class NAME or several; None for none."""
-    names = [names] if isinstance(names, str) else names
-    return [model.class_index(name) for name in names] if names else None
-
-
 def edit_settings(args, model, class_names: str | list[str] | None) -> dict:
-    """The keywords every editing function takes from the flags: classes, sampler, steps, guidance, its options."""
-    return {"classes": edit_classes(model, class_names), "sampler": args.sampler, "steps": args.steps,
-            "guidance": args.guidance, **sampler_options(args)}
+    """The keywords every editing function takes from the flags: classes (indices of one --class NAME or several;
+    None for none), sampler, steps, guidance, its options."""
+    names = [class_names] if isinstance(class_names, str) else class_names
+    return {"classes": [model.class_index(name) for name in names] if names else None, "sampler": args.sampler,
+            "steps": args.steps, "guidance": args.guidance, **sampler_options(args)}
 
 
 def write_edits(images, out: Path) -> None:

@@ -1,14 +1,11 @@
-"""The prepared-data cache: one folder per source, split and requested shape, of which only the newest is kept.
-
-An entry's name is `<source>-<split>-<key of source, split and shape>-<key of the files' fingerprint>`: when a
-source changes, its new entry shares the first three parts with the old one, which is then removed, so editing a
-folder of 60,000 images ten times leaves one prepared copy, not ten. `tinydiffusion cache` lists the entries and
-their sizes, and `--clear` removes them (downloaded datasets are kept).
+"""The prepared-data cache (docs/how-to/own-images.md): one folder per source, split and requested shape, named
+`<source>-<split>-<key of source, split and shape>-<key of the files' fingerprint>`, so that a changed source's new
+entry replaces its old one (remove_older) instead of piling up beside it. `tinydiffusion cache [--clear]`.
 
 The cache may be any folder, one of the user's (TINYDIFFUSION_CACHE=~, or even /), so what is listed and removed is
 only what tinydiffusion recognisably wrote in `prepared/`, `latents/` (latents.py) and `evaluation/`: entries whose
 names it gives and whose files are all files it writes. Everything else is left and said to be left, and no link
-below the cache folder is ever followed (nor removed but as the link itself).
+below the cache folder is ever followed or removed.
 """
 
 from __future__ import annotations
@@ -158,9 +155,9 @@ def _remove(found: Found) -> None:
 
 def remove_older(entry: Path) -> None:
     """Remove the entries of the same source, split and shape as `entry` that an older version of the files made."""
-    line = entry.name.rsplit("-", 1)[0] + "-"
+    line = entry.name.rsplit("-", 1)[0]
     for other in os.scandir(entry.parent):
-        if other.name.startswith(line) and other.name != entry.name and other.name.rsplit("-", 1)[0] + "-" == line:
+        if other.name != entry.name and other.name.rsplit("-", 1)[0] == line:
             with suppress(OSError):  # kept: the next clear names it
                 found = _prepared_entry(other)
                 if found is not None and found.kind == "prepared":
@@ -222,15 +219,13 @@ def report() -> str:
     """Every prepared entry with its size, then the size of each other part of the cache: what tinydiffusion wrote
     there, found without following links or looking anywhere else."""
     found = survey()
-    entries = [f for f in found.ours if f.kind in ("prepared", "unfinished")]
     total = sum(f.size for f in found.ours)
-    lines = [f"cache: {cache_dir()}", f"prepared data ({words.count(len(entries), 'folder')}):"]
-    lines += [_describe(e) for e in entries]
-    latents = [f for f in found.ours if f.kind == "latents"]
+    prepared, latents, evaluation = ([f for f in found.ours if f.kind in kinds]
+                                     for kinds in (("prepared", "unfinished"), ("latents",), ("evaluation",)))
+    lines = [f"cache: {cache_dir()}", f"prepared data ({words.count(len(prepared), 'folder')}):",
+             *map(_describe, prepared)]
     if latents:
-        lines.append(f"latents ({words.count(len(latents), 'folder')}):")
-        lines += [_describe(e) for e in latents]
-    evaluation = [f for f in found.ours if f.kind == "evaluation"]
+        lines += [f"latents ({words.count(len(latents), 'folder')}):", *map(_describe, latents)]
     if evaluation:
         lines.append(f"evaluation: {_megabytes(sum(f.size for f in evaluation))}")
     datasets = cache_dir() / "datasets"  # downloads, measured only in the folders the commands download to

@@ -10,12 +10,12 @@ import torch
 from ..config import DataConfig
 from ..data import ImageDataset, dataset_folder, prepared_path
 from ..data import named_dataset as named_dataset_of
-from ..data.named import BUNDLED_DATASET, NamedDataset
+from ..data.cache import prepared_root
+from ..data.named import NamedDataset
 from ..errors import UserError
 from ..files import cache_dir
 from ..words import count
 
-METRIC_NAME = BUNDLED_DATASET.reference.metric_name  # the FD in the bundled classifier's features: as in docs/
 HOLDOUT_FRACTION = 0.1  # of the train split, held out where a source has no test split
 HOLDOUT_SEED = 0
 NO_TEST_SPLIT = "reference: 10% of the train split held out; no test split found"
@@ -58,8 +58,7 @@ def artefact_folder(data: DataConfig, split: str, dataset: ImageDataset) -> Path
     """Where per-dataset artefacts (classifier, statistics) go: beside the prepared split in the cache; for a
     user's own prepared file, a cache folder named by its checksum, so nothing is written beside the user's data."""
     folder = prepared_path(data, split, progress=False).parent
-    prepared_root = (cache_dir() / "prepared").resolve()
-    if folder.resolve().is_relative_to(prepared_root):
+    if folder.resolve().is_relative_to(prepared_root().resolve()):
         return folder
     return cache_dir() / "evaluation" / dataset.manifest.get("sha256", "unknown")[:16]
 

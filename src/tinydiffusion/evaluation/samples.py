@@ -57,9 +57,7 @@ def load_samples_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
                 raise UserError(f"{path} has no array 'arr_0' (it holds {', '.join(archive.files) or 'nothing'}).")
             images = npz_member(archive, "arr_0", path)
             labels = npz_member(archive, "labels", path) if "labels" in archive.files else None
-    except UserError:
-        raise
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:  # a UserError passes through
         raise UserError(f"{path} is not a readable .npz file ({err}).") from None
     if images.dtype != np.uint8 or images.ndim != 4 or len(images) == 0:
         raise UserError(f"arr_0 in {path} is {images.dtype} of shape {images.shape}; "

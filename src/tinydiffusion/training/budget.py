@@ -1,18 +1,12 @@
-"""A run fitted to a time budget: its clock, its plan, and the plan kept to the budget as the pace changes.
-
-The clock counts each invocation's training loop, from its first step to its final checkpoint and report, up to
-the checkpoint a resume continues from: a resumed run has what is left of its budget. Loading the data, the time
-between an interruption and the resume, and steps after the last checkpoint (taken again) are not counted.
+"""A run fitted to a time budget: its clock, its plan, and the plan kept to the budget as the pace changes
+(docs/explanation/time-budgets.md: each decision, with the runs that chose it, and what a resume's budget is).
 
 A run merely stopped when its time is up never decays its learning rate, and its EMA never ends where the run does.
 Instead the run times its steps and plans its length from that speed: the warm-up cut to fit (train.planned_warmup),
 then at train.decay_from of the budget the steps that fit (train.planned_steps, decaying from train.planned_at),
-re-planned for what is left when the pace drifts. Each decision is recorded in the run's config, which every
-checkpoint carries, so a resume continues its checkpoint's plan bit for bit (one from before the plan plans once, for
-what is left). A run that spends its budget anyway (train.max_steps with a budget; a step that hung) ends there.
-
-The speed is a median of the steps' durations, not their mean: another program busy for part of the window (a
-browser, a test run) slows some steps, and a mean would plan the whole run from them.
+re-planned when the pace drifts. Each decision is recorded in the run's config, which every checkpoint carries, so a
+resume continues its checkpoint's plan bit for bit. The speed is a median of the steps' durations, not their mean:
+another program busy for part of the window slows some steps, and a mean would plan the whole run from them.
 """
 
 from __future__ import annotations
