@@ -170,6 +170,18 @@ def test_a_prepared_file_refuses_another_shape(tmp_path, capsys):
     assert load(out, image_size=8).images.shape[-1] == 8
 
 
+def test_a_manifest_that_is_a_named_pipe_is_refused_not_waited_on(tmp_path, capsys):
+    make_class_folder(tmp_path / "pets", size=(8, 8))
+    out = tmp_path / "pets.npy"
+    assert cli.main(["prepare", str(tmp_path / "pets"), "--out", str(out), "--no-progress"]) == 0
+    manifest = tmp_path / "pets.json"
+    manifest.unlink()
+    os.mkfifo(manifest)  # no writer: an ordinary read would wait for ever
+    assert not prepared.is_prepared(out)
+    with pytest.raises(UserError, match="is not a readable prepared-data manifest"):
+        prepared.open_prepared(out)
+
+
 def test_eps_files_are_never_decoded(tmp_path, capsys):
     """Pillow decodes EPS by running Ghostscript: files in that format are skipped, whatever their name says."""
     make_class_folder(tmp_path / "pets")

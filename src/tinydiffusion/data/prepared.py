@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from .. import words
 from ..errors import UserError
-from ..files import atomic_file
+from ..files import atomic_file, read_regular_file
 from ..nets.base import MAX_IMAGE_SIZE
 from .formats import SourceImages
 from .images import Shape, SkipImage, array_to_image, open_image, shape_image
@@ -57,12 +57,21 @@ def paths_of(stem: Path) -> tuple[Path, Path, Path]:
     return tuple(base.with_name(base.name + ending) for ending in (".npy", ".labels.npy", ".json"))
 
 
+MAX_MANIFEST_BYTES = 256 * 2**20  # a manifest lists every skipped file: far more than any folder's list takes
+
+
+def read_manifest(path: Path) -> bytes:
+    """A manifest's bytes; NotAFile (an OSError) for a named pipe, a device or a file past MAX_MANIFEST_BYTES, whose
+    reading would wait or never end."""
+    return read_regular_file(path, MAX_MANIFEST_BYTES)
+
+
 def is_prepared(path: Path) -> bool:
     """An .npy written by `prepare` (its manifest beside it), rather than a plain array."""
     if Path(path).suffix != ".npy":
         return False
     try:
-        return json.loads(paths_of(path)[2].read_text()).get("format") == MANIFEST_FORMAT
+        return json.loads(read_manifest(paths_of(path)[2])).get("format") == MANIFEST_FORMAT
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -259,7 +268,7 @@ def open_prepared(path: Path, memory_limit: int | None = None) -> Prepared:
     """Open a prepared dataset by its .npy path; refuse one that is damaged or incomplete."""
     images_path, _, manifest_path = paths_of(path)
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(read_manifest(manifest_path))
         if manifest.get("format") != MANIFEST_FORMAT or not isinstance(manifest.get("version"), int):
             raise ValueError("not a tinydiffusion manifest")
         if manifest["version"] > VERSION:
