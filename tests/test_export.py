@@ -15,7 +15,7 @@ from conftest import cli, run_cli
 from safetensors.torch import save_file
 
 from tinydiffusion.bundled import bundled as bundled_model
-from tinydiffusion.config import DiffusionConfig, DistillConfig, RunConfig
+from tinydiffusion.config import DataConfig, DiffusionConfig, DistillConfig, RunConfig
 from tinydiffusion.data.pixels import to_pixels
 from tinydiffusion.diffusion import GaussianDiffusion
 from tinydiffusion.export import DenoiserGraph, OnnxGraph, metadata, onnx_bytes
@@ -30,17 +30,29 @@ needs_onnx = pytest.mark.skipif(bool(MISSING), reason=f"the onnx extra is not in
 PARITY = 1e-4  # the issue's bound: the same images as PyTorch on the same noise, in model space [-1, 1]
 
 
+def latent_data(seed: int = 0) -> DataConfig:
+    """The data section of a latent run on 32-px colour images (TAEF2's latents: 32 x 4 x 4), with statistics of
+    the size TAEF2's latents have (mean about 0, spread about 0.85)."""
+    rng = np.random.default_rng(seed)
+    return DataConfig(source="colours", image_size=32, channels=3, autoencoder="taef2", image_shape=(3, 32, 32),
+                      latent_mean=tuple(rng.uniform(-0.2, 0.2, 32).round(4).tolist()),
+                      latent_std=tuple(rng.uniform(0.6, 1.2, 32).round(4).tolist()))
+
+
 def tiny_model(folder: Path, *, objective: str = "v", kind: str = "unet", num_classes: int = 3,
-               student: bool = False, zero_terminal_snr: bool = False, seed: int = 0) -> Path:
+               student: bool = False, zero_terminal_snr: bool = False, seed: int = 0, latent: bool = False) -> Path:
     """A small network with random weights (every layer non-zero, so its output depends on all its inputs), saved
-    as NAME.safetensors beside NAME.json: a checkpoint as `sample --checkpoint` takes it."""
-    common = dict(image_size=8, in_channels=1, num_classes=num_classes, guidance_input=student)
+    as NAME.safetensors beside NAME.json: a checkpoint as `sample --checkpoint` takes it. `latent`: a latent run's,
+    over TAEF2's latents of 32-px colour images (latent_data)."""
+    shape = dict(image_size=4, in_channels=32) if latent else dict(image_size=8, in_channels=1)
+    common = dict(**shape, num_classes=num_classes, guidance_input=student)
     net_config = (UNetConfig(base_channels=8, channel_mults=(1, 2), attention_levels=(1,), **common) if kind == "unet"
                   else DiTConfig(patch_size=2, hidden_size=32, depth=2, num_heads=2, **common))
-    config = RunConfig(name=f"tiny-{kind}-{objective}", net=net_config,
+    config = RunConfig(name=f"tiny-{kind}-{objective}{'-latent' if latent else ''}", net=net_config,
                        diffusion=DiffusionConfig(timesteps=50, objective=objective,
                                                  zero_terminal_snr=zero_terminal_snr),
-                       distill=DistillConfig(steps=4, teacher="tiny") if student else DistillConfig())
+                       distill=DistillConfig(steps=4, teacher="tiny") if student else DistillConfig(),
+                       data=latent_data(seed) if latent else DataConfig())
     config.validate()
     torch.manual_seed(seed)
     net = build_network(net_config)

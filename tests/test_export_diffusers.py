@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import cli, cli_env, one_sentence
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
+from tinydiffusion.autoencoders import decode, load_autoencoder
 from tinydiffusion.bundled import bundled
 from tinydiffusion.config import DiffusionConfig, DistillConfig, RunConfig
 from tinydiffusion.data.pixels import to_pixels
@@ -202,6 +203,74 @@ def test_an_unconditional_model_takes_no_labels(tmp_path):
     assert_same(*both_samples(model, pipe, "dpmpp-2m", 4, 1.0, None))
     with pytest.raises(ValueError, match="unconditional"):
         pipe(class_labels=[0], num_inference_steps=1)
+
+
+# --- a latent model: its decoder is the folder's `vae` ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def latent(tmp_path_factory):
+    """A tiny latent model (TAEF2's latents of 32-px colour images) and its folder."""
+    from test_export import tiny_model as latent_model
+
+    model = load_model(latent_model(tmp_path_factory.mktemp("latent"), latent=True), "cpu")
+    folder = tmp_path_factory.mktemp("latent-diffusers") / "out"
+    write_diffusers(model, folder)
+    return model, folder
+
+
+def test_a_latent_model_s_folder_ships_its_decoder_as_the_vae(latent):
+    model, folder = latent
+    files = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    vae = next(f for f in files if f.startswith("vae/tinydiffusion_taef2_") and f.endswith(".py"))
+    assert {"vae/config.json", "vae/diffusion_pytorch_model.safetensors", "vae/LICENSE-taef2.md", vae} <= files
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["vae"] == [Path(vae).stem, "TinyDiffusionDecoder"]
+    assert (index["latent_mean"], index["latent_std"]) == (list(model.config.data.latent_mean),
+                                                           list(model.config.data.latent_std))
+    code = (folder / vae).read_text()
+    assert "tinydiffusion." not in code and "import tinydiffusion" not in code  # torch and diffusers only
+    assert "class Decoder" in code and "load_taef2" not in code and "hashlib" not in code  # the class, no loader
+    decoder = {key for key in load_autoencoder("taef2").state_dict() if key.startswith("decoder.")}
+    assert set(load_file(folder / "vae/diffusion_pytorch_model.safetensors")) == decoder  # no encoder, same names
+    licence = (folder / "vae/LICENSE-taef2.md").read_text()
+    assert "diffusion_pytorch_model.safetensors holds the weights of taef2's decoder" in licence
+    assert "MIT License" in licence and "Ollin Boer Bohan" in licence
+
+
+def test_a_latent_model_s_pipeline_samples_and_decodes_tinydiffusion_s_images(latent):
+    model, folder = latent
+    pipe = load_pipeline(folder)
+    assert_same(*both_samples(model, pipe, "dpmpp-2m", 5, 2.0, torch.tensor([0, 2])))  # the latents, not decoded
+    noise, _ = start_noise(model, 5, 0, 2)
+    images = pipe(class_labels=[1, 2], latents=noise, num_inference_steps=4, output_type="pt").images
+    ours = SAMPLERS["dpmpp-2m"](denoiser(model, torch.tensor([1, 2]), 1.5), noise, model.diffusion, 4)
+    assert images.shape == (2, 3, 32, 32)
+    assert (images - (decode(model.config.data, ours) / 2 + 0.5).clamp(0, 1)).abs().max() < PARITY
+    pixels, _ = generate(model, 2, classes=[1, 2], steps=4, seed=5)
+    theirs = pipe(class_labels=[1, 2], latents=noise, num_inference_steps=4, output_type="np").images
+    assert np.abs(np.round(theirs * 255).astype(int).transpose(0, 3, 1, 2) - pixels.numpy().astype(int)).max() <= 1
+
+
+def test_a_decoder_whose_shipped_code_differs_is_refused_and_nothing_written(latent, tmp_path, monkeypatch):
+    from tinydiffusion.export import diffusers_folder
+
+    model, _ = latent
+    real = diffusers_folder.needed_source
+
+    def softer_clamp(cls):  # the generated decoder clamps its latents at 2 instead of 3
+        imports, code = real(cls)
+        return imports, code.replace("3 * torch.tanh(z / 3)", "2 * torch.tanh(z / 2)")
+
+    def no_such_constructor(cls):
+        return [], "class TinyAutoencoder:\n    pass"
+
+    for needed, fragments in ((softer_clamp, ("taef2's decoder", "does not compute what", "--format onnx")),
+                              (no_such_constructor, ("cannot be shipped as one module", "TypeError"))):
+        monkeypatch.setattr(diffusers_folder, "needed_source", needed)
+        with pytest.raises(UserError) as caught:
+            write_diffusers(model, tmp_path / "out")
+        one_sentence(caught, *fragments)
+        assert not (tmp_path / "out").exists()
 
 
 # --- tinydiffusion reads the folder back -----------------------------------------------------------------------------

@@ -28,7 +28,8 @@ FORMATS = ["web", "diffusers"]
 def quick_web(private_cache, monkeypatch):
     """A stand-in for onnxruntime-web's package, pinned and in the cache, so that a web export needs no download, and
     for the graph (what the folder holds is not what these tests are about; test_export_web.py checks it)."""
-    monkeypatch.setattr(web_page, "onnx_bytes", lambda model: b"the graph of " + str(model.source).encode())
+    monkeypatch.setattr(web_page, "onnx_bytes", lambda model, decoder=None: b"the graph of " +
+                        str(model.source).encode())
     package = tgz(PACKAGED)
     pin(monkeypatch, package, RUNTIME_STAND_IN)
     web_page.runtime_tarball().parent.mkdir(parents=True)
@@ -227,7 +228,7 @@ def test_a_linked_onnx_file_is_written_through_and_a_link_to_another_file_refuse
                                                                                  monkeypatch):
     from tinydiffusion.export import onnx_file
 
-    monkeypatch.setattr(onnx_file, "onnx_bytes", lambda model: b"the graph")  # the file's content is not at issue
+    monkeypatch.setattr(onnx_file, "onnx_bytes", lambda model, decoder=None: b"the graph")  # not at issue here
     target, link = tmp_path / "releases" / "v2.onnx", tmp_path / "model.onnx"
     target.parent.mkdir()
     target.write_bytes(b"an earlier export")

@@ -294,7 +294,8 @@ def page_noise(seed: int, image: int, draw: int, size: int) -> np.ndarray:
 
 def reference(site: Path, model, cls: int, seed: int, w: float, steps: int, n: int, monkeypatch) -> np.ndarray:
     """What the page should draw: tinydiffusion's own sampler (the metadata's) on its own levels, run through
-    onnxruntime on the folder's model.onnx from the page's noise; 8-bit pixels, n x C x H x W."""
+    onnxruntime on the folder's model.onnx from the page's noise, and for a latent model decoded by the folder's
+    decoder graph; 8-bit pixels, n x C x H x W."""
     import importlib
 
     import onnxruntime as ort
@@ -326,6 +327,8 @@ def reference(site: Path, model, cls: int, seed: int, w: float, steps: int, n: i
     sampler = SAMPLERS[meta["sampler"]]
     noise = np.stack([page_noise(seed, i, 0, size) for i in range(n)]).reshape(n, *shape)
     x = sampler.walk(denoise, noise, sampler.levels(model.diffusion, steps))
+    if meta["latent"]:
+        x = ort.InferenceSession(str(site / meta["latent"]["decoder"])).run(None, {"z": np.float32(x)})[0]
     return np.clip(np.round((x + 1) * 127.5), 0, 255).astype(np.uint8)
 
 
@@ -419,10 +422,11 @@ def check_same(drawn: np.ndarray, expected: np.ndarray) -> None:
     assert drawn.std() > 10  # not a blank canvas
 
 
-def check_only_local(requests: list[str], url: str, asked: list[str]) -> None:
+def check_only_local(requests: list[str], url: str, asked: list[str], *more: str) -> None:
+    """Every request went to the static host, for the page's files (and `more`, a latent model's decoder)."""
     remote = [r for r in requests if re.match(r"(https?|wss?|ftp):", r) and not r.startswith(url + "/")]
     assert remote == [], remote
-    served = {"/", "/tinydiffusion-web.js", "/model.json", "/model.onnx", *(f"/{n}" for n in RUNTIME_FILES)}
+    served = {"/", "/tinydiffusion-web.js", "/model.json", "/model.onnx", *(f"/{n}" for n in RUNTIME_FILES), *more}
     assert {r[len(url):] for r in requests if r.startswith(url)} == served
     assert set(asked) == served
 
@@ -496,6 +500,47 @@ def test_a_teacher_page_guides_and_refuses_a_changed_file(teacher_site, trained_
         while "error" not in (text := browser.find_element("id", "status").text) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert text.startswith("error: model.onnx could not be loaded, or is not the file"), text
+
+
+@pytest.fixture(scope="module")
+def latent_site(runtime_in_cache, tmp_path_factory) -> tuple[Path, Path]:
+    """The page of a tiny latent model (TAEF2's latents of 32-px colour images, ten classes), and its checkpoint."""
+    from test_export import tiny_model
+
+    checkpoint = tiny_model(tmp_path_factory.mktemp("latent"), latent=True, num_classes=10)
+    site = tmp_path_factory.mktemp("latent-site") / "site"
+    assert "model.decoder.onnx" in export(checkpoint, "--out", site)
+    return site, checkpoint
+
+
+def test_a_latent_model_s_folder_holds_its_decoder_checked_and_its_licence(latent_site):
+    site, _ = latent_site
+    assert {"model.onnx", "model.json", "model.decoder.onnx", "LICENSE-taef2.md"} <= {p.name for p in site.iterdir()}
+    latent = json.loads((site / "model.json").read_text())["latent"]
+    assert latent["decoder"] == "model.decoder.onnx" and latent["image_shape"] == [3, 32, 32]
+    assert latent["decoder_sha256"] == sha256_file(site / "model.decoder.onnx")
+    html = (site / "index.html").read_text()
+    integrity = json.loads(re.search(r'id="integrity">(.*?)</script>', html, re.S).group(1))
+    assert integrity["model.decoder.onnx"] == web_page.integrity((site / "model.decoder.onnx").read_bytes())
+    licence = (site / "LICENSE-taef2.md").read_text()
+    assert "model.decoder.onnx holds the weights of taef2's decoder" in licence and "MIT License" in licence
+
+
+@pytest.mark.slow
+def test_a_latent_page_samples_latents_and_decodes_them(latent_site, browser, monkeypatch):
+    """The page samples in the latent space and shows what the decoder graph makes of the result: tinydiffusion's
+    sampler through onnxruntime, decoded by the same file, within one 8-bit level."""
+    from tinydiffusion.pipeline import load_model
+
+    site, checkpoint = latent_site
+    model = load_model(checkpoint, "cpu")
+    with static_host(site) as (url, asked):
+        page = Page(browser, url)
+        for cls, seed, w, steps, n in ((7, 3, 2.0, 4, 4), (0, 8, 1.0, 3, 1)):  # n: the page offers 1, 4, 8, 16
+            status, drawn = page.draw(**{"class": cls, "seed": seed, "guidance": w, "steps": steps, "count": n})
+            assert f"seed {seed}, {steps} steps, guidance {w:g}:" in status and drawn.shape == (n, 32 * 32 * 4)
+            check_same(drawn, as_rgba(reference(site, model, cls, seed, w, steps, n, monkeypatch)))
+        check_only_local(page.requests(), url, asked, "/model.decoder.onnx")
 
 
 def rewrite(site: Path, name: str, payload: bytes) -> None:

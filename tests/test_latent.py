@@ -1,6 +1,6 @@
 """Latent diffusion through TAEF2 (issue 46): `train --autoencoder taef2` encodes the prepared images once (cached,
 reused), trains on standardised latents with their statistics recorded, and sampling decodes to pixels; editing
-and distillation work in latent space; what does not yet (export) is refused in one sentence."""
+and distillation work in latent space, and so does export, the decoder going with the denoiser."""
 
 from __future__ import annotations
 
@@ -118,17 +118,20 @@ def test_grey_data_is_refused_by_the_autoencoder(tmp_path, capsys):
     assert_error(code, err, "encodes colour images", "grey", "--data.channels 3")
 
 
-@pytest.mark.parametrize("command", [
-    ["export", "{run}", "--format", "onnx", "--out", "{tmp}/m.onnx"],
-    ["export", "{run}", "--format", "web", "--out", "{tmp}/web"],
-    ["export", "{run}", "--format", "diffusers", "--out", "{tmp}/diffusers"],
-])
-def test_what_a_latent_model_does_not_support_yet_is_one_sentence(latent_run, tmp_path, capsys, command):
-    root, data, _ = latent_run
-    names = {"run": root / "run", "tmp": tmp_path, "image": data / "red" / "0.png"}
-    code, _, err = cli(capsys, *[part.format(**names) for part in command])
-    assert_error(code, err, "not supported yet for a latent model", "--autoencoder taef2")
-    assert list(tmp_path.iterdir()) == []
+@pytest.mark.parametrize("fmt", ["onnx", "diffusers"])
+def test_a_latent_run_exports_with_no_extra_flag_and_samples_back_in_pixels(latent_run, tmp_path, fmt):
+    """The decoder goes with the denoiser: beside the ONNX file (model.decoder.onnx), or as the folder's `vae`; each
+    is read back by `sample` as RGB images of the data's size (the web page: tests/test_export_web.py)."""
+    pytest.importorskip("onnxruntime" if fmt == "onnx" else "diffusers")
+    root, _, _ = latent_run
+    out = tmp_path / ("model.onnx" if fmt == "onnx" else "model-diffusers")
+    done = run_cli(["export", root / "run", "--format", fmt, "--out", out])
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "model.decoder.onnx").is_file() if fmt == "onnx" else (out / "vae" / "config.json").is_file()
+    runtime = ["--runtime", "onnxruntime"] if fmt == "onnx" else []
+    done = run_cli(["sample", "--checkpoint", out, *runtime, "--num", "2", "--steps", "3", "--out", tmp_path / "s.png"])
+    assert done.returncode == 0, done.stderr
+    assert Image.open(tmp_path / "s.png").mode == "RGB"
 
 
 def test_a_latent_model_edits_pictures_keeping_the_pixels_outside_the_mask(latent_run):

@@ -6,7 +6,8 @@ A latent run trains on the autoencoder's latents of its prepared images (data/la
 caches them), each channel standardised by the mean and spread measured on the training set and recorded in the run
 (data.latent_mean, data.latent_std), as latent diffusion does (Rombach et al. 2022). generate() decodes what the
 network samples (`decode`), so everything that samples through it gets pixels back. Another autoencoder is a module
-in nets/ with a loader, and one line in AUTOENCODERS.
+in nets/ with a loader, its licence, and one line in AUTOENCODERS; its module's class builds the decoder alone when
+given encoder=False, which is what an exported diffusers folder ships (export/diffusers_folder.py).
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Autoencoder:
     """One registry entry: its help, the latents' shape (channels, and pixels per latent position along a side),
-    its loader (a device -> the frozen module with encode and decode in [-1, 1]) and its weights' identity (a hash
-    that keys the latent cache: other weights, other latents)."""
+    its loader (a device -> the frozen module with encode and decode in [-1, 1]), its weights' identity (a hash
+    that keys the latent cache: other weights, other latents) and their licence (Markdown text that travels with
+    every exported decoder)."""
     help: str
     latent_channels: int
     downscale: int
     load: Callable[[str], object]
     weights_sha256: Callable[[], str]
+    licence: Callable[[], str]
 
 
 def _load_taef2(device: str):
@@ -47,9 +50,15 @@ def _taef2_weights() -> str:
     return hashlib.sha256(f"{SHA256['encoder']} {SHA256['decoder']}".encode()).hexdigest()
 
 
+def _taef2_licence() -> str:
+    from .nets.taef2 import licence
+
+    return licence()
+
+
 AUTOENCODERS: dict[str, Autoencoder] = {
     "taef2": Autoencoder("TAEF2, the tiny autoencoder of FLUX.2's latents: 32 channels at 1/8 of the size, pinned in "
-                         "assets/ (nets/taef2.py)", 32, 8, _load_taef2, _taef2_weights),
+                         "assets/ (nets/taef2.py)", 32, 8, _load_taef2, _taef2_weights, _taef2_licence),
 }
 
 
@@ -66,15 +75,30 @@ def load_autoencoder(name: str, device: str = "cpu"):
     return autoencoder_entry(name).load(device)
 
 
+def licence_file(name: str, decoder: str) -> tuple[str, bytes]:
+    """The file that travels with an exported decoder of autoencoder `name` in a folder: its name (LICENSE-NAME.md)
+    and its text, the weights' source and licence, saying which file of the folder holds them (`decoder`)."""
+    text = (f"{decoder} holds the weights of {name}'s decoder; their source and licence, as tinydiffusion's "
+            f"assets/LICENSES.md gives them:\n\n{autoencoder_entry(name).licence()}")
+    return f"LICENSE-{name}.md", text.encode()
+
+
 def _per_channel(values, like: torch.Tensor) -> torch.Tensor:
+    """One value a channel (a list, or a tensor of the exported decoder's) shaped to broadcast over `like`."""
     import torch
 
-    return torch.tensor(values, dtype=like.dtype, device=like.device)[None, :, None, None]
+    return torch.as_tensor(values, dtype=like.dtype, device=like.device)[None, :, None, None]
 
 
 def normalise(z: torch.Tensor, mean, std) -> torch.Tensor:
     """Latents as the autoencoder gives them -> the network's space: each channel (z - mean) / std."""
     return (z - _per_channel(mean, z)) / _per_channel(std, z)
+
+
+def denormalise(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """The network's space -> latents as the autoencoder takes them: each channel x * std + mean (`normalise`
+    undone); what `decode` and an exported decoder graph (export/graph.py) do before the autoencoder's decoder."""
+    return x * _per_channel(std, x) + _per_channel(mean, x)
 
 
 def encode(data, x: torch.Tensor) -> torch.Tensor:
@@ -98,7 +122,7 @@ def decode(data, x: torch.Tensor) -> torch.Tensor:
 
     autoencoder, x = load_autoencoder(data.autoencoder, str(x.device)), x.float()
     with torch.no_grad():
-        return autoencoder.decode(x * _per_channel(data.latent_std, x) + _per_channel(data.latent_mean, x))
+        return autoencoder.decode(denormalise(x, data.latent_mean, data.latent_std))
 
 
 def image_shape(config) -> tuple[int, int, int]:
@@ -107,9 +131,3 @@ def image_shape(config) -> tuple[int, int, int]:
         return tuple(config.data.image_shape)
     return config.net.in_channels, config.net.image_size, config.net.image_size
 
-
-def refuse_latent(data, what: str) -> None:
-    """One sentence where a command does not work in latent space yet: `what` names it ("export to onnx")."""
-    if data.autoencoder:
-        raise UserError(f"{what} is not supported yet for a latent model (one trained with --autoencoder "
-                        f"{data.autoencoder}); sample, evaluate, editing, distill and the demo work with it.")

@@ -52,8 +52,9 @@ class ExportFormat(NamedTuple):
 
 
 EXPORT_FORMATS = {
-    "onnx": ExportFormat(".onnx", "model.onnx", "one .onnx file: the denoiser graph and its metadata",
-                         ".export.onnx_file:export_onnx", lambda sampler: True),
+    "onnx": ExportFormat(".onnx", "model.onnx", "one .onnx file: the denoiser graph and its metadata (a latent "
+                         "model's decoder in a second beside it)", ".export.onnx_file:export_onnx",
+                         lambda sampler: True),
     "web": ExportFormat(None, "site", "a static web page that samples the model in the browser (onnxruntime-web)",
                         ".export.web_page:export_web", lambda sampler: sampler.web),
     "diffusers": ExportFormat(None, "model-diffusers", "a folder diffusers loads: DiffusionPipeline.from_pretrained("

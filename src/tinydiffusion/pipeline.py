@@ -38,7 +38,7 @@ class Model:
     diffusion: GaussianDiffusion
     config: RunConfig
     source: Path
-    graph: object | None = None  # an exported graph run instead of `net`, by its own `denoiser` (export.OnnxGraph)
+    graph: object | None = None  # an exported graph run instead of `net`, by its `denoiser` and `decode` (OnnxGraph)
 
     @property
     def device(self) -> torch.device:
@@ -57,6 +57,11 @@ class Model:
         named = NAMED.get(self.config.data.source)
         names = self.config.data.class_names or (named.class_names if named else ())
         return tuple(names) if len(names) == self.num_classes else tuple(str(i) for i in range(self.num_classes))
+
+    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+        """What the sampler ended on -> images in [-1, 1]: a latent model's decoded, by its exported graph's decoder
+        where it runs one (`graph`), else by the autoencoder (autoencoders.decode); a pixel model's as they are."""
+        return decode(self.config.data, x0) if self.graph is None else self.graph.decode(x0)
 
     def class_index(self, name_or_index: str) -> int:
         """A class by its name (as the model's data named it) or index; one sentence if there is none."""
@@ -277,6 +282,6 @@ def generate(model: Model, num: int, *, classes: list[int | str] | None = None, 
             x0 = sample_fn(denoise, noise, model.diffusion, steps, callback=callback, generator=generators,
                            **sampler_options)
             check_finite(x0, sampler, steps, guidance, sampler_options)
-            images.append(to_pixels(decode(model.config.data, x0)).cpu())  # a latent model's decoded
+            images.append(to_pixels(model.decode(x0)).cpu())  # a latent model's decoded
             bar.update(n)
     return torch.cat(images), labels

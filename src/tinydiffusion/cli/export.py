@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..autoencoders import refuse_latent
 from ..errors import UserError
 from ..export_formats import EXPORT_FORMATS, EXPORT_MARKER
 from .common import add_checkpoint, check_not_an_input, model_source, output_folder, output_path, writing
@@ -17,7 +16,8 @@ def add(sub) -> None:
                        description="Write a model for runtimes other than tinydiffusion's PyTorch code: an ONNX "
                        "file (inputs x, t, the continuous time in [0, 1], y, the class, and for a distilled student "
                        "guidance; outputs x0 and eps; the image shape, classes, schedule and default sampler in its "
-                       "metadata), a static web page that samples it in the browser, or a folder diffusers loads "
+                       "metadata; a latent model's decoder in a second file beside it, FILE.decoder.onnx), a static "
+                       "web page that samples it in the browser, or a folder diffusers loads "
                        "(docs/how-to/export.md). An existing --out file is replaced; in a folder an earlier export "
                        "wrote, which must hold nothing else, the files it wrote are replaced.")
     add_checkpoint(p, positional=True)
@@ -52,7 +52,6 @@ def run(args) -> int:
         out = output_folder(text, "--out", EXPORT_MARKER)
         export_folder_files(out, EXPORT_MARKER, "--out")
     model = load_model(source, "cpu")
-    refuse_latent(model.config.data, f"export to {args.format}")
     with writing(out):
         wrote = chosen.write(model, out)
     print(f"wrote {wrote}")

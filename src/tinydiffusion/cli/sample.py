@@ -33,7 +33,8 @@ def add(sub) -> None:
     p.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch", help="run the network in "
                    "PyTorch, or export it to ONNX in memory and run that graph in onnxruntime, on the CPU (pip "
                    "install 'tinydiffusion[onnx]'; docs/how-to/export.md): the same images, within float rounding; "
-                   "with onnxruntime, --checkpoint may also be a file `export` wrote, FILE.onnx")
+                   "with onnxruntime, --checkpoint may also be a file `export` wrote, FILE.onnx, with a latent "
+                   "model's decoder, FILE.decoder.onnx, beside it")
     p.set_defaults(run=run)
 
 

@@ -5,9 +5,11 @@ It needs torch and diffusers only: no tinydiffusion, which never imports it (the
     images = pipe(class_labels=["sneaker"] * 4, generator=torch.Generator().manual_seed(0)).images
 
 `denoiser` is tinydiffusion's network as a diffusers ModelMixin (the folder's denoiser/ module), `scheduler` a stock
-diffusers scheduler whose prediction_type names what the pipeline hands it. model_index.json holds the objective,
-the class names, the steps and guidance tinydiffusion samples with by default, and whether those steps are the only
-ones it samples with (a distilled student's).
+diffusers scheduler whose prediction_type names what the pipeline hands it, and for a latent model `vae` its
+autoencoder's decoder (the folder's vae/ module), which the samples are decoded by at the end, after the run's
+standardisation of the latents is undone. model_index.json holds the objective, the class names, the steps and
+guidance tinydiffusion samples with by default, whether those steps are the only ones it samples with (a distilled
+student's), and a latent model's per-channel latent statistics.
 """
 
 from __future__ import annotations
@@ -36,15 +38,18 @@ def whole(value, name: str) -> int:
 
 
 class TinyDiffusionPipeline(DiffusionPipeline):
-    model_cpu_offload_seq = "denoiser"
+    model_cpu_offload_seq = "denoiser->vae"
+    _optional_components = ["vae"]  # a pixel model's folder has none
 
-    def __init__(self, denoiser: ModelMixin, scheduler: SchedulerMixin, objective: str = "eps",
-                 labels: dict | None = None, steps: int = 20, guidance: float = 1.0,
-                 guidance_min: float | None = None, guidance_max: float | None = None, steps_fixed: bool = False):
+    def __init__(self, denoiser: ModelMixin, scheduler: SchedulerMixin, vae: ModelMixin | None = None,
+                 objective: str = "eps", labels: dict | None = None, steps: int = 20, guidance: float = 1.0,
+                 guidance_min: float | None = None, guidance_max: float | None = None, steps_fixed: bool = False,
+                 latent_mean: list | None = None, latent_std: list | None = None):
         super().__init__()
-        self.register_modules(denoiser=denoiser, scheduler=scheduler)
+        self.register_modules(denoiser=denoiser, scheduler=scheduler, vae=vae)
         self.register_to_config(objective=objective, labels=dict(labels or {}), steps=steps, guidance=guidance,
-                                guidance_min=guidance_min, guidance_max=guidance_max, steps_fixed=steps_fixed)
+                                guidance_min=guidance_min, guidance_max=guidance_max, steps_fixed=steps_fixed,
+                                latent_mean=latent_mean, latent_std=latent_std)
 
     def class_tensor(self, class_labels, batch_size: int | None) -> tuple[torch.Tensor | None, int]:
         """The labels of a batch (names or indices, cycled to batch_size; every class in turn if none are given)
@@ -127,14 +132,24 @@ class TinyDiffusionPipeline(DiffusionPipeline):
             raise ValueError(f"guidance_scale must be a finite number, 0 or more, not {guidance}.")
         return steps, guidance
 
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """What the sampler ended on -> images in [-1, 1]: a latent model's latents with the run's standardisation
+        undone (each channel x * latent_std + latent_mean) and decoded by `vae`; a pixel model's as they are."""
+        if self.vae is None:
+            return x
+        mean, std = (torch.tensor(values, device=x.device, dtype=torch.float32).view(1, -1, 1, 1)
+                     for values in (self.config.latent_mean, self.config.latent_std))
+        return self.vae.decode(x * std + mean)
+
     @torch.no_grad()
     def __call__(self, class_labels=None, batch_size: int | None = None, num_inference_steps: int | None = None,
                  guidance_scale: float | None = None, generator=None, latents: torch.Tensor | None = None,
                  output_type: str = "pil", return_dict: bool = True):
         """Images for class_labels (names or indices; every class in turn if none), from `latents` (standard
-        normal noise [N, C, H, W]) or noise drawn with `generator` (one, or a list of one per image). The steps and
-        guidance default to tinydiffusion's for the model. output_type: "pil", "np" (N, H, W, C in [0, 1]), "pt"
-        (N, C, H, W in [0, 1]) or "latent" (the sampler's result in the model's space, [-1, 1], unclipped)."""
+        normal noise [N, C, H, W], the network's shape: a latent model's latents) or noise drawn with `generator` (one,
+        or a list of one per image). The steps and guidance default to tinydiffusion's for the model. output_type:
+        "pil", "np" (N, H, W, C in [0, 1]), "pt" (N, C, H, W in [0, 1]) or "latent" (the sampler's result in the
+        network's space, unclipped: pixels in [-1, 1], or a latent model's standardised latents, not decoded)."""
         steps, guidance = self.checked(num_inference_steps, guidance_scale, output_type)
         net = self.denoiser.config
         if batch_size is None and latents is not None:
@@ -153,7 +168,7 @@ class TinyDiffusionPipeline(DiffusionPipeline):
             output = self.predict(self.scheduler.scale_model_input(x, t), t, labels, guidance)
             x = self.scheduler.step(output, t, x, **extra).prev_sample
         if output_type != "latent":
-            x = (x / 2 + 0.5).clamp(0, 1)
+            x = (self.decode(x) / 2 + 0.5).clamp(0, 1)
             if output_type in ("np", "pil"):
                 x = x.cpu().permute(0, 2, 3, 1).float().numpy()
             if output_type == "pil":

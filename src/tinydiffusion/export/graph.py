@@ -6,6 +6,10 @@ denoised image and the noise, whatever the objective, with x = alpha(t) x0 + sig
 network's step index and the schedule's alpha(t), sigma(t) by the same rule as GaussianDiffusion (the step's own
 values on the steps, linear in log(sigma / alpha) between them), in float32, and the network's output becomes
 (x0, eps) through the objective's own `eps_and_x0`. Nothing is clipped.
+
+A latent model's denoiser works on latents; its decoder is a second module to export (DecoderGraph): the run's
+standardisation undone and the autoencoder's decoder, z -> image, so that a runtime samples with the denoiser and
+decodes once at the end, knowing nothing of the latents' statistics.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..autoencoders import denormalise, load_autoencoder
 from ..diffusion import SNAP, GaussianDiffusion
 
 
@@ -51,3 +56,18 @@ class DenoiserGraph(nn.Module):
         shape = (-1, *([1] * (x.dim() - 1)))
         eps, x0 = self.objective.eps_and_x0(output.float(), x, alpha.view(shape), sigma.view(shape))
         return x0, eps
+
+
+class DecoderGraph(nn.Module):
+    """forward(z [N, c, h, w], a latent model's sample in its network's space) -> image [N, 3, H, W] in [-1, 1]: each
+    channel z * std + mean with the run's statistics (autoencoders.denormalise), then the autoencoder's decoder, as
+    autoencoders.decode does it."""
+
+    def __init__(self, data):
+        super().__init__()
+        self.autoencoder = load_autoencoder(data.autoencoder, "cpu")
+        self.register_buffer("mean", torch.tensor(data.latent_mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(data.latent_std, dtype=torch.float32))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.decode(denormalise(z, self.mean, self.std))

@@ -1,10 +1,12 @@
 """Sampling through an exported graph in onnxruntime (`sample --runtime onnxruntime`): GraphDenoiser is a
 Denoiser whose `predict` runs the ONNX graph instead of the torch network, so every sampler, and classifier-free
-guidance, work unchanged on top of it.
+guidance, work unchanged on top of it; a latent model's samples are decoded by its exported decoder graph
+(OnnxGraph.decode), which generate() calls instead of the autoencoder's torch module (pipeline.Model.decode).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,9 +16,12 @@ import torch
 from ..config import RunConfig
 from ..diffusion import GaussianDiffusion
 from ..errors import UserError
+from ..files import NotAFile, read_regular_file
 from ..pipeline import Model
 from ..samplers.denoiser import Denoiser
-from .onnx_file import FORMAT, METADATA_KEY, onnx_bytes, require
+from .onnx_file import FORMAT, MAX_ONNX_BYTES, METADATA_KEY, decoder_file, onnx_bytes, require
+
+DECODE_BATCH = 64  # latents decoded at a time: the decoder's activations, at the images' full size, are its largest
 
 
 class GraphDenoiser(Denoiser):
@@ -32,24 +37,64 @@ class GraphDenoiser(Denoiser):
         return torch.from_numpy(eps).to(x_t.device), torch.from_numpy(x0).to(x_t.device)
 
 
+def open_session(model: bytes | Path, name: str, threads: int | None):
+    """An onnxruntime session of an ONNX file (its bytes or its path) on the CPU; one sentence naming `name` where
+    onnxruntime cannot read it."""
+    ort = require("onnxruntime", "the onnxruntime runtime")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.log_severity_level = 3  # errors only
+    try:
+        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own types for unreadable, damaged and unsupported files
+        detail = str(err).strip().split("\n")[0][:200]
+        raise UserError(f"{name} is not an ONNX model onnxruntime can run ({detail}).") from None
+
+
+def unreadable(err: OSError) -> str:
+    """Why a file could not be read, as the end of a sentence about it ("does not exist")."""
+    if isinstance(err, FileNotFoundError):
+        return "does not exist"
+    if isinstance(err, IsADirectoryError):  # os.fdopen refuses a folder before read_regular_file can say so
+        return "is a folder, not a file"
+    return err.strerror if isinstance(err, NotAFile) else f"cannot be read ({err.strerror or err})"
+
+
+def decoder_beside(path: bytes | Path, latent) -> bytes:
+    """The decoder file that the metadata (`latent`) of a latent model's graph file `path` names, read from beside
+    the file (beside a link's target) and checked against the SHA-256 the metadata pins: a name that is not a plain
+    file name, a missing, unreadable, damaged or other decoder is one sentence, as is a graph given as bytes."""
+    if isinstance(path, bytes):
+        raise UserError("the exported graph is a latent model's; give its decoder graph with it.")
+    path, latent = Path(path), latent if isinstance(latent, dict) else {}
+    name = latent.get("decoder")
+    if not isinstance(name, str) or Path(name).name != name or not name.endswith(".onnx"):
+        raise UserError(f"{path} is a latent model's graph whose metadata names no decoder file ({name!r}); export "
+                        "it again.")
+    decoder = path.resolve().parent / name
+    try:
+        payload = read_regular_file(decoder, MAX_ONNX_BYTES)
+    except OSError as err:
+        raise UserError(f"{path} is a latent model's graph, decoded by {decoder}, which its export wrote beside it, "
+                        f"but that file {unreadable(err)}; copy the decoder beside {path.name}, or export again.") \
+            from None
+    if hashlib.sha256(payload).hexdigest() != latent.get("decoder_sha256"):
+        raise UserError(f"{decoder} is not the decoder {path.name} was exported with (its SHA-256 is not the one "
+                        f"pinned in {path.name}): it is damaged or another export's; export again.")
+    return payload
+
+
 class OnnxGraph:
-    """An exported model in an onnxruntime session: `run(x, t, y, guidance)` -> (x0, eps) as numpy arrays, and
-    `metadata`, the JSON stored in the file."""
+    """An exported model in an onnxruntime session: `run(x, t, y, guidance)` -> (x0, eps) as numpy arrays, `decode`
+    (a latent model's samples through its decoder graph), and `metadata`, the JSON stored in the file. A latent
+    model's decoder is `decoder` (the file's bytes), or else the file its metadata names beside `model`."""
 
     denoiser = GraphDenoiser  # the graph brings the Denoiser that runs it (pipeline.denoiser)
 
-    def __init__(self, model: bytes | Path, threads: int | None = None):
-        ort = require("onnxruntime", "the onnxruntime runtime")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.log_severity_level = 3  # errors only
+    def __init__(self, model: bytes | Path, threads: int | None = None, decoder: bytes | None = None):
         name = "the exported graph" if isinstance(model, bytes) else str(model)
-        try:
-            self.session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
-                                                providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime raises its own types for unreadable, damaged and unsupported files
-            detail = str(err).strip().split("\n")[0][:200]
-            raise UserError(f"{name} is not an ONNX model onnxruntime can run ({detail}).") from None
+        self.session = open_session(model, name, threads)
         try:
             self.metadata = json.loads(self.session.get_modelmeta().custom_metadata_map[METADATA_KEY])
         except (KeyError, ValueError):
@@ -58,10 +103,23 @@ class OnnxGraph:
             raise UserError(f"{name} is an ONNX model but not one tinydiffusion exported (it has no "
                             f"{METADATA_KEY} metadata).")
         self.inputs = {i.name for i in self.session.get_inputs()}
+        latent = self.metadata.get("latent")
+        if latent and decoder is None:
+            decoder = decoder_beside(model, latent)
+        self.decoder = open_session(decoder, f"the decoder of {name}", threads) if latent else None
 
     def run(self, x: np.ndarray, t: np.ndarray, y: np.ndarray, guidance: np.ndarray | None = None):
         feeds = {"x": x, "t": t, "y": y, "guidance": guidance}
         return self.session.run(["x0", "eps"], {k: v for k, v in feeds.items() if k in self.inputs})
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """What the sampler ended on -> images in [-1, 1]: a latent model's through its decoder graph (in batches of
+        DECODE_BATCH), a pixel model's as they are."""
+        if self.decoder is None:
+            return x
+        z = x.float().cpu().numpy()
+        images = [self.decoder.run(["image"], {"z": z[i:i + DECODE_BATCH]})[0] for i in range(0, len(z), DECODE_BATCH)]
+        return torch.from_numpy(np.concatenate(images)).to(x.device)
 
 
 def load_onnx_model(path: str | Path, threads: int | None = None):
@@ -81,10 +139,26 @@ def load_onnx_model(path: str | Path, threads: int | None = None):
         described = f"{'x'.join(map(str, shape))} images{', with a guidance input' if net.guidance_input else ''}"
         raise UserError(f"{path} holds a graph its metadata does not describe (its config is for {described}); "
                         "export it again.")
+    check_decoder(graph, config, path)
     return Model(None, GaussianDiffusion(config.diffusion), config, path, graph=graph)
 
 
+def check_decoder(graph: OnnxGraph, config: RunConfig, path: Path) -> None:
+    """A latent model's config and its decoder graph agree (z: the network's latents -> image: the run's images),
+    and a pixel model's file names no decoder: one sentence otherwise."""
+    net, data = config.net, config.data
+    if graph.decoder is None and not data.autoencoder:
+        return
+    shapes = [] if graph.decoder is None else [graph.decoder.get_inputs()[0].shape[1:],
+                                               graph.decoder.get_outputs()[0].shape[1:]]
+    if shapes != [[net.in_channels, net.image_size, net.image_size], list(data.image_shape)]:
+        raise UserError(f"{path} holds a graph and a decoder its metadata does not describe (its config is for "
+                        f"{data.autoencoder or 'pixels'}, images {'x'.join(map(str, data.image_shape))}); export "
+                        "it again.")
+
+
 def onnx_graph(model, threads: int | None = None) -> OnnxGraph:
-    """The model exported to ONNX in memory and opened in onnxruntime."""
+    """The model exported to ONNX in memory and opened in onnxruntime, a latent model's decoder with it."""
     require("onnxruntime", "the onnxruntime runtime")  # before the export's seconds
-    return OnnxGraph(onnx_bytes(model), threads)
+    decoder = decoder_file(model, "model.onnx")
+    return OnnxGraph(onnx_bytes(model, decoder), threads, decoder and decoder[1])

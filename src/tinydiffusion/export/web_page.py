@@ -17,10 +17,12 @@ from html import escape as html_escape
 from importlib import resources
 from pathlib import Path
 
+from ..autoencoders import licence_file
 from ..errors import UserError
 from ..export_formats import EXPORT_FORMATS, export_folder
 from ..files import atomic_directory, atomic_file, cache_dir, sha256_file
-from .onnx_file import metadata, onnx_bytes
+from ..pipeline import sampling_settings
+from .onnx_file import decoder_file, metadata, onnx_bytes
 
 RUNTIME_VERSION = "1.31.1"  # onnxruntime-web on npm; its MIT notice is the first lines of the module
 RUNTIME_URL = "https://registry.npmjs.org/onnxruntime-web/-/onnxruntime-web-{version}.tgz"
@@ -120,21 +122,32 @@ def integrity(payload: bytes) -> str:
     return "sha256-" + base64.b64encode(hashlib.sha256(payload).digest()).decode()
 
 
+def model_files(model) -> dict[str, bytes]:
+    """The model's files, by name: model.onnx and its metadata as model.json; for a latent model, its decoder graph
+    beside it (onnx_file.decoder_file) and the decoder's licence."""
+    decoder = decoder_file(model, "model.onnx")
+    meta = json.dumps(metadata(model, decoder), indent=1)
+    files = {"model.onnx": onnx_bytes(model, decoder), "model.json": meta.encode()}
+    if decoder:
+        files.update([decoder, licence_file(model.config.data.autoencoder, decoder[0])])
+    return files
+
+
 def site_files(model) -> dict[str, bytes]:
     """Every file of the folder, by name, index.html holding the integrity of each file the page fetches."""
-    meta = metadata(model)
     runs = EXPORT_FORMATS["web"].samplers()  # those tinydiffusion-web.js implements, as their entries say
-    if meta["sampler"] not in runs:
-        raise UserError(f"the web page samples with {', '.join(runs)}, not this model's {meta['sampler']}.")
+    sampler = sampling_settings(model)[0]
+    if sampler not in runs:
+        raise UserError(f"the web page samples with {', '.join(runs)}, not this model's {sampler}.")
     runtime = {name: path.read_bytes() for name, path in runtime_files().items()}  # first: it may be refused
-    files = {"model.onnx": onnx_bytes(model), "model.json": json.dumps(meta, indent=1).encode(), **runtime}
+    files = {**model_files(model), **runtime}
     page = resources.files("tinydiffusion.export") / "web"
     files["tinydiffusion-web.js"] = (page / "tinydiffusion-web.js").read_bytes()
     checked = {name: integrity(payload) for name, payload in files.items()}
     runtime_module = next(name for name in RUNTIME_FILES if name.endswith(".mjs"))
     importmap = json.dumps({"imports": {"onnxruntime-web": f"./{runtime_module}"},
                             "integrity": {f"./{runtime_module}": checked[runtime_module]}})
-    fills = {"@TITLE@": html_escape(f"tinydiffusion: {meta['config']['name']}"), "@IMPORTMAP@": importmap,
+    fills = {"@TITLE@": html_escape(f"tinydiffusion: {model.config.name}"), "@IMPORTMAP@": importmap,
              "@IMPORTMAP_HASH@": integrity(importmap.encode()), "@INTEGRITY@": json.dumps(checked, indent=1),
              "@SCRIPT_INTEGRITY@": checked["tinydiffusion-web.js"]}
     html = (page / "index.html").read_text(encoding="utf-8")
@@ -151,6 +164,6 @@ def export_web(model, out: Path) -> str:
         files = site_files(model)
         for name, payload in files.items():
             (tmp / name).write_bytes(payload)
-    size = sum(map(len, files.values()))
-    return (f"{out}/ ({size / 1e6:.1f} MB: index.html, model.onnx, onnxruntime-web {RUNTIME_VERSION}); serve it "
+    size, graphs = sum(map(len, files.values())), ", ".join(name for name in files if name.endswith(".onnx"))
+    return (f"{out}/ ({size / 1e6:.1f} MB: index.html, {graphs}, onnxruntime-web {RUNTIME_VERSION}); serve it "
             f"with any static file server, e.g. python -m http.server --bind 127.0.0.1 -d {out}")

@@ -98,11 +98,12 @@ class Decoder(nn.Sequential):
 
 
 class TinyAutoencoder(nn.Module):
-    """TAEF2 in the project's pixel space: `encode` takes images in [-1, 1], `decode` gives them back."""
+    """TAEF2 in the project's pixel space: `encode` takes images in [-1, 1], `decode` gives them back. With
+    encoder=False, the decoder alone: what an exported diffusers folder ships (export/diffusers_folder.py)."""
 
-    def __init__(self):
+    def __init__(self, encoder: bool = True):
         super().__init__()
-        self.encoder = Encoder()
+        self.encoder = Encoder() if encoder else None
         self.decoder = Decoder()
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,6 +118,14 @@ class TinyAutoencoder(nn.Module):
         if z.ndim != 4 or z.shape[1] != LATENT_CHANNELS:
             raise ValueError(f"TAEF2 decodes B x {LATENT_CHANNELS} x h x w latents, not {tuple(z.shape)}")
         return (self.decoder(z) * 2 - 1).clamp(-1, 1)
+
+
+def licence() -> str:
+    """The weights' source and licence (MIT) as assets/LICENSES.md gives them, its TAEF2 section alone: the text that
+    travels with every exported decoder (the licence asks that its notice go with every copy of the weights)."""
+    text = (ASSETS / "LICENSES.md").read_text(encoding="utf-8")
+    section = text.split("\n## TAEF2", 1)[1].split("\n## ", 1)[0]
+    return "# TAEF2" + section.rstrip() + "\n"
 
 
 def _refusal(path: Path, part: str, payload: bytes, digest: str, expected: dict[str, torch.Size]) -> str:

@@ -1,7 +1,9 @@
 // Sampling a tinydiffusion model in the browser: the page `tinydiffusion export --format web` writes
 // (docs/reference/web-page.md). The model is model.onnx (the contract of docs/reference/onnx.md: inputs x, t, y
 // and, for a distilled student, guidance; outputs x0 and eps) and model.json its metadata; onnxruntime-web runs it
-// on one thread of WebAssembly. Every file is fetched with the SHA-256 index.html lists, so a changed file stops the page.
+// on one thread of WebAssembly. A latent model samples latents and decodes them once at the end with its decoder
+// graph, the file metadata.latent.decoder names (z -> image). Every file is fetched with the SHA-256 index.html
+// lists, so a changed file stops the page.
 //
 // The samplers are tinydiffusion's (src/tinydiffusion/samplers/), on the levels of its "trailing" spacing: DDIM
 // with eta = 0, DPM-Solver++(2M) and multistep consistency sampling, whichever the metadata's `sampler` names.
@@ -64,7 +66,7 @@ function levels(schedule, steps) { // [{k, alpha, sigma}] from the noisiest step
 
 // --- the model ------------------------------------------------------------------------------------------------
 
-let session, meta;
+let session, decoder, meta; // decoder: a latent model's decoder graph, else null
 
 function filled(n, value) { return new ort.Tensor("float32", new Float32Array(n).fill(value), [n]); }
 function classes(values) { return new ort.Tensor("int64", BigInt64Array.from(values, BigInt), [values.length]); }
@@ -127,10 +129,16 @@ async function sample({ cls, seed, w, steps, n }) { // n images in model space, 
   return x;
 }
 
+async function decode(x, n) { // what the sampler ended on -> images in [-1, 1]: a latent model's through its decoder
+  if (!decoder) return x;
+  const out = await decoder.run({ z: new ort.Tensor("float32", x, [n, ...meta.image_shape]) });
+  return out.image.data;
+}
+
 // --- the page ---------------------------------------------------------------------------------------------------
 
-function show(x, n) {
-  const [C, H, W] = meta.image_shape, box = $("images");
+function show(x, n) { // images in [-1, 1] on the canvases: the model's own shape, or a latent model's decoded one
+  const [C, H, W] = meta.latent ? meta.latent.image_shape : meta.image_shape, box = $("images");
   while (box.children.length > n) box.lastChild.remove();
   while (box.children.length < n) {
     const canvas = document.createElement("canvas");
@@ -168,7 +176,7 @@ async function drawOnce() {
   const s = settings();
   if (s instanceof Error) { status(s.message + ".", true); return; }
   const start = performance.now();
-  const x = await sample(s);
+  const x = await decode(await sample(s), s.n);
   show(x, s.n);
   const ms = performance.now() - start, name = meta.class_names[s.cls];
   status(`${s.n} image${s.n > 1 ? "s" : ""}${name ? `, class ${name}` : ""}, seed ${s.seed}, ${s.steps} step` +
@@ -209,6 +217,8 @@ async function main() {
   ort.env.wasm.numThreads = 1; // no SharedArrayBuffer, so no cross-origin isolation needed
   ort.env.wasm.wasmBinary = await fetchChecked(WASM); // the checked bytes; the runtime fetches nothing itself
   session = await ort.InferenceSession.create(await fetchChecked("model.onnx"), { executionProviders: ["wasm"] });
+  decoder = meta.latent ? await ort.InferenceSession.create(await fetchChecked(meta.latent.decoder),
+    { executionProviders: ["wasm"] }) : null;
   setUp();
   await draw();
 }
