@@ -14,12 +14,13 @@ pair() {  # SIZE MINUTES DATA [--train-only]
     --common "--data.image_size $1 --train.minutes $2" --every 100000 --guidance 1.5 --num ${NUM:-1000} --target 20 \
     --out-dir runs/lvp/px$1-${2}min --markdown runs/lvp/px$1-${2}min.md --run "pixel: --autoencoder none" --run "latent: $LATENT"
 }
-# Trained in this order (the 30-minute pair at 128 px is not run yet). Until the 30-minute pair the pixel runs were
+# Trained in this order. Until the 30-minute pair the pixel runs were
 # train's default, written "pixel:" then; --autoencoder none chooses the same now that latents are the default.
 for M in 15 5; do pair 64 $M ../shared/data/emoji/train --train-only; done
 pair 128 15 runs/emoji-128/train --train-only
 pair 64 30 ../shared/data/emoji/train --train-only
 pair 128 5 runs/emoji-128/train --train-only
+NUM=500 pair 128 30 runs/emoji-128/train --train-only
 # Scored afterwards (the same commands without --train-only reuse the finished runs).
 for M in 5 15; do pair 64 $M ../shared/data/emoji/train; done
 # The decoder's ceiling: 1,000 training images through encode and decode, scored as samples.
@@ -32,6 +33,7 @@ done
 NUM=500 pair 128 15 runs/emoji-128/train   # N = 500 at 128 px: sampling the pixel UNet there is slow
 pair 64 30 ../shared/data/emoji/train
 NUM=500 pair 128 5 runs/emoji-128/train
+NUM=500 pair 128 30 runs/emoji-128/train
 python benchmarks/latent_table.py runs/lvp
 python benchmarks/colour_figures.py runs/lvp/px64-15min/pixel runs/lvp/px64-15min/latent \
   docs/figures/latent-vs-pixel-64.png --labels "pixel,latent" --rows 2 --scale 1
@@ -39,3 +41,8 @@ python benchmarks/colour_figures.py runs/lvp/px128-15min/pixel runs/lvp/px128-15
   docs/figures/latent-vs-pixel-128.png --labels "pixel,latent" --rows 2 --scale 1
 python benchmarks/colour_figures.py runs/lvp/px64-30min/pixel runs/lvp/px64-30min/latent \
   docs/figures/latent-vs-pixel-64-30.png --labels "pixel,latent" --rows 2 --scale 1
+python benchmarks/colour_figures.py runs/lvp/px128-30min/pixel runs/lvp/px128-30min/latent \
+  docs/figures/latent-vs-pixel-128-30.png --labels "pixel,latent" --rows 2 --scale 1
+# The by-eye count at 64 px, 15 minutes: eight samples of each category of each run, another seed
+python benchmarks/colour_figures.py runs/lvp/px64-15min/pixel runs/lvp/px64-15min/latent \
+  docs/figures/latent-vs-pixel-64-15-by-eye.png --labels "pixel,latent" --rows 8 --seed 1 --scale 1
