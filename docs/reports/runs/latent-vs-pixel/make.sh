@@ -46,3 +46,10 @@ python benchmarks/colour_figures.py runs/lvp/px128-30min/pixel runs/lvp/px128-30
 # The by-eye count at 64 px, 15 minutes: eight samples of each category of each run, another seed
 python benchmarks/colour_figures.py runs/lvp/px64-15min/pixel runs/lvp/px64-15min/latent \
   docs/figures/latent-vs-pixel-64-15-by-eye.png --labels "pixel,latent" --rows 8 --seed 1 --scale 1
+# Colour images that are not emoji: the icon folder of benchmarks/icon_folder.py (its docstring builds it), 5 minutes
+for T in --train-only ""; do
+  python benchmarks/time_to_quality.py --preset auto --data runs/icons/train $T \
+    --common "--data.image_size 64 --train.minutes 5" --every 100000 --guidance 1.5 --num 1000 --target 20 \
+    --out-dir runs/lvp/icons64-5min --markdown runs/lvp/icons64-5min.md --run "pixel: --autoencoder none" \
+    --run "latent: $LATENT"
+done
