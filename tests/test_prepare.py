@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -177,9 +179,13 @@ def test_a_manifest_that_is_a_named_pipe_is_refused_not_waited_on(tmp_path, caps
     manifest = tmp_path / "pets.json"
     manifest.unlink()
     os.mkfifo(manifest)  # no writer: an ordinary read would wait for ever
-    assert not prepared.is_prepared(out)
-    with pytest.raises(UserError, match="is not a readable prepared-data manifest"):
-        prepared.open_prepared(out)
+    check = ("import sys; from tinydiffusion.data import prepared; from tinydiffusion.errors import UserError\n"
+             "assert not prepared.is_prepared(sys.argv[1])\n"
+             "try:\n    prepared.open_prepared(sys.argv[1])\nexcept UserError as err:\n    print(err)")
+    # in a process of its own, so that a read that waits fails the test (TimeoutExpired) instead of hanging it
+    done = subprocess.run([sys.executable, "-c", check, str(out)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "is not a readable prepared-data manifest" in done.stdout, done.stdout
 
 
 def test_eps_files_are_never_decoded(tmp_path, capsys):
