@@ -42,8 +42,7 @@ from tinydiffusion.training import Trainer
 LOG_EVERY = 5
 PRESET_STEPS = 5 * (60_000 // 128)  # the fashion-mnist preset's 5 epochs
 BATCH = 128
-OFF = {"train.precision": "fp32", "train.channels_last": "off", "train.fused_adamw": "off", "train.compile": "off",
-       "train.cuda_graph": "off"}
+OFF = {"train.precision": "fp32", "train.channels_last": "off", "train.fused_adamw": "off", "train.compile": "off"}
 OPTION_SETS = {
     "fp32": {},
     "bf16": {"train.precision": "bf16"},
@@ -53,17 +52,14 @@ OPTION_SETS = {
     "bf16+fused_adamw": {"train.precision": "bf16", "train.fused_adamw": "on"},
     "compile": {"train.compile": "on"},
     "bf16+compile": {"train.precision": "bf16", "train.compile": "on"},
-    # GPU only: the whole step as one CUDA graph, by hand or by torch.compile's cudagraph trees
-    "cuda_graph": {"train.cuda_graph": "on", "train.fused_adamw": "on"},
-    "bf16+cuda_graph": {"train.precision": "bf16", "train.cuda_graph": "on", "train.fused_adamw": "on"},
+    # GPU only: the network's steps as CUDA graphs, by torch.compile's cudagraph trees
     "compile_reduce_overhead": {"train.compile": "on", "train.compile_mode": "reduce-overhead",
                                 "train.fused_adamw": "on"},
 }
 DEFAULT_SETS = {
     "cpu": ["fp32", "bf16", "channels_last", "bf16+channels_last", "fused_adamw", "bf16+fused_adamw", "compile",
             "bf16+compile"],
-    "cuda": ["fp32", "fused_adamw", "bf16+channels_last", "cuda_graph", "bf16+cuda_graph", "compile",
-             "compile_reduce_overhead"],
+    "cuda": ["fp32", "fused_adamw", "bf16+channels_last", "compile", "compile_reduce_overhead"],
 }
 
 

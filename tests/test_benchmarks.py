@@ -55,8 +55,8 @@ def test_max_seconds_must_not_be_negative():
         apply_overrides(get_preset("smoke"), {"train.max_seconds": -1}).validate()
 
 
-def test_the_gpu_session_graph_check_poisons_the_noise_and_the_step_is_skipped(tiny_data_dir, tmp_path):
-    """benchmarks/gpu_session.py's graph check, its core run eagerly on the CPU on tiny data. Its batch hook makes
+def test_the_gpu_session_skip_check_poisons_the_noise_and_the_step_is_skipped(tiny_data_dir, tmp_path):
+    """benchmarks/gpu_session.py's skip check, its core run eagerly on the CPU on tiny data. Its batch hook makes
     the noise of one step NaN and leaves the images, classes and times as drawn (a hook that unpacked the batch by
     position once poisoned the times instead); the Trainer skips that step and trains on."""
     import gpu_session
@@ -71,7 +71,7 @@ def test_the_gpu_session_graph_check_poisons_the_noise_and_the_step_is_skipped(t
     assert poison(2, batch) is batch
     config = smoke_config(tiny_data_dir, **{"train.max_steps": 8, "train.log_every": 4, "train.fused_adamw": "on",
                                             "train.on_nan": "skip", "train.precision": "fp32", "train.device": "cpu"})
-    records, weights = gpu_session.poisoned_runs(config, tmp_path, ("off",), bad_step=3)["off"]
+    records, weights = gpu_session.poisoned_run(config, tmp_path / "run", bad_step=3)
     assert [r["skipped_steps"] for r in records] == [1, 1]
     assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
 

@@ -43,45 +43,21 @@ def assert_same_weights(a, b, atol=1e-6) -> None:
 
 def test_auto_on_a_cpu_is_fp32_with_channels_last():
     config = get_preset("fashion-mnist")
-    options = resolve_options(config, CPU, 1)
-    assert options == {"bf16": False, "compile": False, "channels_last": True, "fused_adamw": False,
-                       "cuda_graph": False}
+    options = resolve_options(config, CPU)
+    assert options == {"bf16": False, "compile": False, "channels_last": True, "fused_adamw": False}
     config.train.precision = "bf16"  # channels-last made bf16 slower
-    assert resolve_options(config, CPU, 1)["channels_last"] is False
+    assert resolve_options(config, CPU)["channels_last"] is False
     config.train.channels_last, config.train.fused_adamw = "on", "on"
-    options = resolve_options(config, CPU, 1)
+    options = resolve_options(config, CPU)
     assert options["bf16"] and options["channels_last"] and options["fused_adamw"]  # explicit choices win
 
 
 def test_auto_fuses_adamw_on_gpus():
     config = get_preset("fashion-mnist")
-    assert resolve_options(config, torch.device("cuda"), 1)["fused_adamw"] is True
-    assert resolve_options(config, torch.device("cuda"), 1)["cuda_graph"] is False  # opt-in until measured
+    assert resolve_options(config, torch.device("cuda"))["fused_adamw"] is True
 
 
-@pytest.mark.parametrize("overrides, device, world, needs", [
-    ({}, "cpu", 1, "a GPU"),
-    ({}, "cuda", 2, "a single process"),
-    ({"train.fused_adamw": "off"}, "cuda", 1, "fused AdamW"),
-    ({"train.compile": "on"}, "cuda", 1, "torch.compile off"),
-])
-def test_cuda_graph_refuses_what_it_cannot_capture(overrides, device, world, needs):
-    config = apply_overrides(get_preset("fashion-mnist"), {"train.cuda_graph": "on", **overrides})
-    with pytest.raises(UserError, match=needs):
-        resolve_options(config, torch.device(device), world)
-
-
-def test_cuda_graph_on_a_cpu_is_one_clear_error(tiny_data_dir, tmp_path, capsys):
-    from tinydiffusion.cli import main
-
-    code = main(["train", "--preset", "smoke", "--data-dir", str(tiny_data_dir), "--run-dir", str(tmp_path / "r"),
-                 "--device", "cpu", "--train.cuda_graph", "on", "--no-progress"])
-    err = capsys.readouterr().err
-    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
-    assert "a GPU" in err and not (tmp_path / "r").exists()
-
-
-@pytest.mark.parametrize("field", ["fused_adamw", "cuda_graph", "compile_mode"])
+@pytest.mark.parametrize("field", ["fused_adamw", "compile_mode"])
 def test_option_values_are_checked(field):
     with pytest.raises(UserError, match=f"train.{field}"):
         apply_overrides(get_preset("smoke"), {f"train.{field}": "sometimes"}).validate()
@@ -181,45 +157,48 @@ def test_no_checkpoint_is_written_after_a_non_finite_loss(tiny_data_dir, tmp_pat
     assert (found.name if found else None) == last_good
 
 
-# --- CUDA graphs (run where a GPU is present) ----------------------------------------------------
+# --- a non-finite batch, and a run saved by the removed CUDA-graph step ------------------------------
 
 
 def poison_noise(bad_steps: set[int]):
-    """A batch hook that makes the noise NaN at the given steps. The batch is drawn outside the CUDA graph, so
-    this reaches a step that is replayed, where a patched Python function would not run."""
+    """A batch hook (the Trainer's on_batch) that makes the noise NaN at the given steps."""
     def poison(step: int, batch: Batch) -> Batch:
         return dataclasses.replace(batch, noise=batch.noise * float("nan")) if step in bad_steps else batch
 
     return poison
 
 
-def graph_runs(data_dir, tmp_path, device: str, graphs: list[str], bad_steps: set[int]):
-    runs = {}
-    for graph in graphs:
-        config = fp32_smoke(data_dir, **{"train.device": device, "train.max_steps": 12, "train.cuda_graph": graph,
-                                           "train.fused_adamw": "on", "train.on_nan": "skip", "train.log_every": 4})
-        Trainer(config, tmp_path / graph, progress=False, on_batch=poison_noise(bad_steps)).run()
-        records = [json.loads(line) for line in (tmp_path / graph / "metrics.jsonl").read_text().splitlines()]
-        runs[graph] = (final_weights(tmp_path / graph), records)
-    return runs
-
-
 def test_nan_noise_is_skipped_on_the_device(tiny_data_dir, tmp_path):
-    runs = graph_runs(tiny_data_dir, tmp_path, "cpu", ["off"], bad_steps={6})
-    weights, records = runs["off"]
+    config = fp32_smoke(tiny_data_dir, **{"train.max_steps": 12, "train.fused_adamw": "on", "train.on_nan": "skip",
+                                            "train.log_every": 4})
+    Trainer(config, tmp_path, progress=False, on_batch=poison_noise({6})).run()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["skipped_steps"] for r in records] == [0, 1, 1]
-    assert all(torch.isfinite(w).all() for group in weights.values() for w in group.values())
+    assert all(torch.isfinite(w).all() for group in final_weights(tmp_path).values() for w in group.values())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_cuda_graph_trains_like_eager_and_skips_on_the_device(tiny_data_dir, tmp_path):
-    """Step 6 comes after the warm-up steps and the capture, so it is a replay."""
-    runs = graph_runs(tiny_data_dir, tmp_path, "cuda", ["off", "on"], bad_steps={6})
-    (eager, eager_records), (graph, graph_records) = runs["off"], runs["on"]
-    assert [r["skipped_steps"] for r in graph_records] == [0, 1, 1]
-    for a, b in zip(eager_records, graph_records, strict=True):
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-3)
-    assert_same_weights(eager, graph, atol=1e-4)
+def test_a_run_saved_by_the_removed_cuda_graph_step_resumes(tiny_data_dir, tmp_path):
+    """`--train.cuda_graph` was removed in issue 47 (compile_mode reduce-overhead does its job). A run it saved
+    holds the flag in its configs and, in its AdamW state, learning rates as tensors and capturable on: it resumes,
+    the flag dropped, to the weights of a run never interrupted."""
+    from tinydiffusion.checkpoint import load_config
+    from tinydiffusion.cli import main
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(fp32_smoke(tiny_data_dir, **{"train.max_steps": 6, "train.fused_adamw": "on"}), straight, progress=False)
+    train(fp32_smoke(tiny_data_dir, **{"train.max_steps": 3, "train.fused_adamw": "on"}), split, progress=False)
+    checkpoint = latest_checkpoint(split)
+    for config_file in (split / "config.json", checkpoint / "config.json"):
+        config = json.loads(config_file.read_text())
+        config["train"]["cuda_graph"] = "on"
+        config_file.write_text(json.dumps(config, indent=2))
+    state = torch.load(checkpoint / "training_state.pt", weights_only=False)
+    for group in state["optimizer"]["param_groups"]:
+        group.update(lr=torch.tensor(group["lr"]), capturable=True)
+    torch.save(state, checkpoint / "training_state.pt")
+    assert main(["train", "--resume", str(split), "--max-steps", "6", "--no-progress"]) == 0
+    assert "cuda_graph" not in load_config(split / "config.json").to_dict()["train"]
+    assert_same_weights(final_weights(straight), final_weights(split), atol=1e-5)
 
 
 # --- the options benchmark ---------------------------------------------------------------------
@@ -245,47 +224,3 @@ def test_options_benchmark_measures_each_set(tiny_data_dir):
     assert summary["fp32"]["speed_vs_fp32"] == pytest.approx(1.0)
     row = summary["fused_adamw"]
     assert f"| fused_adamw | 1 | {row['steady_images_per_second']:.0f} |" in options.format_markdown(results, summary)
-
-
-def test_graphed_step_warms_up_captures_once_then_replays(monkeypatch):
-    """The opt-in CUDA-graph step's control flow, on a CPU with stand-ins for torch.cuda: three eager warm-up
-    steps, one capture, then replays that copy each new batch into the graph's inputs and run no Python step."""
-    import contextlib
-
-    from tinydiffusion.training.cuda_graph import GraphedStep
-
-    events = []
-
-    class Stream:
-        def __init__(self, device=None):
-            pass
-
-        def wait_stream(self, other):
-            pass
-
-    class Graph:
-        def replay(self):
-            events.append("replay")
-
-    @contextlib.contextmanager
-    def capturing(graph):
-        events.append("capture")
-        yield
-
-    monkeypatch.setattr(torch.cuda, "Stream", Stream)
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
-    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
-    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
-    monkeypatch.setattr(torch.cuda, "graph", capturing)
-
-    def step(x0, y, timesteps, noise):
-        events.append("step")
-        return x0.sum()
-
-    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
-    graphed = GraphedStep(step, optimizer, CPU)
-    batches = [(torch.full((2,), float(i)), None, torch.tensor([i]), torch.zeros(2)) for i in range(6)]
-    for batch in batches:
-        graphed(*batch)
-    assert events == ["step"] * 3 + ["capture", "step", "replay", "replay", "replay"]
-    assert torch.equal(graphed.inputs[0], batches[-1][0]) and graphed.inputs[1] is None  # the last batch, copied in

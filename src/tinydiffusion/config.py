@@ -41,7 +41,10 @@ FORMAT_VERSION = 2
 
 # Fields that a config.json of an older run may still hold, of features since removed: read and dropped, so that
 # such a run still loads. Nothing writes them.
-RETIRED_FIELDS = {"distill": ("critic_lr", "critic_warmup")}  # the dmd method's (distill_methods.py)
+RETIRED_FIELDS = {
+    "distill": ("critic_lr", "critic_warmup"),  # the dmd method's (distill_methods.py)
+    "train": ("cuda_graph",),  # the CUDA-graph step's, removed in issue 47: compile_mode reduce-overhead does its job
+}
 
 # Bounds on what a config may ask for are bounds.py's; a config.json is untrusted input.
 MAX_CONFIG_BYTES = 1 << 20
@@ -143,7 +146,6 @@ class TrainConfig:
     compile_mode: str = option("default", f"torch.compile's mode: {', '.join(COMPILE_MODES)}")
     channels_last: str = option("auto", "channels-last memory format: auto, on or off")
     fused_adamw: str = option("auto", "AdamW's single-kernel implementation: auto, on or off")
-    cuda_graph: str = option("auto", "replay each whole step as one CUDA graph (one GPU): auto, on or off")
     threads: int = option(0, "CPU threads for torch (0: torch's default)")
     planned_steps: int = recorded(0, "the step count a time budget planned (0: none planned yet)")
     planned_at: int = recorded(0, "the step the learning rate's decay is anchored at (where it was planned)")
@@ -189,7 +191,6 @@ class TrainConfig:
             (self.compile in switches, "train.compile must be auto, on or off"),
             (self.channels_last in switches, "train.channels_last must be auto, on or off"),
             (self.fused_adamw in switches, "train.fused_adamw must be auto, on or off"),
-            (self.cuda_graph in switches, "train.cuda_graph must be auto, on or off"),
             (self.compile_mode in COMPILE_MODES, f"train.compile_mode must be one of {', '.join(COMPILE_MODES)}"),
             (0 <= self.sample_num <= 10_000 and 1 <= self.sample_steps <= MAX_TIMESTEPS,
              "train.sample_num must be between 0 and 10,000, and train.sample_steps at least 1"),

@@ -63,15 +63,15 @@ class Checkpoints:
         run.step = step
 
     def _match_optimizer_to_options(self) -> None:
-        """A loaded optimizer state carries the saving run's implementation flags and LR type; this run's
-        options win, so a run started without fused AdamW or CUDA graphs can resume with them and back."""
+        """A loaded optimizer state carries the saving run's implementation flags; this run's options win, so a
+        run started without fused AdamW can resume with it and back. (A run saved by the CUDA-graph step, removed
+        in issue 47, held its learning rates as tensors and its AdamW capturable: both are undone here.)"""
         run = self.run
-        graph, fused = run.options["cuda_graph"], run.options["fused_adamw"]
+        fused = run.options["fused_adamw"]
         for group in run.optimizer.param_groups:
-            lr = float(group["lr"])
-            group["lr"] = torch.tensor(lr, device=run.device) if graph else lr
-            group.update(fused=fused, capturable=graph, foreach=None if fused else group.get("foreach"))
-        step_device = run.device if fused or graph else "cpu"
+            group.update(lr=float(group["lr"]), fused=fused, capturable=False,
+                         foreach=None if fused else group.get("foreach"))
+        step_device = run.device if fused else "cpu"
         for param_state in run.optimizer.state.values():
             if "step" in param_state:
                 param_state["step"] = param_state["step"].to(dtype=torch.float32, device=step_device)

@@ -42,7 +42,7 @@ class EMA:
     @torch.no_grad()
     def update(self, net: torch.nn.Module, weight: float | torch.Tensor) -> None:
         """ema += weight * (net - ema). A 0-dim tensor weight stays on the device, so the update can be
-        skipped (weight 0) without the host looking at the loss, and captured in a CUDA graph."""
+        skipped (weight 0) without the host looking at the loss."""
         ema_params = list(self.net.parameters())
         params = [p.detach() for p in net.parameters()]
         if isinstance(weight, torch.Tensor):  # _foreach_mul_ takes a tensor scalar in one fused kernel on a GPU

@@ -50,7 +50,7 @@ def new_state(config: RunConfig, run_dir: Path, net: torch.nn.Module | None, dif
     if options["channels_last"]:
         net = net.to(memory_format=torch.channels_last)
     return RunState(config, run_dir, net, EMA(net, train_cfg.ema_decay, train_cfg.ema_std),
-                    adamw(parameter_groups(net, config), train_cfg, options, device),
+                    adamw(parameter_groups(net, config), train_cfg, options),
                     torch.Generator(device=device).manual_seed(train_cfg.seed), task,
                     LossWatch(train_cfg.on_nan, run_dir), MetricsLog(run_dir, tensorboard), options, dist, device)
 
@@ -71,24 +71,18 @@ def parameter_groups(net: torch.nn.Module, config: RunConfig) -> list[dict]:
              "lr_scale": d.guidance_lr / config.train.lr if d.guidance_lr else 1.0, "from_step": 0}]
 
 
-def adamw(groups: list[dict], train_cfg, options: dict, device: torch.device) -> torch.optim.AdamW:
-    """The run's optimizer over parameter_groups; one a CUDA graph captures reads its learning rates from tensors."""
-    graph = options["cuda_graph"]
+def adamw(groups: list[dict], train_cfg, options: dict) -> torch.optim.AdamW:
+    """The run's optimizer over parameter_groups."""
     for group in groups:
-        lr = train_cfg.lr * group["lr_scale"]
-        group["lr"] = torch.tensor(lr, device=device) if graph else lr
+        group["lr"] = train_cfg.lr * group["lr_scale"]
     return torch.optim.AdamW(groups, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay, betas=(0.9, 0.999),
-                             fused=options["fused_adamw"], capturable=graph)
+                             fused=options["fused_adamw"])
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, step: int) -> None:
     """Each group's share of the schedule's rate `lr` at `step` (0 before the group starts training)."""
     for group in optimizer.param_groups:  # a checkpoint saved before the groups has one, without the keys
-        scaled = lr * group.get("lr_scale", 1.0) if step >= group.get("from_step", 0) else 0.0
-        if isinstance(group["lr"], torch.Tensor):
-            group["lr"].fill_(scaled)
-        else:
-            group["lr"] = scaled
+        group["lr"] = lr * group.get("lr_scale", 1.0) if step >= group.get("from_step", 0) else 0.0
 
 
 def check_training_memory(config: RunConfig, local_batch: int, device: torch.device,

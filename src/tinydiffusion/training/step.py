@@ -1,7 +1,6 @@
 """One training step, read top to bottom: the loss of a batch (the task's: tasks.py), its gradients, AdamW, and
-the EMA. A plain function of what it touches, bound to the run's parts once and called for every batch, eagerly or,
-opted in, replayed as a CUDA graph (cuda_graph.py). Nothing in it waits for the device: a non-finite loss skips the
-update through tensors, and the host reads the loss later.
+the EMA. A plain function of what it touches, bound to the run's parts once and called for every batch. Nothing in it
+waits for the device: a non-finite loss skips the update through tensors, and the host reads the loss later.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .cuda_graph import GraphedStep
 from .state import RunState
 
 
@@ -22,7 +20,6 @@ class StepSettings:
     grad_clip: float  # clip the gradient norm to this (0: off)
     bf16: bool  # autocast the forward pass to bfloat16
     world_size: int  # processes that each hold a slice of the global batch
-    graphed: bool  # replayed as a CUDA graph: autocast must not cache casts across replays
     found_inf: torch.Tensor | None  # fused AdamW's skip flag, set on the device; None: the host decides
 
 
@@ -32,8 +29,7 @@ def train_step(model, net, task, optimizer, ema, settings: StepSettings, ema_wei
     network, or its DDP or compiled wrapper); `net` holds the weights that are clipped and averaged; `drawn`
     is what the task drew per image (the times t, for denoising)."""
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=settings.bf16,
-                        cache_enabled=not settings.graphed):
+    with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=settings.bf16):
         loss = task.loss(model, x0, y, noise, *drawn)
     loss.backward()
     if settings.grad_clip > 0:
@@ -46,7 +42,7 @@ def train_step(model, net, task, optimizer, ema, settings: StepSettings, ema_wei
     finite = torch.isfinite(global_loss)
 
     # A non-finite loss skips the update. With fused AdamW the skip is decided on the device (found_inf, as
-    # torch.amp.GradScaler does it), so a CUDA graph can hold the whole step; otherwise the host checks.
+    # torch.amp.GradScaler does it), so the host never waits for the loss; otherwise the host checks.
     if settings.found_inf is not None:
         settings.found_inf.copy_(~finite)
         optimizer.found_inf = settings.found_inf
@@ -73,6 +69,6 @@ def bind_step(run: RunState) -> tuple[Callable[..., torch.Tensor], torch.Tensor]
     ema_weight = torch.zeros((), device=device)
     found_inf = torch.zeros((), device=device) if options["fused_adamw"] else None  # 1.0: skip the update
     settings = StepSettings(grad_clip=train_cfg.grad_clip, bf16=options["bf16"], world_size=run.dist.world_size,
-                            graphed=options["cuda_graph"], found_inf=found_inf)
+                            found_inf=found_inf)
     step = functools.partial(train_step, model, run.net, run.task, run.optimizer, run.ema, settings, ema_weight)
-    return (GraphedStep(step, run.optimizer, device) if options["cuda_graph"] else step), ema_weight
+    return step, ema_weight

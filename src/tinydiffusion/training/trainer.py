@@ -89,7 +89,7 @@ class Trainer:
             raise UserError(f"the global batch size {train_cfg.batch_size} must divide evenly over "
                             f"{run_dist.world_size} processes.")
         self.progress = progress and run_dist.is_main
-        options = resolve_options(config, device, run_dist.world_size)
+        options = resolve_options(config, device)
         check_training_memory(config, train_cfg.batch_size // run_dist.world_size, device, net)
 
         # --- the data, the reports (rank 0's, made ready now: a missing package, or data that cannot be scored,
