@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_error, cli, cli_env, default_sigint, run_cli
+from conftest import REPO, assert_error, cli, cli_env, default_sigint, load_script, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -167,17 +167,16 @@ def test_bad_train_options_are_one_sentence_before_any_work(tiny_data_dir, tmp_p
     assert not run.exists()
 
 
-def test_train_classifier_epochs_0_and_its_output_never_the_package(capsys, monkeypatch):
+def test_the_classifier_tools_epochs_0_and_its_output_never_the_package(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "1000")  # help on one line per option
-    code, _, err = cli(capsys, "train-classifier", "--epochs", "0")
-    assert_error(code, err, exact="argument --epochs: '0' is not a whole number of at least 1 "
-                 "(see 'python -m tinydiffusion.evaluation train-classifier --help').")
-    from tinydiffusion import evaluation
-    from tinydiffusion.cli import Parser
-
+    tool = load_script(REPO / "tools" / "train_classifier.py", "train_classifier_tool")
+    with pytest.raises(SystemExit) as exit_:
+        tool.main(["train-classifier", "--epochs", "0"])
+    assert_error(exit_.value.code, capsys.readouterr().err, exact="argument --epochs: '0' is not a whole number of "
+                 "at least 1 (see 'python tools/train_classifier.py train-classifier --help').")
     for command in ("train-classifier", "ship-statistics"):
         with pytest.raises(SystemExit):
-            evaluation.main([command, "--help"], parser_class=Parser)
+            tool.main([command, "--help"])
         help_text = " ".join(capsys.readouterr().out.split())
         default_out = re.search(r"--out OUT [^-]*\(default: ([^)]+)\)", help_text).group(1)
         assert default_out in ("fmnist-classifier.safetensors", "fmnist-reference.npz"), help_text

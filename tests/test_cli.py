@@ -26,7 +26,6 @@ def cli_run(tiny_data_dir, tmp_path_factory):
 @pytest.mark.parametrize("command", command_lines(), ids=lambda command: " ".join(command) or "tinydiffusion")
 def test_help(command):
     result = run_cli([*command, "--help"])
-    # train-classifier's usage is its own parser's, `python -m tinydiffusion.evaluation train-classifier`
     assert result.returncode == 0 and result.stdout.startswith("usage: ") and "tinydiffusion" in result.stdout
 
 

@@ -31,9 +31,9 @@ from tinydiffusion.samplers.ddim import ddim
 
 def test_a_distillation_method_is_one_registration(monkeypatch):
     config = RunConfig(distill=DistillConfig(method="shortcut", sampler="ddim", steps=2, teacher="t"))
-    with pytest.raises(UserError, match="distill.method must be one of trajectory, consistency"):
+    with pytest.raises(UserError, match="distill.method must be trajectory"):  # a removed method is not offered
         config.validate()
-    monkeypatch.setitem(DISTILL_METHODS, "shortcut", DistillMethod("ddim", to_clean=True, snr_weighted=False))
+    monkeypatch.setitem(DISTILL_METHODS, "shortcut", DistillMethod("ddim", to_clean=True))
     config.validate()
 
 
@@ -128,15 +128,6 @@ def test_every_command_is_a_module_that_adds_its_parser_and_runs_it():
     for command in command_line.COMMANDS:
         runs = [name for name in vars(command) if name == "run" or name.startswith("run_")]
         assert callable(command.add) and runs, command.__name__  # visualize runs forward and reverse
-    names = command_lines()
-    assert ["train-classifier"] in names and "train-classifier" not in listed  # registered, not listed
     assert all(command.__name__.rsplit(".", 1)[1] in listed.replace("-", "_") for command in command_line.COMMANDS)
-
-
-def test_the_maintainers_command_gets_its_arguments_whole(capsys, monkeypatch):
-    from tinydiffusion import evaluation
-
-    seen = []
-    monkeypatch.setattr(evaluation, "main", lambda argv, parser_class: seen.append(argv) or 0)
-    assert cli(capsys, "train-classifier", "--epochs", "2", "--help")[0] == 0
-    assert seen == [["train-classifier", "--epochs", "2", "--help"]]
+    registered = {name[0] for name in command_lines() if name}  # every command registered is listed, none hidden
+    assert registered == {command.__name__.rsplit(".", 1)[1].replace("_", "-") for command in command_line.COMMANDS}

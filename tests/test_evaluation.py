@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import REAL_DATA
+from conftest import REAL_DATA, REPO, cli_env
 
 from tinydiffusion import evaluation
 from tinydiffusion.config import DataConfig
@@ -226,9 +228,16 @@ def test_train_classifier_saves_a_loadable_classifier(fake_data_dir, tmp_path):
     assert loaded.config == config and not loaded.training
 
 
-def test_train_classifier_command_line_reports_missing_data(tmp_path, capsys):
-    assert evaluation.main(["train-classifier", "--data-dir", str(tmp_path), "--out", str(tmp_path / "c")]) == 2
-    assert "error:" in capsys.readouterr().err
+def test_the_maintainers_classifier_tool_reports_missing_data_in_one_line(tmp_path):
+    """The tool (tools/, not the package) runs as a script; no data is one sentence and writes nothing."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for command, out in (("train-classifier", "c.safetensors"), ("ship-statistics", "s.npz")):
+        done = subprocess.run([sys.executable, str(REPO / "tools" / "train_classifier.py"), command, "--data-dir",
+                               str(empty), "--out", str(empty / out)], capture_output=True, text=True, timeout=300,
+                              env=cli_env())
+        assert done.returncode == 2 and done.stderr.startswith(f"error: Fashion-MNIST is not in {empty}"), done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and list(empty.iterdir()) == []
 
 
 def test_evaluate_samples_returns_every_key_and_caches(fake_data_dir, tiny_classifier, private_cache, monkeypatch):

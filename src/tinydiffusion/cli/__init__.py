@@ -23,23 +23,18 @@ from . import (
     prepare,
     sample,
     train,
-    train_classifier,
     visualize,
 )
 from .common import Parser
 from .train import run_name
 
 COMMANDS = (train, distill, prepare, cache, sample, export, visualize, inpaint, img2img, interpolate, evaluate, demo)
-HIDDEN = (train_classifier,)  # registered, not listed
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="tinydiffusion", description="Train, sample, draw and evaluate small diffusion models.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for command in COMMANDS:
-        command.add(sub)
-    sub.metavar = "{" + ",".join(sub.choices) + "}"  # the listed commands only
-    for command in HIDDEN:
         command.add(sub)
     return parser
 

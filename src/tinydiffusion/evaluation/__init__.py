@@ -29,7 +29,6 @@ from .classifier import (
     train_classifier,
     weights_checksum,
 )
-from .command import main
 from .evaluator import Evaluator, evaluate_samples
 from .metrics import (
     INCEPTION_METRIC,
@@ -48,6 +47,6 @@ __all__ = [
     "BUNDLED_CLASSIFIER", "INCEPTION_METRIC", "NO_TEST_SPLIT", "SHIPPED_STATISTICS", "Evaluator", "ImageDataset",
     "Recipe", "classifier", "classifier_accuracy", "evaluate_samples", "extract_features", "feature_statistics",
     "format_table", "frechet_distance", "hold_out", "inception_fid", "inception_unavailable", "load_classifier",
-    "load_samples_npz", "main", "metrics", "precision_recall", "samples", "save_npz",
+    "load_samples_npz", "metrics", "precision_recall", "samples", "save_npz",
     "train_classifier", "weights_checksum",
 ]

@@ -183,7 +183,7 @@ def load_classifier(path: str | Path | None = None) -> FeatureClassifier:
         if not needed.is_file():
             missing = "is not a regular file" if needed.exists() else "does not exist"
             raise UserError(f"classifier file {needed} {missing}; train one with "
-                            "`python -m tinydiffusion.evaluation train-classifier`.")
+                            "`python tools/train_classifier.py train-classifier` (in the source repository).")
     try:
         info = json.loads(info_path.read_text())
         config = ClassifierConfig(**{**info["config"], "channels": tuple(info["config"]["channels"])})

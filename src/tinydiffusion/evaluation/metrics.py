@@ -191,28 +191,7 @@ def real_floor(pool: torch.Tensor, classifier: FeatureClassifier, num: int, refe
 
 
 # --- a named dataset's statistics, shipped with the package (data/named.py's references) ---------
-
-SHIPPED_FLOOR_MAX = 10_000  # floor features shipped: enough for any N up to the test split's size
-
-
-def write_shipped_statistics(path: Path, classifier: FeatureClassifier, test, train, progress: bool = True) -> dict:
-    """Save what scoring needs when the data is not on disk: the test split's feature mean and covariance
-    (float64), its features (float16, for precision and recall) and the features of the floor's first
-    SHIPPED_FLOOR_MAX train images, in the floor's order, keyed by the classifier's and the data's checksums."""
-    test_features = extract_features(classifier, test.images, progress=progress)
-    mu, sigma = feature_statistics(test_features)
-    order = floor_indices(len(train), SHIPPED_FLOOR_MAX)
-    floor_features = extract_features(classifier, train.images[order], progress=progress)
-    facts = {"classifier_sha256": weights_checksum(classifier), "test_sha256": test.manifest["sha256"],
-             "train_sha256": train.manifest["sha256"], "floor_seed": FLOOR_SEED,
-             "test_images": len(test), "train_images": len(train)}
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, facts=np.array(json.dumps(facts)), mu=mu, sigma=sigma,
-                        test_features=test_features.astype(np.float16),
-                        floor_features=floor_features.astype(np.float16))
-    _write_cache(Path(path), buffer.getvalue())
-    return facts
-
+# (written by the maintainers' tools/train_classifier.py ship-statistics)
 
 def shipped_statistics(classifier: FeatureClassifier, path: Path = SHIPPED_STATISTICS) -> dict | None:
     """The shipped reference for this classifier (mu, sigma, features, floor_features, facts), or None

@@ -1,7 +1,0 @@
-"""`python -m tinydiffusion.evaluation train-classifier | ship-statistics`."""
-
-import sys
-
-from . import main
-
-sys.exit(main())
