@@ -164,7 +164,7 @@ def test_load_samples_npz_round_trip(tmp_path):
     (lambda p: np.savez(p, np.zeros((2, 28, 28, 1), np.float32)), "uint8"),
     (lambda p: np.savez(p, np.zeros((2, 28, 28), np.uint8)), "N x H x W x C"),
     (lambda p: np.savez(p, np.zeros((2, 28, 28, 1), np.uint8), labels=np.arange(3)), "one per image"),
-    (lambda p: np.savez(p, np.array([object()], dtype=object)), "not a readable"),
+    (lambda p: np.savez(p, np.array([object()], dtype=object)), "only pickle can load"),  # never unpickled
 ])
 def test_load_samples_npz_errors_are_user_errors(tmp_path, make, words):
     path = tmp_path / "samples.npz"

@@ -7,13 +7,12 @@ asked for (the layout of guided-diffusion's evaluator, so files from other proje
 from __future__ import annotations
 
 import io
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..data.formats.arrays import npz_member
+from ..data.formats.arrays import load_arrays
 from ..errors import UserError
 from ..files import atomic_write_bytes, not_a_file
 
@@ -33,32 +32,20 @@ def save_npz(path: str | Path, images_nchw: np.ndarray, labels: np.ndarray | Non
 
 
 def load_samples_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read samples in the guided-diffusion layout: `arr_0` uint8 [N, H, W, C], optional `labels` [N]."""
+    """Read samples in the guided-diffusion layout: `arr_0` uint8 [N, H, W, C], optional `labels` [N]. The file is
+    read as a dataset's .npz is (data/formats/arrays.py), then checked for this layout."""
     path = Path(path)
     try:
         kind = not_a_file(path.stat().st_mode)
-        if kind:  # never opened: a named pipe would block, a device never end
-            raise UserError(f"sample file {path} is {kind}, not a regular file; samples are read from an .npz file.")
-        with open(path, "rb") as f:
-            head = f.read(6)
     except FileNotFoundError:
         raise UserError(f"sample file {path} does not exist.") from None
     except OSError as err:
         raise UserError(f"cannot read sample file {path} ({err.strerror or err}).") from None
-    if not head.startswith((b"PK", b"\x93NUMPY")):  # a zip (.npz) or an .npy: anything else is no array file
-        raise UserError(f"{path} is not an .npz file; samples are an .npz holding arr_0, uint8 N x H x W x C, and "
-                        "optional labels, as `tinydiffusion sample --out FILE.npz` writes.")
-    try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise UserError(f"{path} is a single .npy array; save samples with np.savez (array arr_0).")
-        with archive:
-            if "arr_0" not in archive.files:
-                raise UserError(f"{path} has no array 'arr_0' (it holds {', '.join(archive.files) or 'nothing'}).")
-            images = npz_member(archive, "arr_0", path)
-            labels = npz_member(archive, "labels", path) if "labels" in archive.files else None
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:  # a UserError passes through
-        raise UserError(f"{path} is not a readable .npz file ({err}).") from None
+    if kind:  # never opened: a named pipe would block, a device never end
+        raise UserError(f"sample file {path} is {kind}, not a regular file; samples are read from an .npz file.")
+    images, labels, _ = load_arrays(path, ("arr_0",), npz_only="samples are an .npz holding arr_0, uint8 N x H x W "
+                                    "x C, and optional labels, as `tinydiffusion sample --out FILE.npz` or np.savez "
+                                    "writes")
     if images.dtype != np.uint8 or images.ndim != 4 or len(images) == 0:
         raise UserError(f"arr_0 in {path} is {images.dtype} of shape {images.shape}; "
                         "it must be uint8 of shape N x H x W x C with N > 0.")

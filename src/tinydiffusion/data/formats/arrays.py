@@ -48,24 +48,30 @@ def npz_member(archive, name: str, path: Path) -> np.ndarray:
     return archive[name]
 
 
-def _load(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """(images, labels or None, class names or None) as stored."""
+def load_arrays(path: Path, image_keys: tuple[str, ...] = IMAGE_KEYS, npz_only: str = "") -> tuple[
+        np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(images, labels or None, class names or None) as stored: an .npy's array, or an .npz's first of `image_keys`
+    with its `labels` and `class_names`. `npz_only`: what the caller wants instead (a clause), for callers that
+    take an .npz alone (evaluation/samples.py); anything else is then refused with it."""
     try:
         with open(path, "rb") as f:
             head = f.read(6)
     except OSError as err:
         raise UserError(f"{path} cannot be read ({err.strerror or err}).") from None
+    npy, npz = head == b"\x93NUMPY", head[:4] in (b"PK\x03\x04", b"PK\x05\x06")
+    if npz_only and not npz:
+        raise UserError(f"{path} is {'a single .npy array' if npy else 'not an .npz file'}; {npz_only}.")
     # an .npy, an .npz (a zip), or a pickle, which np.load refuses in a sentence of its own (below)
-    if head != b"\x93NUMPY" and head[:4] not in (b"PK\x03\x04", b"PK\x05\x06") and head[:1] != b"\x80":
+    if not (npy or npz) and head[:1] != b"\x80":
         raise UserError(f"{path} is not a NumPy file (it does not start as an .npy or an .npz does).")
     try:
-        loaded = np.load(path, allow_pickle=False, mmap_mode="r" if head == b"\x93NUMPY" else None)
+        loaded = np.load(path, allow_pickle=False, mmap_mode="r" if npy else None)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             return loaded, None, None
         with loaded:
-            key = next((k for k in IMAGE_KEYS if k in loaded.files), None)
+            key = next((k for k in image_keys if k in loaded.files), None)
             if key is None:
-                raise UserError(f"{path} has no array named {' or '.join(IMAGE_KEYS)} "
+                raise UserError(f"{path} has no array named {' or '.join(image_keys)} "
                                 f"(it holds {', '.join(loaded.files) or 'nothing'}).")
             images = npz_member(loaded, key, path)
             labels = npz_member(loaded, "labels", path) if "labels" in loaded.files else None
@@ -76,12 +82,13 @@ def _load(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]
             raise UserError(f"{path} holds Python objects that only pickle can load; tinydiffusion never unpickles "
                             "files. Save plain uint8 arrays (and integer labels, string class names).") from None
         raise UserError(f"{path} is not a readable NumPy file ({err}).") from None
-    except (OSError, EOFError, zipfile.BadZipFile, RuntimeError) as err:  # RuntimeError: zipfile's "encrypted"
+    # RuntimeError: zipfile's "encrypted"; KeyError: a member the archive lists but cannot find
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile, RuntimeError) as err:
         raise UserError(f"{path} is not a readable NumPy file ({err}).") from None
 
 
 def read(path: Path, split: str) -> SourceImages:
-    images, labels, names = _load(path)
+    images, labels, names = load_arrays(path)
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) == 0 or \
             (images.ndim == 4 and images.shape[3] not in (1, 3, 4)):
         raise UserError(f"the images in {path} are {images.dtype} of shape {images.shape}; they must be uint8 "
