@@ -33,6 +33,20 @@ class SkipImage(Exception):
     """This image cannot be used; the message says why (it is counted, not fatal)."""
 
 
+class NotAnImage(SkipImage):
+    """No format Pillow decodes in-process recognises the bytes."""
+
+
+class TooManyPixels(SkipImage):
+    """More pixels than the limit, known from the header: not a pixel was decoded. `size` is (width, height), or
+    None where Pillow refused the header itself (past twice its own limit)."""
+
+    def __init__(self, limit: int, size: tuple[int, int] | None = None):
+        whose = "Pillow's limit" if limit == Image.MAX_IMAGE_PIXELS else "the limit"
+        super().__init__(f"has more pixels than {whose} of {limit:,} (a decompression bomb?)")
+        self.limit, self.size = limit, size
+
+
 @dataclass(frozen=True)
 class Shape:
     size: int  # the side of the square output
@@ -75,29 +89,27 @@ def shape_image(image: Image.Image, shape: Shape) -> np.ndarray:
     return array[..., None] if array.ndim == 2 else array
 
 
-def _bomb() -> SkipImage:
-    return SkipImage(f"has more pixels than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} (a decompression bomb?)")
-
-
-def open_image(payload: bytes) -> Image.Image:
-    """Decode encoded bytes fully; a bomb, a truncated or an unknown file raises SkipImage."""
+def open_image(payload: bytes, max_pixels: int | None = None) -> Image.Image:
+    """Decode encoded bytes fully; a bomb, a truncated or an unknown file raises SkipImage. More than `max_pixels`
+    pixels (Pillow's limit where that is lower or none is given) raises TooManyPixels before any is decoded."""
     if not payload:
         raise SkipImage("is empty (0 bytes)")
+    limit = min((n for n in (max_pixels, Image.MAX_IMAGE_PIXELS) if n), default=None)
     try:
         # Pillow raises above twice its pixel limit and only warns between one and two times it; the size is
         # checked here, before decoding, rather than by turning the warning into an error with
         # warnings.catch_warnings, which is not thread-safe (images are decoded in several threads at once).
         image = Image.open(io.BytesIO(payload), formats=readable_formats())  # never by content sniffing as EPS
-        if Image.MAX_IMAGE_PIXELS and image.width * image.height > Image.MAX_IMAGE_PIXELS:
-            raise _bomb()
+        if limit and image.width * image.height > limit:
+            raise TooManyPixels(limit, image.size)
         image.load()
         return ImageOps.exif_transpose(image)  # phone photos are stored sideways with an orientation tag
     except SkipImage:
         raise
     except Image.DecompressionBombError:
-        raise _bomb() from None
+        raise TooManyPixels(limit) from None
     except UnidentifiedImageError:
-        raise SkipImage("is not an image Pillow can read") from None
+        raise NotAnImage("is not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:  # truncated or corrupt data
         raise SkipImage(f"is damaged ({err})") from None
     except Exception as err:  # Pillow's readers raise others on some damaged files (struct.error, NotImplementedError)

@@ -7,7 +7,6 @@ call them directly.
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import time
 
@@ -18,7 +17,7 @@ from PIL import Image
 from .. import editing
 from ..autoencoders import decode, image_shape
 from ..bounds import MAX_REQUEST_GUIDANCE, MAX_REQUEST_SAMPLING_STEPS, MAX_SEED
-from ..data.images import SkipImage, open_image, readable_formats
+from ..data.images import NotAnImage, SkipImage, TooManyPixels, open_image
 from ..data.pixels import to_model_space, to_pixels
 from ..defaults import MASK_ALIASES
 from ..errors import UserError
@@ -93,21 +92,20 @@ def for_edit(settings: dict) -> dict:
 
 def read_upload(payload: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """An uploaded file's bytes -> a decoded Pillow image. A file that is not an image, is damaged, or has more
-    than `max_pixels` pixels is one sentence, refused before it is decoded."""
+    than `max_pixels` pixels is one sentence, refused before it is decoded (data/images.open_image)."""
     if not payload:
         raise UserError("the upload is empty (0 bytes); choose an image file (PNG, JPEG, WebP, ...).")
-    try:  # opening reads only the header: the size is known before any pixel is decoded
-        width, height = Image.open(io.BytesIO(payload), formats=readable_formats()).size
-    except Image.DecompressionBombError:
-        raise UserError(f"the upload has more pixels than Pillow allows; this page takes images of up to "
-                        f"{max_pixels:,} pixels.") from None
-    except Exception:  # UnidentifiedImageError, or a header damaged enough to fail otherwise
-        raise UserError(NOT_AN_IMAGE) from None
-    if width * height > max_pixels:
-        raise UserError(f"the image is {width:,}x{height:,} pixels ({width * height:,}), more than the "
-                        f"{max_pixels:,} this page takes; upload a smaller one.")
     try:
-        return open_image(payload)
+        return open_image(payload, max_pixels)
+    except TooManyPixels as err:
+        if err.size is None:  # Pillow refused the header: past twice its own limit
+            raise UserError(f"the upload has more pixels than Pillow allows; this page takes images of up to "
+                            f"{err.limit:,} pixels.") from None
+        width, height = err.size
+        raise UserError(f"the image is {width:,}x{height:,} pixels ({width * height:,}), more than the "
+                        f"{err.limit:,} this page takes; upload a smaller one.") from None
+    except NotAnImage:
+        raise UserError(NOT_AN_IMAGE) from None
     except SkipImage as err:
         raise UserError(f"the upload {err}; choose another image.") from None
 
