@@ -1,5 +1,5 @@
 """Distillation: the student's target against an analytic teacher, resume, its config, sampling with it, bad input,
-a student started from another (distill.init), and the removed dmd method's students."""
+a student started from another (distill.init), and the students of the removed consistency and dmd methods."""
 
 import json
 import shutil
@@ -61,16 +61,15 @@ class AffineStudent(nn.Module):
         return (alpha * x - x0) / sigma
 
 
-def distil_analytic(method: str, steps: int, teacher_steps: int = 40, batches: int = 300, mean=MEAN, std=STD,
-                    teacher=None):
+def distil_analytic(steps: int, teacher_steps: int = 40, batches: int = 300, mean=MEAN, std=STD, teacher=None):
     """An affine student trained by the distillation loss alone (Adam on batches of N(mean, std^2) data), from the
     analytic teacher's DPM-Solver++(2M) path, or from `teacher`, a trajectory student of `teacher_steps` DDIM steps."""
     diffusion = GaussianDiffusion(DiffusionConfig(schedule="cosine", objective="v"))
     solver = "dpmpp-2m" if teacher is None else "ddim"
     teacher = AnalyticTeacher(diffusion, mean, std) if teacher is None else teacher
     task = Distillation(teacher, diffusion, steps, solver, teacher_steps, (1.0, 1.0), num_classes=0,
-                        method=method, teacher_takes_guidance=solver == "ddim")
-    student = AffineStudent(diffusion, uniform_levels(diffusion, steps if method == "trajectory" else teacher_steps))
+                        teacher_takes_guidance=solver == "ddim")
+    student = AffineStudent(diffusion, uniform_levels(diffusion, steps))
     optimizer = torch.optim.Adam(student.parameters(), lr=0.05)
     generator = torch.Generator().manual_seed(0)
     for i in range(batches):
@@ -84,18 +83,16 @@ def distil_analytic(method: str, steps: int, teacher_steps: int = 40, batches: i
     return diffusion, teacher, student
 
 
-@pytest.mark.parametrize("method,steps,sampler,teacher_steps", [("trajectory", 1, "ddim", 40),
-                                                                ("trajectory", 2, "ddim", 40),
-                                                                ("consistency", 1, "consistency", 10)])
-def test_a_student_of_an_analytic_teacher_matches_the_teachers_ode_solution(method, steps, sampler, teacher_steps):
+@pytest.mark.parametrize("steps", [1, 2])
+def test_a_student_of_an_analytic_teacher_matches_the_teachers_ode_solution(steps):
     """A student's deterministic steps land where the teacher's DPM-Solver++(2M) lands from the same noise,
     within 0.01 (4% of the data's std)."""
-    diffusion, teacher, student = distil_analytic(method, steps, teacher_steps)
+    diffusion, teacher, student = distil_analytic(steps)
     noise = torch.randn(4000, 1, 2, 2, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        ode = SAMPLERS["dpmpp-2m"](Denoiser(teacher, diffusion), noise, diffusion, teacher_steps)
-        distilled = SAMPLERS[sampler](Denoiser(student, diffusion), noise, diffusion, steps)
-        untrained = SAMPLERS[sampler](Denoiser(teacher, diffusion), noise, diffusion, steps)
+        ode = SAMPLERS["dpmpp-2m"](Denoiser(teacher, diffusion), noise, diffusion, 40)
+        distilled = SAMPLERS["ddim"](Denoiser(student, diffusion), noise, diffusion, steps)
+        untrained = SAMPLERS["ddim"](Denoiser(teacher, diffusion), noise, diffusion, steps)
     assert (distilled - ode).abs().max().item() < 0.01
     # The teacher's own few steps miss the ODE solution by far more: the student learned something.
     assert (untrained - ode).abs().max().item() > 0.05
@@ -105,9 +102,9 @@ def test_rounds_of_progressive_distillation_land_on_the_teachers_ode_solution():
     """A 4-step student of the analytic teacher teaches a 2-step student, which teaches a 1-step one (each student
     taking the guidance input, as a real student does); each round's DDIM steps land where the teacher's 40-step
     DPM-Solver++(2M) does from the same noise, the error of one round carried into the next staying small."""
-    diffusion, teacher, four = distil_analytic("trajectory", 4)
-    _, _, two = distil_analytic("trajectory", 2, teacher_steps=4, teacher=four)
-    _, _, one = distil_analytic("trajectory", 1, teacher_steps=2, teacher=two)
+    diffusion, teacher, four = distil_analytic(4)
+    _, _, two = distil_analytic(2, teacher_steps=4, teacher=four)
+    _, _, one = distil_analytic(1, teacher_steps=2, teacher=two)
     noise = torch.randn(4000, 1, 2, 2, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ode = SAMPLERS["dpmpp-2m"](Denoiser(teacher, diffusion), noise, diffusion, 40)
@@ -118,22 +115,35 @@ def test_rounds_of_progressive_distillation_land_on_the_teachers_ode_solution():
     assert (untrained - ode).abs().max().item() > 0.05  # the teacher's own one step misses by far more
 
 
-def test_a_consistency_student_draws_its_teachers_distribution_at_more_steps():
-    """Multistep consistency sampling: at 1 and 2 steps the samples keep the mean of the teacher's own within 0.01
-    and their spread within 3%. (At more steps the spread shrinks: the student's estimate from a late level is
-    the teacher's few remaining steps there, which shrink toward the mean; with 10 teacher steps, 10 student
-    steps give std 0.41 against the teacher's 0.47.)"""
-    diffusion, teacher, student = distil_analytic("consistency", 1, teacher_steps=10, batches=200, mean=0.1, std=0.5)
+class AnalyticConsistencyStudent(nn.Module):
+    """The exact consistency function of data ~ N(mean, std^2) per pixel, as a v-predicting network: from x_t, the
+    end of the probability-flow ODE's path, x0 = mean + std (x_t - alpha mean) / sqrt(alpha^2 std^2 + sigma^2).
+    What a perfectly trained consistency student (a method no longer trained: distill_methods.py) would output."""
+
+    def __init__(self, diffusion, mean, std):
+        super().__init__()
+        self.alphas_cumprod, self.mean, self.std = diffusion.alphas_cumprod, mean, std
+
+    def forward(self, x, t, y=None, guidance=None):
+        ab = self.alphas_cumprod[t.long()].view(-1, 1, 1, 1)
+        alpha, sigma = ab.sqrt(), (1 - ab).sqrt()
+        x0 = self.mean + self.std * (x.double() - alpha * self.mean) / (alpha**2 * self.std**2 + sigma**2).sqrt()
+        return ((alpha * x - x0) / sigma).float()
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_multistep_consistency_sampling_draws_the_datas_distribution(steps):
+    """The consistency sampler, with which old consistency students still sample: each step's estimate noised
+    afresh to the next level lies on the true marginal, so with the exact consistency function any number of
+    steps draws the data's N(0.1, 0.5^2), mean within 0.01 and spread within 3%."""
+    diffusion = GaussianDiffusion(DiffusionConfig(schedule="cosine", objective="v"))
+    student = AnalyticConsistencyStudent(diffusion, mean=0.1, std=0.5)
     generator = torch.Generator().manual_seed(2)
+    noise = torch.randn(8000, 1, 2, 2, generator=generator)
     with torch.no_grad():
-        reference = SAMPLERS["dpmpp-2m"](Denoiser(teacher, diffusion), torch.randn(8000, 1, 2, 2, generator=generator),
-                                         diffusion, 10)
-    for steps in (1, 2):
-        noise = torch.randn(8000, 1, 2, 2, generator=generator)
-        with torch.no_grad():
-            x0 = SAMPLERS["consistency"](Denoiser(student, diffusion), noise, diffusion, steps, generator=generator)
-        assert x0.mean().item() == pytest.approx(reference.mean().item(), abs=0.01), steps
-        assert x0.std().item() == pytest.approx(reference.std().item(), rel=0.03), steps
+        x0 = SAMPLERS["consistency"](Denoiser(student, diffusion), noise, diffusion, steps, generator=generator)
+    assert x0.mean().item() == pytest.approx(0.1, abs=0.01)
+    assert x0.std().item() == pytest.approx(0.5, rel=0.03)
 
 
 def test_the_distillation_target_is_the_teachers_landing_point():
@@ -179,6 +189,23 @@ def distil_smoke_run(trained_run, tiny_data_dir, run, *flags: str):
 def student_run(trained_run, tiny_data_dir, tmp_path_factory):
     """A 2-step student of the smoke run at the defaults."""
     return distil_smoke_run(trained_run, tiny_data_dir, tmp_path_factory.mktemp("student") / "student")
+
+
+def as_consistency(config: dict) -> dict:
+    """A student's config as the consistency method wrote it: that method, sampling with its own sampler."""
+    config["distill"].update(method="consistency", sampler="consistency")
+    return config
+
+
+@pytest.fixture(scope="module")
+def consistency_student(student_run, tmp_path_factory):
+    """The student_run's last checkpoint with its config made a consistency student's (a method no longer trained,
+    whose students still load and sample)."""
+    student = tmp_path_factory.mktemp("consistency") / "student"
+    shutil.copytree(latest_checkpoint(student_run), student)
+    config_file = student / "config.json"
+    config_file.write_text(json.dumps(as_consistency(json.loads(config_file.read_text())), indent=2))
+    return student
 
 
 def resumed_after_step_2(run, tmp_path):
@@ -340,7 +367,8 @@ def test_distill_refuses_bad_input_in_one_sentence(student_run, trained_run, tin
     assert files_of(student_run) == before  # nothing already on disk was touched
 
 
-def test_a_trajectory_student_teaches_a_student_of_fewer_steps(student_run, tiny_data_dir, tmp_path, capsys):
+def test_a_trajectory_student_teaches_a_student_of_fewer_steps(student_run, consistency_student, tiny_data_dir,
+                                                                 tmp_path, capsys):
     """A round of progressive distillation: the 2-step student teaches a 1-step one (by default, half its steps),
     walking its own DDIM steps with the guidance as its input; a consistency student is refused as a teacher."""
     run = tmp_path / "one"
@@ -359,12 +387,7 @@ def test_a_trajectory_student_teaches_a_student_of_fewer_steps(student_run, tiny
     images, _ = generate(model, 4, guidance=2)
     assert images.shape == (4, 1, 28, 28) and calls == [4]
 
-    consistency = tmp_path / "consistency"
-    shutil.copytree(latest_checkpoint(student_run), consistency)
-    text = (consistency / "config.json").read_text()
-    (consistency / "config.json").write_text(text.replace('"method": "trajectory"', '"method": "consistency"')
-                                             .replace('"sampler": "ddim"', '"sampler": "consistency"'))
-    code, _, err = cli(capsys, "distill", "--teacher", consistency, "--data-dir", tiny_data_dir, "--run-dir",
+    code, _, err = cli(capsys, "distill", "--teacher", consistency_student, "--data-dir", tiny_data_dir, "--run-dir",
                        tmp_path / "refused", "--max-steps", "1", "--no-progress")
     assert code == 2 and "is a consistency student" in err and "Traceback" not in err, err
     assert not (tmp_path / "refused").exists()
@@ -451,7 +474,8 @@ def test_resuming_a_finished_distillation_says_it_is_complete(student_run, capsy
     assert files_of(student_run) == before
 
 
-def test_a_student_started_from_another_records_its_start(student_run, trained_run, tiny_data_dir, tmp_path, capsys):
+def test_a_student_started_from_another_records_its_start(student_run, consistency_student, trained_run,
+                                                          tiny_data_dir, tmp_path, capsys):
     """distill.init starts a new student from a trajectory student of the same steps, whose guidance embedding has
     learned already (train.lr for it); a start of other steps, a missing one or a consistency student is one
     sentence, before the data is read."""
@@ -466,8 +490,7 @@ def test_a_student_started_from_another_records_its_start(student_run, trained_r
     cases = [
         (["--steps", "1", "--distill.init", student_run], "is not a trajectory student of 1"),
         (["--distill.init", tmp_path / "missing", "--data", tmp_path / "no-data"], "missing does not exist"),
-        (["--distill.method", "consistency", "--distill.init", student_run],
-         "distill.init starts a trajectory student"),
+        (["--distill.init", consistency_student], "is not a trajectory student of 2"),
     ]
     before = files_of(student_run)
     for flags, expected in cases:
@@ -476,9 +499,8 @@ def test_a_student_started_from_another_records_its_start(student_run, trained_r
     assert not (tmp_path / "refused").exists() and files_of(student_run) == before
 
 
-# --- the dmd method, removed (issue 47): its students still load and sample; training one is refused -------------
-
-REMOVED = ("the dmd distillation method was removed", "--distill.method trajectory")
+# --- the consistency and dmd methods, removed (issue 47): their students still load and sample; training one is
+# refused ------------------------------------------------------------------------------------------------------------
 
 
 def as_dmd(config: dict) -> dict:
@@ -511,15 +533,36 @@ def test_an_old_dmd_student_loads_and_samples_as_a_trajectory_student(tmp_path, 
     assert code == 0 and (tmp_path / "dmd.png").stat().st_size > 0, err
 
 
-def test_training_a_dmd_student_new_or_resumed_is_one_sentence(student_run, trained_run, tiny_data_dir, tmp_path,
-                                                               capsys):
-    """`distill --distill.method dmd` is refused before any work, and so is resuming a dmd run (a student run's
-    config.json made a dmd one's, stopped after step 2) by `distill` or `train`; training's own entry (task_for)
-    refuses it too, for a caller of the Python API."""
+def test_an_old_consistency_student_loads_and_samples_at_any_steps(consistency_student, tmp_path, capsys):
+    """A consistency student samples with its own sampler at any number of steps, one evaluation each; `sample`
+    takes it too."""
+    student = load_model(consistency_student, device="cpu")
+    assert (student.config.distill.method, student.config.distill.sampler) == ("consistency", "consistency")
+    assert sampling_settings(student, steps=3, guidance=2)[:2] == ("consistency", 3)
+    calls = []
+    student.net.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    for steps in (1, 3):
+        calls.clear()
+        images, _ = generate(student, 4, steps=steps, guidance=2, seed=5)
+        assert calls == [4] * steps and torch.isfinite(images).all()
+    out = tmp_path / "consistency.png"
+    code, _, err = cli(capsys, "sample", "--checkpoint", consistency_student, "--steps", "3", "--num", "2",
+                       "--out", out)
+    assert code == 0 and out.stat().st_size > 0, err
+
+
+@pytest.mark.parametrize("method, rewrite", [("dmd", as_dmd), ("consistency", as_consistency)])
+def test_training_a_removed_methods_student_new_or_resumed_is_one_sentence(method, rewrite, student_run, trained_run,
+                                                                           tiny_data_dir, tmp_path, capsys):
+    """`distill --distill.method dmd` (or consistency) is refused before any work, and so is resuming such a run (a
+    student run's config.json made one of that method's, stopped after step 2) by `distill` or `train`; training's
+    own entry (task_for) refuses it too, for a caller of the Python API."""
+    removed = (f"the {method} distillation method was removed", "still load and sample",
+               "--distill.method trajectory")
     run = tmp_path / "new"
-    code, _, err = cli(capsys, "distill", "--teacher", trained_run, "--distill.method", "dmd", "--data-dir",
+    code, _, err = cli(capsys, "distill", "--teacher", trained_run, "--distill.method", method, "--data-dir",
                        tiny_data_dir, "--run-dir", run, "--no-progress")
-    assert_error(code, err, *REMOVED)
+    assert_error(code, err, *removed)
     assert not run.exists()
 
     old = tmp_path / "old"
@@ -527,12 +570,12 @@ def test_training_a_dmd_student_new_or_resumed_is_one_sentence(student_run, trai
     shutil.rmtree(old / "checkpoints" / "step-00000004")
     (old / "checkpoints" / "latest").write_text("step-00000002\n")
     for config_file in (old / "config.json", old / "checkpoints" / "step-00000002" / "config.json"):
-        config_file.write_text(json.dumps(as_dmd(json.loads(config_file.read_text())), indent=2))
+        config_file.write_text(json.dumps(rewrite(json.loads(config_file.read_text())), indent=2))
     before = files_of(old)
     for command in ("distill", "train"):
         code, _, err = cli(capsys, command, "--resume", old, "--no-progress")
-        assert_error(code, err, *REMOVED)
+        assert_error(code, err, *removed)
     assert files_of(old) == before
     with pytest.raises(UserError) as refused:
         task_for(load_config(old / "config.json"), None, torch.device("cpu"))
-    one_sentence(refused, *REMOVED)
+    one_sentence(refused, *removed)

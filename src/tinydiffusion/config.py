@@ -267,8 +267,8 @@ class DistillConfig:
     teacher: str = option("", "the teacher: a run directory, a checkpoint or a .safetensors file")
     steps: int = option(0, "the student's sampling steps: each takes one network evaluation (0: not a student)")
     method: str = option("trajectory", "trajectory: each of the student's steps lands where the teacher's path does "
-                         "(progressive distillation's target, one round); consistency: from any of the teacher's "
-                         "levels the student predicts the end of its path, and samples with any number of steps")
+                         "(progressive distillation's target, one round), the one method trained; a consistency or "
+                         "dmd student, no longer trained, still loads and samples")
     init: str = option("", "start the student from this trajectory student of the same steps instead of from its "
                        "teacher (a run directory, checkpoint or .safetensors file)")
     guidance_lr: float = option(0.0, "the learning rate of the student's guidance embedding, the one part of its "
@@ -294,7 +294,7 @@ class DistillConfig:
         trained = [name for name, entry in DISTILL_METHODS.items() if not entry.removed]
         return [
             (0 <= self.steps <= 1000, "distill.steps must be between 1 and 1,000 (0: not a student)"),
-            (method is not None, f"distill.method must be one of {', '.join(trained)}"),
+            (method is not None, f"distill.method must be {' or '.join(trained)}"),
             (self.sampler == (student_sampler or self.sampler),
              f"distill.sampler must be the {self.method} method's {student_sampler}"),
             (self.steps == 0 or bool(self.teacher), "a student (distill.steps) needs its distill.teacher"),
@@ -306,8 +306,6 @@ class DistillConfig:
              "method's levels lie on the teacher's)"),
             (0 <= self.guidance_lr <= 1, "distill.guidance_lr must be between 0 and 1 (0: train.lr)"),
             (0 <= self.guidance_warmup <= 1_000_000, "distill.guidance_warmup must be between 0 and 1,000,000 steps"),
-            (not self.init or method is None or not method.to_clean,
-             "distill.init starts a trajectory student, not a consistency one"),
             (0 <= self.guidance_min <= self.guidance_max <= MAX_GUIDANCE,
              f"need 0 <= distill.guidance_min <= distill.guidance_max <= {MAX_GUIDANCE:g}"),
         ]

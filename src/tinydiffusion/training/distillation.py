@@ -1,22 +1,19 @@
 """Distillation: a student that samples in K network evaluations where its teacher's sampler takes many.
 
-Two methods share everything but their targets. In both, x_i is a training image noised to a level L_i
-(q(x_t | x0)), so the student learns on the true marginals with no full teacher trajectories to generate, and the
-teacher's deterministic sampler runs on its own levels from L_i to a target level L_j.
+The trajectory method: x_i is a training image noised to one of the student's K levels L_i (q(x_t | x0)), so the
+student learns on the true marginals with no full teacher trajectories to generate, and the teacher's deterministic
+sampler runs on its own levels from L_i to the student's next level L_j. The student's one DDIM step from L_i must
+land where the teacher's steps land: progressive distillation's target (Salimans & Ho 2022, algorithm 2), taken in
+one round against the teacher's whole solver. For a DDIM step from (alpha_i, sigma_i) to (alpha_j, sigma_j), the x0
+that lands on the teacher's x_j is
 
-- trajectory: L_i is one of the student's K levels and L_j the next. The student's one DDIM step from L_i must land
-  where the teacher's steps land: progressive distillation's target (Salimans & Ho 2022, algorithm 2), taken in
-  one round against the teacher's whole solver. For a DDIM step from (alpha_i, sigma_i) to (alpha_j, sigma_j), the
-  x0 that lands on the teacher's x_j is
+    x0* = (x_j - (sigma_j / sigma_i) x_i) / (alpha_j - alpha_i sigma_j / sigma_i)     (Salimans & Ho, eq. 8)
 
-      x0* = (x_j - (sigma_j / sigma_i) x_i) / (alpha_j - alpha_i sigma_j / sigma_i)     (Salimans & Ho, eq. 8)
+and x0* = x_j on the last step, to the clean image. The x0 error is weighted by 1 + SNR, the "SNR+1" weighting of
+Salimans & Ho (sec. 4). The student samples with DDIM at its K levels, and only there.
 
-  and x0* = x_j on the last step, to the clean image. The x0 error is weighted by 1 + SNR, the "SNR+1" weighting
-  of Salimans & Ho (sec. 4). The student samples with DDIM at its K levels, and only there.
-- consistency: L_i is any of the teacher's levels and L_j the clean image, so x0* is the end of the teacher's
-  path from x_i: the consistency function of Song et al. 2023, regressed onto the teacher's full solve instead of
-  their one-step bootstrap, with the x0 error unweighted. It samples with multistep consistency sampling
-  (samplers/consistency.py) at any number of steps.
+(The consistency method, whose target was the end of the teacher's path from any of its levels, is no longer
+trained: distill_methods.py. Its students still sample, with samplers/consistency.py.)
 
 Guidance is folded in (Meng et al. 2023): the teacher runs with classifier-free guidance at a scale w drawn per
 image, and the student takes w as an input, so one evaluation per step honours any scale in the learned range.
@@ -30,7 +27,6 @@ from itertools import pairwise
 
 import torch
 
-from ..distill_methods import DISTILL_METHODS
 from ..errors import UserError
 from ..files import sha256_file
 from ..samplers import SAMPLERS, uniform_levels
@@ -39,17 +35,13 @@ from ..samplers.denoiser import Denoiser
 
 class Distillation:
     def __init__(self, teacher: torch.nn.Module, diffusion, steps: int, teacher_sampler: str, teacher_steps: int,
-                 guidance_range: tuple[float, float], num_classes: int, method: str = "trajectory",
-                 teacher_takes_guidance: bool = False):
-        self.teacher, self.diffusion, self.method = teacher, diffusion, DISTILL_METHODS[method]
+                 guidance_range: tuple[float, float], num_classes: int, teacher_takes_guidance: bool = False):
+        self.teacher, self.diffusion = teacher, diffusion
         self.teacher_takes_guidance = teacher_takes_guidance  # a student teacher: w is its input, one call a step
         self.num_classes, self.guidance_range = num_classes, guidance_range
         self.solve = SAMPLERS[teacher_sampler].algorithm
         teacher_levels = SAMPLERS[teacher_sampler].spacing(diffusion, teacher_steps)
-        # Each stretch is the teacher's own levels from a start level to a target level; its sampler walks them.
-        if self.method.to_clean:  # from every teacher level to the clean image
-            self.stretches = [teacher_levels[i:] for i in range(len(teacher_levels) - 1)]
-            return
+        # Each stretch: the teacher's own levels from one of the student's levels to the next, for its sampler.
         levels = uniform_levels(diffusion, steps)  # the student's K levels, then the clean image
         position = {level.t: i for i, level in enumerate(teacher_levels)}
         if any(level.t not in position for level in levels):
@@ -62,7 +54,7 @@ class Distillation:
         d = config.distill
         teacher = load_teacher(config, device)
         return cls(teacher.net, diffusion, d.steps, d.teacher_sampler, d.teacher_steps,
-                   (d.guidance_min, d.guidance_max), config.net.num_classes, d.method,
+                   (d.guidance_min, d.guidance_max), config.net.num_classes,
                    teacher_takes_guidance=teacher.config.net.guidance_input)
 
     def draw(self, batch: int, generator: torch.Generator, device) -> tuple[torch.Tensor, ...]:
@@ -102,7 +94,7 @@ class Distillation:
         else:
             ratio = following.sigma / level.sigma
             target = (x_j - ratio * x_i) / (following.alpha - level.alpha * ratio)
-        weight = 1 + (level.alpha / level.sigma) ** 2 if self.method.snr_weighted else 1.0
+        weight = 1 + (level.alpha / level.sigma) ** 2
 
         def per_image(value: float, *shape: int) -> torch.Tensor:
             return torch.full((len(chosen), *shape), float(value), device=x_i.device)
