@@ -134,6 +134,18 @@ def test_a_manifest_that_is_not_a_file_neither_hangs_the_listing_nor_is_removed(
     assert (entry / "data.npy").is_file()
 
 
+def test_a_large_manifest_that_loading_accepts_is_listed_not_called_damaged(tmp_path, private_cache, capsys):
+    """`cache` reads a data.json with the limit loading reads it with: one over 16 MiB (a set that skipped many
+    files) is described, as loading it works."""
+    entries = prepare_into_cache(tmp_path, private_cache, capsys)
+    manifest = next(private_cache / "prepared" / name / "data.json" for name in entries
+                    if (private_cache / "prepared" / name / "data.json").is_file())
+    manifest.write_bytes(manifest.read_bytes().rstrip() + b" " * (17 << 20) + b"\n")
+    assert load(tmp_path / "pets").images.shape[0] == 4
+    code, listing, _ = cli(capsys, "cache")
+    assert code == 0 and "4 images of 8x8x3" in listing and "damaged" not in listing, listing
+
+
 def test_a_cache_at_the_root_walks_only_its_own_folders(monkeypatch):
     """TINYDIFFUSION_CACHE=/ lists /prepared, /evaluation and the download folders, if any, and nothing else: at
     once, not the whole disk. (Only listed: a test must not clear /.)"""

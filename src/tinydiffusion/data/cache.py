@@ -14,14 +14,18 @@ import itertools
 import json
 import os
 import re
+import shutil
 import stat
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from .. import words
-from ..files import cache_dir, read_regular_file
+from ..errors import UserError
+from ..files import atomic_directory, cache_dir, exclusive_lock, read_regular_file
 from .named import NAMED
 
 ENTRY = re.compile(r".+-[A-Za-z0-9_]+-[0-9a-f]{12}-[0-9a-f]{12}")  # entry_path's names
@@ -34,7 +38,8 @@ MOST_ENTRIES = 10_000  # looked at in prepared/ or evaluation/: a user's folder 
 MOST_FILES = 100  # in one entry (it holds a dozen): a folder with more is not one
 MOST_WALKED = 100_000  # files and folders a listing sizes in a part it only measures (downloads)
 MOST_NAMED = 5  # entries named in the one line that says what was left
-MANIFEST_BYTES = 16 << 20
+T = TypeVar("T")
+MANIFEST_BYTES = 256 << 20  # a data.json lists every skipped file: far more than any folder's list takes
 
 
 def prepared_root() -> Path:
@@ -151,6 +156,28 @@ def _remove(found: Found) -> None:
         file.unlink(missing_ok=True)
     if found.kind != "lock":
         found.path.rmdir()
+
+
+def cached(entry: Path, marker: str, fill: Callable[[Path], None], check: Callable[[Path], T], what: str) -> T:
+    """`check(entry)` of the cache folder `entry`, which `fill(folder)` writes first, whole (files.atomic_directory),
+    unless it holds `marker`: under a lock beside it, so that one process writes it and the others then reuse it. An
+    entry that `check` finds damaged (it raises) is removed and written once more; an OSError is one sentence, that
+    `what` ("latents") cannot be written to the cache."""
+    try:
+        with exclusive_lock(entry.with_name(entry.name + ".lock")):
+            for attempt in range(2):
+                if not (entry / marker).is_file():
+                    with atomic_directory(entry) as folder:
+                        fill(folder)
+                try:
+                    return check(entry)
+                except (OSError, ValueError, KeyError, TypeError, UserError):
+                    if attempt:
+                        raise
+                    shutil.rmtree(entry, ignore_errors=True)
+    except OSError as err:
+        raise UserError(f"cannot write {what} to the cache {entry.parent} ({err.strerror or err}); "
+                        "set TINYDIFFUSION_CACHE to a writable folder.") from None
 
 
 def remove_older(entry: Path) -> None:

@@ -15,7 +15,6 @@ statistics its config recorded (a resumed run) or else the measured ones, which 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import numpy as np
 from ..autoencoders import autoencoder_entry, load_autoencoder, normalise
 from ..config import DataConfig
 from ..errors import UserError
-from ..files import atomic_directory, exclusive_lock, read_regular_file
+from ..files import read_regular_file
 from . import cache
 from .loading import ImageDataset, load_data
 
@@ -106,26 +105,16 @@ def encode_dataset(dataset: ImageDataset, config: DataConfig, progress: bool = T
     import torch
 
     check_encodable(dataset, config)
-    entry = entry_for(dataset, config)
-    try:
-        with exclusive_lock(entry.with_name(entry.name + ".lock")):  # one process encodes, the others then reuse
-            for attempt in range(2):
-                if not (entry / META_FILE).is_file():
-                    with atomic_directory(entry) as tmp:
-                        _encode_into(tmp, dataset, config, progress)
-                try:
-                    meta = json.loads(read_regular_file(entry / META_FILE, cache.MANIFEST_BYTES))
-                    latents = np.load(entry / LATENTS_FILE, mmap_mode="r")
-                    if list(latents.shape[1:]) != meta["shape"] or len(latents) != meta["count"]:
-                        raise ValueError("the latents do not match their manifest")
-                    break
-                except (OSError, ValueError, KeyError, TypeError):
-                    if attempt:
-                        raise
-                    shutil.rmtree(entry, ignore_errors=True)
-    except OSError as err:
-        raise UserError(f"cannot write latents to the cache {entry.parent} ({err.strerror or err}); "
-                        "set TINYDIFFUSION_CACHE to a writable folder.") from None
+
+    def check(entry: Path) -> tuple[dict, np.ndarray]:
+        meta = json.loads(read_regular_file(entry / META_FILE, cache.MANIFEST_BYTES))
+        latents = np.load(entry / LATENTS_FILE, mmap_mode="r")
+        if list(latents.shape[1:]) != meta["shape"] or len(latents) != meta["count"]:
+            raise ValueError("the latents do not match their manifest")
+        return meta, latents
+
+    meta, latents = cache.cached(entry_for(dataset, config), META_FILE,
+                                 lambda folder: _encode_into(folder, dataset, config, progress), check, "latents")
     mean, std = config.latent_mean or tuple(meta["mean"]), config.latent_std or tuple(meta["std"])
     images = normalise(torch.from_numpy(np.array(latents, dtype=np.float32)), mean, std)
     manifest = {**dataset.manifest, "autoencoder": config.autoencoder, "latent_mean": list(mean),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,6 @@ from typing import TYPE_CHECKING
 from .. import words
 from ..config import DataConfig
 from ..errors import UserError
-from ..files import atomic_directory, exclusive_lock
 from . import cache
 from . import prepared as store
 from .sources import locate, named_dataset
@@ -97,15 +95,13 @@ def prepared_path(config: DataConfig, split: str = "train", progress: bool = Tru
                                 f"with --data.{what} {asked}, or drop --data.{what}.")
         return path
     entry, input_hash = _cache_entry(fmt, path, split, config)
-    try:
-        with exclusive_lock(entry.with_name(entry.name + ".lock")):  # one process prepares, the others then reuse
-            if not (entry / "data.json").is_file():
-                with atomic_directory(entry) as tmp:
-                    _prepare_split(fmt, path, split, config, tmp / "data", input_hash, progress)
-                cache.remove_older(entry)  # the copies of older versions of the source
-    except OSError as err:
-        raise UserError(f"cannot write prepared data to the cache {entry.parent} ({err.strerror or err}); "
-                        "set TINYDIFFUSION_CACHE to a writable folder.") from None
+
+    def fill(folder: Path) -> None:
+        _prepare_split(fmt, path, split, config, folder / "data", input_hash, progress)
+        cache.remove_older(entry)  # the copies of older versions of the source, useless now
+
+    cache.cached(entry, "data.json", fill, lambda done: store.open_prepared(done / "data.npy", memory_limit=0),
+                 "prepared data")
     return entry / "data.npy"
 
 
@@ -115,13 +111,7 @@ def load_data(config: DataConfig, split: str = "train", progress: bool = True) -
     if path is None:
         return None
     limit = int(config.memory_limit_mb * 2**20) if config.memory_limit_mb > 0 else None
-    try:
-        data = store.open_prepared(path, limit)
-    except UserError:
-        if path.parent.parent != cache.prepared_root():  # the user's own prepared file: theirs to fix
-            raise
-        shutil.rmtree(path.parent, ignore_errors=True)  # a damaged cache entry is prepared again
-        data = store.open_prepared(prepared_path(config, split, progress), limit)
+    data = store.open_prepared(path, limit)  # a damaged cache entry was prepared again by prepared_path
     named = named_dataset(config)
     class_names = named.class_names if named else tuple(data.manifest["class_names"])
     import torch  # here, not at the top: the command line imports this module and starts without torch

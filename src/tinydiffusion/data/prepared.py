@@ -29,6 +29,7 @@ from .. import words
 from ..errors import UserError
 from ..files import atomic_file, read_regular_file
 from ..nets.base import MAX_IMAGE_SIZE
+from .cache import MANIFEST_BYTES
 from .formats import SourceImages
 from .images import Shape, SkipImage, array_to_image, open_image, shape_image
 from .memory import default_memory_limit
@@ -57,13 +58,10 @@ def paths_of(stem: Path) -> tuple[Path, Path, Path]:
     return tuple(base.with_name(base.name + ending) for ending in (".npy", ".labels.npy", ".json"))
 
 
-MAX_MANIFEST_BYTES = 256 * 2**20  # a manifest lists every skipped file: far more than any folder's list takes
-
-
 def read_manifest(path: Path) -> bytes:
-    """A manifest's bytes; NotAFile (an OSError) for a named pipe, a device or a file past MAX_MANIFEST_BYTES, whose
-    reading would wait or never end."""
-    return read_regular_file(path, MAX_MANIFEST_BYTES)
+    """A manifest's bytes; NotAFile (an OSError) for a named pipe, a device or a file past cache.MANIFEST_BYTES (the
+    one limit `tinydiffusion cache` reads them with too), whose reading would wait or never end."""
+    return read_regular_file(path, MANIFEST_BYTES)
 
 
 def is_prepared(path: Path) -> bool:
