@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable
+import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,39 +26,27 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Autoencoder:
-    """One registry entry: its help, the latents' shape (channels, and pixels per latent position along a side),
-    its loader (a device -> the frozen module with encode and decode in [-1, 1]), its weights' identity (a hash
-    that keys the latent cache: other weights, other latents) and their licence (Markdown text that travels with
-    every exported decoder)."""
+    """One registry entry: its help, the latents' shape (channels, and pixels per latent position along a side) and
+    its module, nets/MODULE.py, imported only when used (it needs torch). The module has `load_MODULE(device=...)`
+    (the frozen autoencoder, with encode and decode in [-1, 1]), `SHA256` (its encoder's and decoder's weights files)
+    and `licence()` (the weights' licence, Markdown that travels with every exported decoder)."""
     help: str
     latent_channels: int
     downscale: int
-    load: Callable[[str], object]
-    weights_sha256: Callable[[], str]
-    licence: Callable[[], str]
+    module: str
 
+    def code(self):
+        return importlib.import_module(f"{__package__}.nets.{self.module}")
 
-def _load_taef2(device: str):
-    from .nets.taef2 import load_taef2
-
-    return load_taef2(device=device)
-
-
-def _taef2_weights() -> str:
-    from .nets.taef2 import SHA256
-
-    return hashlib.sha256(f"{SHA256['encoder']} {SHA256['decoder']}".encode()).hexdigest()
-
-
-def _taef2_licence() -> str:
-    from .nets.taef2 import licence
-
-    return licence()
+    def weights_sha256(self) -> str:
+        """The weights' identity, which keys the latent cache: other weights, other latents."""
+        files = self.code().SHA256
+        return hashlib.sha256(f"{files['encoder']} {files['decoder']}".encode()).hexdigest()
 
 
 AUTOENCODERS: dict[str, Autoencoder] = {
     "taef2": Autoencoder("TAEF2, the tiny autoencoder of FLUX.2's latents: 32 channels at 1/8 of the size, pinned in "
-                         "assets/ (nets/taef2.py)", 32, 8, _load_taef2, _taef2_weights, _taef2_licence),
+                         "assets/ (nets/taef2.py)", 32, 8, "taef2"),
 }
 
 
@@ -72,14 +60,15 @@ def autoencoder_entry(name: str) -> Autoencoder:
 @functools.lru_cache(maxsize=4)
 def load_autoencoder(name: str, device: str = "cpu"):
     """The autoencoder `name`, frozen and in eval mode on `device`, loaded once per process and device."""
-    return autoencoder_entry(name).load(device)
+    entry = autoencoder_entry(name)
+    return getattr(entry.code(), f"load_{entry.module}")(device=device)
 
 
 def licence_file(name: str, decoder: str) -> tuple[str, bytes]:
     """The file that travels with an exported decoder of autoencoder `name` in a folder: its name (LICENSE-NAME.md)
     and its text, the weights' source and licence, saying which file of the folder holds them (`decoder`)."""
     text = (f"{decoder} holds the weights of {name}'s decoder; their source and licence, as tinydiffusion's "
-            f"assets/LICENSES.md gives them:\n\n{autoencoder_entry(name).licence()}")
+            f"assets/LICENSES.md gives them:\n\n{autoencoder_entry(name).code().licence()}")
     return f"LICENSE-{name}.md", text.encode()
 
 

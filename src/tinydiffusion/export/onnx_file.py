@@ -151,7 +151,7 @@ def decoder_file(model: Model, name: str) -> tuple[str, bytes] | None:
     onnx = require("onnx", "ONNX export")
     example = (torch.zeros(EXAMPLE_BATCH, net_cfg.in_channels, net_cfg.image_size, net_cfg.image_size),)
     proto = exported_proto(DecoderGraph(data), example, ["z"], ["image"], f"{data.autoencoder}'s decoder")
-    onnx.helper.set_model_props(proto, {"license": autoencoder_entry(data.autoencoder).licence()})
+    onnx.helper.set_model_props(proto, {"license": autoencoder_entry(data.autoencoder).code().licence()})
     proto.doc_string = f"tinydiffusion {__version__}: {data.autoencoder}'s decoder for {model.config.name}, " \
                        "z -> image; docs/reference/onnx.md"
     return decoder_name(name), proto.SerializeToString()
