@@ -283,7 +283,7 @@ def test_interpolate_between_noises_classes_and_pictures(pictures, tmp_path, cap
     (["inpaint", "--image", "{p}/shirt.png", "--mask", "circle"], "neither a file nor a built-in mask"),
     (["inpaint", "--image", "{p}/notes.png", "--mask", "left"], "is not an image"),
     (["inpaint", "--image", "{p}/cut.png", "--mask", "left"], "is damaged"),
-    (["inpaint", "--image", "{p}/missing.png", "--mask", "left"], "cannot read --image"),
+    (["inpaint", "--image", "{p}/missing.png", "--mask", "left"], "missing.png does not exist; give a picture"),
     (["img2img", "--image", "{p}/shirt.png", "--strength", "1.5"], "must be a finite number between 0 and 1"),
     (["img2img", "--image", "{p}/shirt.png", "--strength", "nan"], "must be a finite number between 0 and 1"),
     (["img2img", "--image", "{p}/shirt.png", "--strength", "0.5", "--class", "hat"], "unknown class 'hat'"),

@@ -66,16 +66,29 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
     Opened without blocking (a named pipe with no writer would wait for ever) and checked on the open
     descriptor, so a link swapped after a check still cannot make this read a device: /dev/zero is endless."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    st = os.fstat(fd)
+    if kind := not_a_file(st.st_mode):  # asked before fdopen, which refuses a folder without saying so
+        os.close(fd)
+        raise NotAFile(0, f"is {kind}, not a file")
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if kind := not_a_file(st.st_mode):
-            raise NotAFile(0, f"is {kind}, not a file")
         if st.st_size > max_bytes:
             raise NotAFile(0, f"is {st.st_size:,} bytes, more than the {max_bytes:,} allowed")
         payload = f.read(max_bytes + 1)  # a file that grows while it is read stops here
     if len(payload) > max_bytes:
         raise NotAFile(0, f"is more than the {max_bytes:,} bytes allowed")
     return payload
+
+
+def read_file(path: Path, max_bytes: int, subject: str, then: str) -> bytes:
+    """read_regular_file, or one sentence (UserError) saying why not: "{subject} {why}; {then}." where `why` is
+    "does not exist", "is a named pipe, not a file", "is 9,000 bytes, more than the 4,096 allowed" or "cannot be
+    read (Permission denied)"."""
+    try:
+        return read_regular_file(path, max_bytes)
+    except OSError as err:
+        why = ("does not exist" if isinstance(err, FileNotFoundError) else err.strerror if isinstance(err, NotAFile)
+               else f"cannot be read ({err.strerror or err})")
+        raise UserError(f"{subject} {why}; {then}.") from None
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:

@@ -18,7 +18,7 @@ from ..autoencoders import image_shape
 from ..data.images import MAX_FILE_BYTES, Shape, SkipImage, open_image, to_mode
 from ..defaults import BUILTIN_MASKS as MASKS  # True (white in a mask file) = regenerate
 from ..errors import UserError
-from ..files import NotAFile, read_regular_file
+from ..files import read_file
 from ..pipeline import Model
 
 
@@ -49,12 +49,7 @@ def builtin_mask(name: str, size: int, seed: int = 0) -> torch.Tensor:
 def read_picture(path: str | Path, what: str = "--image") -> Image.Image:
     """A picture file, decoded as training data is (no EPS, a pixel limit, only a regular file of at most
     MAX_FILE_BYTES); one sentence if it is not one."""
-    try:
-        payload = read_regular_file(Path(path), MAX_FILE_BYTES)
-    except NotAFile as err:  # a named pipe would block for ever, /dev/zero never end
-        raise UserError(f"{what} {path} {err.strerror}; give a picture file.") from None
-    except OSError as err:
-        raise UserError(f"cannot read {what} {path} ({err.strerror or err}).") from None
+    payload = read_file(Path(path), MAX_FILE_BYTES, f"{what} {path}", "give a picture file")
     try:
         return open_image(payload)
     except SkipImage as err:

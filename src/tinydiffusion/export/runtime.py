@@ -16,7 +16,7 @@ import torch
 from ..config import RunConfig
 from ..diffusion import GaussianDiffusion
 from ..errors import UserError
-from ..files import NotAFile, read_regular_file
+from ..files import read_file
 from ..pipeline import Model
 from ..samplers.denoiser import Denoiser
 from .onnx_file import FORMAT, MAX_ONNX_BYTES, METADATA_KEY, decoder_file, onnx_bytes, require
@@ -52,15 +52,6 @@ def open_session(model: bytes | Path, name: str, threads: int | None):
         raise UserError(f"{name} is not an ONNX model onnxruntime can run ({detail}).") from None
 
 
-def unreadable(err: OSError) -> str:
-    """Why a file could not be read, as the end of a sentence about it ("does not exist")."""
-    if isinstance(err, FileNotFoundError):
-        return "does not exist"
-    if isinstance(err, IsADirectoryError):  # os.fdopen refuses a folder before read_regular_file can say so
-        return "is a folder, not a file"
-    return err.strerror if isinstance(err, NotAFile) else f"cannot be read ({err.strerror or err})"
-
-
 def decoder_beside(path: bytes | Path, latent) -> bytes:
     """The decoder file that the metadata (`latent`) of a latent model's graph file `path` names, read from beside
     the file (beside a link's target) and checked against the SHA-256 the metadata pins: a name that is not a plain
@@ -73,12 +64,9 @@ def decoder_beside(path: bytes | Path, latent) -> bytes:
         raise UserError(f"{path} is a latent model's graph whose metadata names no decoder file ({name!r}); export "
                         "it again.")
     decoder = path.resolve().parent / name
-    try:
-        payload = read_regular_file(decoder, MAX_ONNX_BYTES)
-    except OSError as err:
-        raise UserError(f"{path} is a latent model's graph, decoded by {decoder}, which its export wrote beside it, "
-                        f"but that file {unreadable(err)}; copy the decoder beside {path.name}, or export again.") \
-            from None
+    payload = read_file(decoder, MAX_ONNX_BYTES, f"{path} is a latent model's graph, decoded by {decoder}, which "
+                        "its export wrote beside it, but that file", f"copy the decoder beside {path.name}, or export "
+                        "again")
     if hashlib.sha256(payload).hexdigest() != latent.get("decoder_sha256"):
         raise UserError(f"{decoder} is not the decoder {path.name} was exported with (its SHA-256 is not the one "
                         f"pinned in {path.name}): it is damaged or another export's; export again.")

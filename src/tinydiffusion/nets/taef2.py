@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..files import NotAFile, read_regular_file
+from ..files import read_file
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 ENCODER_FILE = "taef2_encoder.safetensors"
@@ -155,16 +155,7 @@ def _refusal(path: Path, part: str, payload: bytes, digest: str, expected: dict[
 def _load_part(module: nn.Module, path: Path, part: str) -> None:
     """Load `path` into `module` (the encoder or decoder) after checking it is exactly the published file."""
     published = f"TAEF2's {part} weights are the regular file {ASSETS / f'taef2_{part}.safetensors'} (about 2.7 MB)"
-    try:
-        payload = read_regular_file(Path(path), MAX_BYTES)
-    except NotAFile as err:
-        raise UserError(f"{path} {err.strerror}; {published}.") from None
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist; {published}.") from None
-    except IsADirectoryError:  # os.fdopen refuses a folder before read_regular_file can say what it is
-        raise UserError(f"{path} is a folder, not a file; {published}.") from None
-    except OSError as err:
-        raise UserError(f"{path} cannot be read ({err.strerror or err}); {published}.") from None
+    payload = read_file(Path(path), MAX_BYTES, str(path), published)
     digest = hashlib.sha256(payload).hexdigest()
     if digest != SHA256[part]:
         expected = {k: v.shape for k, v in module.state_dict().items()}
