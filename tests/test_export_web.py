@@ -123,7 +123,7 @@ def test_runtime_is_downloaded_once_checked_and_kept_in_the_cache(runtime_packag
 
 
 @pytest.mark.parametrize("case, fragment", [
-    ("wrong", "is not the pinned"), ("short", "closed after"), ("huge", "allowed"), ("claims-huge", "allowed"),
+    ("wrong", "does not match the pinned"), ("short", "closed after"), ("huge", "allowed"), ("claims-huge", "allowed"),
     ("missing", "not found"), ("no-server", "refused")])
 def test_a_bad_download_is_one_sentence_and_leaves_nothing(registry, private_cache, monkeypatch, case, fragment):
     monkeypatch.setattr(web_page, "MAX_TARBALL_BYTES", 5000)

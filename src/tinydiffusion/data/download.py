@@ -1,10 +1,13 @@
-"""Checked downloads: each file streamed to a temporary name, its MD5 compared with the official sum,
-and only then renamed into place. A wrong sum, a dropped connection or Ctrl-C leave nothing behind."""
+"""Checked downloads: each file streamed to a temporary name, its length and checksum compared with what was
+promised, and only then renamed into place. A wrong sum, a dropped connection or Ctrl-C leave nothing behind. The
+named datasets' files (checked against their official MD5s) and the web export's runtime (export/web_page.py,
+against its pinned SHA-256) are both fetched by `download`."""
 
 from __future__ import annotations
 
 import hashlib
 import http.client
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -14,10 +17,12 @@ from ..errors import UserError
 from ..files import atomic_file
 
 CHUNK = 1 << 20
+HASH_NAMES = {"md5": "MD5", "sha256": "SHA-256"}
 
 
-class _BadDownload(Exception):
-    """A download that arrived but must not be kept (short, or with the wrong checksum)."""
+class DownloadFailed(Exception):
+    """A download that failed, or arrived but must not be kept (short, too large, or with another checksum); its
+    text says why, as in "the connection closed after 4,000 of 10,240 bytes"."""
 
 
 def download_files(folder: Path, mirrors: tuple[str, ...], files: dict[str, str], what: str,
@@ -35,29 +40,44 @@ def download_files(folder: Path, mirrors: tuple[str, ...], files: dict[str, str]
         errors = []
         for mirror in mirrors:
             try:
-                _fetch(mirror + name, target, md5, progress, timeout)
+                download(mirror + name, target, "md5", md5, "official", progress=progress, timeout=timeout)
                 break
-            except (OSError, http.client.HTTPException, _BadDownload) as err:
+            except DownloadFailed as err:
                 errors.append(f"{mirror}: {err}")
         else:
             raise UserError(f"could not download {name} ({'; '.join(errors)}); download the {what} files by hand "
                             f"into {folder} or point --data-dir at a copy.")
 
 
-def _fetch(url: str, target: Path, md5: str, progress: bool, timeout: float) -> None:
-    with atomic_file(target) as tmp:  # removed on any exception, so a half file never gets the real name
-        digest, received = hashlib.md5(), 0
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-            length = response.headers.get("Content-Length")
-            expected = int(length) if length and length.isdigit() else None
-            with tqdm(total=expected, unit="B", unit_scale=True, desc=f"downloading {target.name}",
-                      disable=not progress, leave=False) as bar:
-                while chunk := response.read(CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-        if expected is not None and received != expected:
-            raise _BadDownload(f"the connection closed after {received:,} of {expected:,} bytes")
-        if digest.hexdigest() != md5:
-            raise _BadDownload(f"MD5 {digest.hexdigest()} does not match the official {md5}")
+def download(url: str, target: Path, algorithm: str, expected: str, whose: str, max_bytes: int | None = None,
+             progress: bool = False, timeout: float = 60) -> None:
+    """Stream `url` to a temporary file beside `target` (its folder made if missing) and rename it into place only
+    if it arrived whole (as long as its Content-Length said), within `max_bytes`, and with the checksum `expected`
+    (`algorithm`: "md5" or "sha256"; `whose` says whose sum it is: "official", "pinned"). DownloadFailed otherwise,
+    saying why in a phrase, and nothing is left behind."""
+    digest, received = hashlib.new(algorithm), 0
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(target) as tmp:  # removed on any exception, so a half file never gets the real name
+            with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+                length = response.headers.get("Content-Length")
+                expected_bytes = int(length) if length and length.isdigit() else None
+                if max_bytes is not None and expected_bytes is not None and expected_bytes > max_bytes:
+                    raise DownloadFailed(f"it is {expected_bytes:,} bytes, more than the {max_bytes:,} allowed")
+                with tqdm(total=expected_bytes, unit="B", unit_scale=True, desc=f"downloading {target.name}",
+                          disable=not progress, leave=False) as bar:
+                    while chunk := response.read(CHUNK):
+                        received += len(chunk)
+                        if max_bytes is not None and received > max_bytes:
+                            raise DownloadFailed(f"it is more than the {max_bytes:,} bytes allowed")
+                        digest.update(chunk)
+                        out.write(chunk)
+                        bar.update(len(chunk))
+            if expected_bytes is not None and received != expected_bytes:
+                raise DownloadFailed(f"the connection closed after {received:,} of {expected_bytes:,} bytes")
+            if digest.hexdigest() != expected:
+                raise DownloadFailed(f"{HASH_NAMES[algorithm]} {digest.hexdigest()} does not match the {whose} "
+                                     f"{expected}")
+    except (OSError, http.client.HTTPException) as err:  # an HTTP error says its status; others their reason alone
+        url_error = isinstance(err, urllib.error.URLError) and not isinstance(err, urllib.error.HTTPError)
+        raise DownloadFailed(str(err.reason if url_error else err)) from None

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.client
 import json
 import re
 import tarfile
-import urllib.request
 from html import escape as html_escape
 from importlib import resources
 from pathlib import Path
 
 from ..autoencoders import licence_file
+from ..data.download import DownloadFailed, download
 from ..errors import UserError
 from ..export_formats import EXPORT_FORMATS, export_folder
-from ..files import atomic_directory, atomic_file, cache_dir, sha256_file
+from ..files import atomic_directory, cache_dir, sha256_file
 from ..pipeline import sampling_settings
 from .onnx_file import decoder_file, metadata, onnx_bytes
 
@@ -33,7 +32,6 @@ RUNTIME_FILES = {  # the files of the package's dist/ the page loads, by their S
 }
 MAX_TARBALL_BYTES = 64 * 2**20  # the package is 35 MB
 DOWNLOAD_TIMEOUT_S = 60
-CHUNK = 1 << 20
 
 
 # --- the runtime: downloaded once, checked, kept in the cache -------------------------------------------------
@@ -61,32 +59,14 @@ def runtime_files() -> dict[str, Path]:
 
 
 def download_runtime(target: Path) -> None:
-    """Stream the npm package to a temporary file beside `target`, checking its length and SHA-256, and only then
-    rename it into place: a refused or broken download leaves nothing."""
+    """Download the npm package to `target` (data/download.py: its length and pinned SHA-256 checked before it is
+    renamed into place, so a refused or broken download leaves nothing)."""
     url = RUNTIME_URL.format(version=RUNTIME_VERSION)
-    digest, received = hashlib.sha256(), 0
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(target) as tmp:
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(tmp, "wb") as f:
-                length = response.headers.get("Content-Length")
-                expected = int(length) if length and length.isdigit() else None
-                if expected is not None and expected > MAX_TARBALL_BYTES:
-                    raise ValueError(f"it is {expected:,} bytes, more than the {MAX_TARBALL_BYTES:,} allowed")
-                while chunk := response.read(CHUNK):
-                    received += len(chunk)
-                    if received > MAX_TARBALL_BYTES:
-                        raise ValueError(f"it is more than the {MAX_TARBALL_BYTES:,} bytes allowed")
-                    digest.update(chunk)
-                    f.write(chunk)
-            if expected is not None and received != expected:
-                raise ValueError(f"the connection closed after {received:,} of {expected:,} bytes")
-            if digest.hexdigest() != RUNTIME_TARBALL_SHA256:
-                raise ValueError(f"its SHA-256 {digest.hexdigest()} is not the pinned {RUNTIME_TARBALL_SHA256}")
-    except (OSError, http.client.HTTPException, ValueError) as err:
-        reason = err.reason if isinstance(err, urllib.request.URLError) else err
+        download(url, target, "sha256", RUNTIME_TARBALL_SHA256, "pinned", MAX_TARBALL_BYTES, timeout=DOWNLOAD_TIMEOUT_S)
+    except DownloadFailed as err:
         raise UserError(f"could not download the browser runtime onnxruntime-web {RUNTIME_VERSION} from {url} "
-                        f"({reason}); download that file by hand and save it as {target}.") from None
+                        f"({err}); download that file by hand and save it as {target}.") from None
 
 
 def extract_runtime(tarball: Path, folder: Path) -> None:
