@@ -257,12 +257,14 @@ def test_a_decoder_whose_shipped_code_differs_is_refused_and_nothing_written(lat
     model, _ = latent
     real = diffusers_folder.needed_source
 
-    def softer_clamp(cls):  # the generated decoder clamps its latents at 2 instead of 3
-        imports, code = real(cls)
-        return imports, code.replace("3 * torch.tanh(z / 3)", "2 * torch.tanh(z / 2)")
+    def softer_clamp(cls):  # the generated decoder clamps its latents at 2 instead of 3 (the network's is as it is)
+        files, imports, code = real(cls)
+        return files, imports, code.replace("3 * torch.tanh(z / 3)", "2 * torch.tanh(z / 2)")
 
     def no_such_constructor(cls):
-        return [], "class TinyAutoencoder:\n    pass"
+        if cls.__name__ != "TinyAutoencoder":  # the network's code is as it is
+            return real(cls)
+        return ["nets/taef2.py"], [], "class TinyAutoencoder:\n    pass"
 
     for needed, fragments in ((softer_clamp, ("taef2's decoder", "does not compute what", "--format onnx")),
                               (no_such_constructor, ("cannot be shipped as one module", "TypeError"))):
@@ -329,8 +331,13 @@ def test_a_network_whose_code_cannot_be_shipped_is_refused_and_nothing_written(t
     from tinydiffusion.export import diffusers_folder
 
     model = load_model(tiny_model(tmp_path), "cpu")
-    monkeypatch.setattr(diffusers_folder, "source_files", lambda network_class: [
-        Path(sys.modules[network_class.__module__].__file__)])  # without nets/layers.py
+    real = diffusers_folder.needed_source
+
+    def without_layers(cls):  # only the network's own module's section, not nets/layers.py's before it
+        files, imports, code = real(cls)
+        return files[-1:], imports, code[code.rindex("# --- from tinydiffusion/"):]
+
+    monkeypatch.setattr(diffusers_folder, "needed_source", without_layers)
     with pytest.raises(UserError) as caught:
         write_diffusers(model, tmp_path / "out")
     one_sentence(caught, "cannot be shipped as one module", "NameError", "--format onnx")

@@ -1,15 +1,15 @@
 """`tinydiffusion export --format diffusers`: a model as a folder that diffusers' DiffusionPipeline loads
 (docs/reference/diffusers-folder.md lists its files and which stock scheduler stands for which sampler).
 
-The network's code is generated from the package's own source (generated_code.py), not kept as a second copy: the
-network's module (nets/unet.py or nets/dit.py) and the sibling modules it imports (nets/layers.py), without
-docstrings or relative imports, then a subclass `TinyDiffusionNet(UNet, ModelMixin, ConfigMixin)` whose config
-(config.json) holds the network's settings, so the weights keep their own names. The export runs the generated
-network on the model's weights and refuses to write a folder whose network computes anything else. (A network
-traced with torch.export would be a pickled program tied to the torch version that wrote it, not safetensors
-weights.) The file is named by its content's hash and puts back the classes an earlier load of it made: diffusers
-executes a custom component's file again at every load, after which the networks loaded earlier would fail their
-own isinstance checks.
+The network's code is generated from the package's own source (generated_code.py), not kept as a second copy: what
+the network's class needs of its module (nets/unet.py or nets/dit.py) and of the sibling modules it imports
+(nets/layers.py), without docstrings or relative imports, then a subclass `TinyDiffusionNet(UNet, ModelMixin,
+ConfigMixin)` whose config (config.json) holds the network's settings, so the weights keep their own names. The
+export runs the generated network on the model's weights and refuses to write a folder whose network computes
+anything else. (A network traced with torch.export would be a pickled program tied to the torch version that wrote
+it, not safetensors weights.) The file is named by its content's hash and puts back the classes an earlier load of
+it made: diffusers executes a custom component's file again at every load, after which the networks loaded earlier
+would fail their own isinstance checks.
 
 A latent model's folder has a third component, `vae`: its autoencoder's decoder, generated the same way from the
 autoencoder's module in nets/ (only what its class needs: not its loader), with the decoder's weights, its licence,
@@ -20,7 +20,6 @@ decodes at the end.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,10 +32,9 @@ from ..checkpoint import DIFFUSERS_WEIGHTS, plain_state_dict
 from ..distill_methods import DISTILL_METHODS
 from ..errors import UserError
 from ..export_formats import EXPORT_FORMATS, export_folder
-from ..objectives import Objective
 from ..pipeline import Model, sampling_settings
 from ..samplers import SAMPLERS
-from .generated_code import check_generated, generated_module, needed_source, source_files, stripped
+from .generated_code import check_generated, generated_module, needed_source
 
 DIFFUSERS_VERSION = "0.42.1"  # written into the configs; the version the folder was tested with
 PIPELINE_FILE = Path(__file__).with_name("diffusers_pipeline.py")  # shipped as the folder's pipeline.py
@@ -111,21 +109,15 @@ def check_network_code(model: Model, code: str) -> None:
 def network_module(model: Model) -> tuple[str, str]:
     """(the module's name, its text): the network as a diffusers ModelMixin, checked against the model."""
     network_class, net_config = type(model.net), model.config.net
-    files = source_files(network_class)
-    imports, bodies = [], []
-    for path in files:
-        found, body = stripped(path)
-        imports += [line for line in found if line not in imports]
-        bodies.append(f"# --- from tinydiffusion/nets/{path.name}\n\n{body}")
-    code = "\n\n\n".join(bodies)
+    files, imports, code = needed_source(network_class)
     check_network_code(model, "\n".join(imports) + "\n\n\n" + code)
     fields = dataclasses.fields(net_config)
     parameters = ", ".join(f"{f.name}: {type(getattr(net_config, f.name)).__name__} = {f.default!r}" for f in fields)
     arguments = ", ".join(f"{f.name}={f.name}" for f in fields)
     wrapper = NETWORK_WRAPPER.format(wrapper=NETWORK_CLASS, network=network_class.__name__, parameters=parameters,
                                      arguments=arguments)
-    return generated_module(net_config.kind, f"{network_class.__name__} network ({net_config.kind})",
-                            [f"nets/{p.name}" for p in files], imports, code, wrapper)
+    return generated_module(net_config.kind, f"{network_class.__name__} network ({net_config.kind})", files, imports,
+                            code, wrapper)
 
 
 def autoencoder_module(model: Model) -> tuple[str, str, dict[str, torch.Tensor]]:
@@ -134,7 +126,7 @@ def autoencoder_module(model: Model) -> tuple[str, str, dict[str, torch.Tensor]]
     name, net_cfg = model.config.data.autoencoder, model.config.net
     autoencoder = load_autoencoder(name, "cpu")
     cls = type(autoencoder)
-    imports, code = needed_source(cls)
+    files, imports, code = needed_source(cls)
     weights = {k: v for k, v in plain_state_dict(autoencoder).items() if k in cls(encoder=False).state_dict()}
     z = torch.randn(2, net_cfg.in_channels, net_cfg.image_size, net_cfg.image_size,
                     generator=torch.Generator().manual_seed(0))
@@ -145,11 +137,8 @@ def autoencoder_module(model: Model) -> tuple[str, str, dict[str, torch.Tensor]]
         return torch.allclose(generated.eval().decode(z), autoencoder.decode(z), atol=1e-6)
 
     check_generated("\n".join(imports) + "\n\n\n" + code, f"{name}'s decoder", decodes_the_same)
-    source = Path(inspect.getsourcefile(cls)).name
     wrapper = AUTOENCODER_WRAPPER.format(wrapper=AUTOENCODER_CLASS, autoencoder=cls.__name__)
-    module, text = generated_module(name, f"{cls.__name__}, {name}'s decoder alone", [f"nets/{source}"], imports,
-                                    f"# --- from tinydiffusion/nets/{source}: what {cls.__name__} needs\n\n{code}",
-                                    wrapper)
+    module, text = generated_module(name, f"{cls.__name__}, {name}'s decoder alone", files, imports, code, wrapper)
     return module, text, weights
 
 
@@ -158,10 +147,8 @@ def pipeline_module(model: Model) -> bytes:
     (from objectives/, as the network's code is made), whose x0 the pipeline hands the scheduler."""
     text, objective = PIPELINE_FILE.read_text(), type(model.diffusion.objective)
     if model.config.diffusion.objective not in PREDICTION_TYPES:
-        for path in (Path(inspect.getsourcefile(cls)) for cls in (Objective, objective)):
-            imports, body = stripped(path)
-            text += f"\n\n# --- from tinydiffusion/objectives/{path.name}\n\n" + "\n".join([*imports, body]) + "\n"
-        text += f"\n\nOBJECTIVE = {objective.__name__}()\n"
+        _, imports, code = needed_source(objective)
+        text += "\n\n" + "\n".join(imports) + "\n\n\n" + code + f"\n\n\nOBJECTIVE = {objective.__name__}()\n"
     return text.encode()
 
 

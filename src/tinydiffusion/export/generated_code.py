@@ -1,7 +1,8 @@
 """tinydiffusion's own source as one module for a folder that has no tinydiffusion (export/diffusers_folder.py):
-a network's module with the sibling modules it imports, or only what one class of a module needs; a header that
-imports torch and diffusers; a check that the generated code computes what the package's does. Generated from the
-source each time, never kept as a second copy, so that the shipped code is the code tinydiffusion runs.
+what one class (a network, an autoencoder, an objective) needs of its module and the sibling modules it imports; a
+header that imports torch and diffusers; a check that the generated code computes what the package's does.
+Generated from the source each time, never kept as a second copy, so that the shipped code is the code tinydiffusion
+runs.
 """
 
 from __future__ import annotations
@@ -42,40 +43,6 @@ globals().update(_EARLIER)
 '''
 
 
-def source_files(network_class: type) -> list[Path]:
-    """The network's module and, first, the sibling modules it imports relatively, except their config modules."""
-    found: list[Path] = []
-
-    def visit(path: Path) -> None:
-        for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
-                sibling = path.with_name(node.module.split(".")[0] + ".py")
-                if not sibling.stem.endswith("_config") and sibling not in found and sibling.is_file():
-                    visit(sibling)
-        found.append(path)
-
-    visit(Path(inspect.getsourcefile(network_class)))
-    return found
-
-
-def stripped(path: Path) -> tuple[list[str], str]:
-    """A module's absolute imports, and the rest of its text without its docstring, `from __future__`, relative
-    imports and what is for type checkers only (what the generated file puts together)."""
-    text = path.read_text()
-    imports, drop = [], set()
-    for index, node in enumerate(ast.parse(text).body):
-        is_docstring = index == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
-        segment = ast.get_source_segment(text, node)
-        type_only = segment == "from typing import TYPE_CHECKING" or segment.startswith("if TYPE_CHECKING:")
-        if is_docstring or type_only or isinstance(node, (ast.Import, ast.ImportFrom)):
-            if isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0) and \
-                    getattr(node, "module", "") != "__future__" and not type_only:
-                imports.append(segment)
-            drop.update(range(node.lineno - 1, node.end_lineno))
-    body = "\n".join(line for i, line in enumerate(text.splitlines()) if i not in drop).strip("\n")
-    return imports, body
-
-
 def defined_names(node: ast.stmt) -> set[str]:
     """The names a module's top-level statement defines: a class's or function's, an assignment's, an absolute
     import's (a relative import's are the package's, which a generated module cannot have)."""
@@ -90,29 +57,49 @@ def defined_names(node: ast.stmt) -> set[str]:
 
 
 def statement_text(lines: list[str], node: ast.stmt) -> str:
-    """A module's top-level statement as its lines (`lines`: the module's), its decorators included."""
+    """A module's top-level statement as its lines (`lines`: the module's), its decorators and the comment just
+    above it included."""
     first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+    while first > 1 and lines[first - 2].startswith("#"):
+        first -= 1
     return "\n".join(lines[first - 1:node.end_lineno])
 
 
-def needed_source(cls: type) -> tuple[list[str], str]:
-    """The absolute imports and the top-level definitions of `cls`'s module that `cls` needs, followed through the
-    names each uses, in the module's order (what the generated file puts together): a module that holds more, such
-    as nets/taef2.py with its loader and its checks of the weights' files, ships only the class."""
-    text = Path(inspect.getsourcefile(cls)).read_text()
-    body, lines = ast.parse(text).body, text.splitlines()
-    wanted, kept = {cls.__name__}, set()
-    while new := {i for i, node in enumerate(body) if i not in kept and defined_names(node) & wanted}:
-        kept |= new
-        wanted |= {n.id for i in new for n in ast.walk(body[i]) if isinstance(n, ast.Name)}
-    chosen = [body[i] for i in sorted(kept)]
-    imports = [statement_text(lines, node) for node in chosen if isinstance(node, (ast.Import, ast.ImportFrom))]
-    code = [node for node in chosen if not isinstance(node, (ast.Import, ast.ImportFrom))]
-    text = statement_text(lines, code[0])
-    for before, node in itertools.pairwise(code):  # constants stay together; definitions get two blank lines
-        constants = all(isinstance(n, (ast.Assign, ast.AnnAssign)) for n in (before, node))
-        text += ("\n" if constants else "\n\n\n") + statement_text(lines, node)
-    return imports, text
+def needed_source(cls: type) -> tuple[list[str], list[str], str]:
+    """(the files it is taken from, as "nets/unet.py"; their absolute imports; the code) of what `cls` needs: the
+    top-level definitions of its module that it uses, followed through the names each uses and, through relative
+    imports, into the sibling modules they come from (but a config module: the networks read their configs only,
+    and the generated file passes its own), those first. What the generated file puts together: a module that
+    holds more, such as nets/taef2.py with its loader and its checks of the weights' files, ships only the class."""
+    files, imports, sections, shipped = [], [], [], {}
+
+    def visit(path: Path, names: set[str]) -> None:
+        text = path.read_text()
+        body, lines, kept = ast.parse(text).body, text.splitlines(), set()
+        while new := {i for i, node in enumerate(body) if i not in kept and defined_names(node) & names}:
+            kept |= new
+            names |= {n.id for i in new for n in ast.walk(body[i]) if isinstance(n, ast.Name)}
+        for node in body:  # the sibling modules' definitions first
+            sibling = path.with_name(f"{getattr(node, 'module', None)}.py")
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and sibling.is_file() and \
+                    not sibling.stem.endswith("_config") and (used := {a.name for a in node.names} & names):
+                visit(sibling, used)
+        nodes = [body[i] for i in sorted(kept - shipped.setdefault(path, set()))]  # once, however often reached
+        shipped[path] |= kept
+        imports.extend(line for node in nodes if isinstance(node, (ast.Import, ast.ImportFrom))
+                       if (line := statement_text(lines, node)) not in imports)
+        code = [node for node in nodes if not isinstance(node, (ast.Import, ast.ImportFrom))]
+        if not code:
+            return
+        files.append(f"{path.parent.name}/{path.name}")
+        section = f"# --- from tinydiffusion/{files[-1]}\n\n" + statement_text(lines, code[0])
+        for before, node in itertools.pairwise(code):  # constants stay together; definitions get two blank lines
+            constants = all(isinstance(n, (ast.Assign, ast.AnnAssign)) for n in (before, node))
+            section += ("\n" if constants else "\n\n\n") + statement_text(lines, node)
+        sections.append(section)
+
+    visit(Path(inspect.getsourcefile(cls)), {cls.__name__})
+    return list(dict.fromkeys(files)), imports, "\n\n\n".join(sections)
 
 
 def check_generated(code: str, what: str, computes_the_same: Callable[[dict], bool]) -> None:
