@@ -15,6 +15,7 @@ from ..bounds import MAX_GUIDANCE, MAX_SEED, MAX_TIMESTEPS
 from ..config import RunConfig, config_value
 from ..defaults import DEFAULT_GUIDANCE, DEFAULT_SAMPLER
 from ..errors import UserError
+from ..files import check_apart, export_folder_files
 from ..samplers import FLAGS, SAMPLERS
 from ..words import count, listing
 
@@ -76,16 +77,15 @@ def output_path(text: str, flag: str, suffixes: tuple[str, ...]) -> Path:
     return path
 
 
-def output_folder(text: str, flag: str, marker: str) -> Path:
-    """Check an output folder before any work: its parent exists and is writable, and the folder is new, empty,
-    or one an earlier export wrote (it holds `marker`), which is replaced; never a folder of the user's own."""
+def output_folder(text: str, flag: str, marker: str, inputs: list[Path]) -> Path:
+    """Check an export's folder before any work: apart from the model's files it reads (`inputs`), new, empty, or
+    one an earlier export wrote (files.check_apart and export_folder_files, which the export asks again as it
+    writes), and its parent exists and is writable."""
     path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{flag} {path} is a file; give a folder name.")
+    check_apart(path, inputs, flag)
+    export_folder_files(path, marker, flag)
     if not path.parent.is_dir():
         raise UserError(f"the folder {path.parent} for {flag} does not exist.")
-    if path.is_dir() and any(path.iterdir()) and not (path / marker).is_file():
-        raise UserError(f"{flag} {path} is a folder that an export did not write; give a new or empty folder.")
     check_writable(path, flag)
     return path
 

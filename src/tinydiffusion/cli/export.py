@@ -33,7 +33,6 @@ def add(sub) -> None:
 
 def run(args) -> int:
     from ..checkpoint import resolve_checkpoint
-    from ..files import check_apart, export_folder_files
     from ..pipeline import load_model
 
     if args.fast and args.checkpoint:
@@ -48,9 +47,7 @@ def run(args) -> int:
         out = output_path(text, "--out", (chosen.suffix,))
         check_not_an_input(out, "--out", [("checkpoint", weights), ("checkpoint's config", config)])
     else:  # a folder: refused before any work where it would replace the model it reads, or anything of the user's
-        check_apart(Path(text), ([Path(source)] if source else []) + [weights, config], "--out")
-        out = output_folder(text, "--out", EXPORT_MARKER)
-        export_folder_files(out, EXPORT_MARKER, "--out")
+        out = output_folder(text, "--out", EXPORT_MARKER, ([Path(source)] if source else []) + [weights, config])
     model = load_model(source, "cpu")
     with writing(out):
         wrote = chosen.write(model, out)
