@@ -27,6 +27,7 @@ def steps_of(log: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("prefix", help="the JSON files' common start, e.g. docs/reports/runs/bundled-emoji/openmoji")
+    parser.add_argument("--init", default="emoji", help="what the fine-tunes' --train.init named (default: emoji)")
     args = parser.parse_args()
 
     prefix = Path(args.prefix)
@@ -40,7 +41,7 @@ def main() -> None:
     rows = []
     for size, minutes, start in sorted(runs):
         path, score = runs[size, minutes, start]
-        rows.append([str(size), str(minutes), start.replace("tuned", "`--train.init emoji`"),
+        rows.append([str(size), str(minutes), start.replace("tuned", f"`--train.init {args.init}`"),
                      steps_of(path.with_suffix(".log")), f"{score['fd']:.2f} "
                      f"({score['fd_floor']:.2f})", f"{score['precision']:.3f}", f"{score['recall']:.3f}",
                      f"{score['class_accuracy']:.3f}"])

@@ -1,0 +1,34 @@
+# The vendor-transfer measurement of docs/reports/bundled-emoji.md: a prior trained on Noto (google-*) emoji only,
+# fine-tuned on Twemoji (twitter-*), against Twemoji trained from scratch. From the repository's root with the
+# package installed; a 2-core AMD EPYC with AVX2 only (no AVX-512), torch 2.13 CPU. Nothing else ran beside the
+# pairs (each pair shares the two cores, one thread each); the prior ran beside edits and unit tests (a fixed
+# number of steps, so the load changed its time, not its result).
+set -e
+D=../shared/data/emoji
+OUT=docs/reports/runs/bundled-emoji/vendor
+
+# 1. One vendor's folders (train/ and test/ with category sub-folders): 3,413 train and 368 test images each.
+python benchmarks/vendor_folder.py $D google runs/emoji-google
+python benchmarks/vendor_folder.py $D twitter runs/emoji-twitter
+
+# 2. The prior: the colour-32 recipe the command chooses, on Noto only, 6,000 steps (~60 minutes on this CPU).
+tinydiffusion train --data runs/emoji-google/train --data.image_size 32 --max-steps 6000 --train.threads 2 \
+  --checkpoint-every 500 --no-progress --run-dir runs/google-prior-32 > runs/google-prior-32.log 2>&1
+
+# 3. Twemoji from scratch and from the Noto prior, side by side, one thread each.
+pair () {  # SIZE MINUTES
+  common="--data runs/emoji-twitter/train --data.image_size $1 --train.minutes $2 --train.threads 1 --no-progress"
+  tinydiffusion train $common --run-dir runs/twitter$1-scratch-$2m > runs/twitter$1-scratch-$2m.log 2>&1 &
+  tinydiffusion train $common --train.init runs/google-prior-32 --run-dir runs/twitter$1-tuned-$2m \
+    > runs/twitter$1-tuned-$2m.log 2>&1
+  wait
+}
+pair 32 15; pair 64 15; pair 32 5; pair 32 30
+
+# 4. Scores against Twemoji's own test split, N = 1,000, seed 0 (the defaults: DPM-Solver++(2M), 20 steps,
+#    guidance 1.5), and the table.
+for run in runs/twitter*-*m; do
+  tinydiffusion evaluate $run --num 1000 --json $OUT/$(basename $run).json
+  cp $run.log $OUT/
+done
+python benchmarks/transfer_table.py $OUT/twitter --init runs/google-prior-32
