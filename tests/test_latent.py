@@ -254,3 +254,25 @@ def test_train_on_a_larger_colour_folder_diffuses_in_latents_unless_asked_for_pi
     assert pixels.returncode == 0, pixels.stderr
     config = json.loads((tmp_path / "pixels" / "config.json").read_text())
     assert config["data"]["autoencoder"] == "" and config["net"]["in_channels"] == 3
+
+
+def test_a_fine_tune_of_a_latent_run_diffuses_in_its_latents_standardised_as_they_were(latent_run, tmp_path):
+    root, _, _ = latent_run
+    start = json.loads((root / "run" / "config.json").read_text())["data"]
+    other = colour_folder(tmp_path / "other", per_class=4)
+    for path in other.rglob("*.png"):  # another style: the colours inverted
+        Image.eval(Image.open(path), lambda v: 255 - v).save(path)
+    flags = ["--data", other, "--max-steps", "1", "--batch-size", "4", "--train.threads", "1", "--no-progress"]
+    done = run_cli(["train", *flags, "--train.init", root / "run", "--run-dir", tmp_path / "tuned"])
+    assert done.returncode == 0, done.stderr
+    tuned = json.loads((tmp_path / "tuned" / "config.json").read_text())
+    assert tuned["data"]["autoencoder"] == "taef2" and tuned["net"]["in_channels"] == 32
+    assert tuned["data"]["latent_mean"] == start["latent_mean"] and tuned["data"]["latent_std"] == start["latent_std"]
+    scratch = run_cli(["train", *flags, "--preset", "smoke", "--autoencoder", "taef2", "--run-dir", tmp_path / "new"])
+    assert scratch.returncode == 0, scratch.stderr
+    own = json.loads((tmp_path / "new" / "config.json").read_text())["data"]["latent_mean"]
+    assert max(abs(a - b) for a, b in zip(own, start["latent_mean"], strict=True)) > 0.01  # its own differ
+    pixels = run_cli(["train", *flags, "--train.init", root / "run", "--autoencoder", "none",
+                      "--run-dir", tmp_path / "pixels"])
+    assert_error(pixels.returncode, pixels.stderr, "taef2's latent space", "pixel space", "drop --autoencoder")
+    assert not (tmp_path / "pixels").exists()

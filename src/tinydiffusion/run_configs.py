@@ -51,6 +51,8 @@ def new_run(preset: str, net: str | None, given: dict, data: DataFacts | None = 
     before the data is read, so that every flag is checked before any work. `start`: the config of the run it
     starts from (train.init), whose network and process it takes unless --net names another."""
     auto = preset == "auto"
+    if start is not None and start.data.autoencoder and "data.autoencoder" not in given:
+        given = {**given, "data.autoencoder": start.data.autoencoder}  # a fine-tune diffuses where its start did
     reference = PRESETS["fashion-mnist"].net
     channels, size = data[0][:2] if data else (reference.in_channels, reference.image_size)
     latent = bool(data) and given.get("data.autoencoder", "") not in ("", "none")  # none: pixel space
@@ -61,6 +63,9 @@ def new_run(preset: str, net: str | None, given: dict, data: DataFacts | None = 
     if start is not None and not net:
         config = fine_tune_of(config, start)
     config = apply_overrides(config, given)
+    if start is not None and config.data.autoencoder != start.data.autoencoder:
+        raise UserError(f"--train.init starts from a run that diffuses in {space(start)}, so its network cannot learn "
+                        f"in {space(config)}; drop --autoencoder, or train from scratch.")
     if data is not None:
         config = fit_to_data(config, *data, explicit=set(given), auto=auto)
     elif config.data.autoencoder in AUTOENCODERS and "net.in_channels" not in given:  # the latents' channels
@@ -78,9 +83,19 @@ STARTED_PROCESS = ("schedule", "timesteps", "beta_start", "beta_end", "cosine_s"
 
 
 def fine_tune_of(config: RunConfig, start: RunConfig) -> RunConfig:
-    """A run that starts from another (train.init): its network (fitted to the data later), and its process."""
+    """A run that starts from another (train.init): its network (fitted to the data later), and its process. A latent
+    start's latents are standardised as they were for it, so the network's input means what it learned."""
     process = {name: getattr(start.diffusion, name) for name in STARTED_PROCESS}
-    return dataclasses.replace(config, net=start.net, diffusion=dataclasses.replace(config.diffusion, **process))
+    data = config.data
+    if start.data.autoencoder:
+        data = dataclasses.replace(data, latent_mean=start.data.latent_mean, latent_std=start.data.latent_std)
+    return dataclasses.replace(config, net=start.net, data=data,
+                               diffusion=dataclasses.replace(config.diffusion, **process))
+
+
+def space(config: RunConfig) -> str:
+    """Where a run diffuses, in words: "taef2's latent space" or "pixel space"."""
+    return f"{config.data.autoencoder}'s latent space" if config.data.autoencoder else "pixel space"
 
 
 def with_network(config: RunConfig, name: str) -> RunConfig:
