@@ -124,8 +124,9 @@ class TrainConfig:
                                   "n ** (1 - X); 0: as the data has them, 1: every class equally often")
     init: str = option("", "start the network from a bundled model (emoji, fashion-mnist) or another run's EMA "
                        "weights (a run directory, checkpoint or .safetensors file), instead of from the seed: "
-                       "fine-tuning. The run takes the start's network, schedule and objective; a UNet's weights fit "
-                       "any image size, and other class names get a fresh class table")
+                       "fine-tuning. The run takes the start's network, schedule and objective, and its latent "
+                       "space if it has one; a UNet's weights fit any image size, and other class names get a fresh "
+                       "class table")
     seed: int = option(0, "seed of every random draw in training")
     log_every: int = option(50, "steps between lines of metrics.jsonl")
     checkpoint_every: int = option(0, "steps between checkpoints (0: at every report: see sample_every)")
@@ -214,8 +215,8 @@ class DataConfig:
     autoencoder: str = option("", "diffuse in this pretrained autoencoder's latent space (latent diffusion): "
                               f"{', '.join(AUTOENCODERS)}; the prepared images are encoded once and cached, and "
                               "sampling decodes (colour images, sides a multiple of 8). Default: taef2 for colour "
-                              "images over 32 px on a run chosen for the data (no --preset or --train.init), else "
-                              "pixel space; none: pixel space")
+                              "images over 32 px on a run chosen for the data (no --preset), the start's space for "
+                              "--train.init, else pixel space; none: pixel space")
     # What the run was trained on, recorded by training:
     num_images: int = recorded(0, "the number of images")
     image_shape: tuple[int, ...] = recorded((), "C, H, W")
