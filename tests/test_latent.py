@@ -254,6 +254,11 @@ def test_train_on_a_larger_colour_folder_diffuses_in_latents_unless_asked_for_pi
     assert pixels.returncode == 0, pixels.stderr
     config = json.loads((tmp_path / "pixels" / "config.json").read_text())
     assert config["data"]["autoencoder"] == "" and config["net"]["in_channels"] == 3
+    tuned = run_cli(["train", "--data", data, "--run-dir", tmp_path / "tuned", "--train.init", tmp_path / "pixels",
+                     *flags])  # a pixel start stays in pixels, and says what a run from scratch would do
+    assert tuned.returncode == 0, tuned.stderr
+    assert "is a pixel-space model, so this fine-tune trains on the 40x40 pixels" in tuned.stdout, tuned.stdout
+    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["data"]["autoencoder"] == ""
 
 
 def test_a_fine_tune_of_a_latent_run_diffuses_in_its_latents_standardised_as_they_were(latent_run, tmp_path):
