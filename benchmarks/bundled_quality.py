@@ -12,26 +12,15 @@ ceiling a model's could reach (the classifier's own accuracy on real images of e
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from common import machine_description, markdown_table, write_json
+from real_scores import evaluate, real_scores
 
 from tinydiffusion.bundled import bundled
 from tinydiffusion.checkpoint import load_config
-from tinydiffusion.config import DataConfig
-from tinydiffusion.data import load_data
-from tinydiffusion.evaluation.samples import save_npz
-
-
-def evaluate(args: list[str], out: Path) -> dict:
-    command = [sys.executable, "-m", "tinydiffusion", "evaluate", *args, "--json", str(out)]
-    print("$ tinydiffusion evaluate " + " ".join(args), flush=True)
-    subprocess.run(command, check=True)
-    return json.loads(out.read_text())
 
 
 def main() -> None:
@@ -47,16 +36,10 @@ def main() -> None:
     net = load_config(model.weights.with_suffix(".json")).net
     common = ["--data", args.data, "--num", str(args.num), "--device", "cpu"]
     with tempfile.TemporaryDirectory() as tmp:
-        real = load_data(DataConfig(source=args.real, image_size=net.image_size, channels=net.in_channels),
-                         "train", progress=False)
-        real_npz = Path(tmp) / "real.npz"
-        save_npz(real_npz, real.images.numpy(), real.labels.numpy(), real.class_names)
         scores = {
             "model": evaluate(["--model", args.model, *common], Path(tmp) / "model.json"),
             "student": evaluate([str(model.student()), *common], Path(tmp) / "student.json"),
-            "real": evaluate(["--samples", str(real_npz), "--data", args.data, "--data.image_size",
-                              str(net.image_size), "--data.channels", str(net.in_channels)],
-                             Path(tmp) / "real.json"),
+            "real": real_scores(args.real, args.data, net.image_size, net.in_channels, Path(tmp) / "real.json"),
         }
     names = scores["model"]["class_names"]
     header = ["category", "model", f"{model.fast_steps}-step student", f"real ({scores['real']['num']:,} images)"]

@@ -2,7 +2,10 @@
 
 Each run is a file named SIZE-scratch-Mm.json or SIZE-tuned-Mm.json, or SIZE-tuned-VARIANT-Mm.json for a
 fine-tune with other flags (as docs/reports/runs/bundled-emoji/make.sh writes them); the steps each run took are
-read from its log beside the file (the same name, .log), when it is there.
+read from its log beside the file (the same name, .log), when it is there. `--real FILE` adds the real held-out
+images' own scores (`evaluate --samples` of them) to the per-category table: the classifier's accuracy on real
+images of each category, the ceiling a model's can reach, and their mean over categories (the models draw every
+category equally often, so that mean, not the held-out accuracy, is their overall ceiling).
 
     python benchmarks/transfer_table.py docs/reports/runs/bundled-emoji/openmoji
 """
@@ -28,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("prefix", help="the JSON files' common start, e.g. docs/reports/runs/bundled-emoji/openmoji")
     parser.add_argument("--init", default="emoji", help="what the fine-tunes' --train.init named (default: emoji)")
+    parser.add_argument("--real", help="an `evaluate --samples --json` file of the real held-out images")
     args = parser.parse_args()
 
     prefix = Path(args.prefix)
@@ -51,6 +55,10 @@ def main() -> None:
     rows = [[f"{size} px, {minutes} min, {start}", *(f"{a:.2f}" for a in runs[size, minutes, start][1]
                                                      ["per_class_accuracy"])]
             for size, minutes, start in sorted(runs)]
+    if args.real:
+        accuracy = json.loads(Path(args.real).read_text())["per_class_accuracy"]
+        rows.append(["real held-out images", *(f"{a:.2f}" for a in accuracy)])
+        print(f"\nreal held-out images, mean over categories (the ceiling): {sum(accuracy) / len(accuracy):.3f}")
     print("\n".join(markdown_table(["run", *names], rows)))
 
 

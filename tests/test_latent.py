@@ -270,6 +270,7 @@ def test_a_fine_tune_of_a_latent_run_diffuses_in_its_latents_standardised_as_the
     flags = ["--data", other, "--max-steps", "1", "--batch-size", "4", "--train.threads", "1", "--no-progress"]
     done = run_cli(["train", *flags, "--train.init", root / "run", "--run-dir", tmp_path / "tuned"])
     assert done.returncode == 0, done.stderr
+    assert "training in taef2's latent space, as its start" in done.stdout, done.stdout
     tuned = json.loads((tmp_path / "tuned" / "config.json").read_text())
     assert tuned["data"]["autoencoder"] == "taef2" and tuned["net"]["in_channels"] == 32
     assert tuned["data"]["latent_mean"] == start["latent_mean"] and tuned["data"]["latent_std"] == start["latent_std"]

@@ -84,6 +84,8 @@ def run(args) -> int:
         autoencoder = chosen_autoencoder(preset, given, before_data.data, start, dataset.images.shape[1:])
         _, h, w = dataset.images.shape[1:]
         speaks = os.environ.get("RANK", "0") == "0"  # under torchrun, one process says it
+        if speaks and start is not None and start.data.autoencoder:
+            print(f"training in {start.data.autoencoder}'s latent space, as its start {init} does")
         if speaks and start is not None and not start.data.autoencoder \
                 and chosen_autoencoder(preset, given, before_data.data, None, dataset.images.shape[1:]):
             print(f"note: {init} is a pixel-space model, so this fine-tune trains on the {w}x{h} pixels, several "
