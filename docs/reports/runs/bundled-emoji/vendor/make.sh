@@ -27,9 +27,11 @@ pair 32 15; pair 64 15; pair 32 5; pair 32 30
 
 # 4. Scores against Twemoji's own test split, N = 1,000, seed 0 (the defaults: DPM-Solver++(2M), 20 steps,
 #    guidance 1.5), and the table.
+mkdir -p $OUT/pixel-prior
 for run in runs/twitter*-*m; do
-  tinydiffusion evaluate $run --num 1000 --json $OUT/$(basename $run).json
-  cp $run.log $OUT/
+  dest=$OUT; case $run in *twitter64*) dest=$OUT/pixel-prior;; esac  # the 64-px pair: scored a session later
+  tinydiffusion evaluate $run --num 1000 --json $dest/$(basename $run).json
+  cp $run.log $dest/
 done
 python benchmarks/transfer_table.py $OUT/twitter --init runs/google-prior-32
 
@@ -62,6 +64,8 @@ for size in 32 64; do
 done
 python benchmarks/transfer_table.py $OUT/twitter --init runs/google-prior-32 --real $OUT/real/twitter-test-32.json
 python benchmarks/transfer_table.py $OUT/latent-prior/twitter --init runs/google-prior-64 \
+  --real $OUT/real/twitter-test-64.json
+python benchmarks/transfer_table.py $OUT/pixel-prior/twitter --init runs/google-prior-32 \
   --real $OUT/real/twitter-test-64.json
 for m in 15 30; do
   python benchmarks/colour_figures.py runs/latent-prior/twitter64-scratch-${m}m runs/latent-prior/twitter64-tuned-${m}m \
