@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tinydiffusion.config import DataConfig
 from tinydiffusion.data import load_data
+from tinydiffusion.errors import UserError
 from tinydiffusion.evaluation.samples import save_npz
 
 
@@ -45,7 +46,10 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--json", required=True, help="write the scores here")
     args = parser.parse_args()
-    scores = real_scores(args.folder, args.data, args.size, args.channels, Path(args.json))
+    try:
+        scores = real_scores(args.folder, args.data, args.size, args.channels, Path(args.json))
+    except (UserError, OSError, subprocess.CalledProcessError) as err:  # evaluate said its own sentence already
+        parser.error(str(err))
     accuracy = scores["per_class_accuracy"]
     print(f"class accuracy {scores['class_accuracy']:.3f} over the images, {sum(accuracy) / len(accuracy):.3f} "
           "over the categories")

@@ -56,7 +56,10 @@ def main() -> None:
                                                      ["per_class_accuracy"])]
             for size, minutes, start in sorted(runs)]
     if args.real:
-        accuracy = json.loads(Path(args.real).read_text())["per_class_accuracy"]
+        try:
+            accuracy = json.loads(Path(args.real).read_text())["per_class_accuracy"]
+        except (OSError, ValueError, KeyError) as err:
+            parser.error(f"--real {args.real} is not an `evaluate --json` file ({err})")
         rows.append(["real held-out images", *(f"{a:.2f}" for a in accuracy)])
         print(f"\nreal held-out images, mean over categories (the ceiling): {sum(accuracy) / len(accuracy):.3f}")
     print("\n".join(markdown_table(["run", *names], rows)))

@@ -259,6 +259,10 @@ def test_train_on_a_larger_colour_folder_diffuses_in_latents_unless_asked_for_pi
     assert tuned.returncode == 0, tuned.stderr
     assert "is a pixel-space model, so this fine-tune trains on the 40x40 pixels" in tuned.stdout, tuned.stdout
     assert json.loads((tmp_path / "tuned" / "config.json").read_text())["data"]["autoencoder"] == ""
+    small = run_cli(["train", "--data", colour_folder(tmp_path / "small", size=32, per_class=4), "--run-dir",
+                     tmp_path / "small-tuned", "--train.init", tmp_path / "pixels", *flags])
+    assert small.returncode == 0, small.stderr
+    assert "pixel-space model" not in small.stdout  # at 32 px a run from scratch is in pixels too: no note
 
 
 def test_a_fine_tune_of_a_latent_run_diffuses_in_its_latents_standardised_as_they_were(latent_run, tmp_path):

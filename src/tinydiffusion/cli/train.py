@@ -81,15 +81,15 @@ def run(args) -> int:
         check_new_run_dir(run_dir, f"--resume {run_dir}")
         before_data = new_run(preset, args.net, given, start=start)  # every flag checked before any work
         dataset = load_training_data(before_data.data, progress=not args.no_progress)
-        autoencoder = chosen_autoencoder(preset, given, before_data.data, start, dataset.images.shape[1:])
-        _, h, w = dataset.images.shape[1:]
+        shape = _, h, w = dataset.images.shape[1:]
+        autoencoder = chosen_autoencoder(preset, given, before_data.data, start, shape)
         speaks = os.environ.get("RANK", "0") == "0"  # under torchrun, one process says it
-        if speaks and start is not None and start.data.autoencoder:
-            print(f"training in {start.data.autoencoder}'s latent space, as its start {init} does")
-        if speaks and start is not None and not start.data.autoencoder \
-                and chosen_autoencoder(preset, given, before_data.data, None, dataset.images.shape[1:]):
-            print(f"note: {init} is a pixel-space model, so this fine-tune trains on the {w}x{h} pixels, several "
-                  "times slower a step than a run from scratch, which would diffuse in taef2's latents")
+        if speaks and start is not None:
+            if start.data.autoencoder:
+                print(f"training in {start.data.autoencoder}'s latent space, as its start {init} does")
+            elif chosen_autoencoder(preset, given, before_data.data, None, shape):  # scratch would be latent
+                print(f"note: {init} is a pixel-space model, so this fine-tune trains on the {w}x{h} pixels, "
+                      "several times slower a step than a run from scratch, which would diffuse in taef2's latents")
         if autoencoder:
             if speaks:
                 print(f"training in {autoencoder}'s latent space, as colour images of {w}x{h} do by default "
