@@ -20,7 +20,7 @@ from tinydiffusion.checkpoint import CHECKPOINTS, latest_checkpoint, load_config
 from tinydiffusion.config import RunConfig, TrainConfig
 from tinydiffusion.errors import UserError
 from tinydiffusion.training import EMA, Trainer, train
-from tinydiffusion.training.budget import EARLY, LATE, MARGIN, MIN_SLACK, WARMUP_SHARE, Plan, TimeBudget
+from tinydiffusion.training.budget import EARLY, LATE, MARGIN, MIN_SLACK, WARMUP_SHARE, Plan, TimeBudget, replanned
 from tinydiffusion.training.ema import power_ema_exponent
 from tinydiffusion.training.trainer import learning_rate
 
@@ -89,6 +89,19 @@ def test_a_slower_pace_after_the_plan_re_plans_and_the_run_ends_within_its_budge
     before = learning_rate(RunConfig(train=first.recorded_in(TrainConfig(warmup_steps=5))), at, first.steps)
     after = learning_rate(RunConfig(train=second.recorded_in(TrainConfig(warmup_steps=5))), at, second.steps)
     assert after == pytest.approx(before, rel=0.02)
+
+
+def test_a_re_plan_that_makes_this_step_the_last_ends_the_decay_on_it():
+    """CI's case: 75 steps planned at step 36, the pace slowed, re-planned at step 65 to 66 steps; the last step
+    runs at the floor, not at the three-quarters of the decay it had reached."""
+    def lr(p: Plan, k: int) -> float:
+        return learning_rate(RunConfig(train=p.recorded_in(TrainConfig(min_lr_ratio=0.1, warmup_steps=0))), k, p.steps)
+
+    plan, floor = Plan(steps=75, at=36), 0.1 * TrainConfig().lr
+    short = replanned(plan, 65, 66, warmup=0)
+    assert lr(short, 65) == pytest.approx(floor) and lr(plan, 65) > 2 * floor
+    room = replanned(plan, 50, 66, warmup=0)  # with steps to spare the rate moves on from where it was
+    assert lr(room, 50) == pytest.approx(lr(plan, 50), rel=0.03) and lr(room, 65) == pytest.approx(floor)
 
 
 def test_a_faster_pace_after_the_plan_lengthens_it():

@@ -78,8 +78,9 @@ def test_learning_rate_warmup_then_cosine():
                                                    "train.min_lr_ratio": 0.1})
     assert learning_rate(config, 0, 100) == pytest.approx(0.1)
     assert learning_rate(config, 9, 100) == pytest.approx(1.0)
-    assert learning_rate(config, 100, 100) == pytest.approx(0.1)
-    assert learning_rate(config, 55, 100) == pytest.approx(0.55)
+    assert learning_rate(config, 99, 100) == pytest.approx(0.1)  # the last step is at the floor
+    assert learning_rate(config, 55, 101) == pytest.approx(0.55)  # halfway from step 10 to the last, 100
+    assert learning_rate(config, 98, 100) > 0.1
 
 
 def test_in_memory_dataset(tiny_data_dir):

@@ -150,10 +150,16 @@ class TimeBudget:
 
 def replanned(plan: Plan, step: int, steps: int, warmup: int) -> Plan:
     """The plan of `steps` steps made at `step`, its decay moved so that it has gone as far as it had: a cosine
-    decay over [at, steps] at progress p = (step - at) / (steps - at) keeps p if at' = (step - p steps') / (1 - p)."""
-    start = max(warmup, plan.at)
-    progress = min(1.0, max(0.0, (step - start) / max(1, plan.steps - start)))
-    at = round((step - progress * steps) / (1 - progress)) if progress < 1 else step
+    decay over [at, end], end the last step, at progress p = (step - at) / (end - at) keeps p if
+    at' = (step - p end') / (1 - p). Where `step` is the new plan's last, the decay ends on it."""
+    start, end, new_end = max(warmup, plan.at), plan.steps - 1, steps - 1
+    progress = min(1.0, max(0.0, (step - start) / max(1, end - start)))
+    if new_end <= step:
+        at = min(plan.at, step - 1)
+    elif progress < 1:
+        at = round((step - progress * new_end) / (1 - progress))
+    else:
+        at = step
     return dataclasses.replace(plan, steps=steps, at=min(step, max(warmup, at)))
 
 

@@ -39,9 +39,9 @@ from .step import bind_step
 
 
 def learning_rate(config, step: int, total_steps: int | None) -> float:
-    """Linear warm-up, then constant or a cosine decay to lr * min_lr_ratio. A run planned from a time budget holds
-    the peak until its plan (total_steps None meanwhile), and decays from there (train.planned_at); its warm-up may
-    be one the budget shortened (train.planned_warmup)."""
+    """Linear warm-up, then constant or a cosine decay to lr * min_lr_ratio, reached on the last step (total_steps
+    - 1). A run planned from a time budget holds the peak until its plan (total_steps None meanwhile), and decays
+    from there (train.planned_at); its warm-up may be one the budget shortened (train.planned_warmup)."""
     train_cfg = config.train
     warmup = train_cfg.planned_warmup or train_cfg.warmup_steps
     if step < warmup:
@@ -49,7 +49,7 @@ def learning_rate(config, step: int, total_steps: int | None) -> float:
     if train_cfg.lr_schedule == "constant" or total_steps is None:
         return train_cfg.lr
     decay_from = max(warmup, train_cfg.planned_at)
-    progress = min(1.0, max(0, step - decay_from) / max(1, total_steps - decay_from))
+    progress = min(1.0, max(0, step - decay_from) / max(1, total_steps - 1 - decay_from))
     floor = train_cfg.min_lr_ratio
     return train_cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
