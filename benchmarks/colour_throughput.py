@@ -3,13 +3,13 @@
 For each network, in one process on the CPU in fp32, round after round (each round measures every network in
 turn, so load from elsewhere falls on all alike; every figure is the median over rounds):
 
-  training: images/s of the bare step (forward, the MSE loss, backward, AdamW) on a fixed batch of 128;
-  sampling: images/s of one network evaluation (eval mode, no_grad) on a batch of 256;
+  training: images/s of the bare step (forward, the MSE loss, backward, AdamW) on a fixed batch of 128 (--batch);
+  sampling: images/s of one network evaluation (eval mode, no_grad) on a batch twice that;
   forward FLOPs per image (torch.utils.flop_counter: convolutions, matrix products, attention; a multiply-add is 2).
 
 The target (issue 25): at 32x32x3, training and sampling at >= 60% of the reference's images/s.
 
-    python benchmarks/colour_throughput.py [--rounds 5] [--threads 0] \
+    python benchmarks/colour_throughput.py [--rounds 5] [--threads 0] [--batch 128] \
         [--markdown docs/reports/runs/colour_throughput.md]
 """
 
@@ -28,7 +28,7 @@ from tinydiffusion.nets import NetConfig, build_network, count_parameters
 from tinydiffusion.presets import get_preset
 from tinydiffusion.words import count
 
-TRAIN_BATCH, SAMPLE_BATCH = 128, 256
+TRAIN_BATCH = 128
 NETWORKS = {  # name -> the preset whose network it is; the first is the reference
     "fashion-mnist (28x28x1, reference)": "fashion-mnist",
     "colour-32 (32x32x3)": "colour-32",
@@ -47,11 +47,11 @@ def batch_for(config: NetConfig, size: int, seed: int = 0):
 class Bench:
     """One network with its optimizer and fixed batches; each call of a rate method times a few steps."""
 
-    def __init__(self, config: NetConfig):
+    def __init__(self, config: NetConfig, batch: int = TRAIN_BATCH):
         torch.manual_seed(0)
         self.config, self.net = config, build_network(config)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=2e-3)
-        self.train_batch, self.sample_batch = batch_for(config, TRAIN_BATCH), batch_for(config, SAMPLE_BATCH, 1)
+        self.train_batch, self.sample_batch = batch_for(config, batch), batch_for(config, 2 * batch, 1)
         x, t, y, _ = batch_for(config, 1)
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             self.net(x, t, y)
@@ -67,7 +67,7 @@ class Bench:
             self.optimizer.zero_grad(set_to_none=True)
             torch.nn.functional.mse_loss(self.net(x, t, y), target).backward()
             self.optimizer.step()
-        return steps * TRAIN_BATCH / (time.perf_counter() - start)
+        return steps * len(x) / (time.perf_counter() - start)
 
     @torch.no_grad()
     def sample_rate(self, batches: int = 2) -> float:
@@ -76,11 +76,11 @@ class Bench:
         start = time.perf_counter()
         for _ in range(batches):
             self.net(x, t, y)
-        return batches * SAMPLE_BATCH / (time.perf_counter() - start)
+        return batches * len(x) / (time.perf_counter() - start)
 
 
-def measure(rounds: int) -> dict[str, dict]:
-    benches = {name: Bench(get_preset(preset).net) for name, preset in NETWORKS.items()}
+def measure(rounds: int, batch: int = TRAIN_BATCH) -> dict[str, dict]:
+    benches = {name: Bench(get_preset(preset).net, batch) for name, preset in NETWORKS.items()}
     rates = {name: {"train": [], "sample": []} for name in benches}
     for _ in range(rounds):
         for name, bench in benches.items():
@@ -91,12 +91,12 @@ def measure(rounds: int) -> dict[str, dict]:
             for name, bench in benches.items()}
 
 
-def format_markdown(results: dict[str, dict], rounds: int) -> str:
+def format_markdown(results: dict[str, dict], rounds: int, batch: int = TRAIN_BATCH) -> str:
     reference = next(iter(results.values()))
     lines = ["# Colour throughput", "", "Measured by `benchmarks/colour_throughput.py` (its docstring says how).", "",
              f"- machine: {machine_description()}; torch {torch.__version__}, {torch.get_num_threads()} threads, fp32",
-             f"- medians of {count(rounds, 'round')}; training batch {TRAIN_BATCH} (bare step), sampling batch "
-             f"{SAMPLE_BATCH} (one network evaluation)", ""]
+             f"- medians of {count(rounds, 'round')}; training batch {batch} (bare step), sampling batch "
+             f"{2 * batch} (one network evaluation)", ""]
     lines += markdown_table(
         ["network", "parameters", "forward GFLOPs / image", "training images/s", "vs reference", "sampling images/s",
          "vs reference"],
@@ -110,15 +110,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="rounds; every figure is the median")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--batch", type=int, default=TRAIN_BATCH, help="the training batch; sampling's is twice it")
     parser.add_argument("--markdown", help="write the table here (e.g. docs/reports/runs/colour_throughput.md)")
     args = parser.parse_args()
-    if args.rounds < 1 or args.threads < 0:
-        parser.error("--rounds must be at least 1 and --threads at least 0")
+    if args.rounds < 1 or args.threads < 0 or args.batch < 1:
+        parser.error("--rounds and --batch must be at least 1 and --threads at least 0")
     if args.markdown and not os.path.isdir(os.path.dirname(os.path.abspath(args.markdown))):
         parser.error(f"{os.path.dirname(args.markdown)} is not a folder, so {args.markdown} cannot be written")
     if args.threads:
         torch.set_num_threads(args.threads)
-    text = format_markdown(measure(args.rounds), args.rounds)
+    text = format_markdown(measure(args.rounds, args.batch), args.rounds, args.batch)
     print(text)
     if args.markdown:
         with open(args.markdown, "w") as f:

@@ -78,8 +78,8 @@ def test_class_columns_of_colour_images_have_a_white_header():
 def test_the_colour_throughput_benchmark_measures_every_network(tmp_path):
     out = tmp_path / "colour.md"
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "colour_throughput.py"), "--rounds", "1",
-                             "--threads", "1", "--markdown", str(out)], env=cli_env(), capture_output=True, text=True,
-                            timeout=300)
+                             "--threads", "1", "--batch", "8", "--markdown", str(out)], env=cli_env(),
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "x" in line.split("|")[1]]
     assert [row.split("|")[1].split("(")[0].strip() for row in rows] == ["fashion-mnist", "colour-32", "colour-64"]

@@ -71,3 +71,20 @@ for m in 15 30; do
   python benchmarks/colour_figures.py runs/latent-prior/twitter64-scratch-${m}m runs/latent-prior/twitter64-tuned-${m}m \
     docs/figures/vendor-transfer-64-latent-$m.png --labels "scratch,from the Noto prior" --rows 3
 done
+
+# 7. The fine-tune's warm-up and EMA at 32 px: the Noto prior fine-tuned on Twemoji with the recipe's warm-up and
+#    EMA (200 steps, shortened to fit; power EMA of width 0.1) against no warm-up, and EMA widths 0.05 and 0.2.
+mkdir -p runs/fine-tune $OUT/fine-tune
+ft () {  # NAME MINUTES FLAGS...
+  name=$1 minutes=$2; shift 2
+  tinydiffusion train --data runs/emoji-twitter/train --data.image_size 32 --train.minutes $minutes --train.threads 1 \
+    --no-progress --train.init runs/google-prior-32 --run-dir runs/fine-tune/twitter32-tuned$name-${minutes}m "$@" \
+    > runs/fine-tune/twitter32-tuned$name-${minutes}m.log 2>&1
+}
+ft "" 5 & ft -warmup0 5 --train.warmup_steps 0; wait
+ft -ema0.05 5 --train.ema_std 0.05 & ft -ema0.2 5 --train.ema_std 0.2; wait
+for run in runs/fine-tune/twitter32-tuned*-5m; do
+  tinydiffusion evaluate $run --num 1000 --json $OUT/fine-tune/$(basename $run).json
+  cp $run.log $OUT/fine-tune/
+done
+python benchmarks/transfer_table.py $OUT/fine-tune/twitter --init runs/google-prior-32
