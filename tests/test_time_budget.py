@@ -102,6 +102,7 @@ def test_a_re_plan_that_makes_this_step_the_last_ends_the_decay_on_it():
     assert lr(short, 65) == pytest.approx(floor) and lr(plan, 65) > 2 * floor
     room = replanned(plan, 50, 66, warmup=0)  # with steps to spare the rate moves on from where it was
     assert lr(room, 50) == pytest.approx(lr(plan, 50), rel=0.03) and lr(room, 65) == pytest.approx(floor)
+    assert replanned(plan, 74, 90, warmup=0) == plan  # at the old plan's last step the decay has ended: no longer
 
 
 def test_a_faster_pace_after_the_plan_lengthens_it():

@@ -114,11 +114,11 @@ class TimeBudget:
         projected_end = self.elapsed(now) + (plan.steps - step + self.end_steps) * per_step
         if self.seconds - self.slack(EARLY) <= projected_end <= self.seconds + self.slack(LATE):
             return None
-        steps = step + max(1, self.steps_that_fit(now, self.recent))
-        if steps == plan.steps:
+        new = replanned(plan, step, step + max(1, self.steps_that_fit(now, self.recent)), plan.warmup or warmup_steps)
+        if new == plan:
             return None
         self.recent.clear()
-        return replanned(plan, step, steps, plan.warmup or warmup_steps)
+        return new
 
     def _first_plan(self, step: int, plan: Plan, warmup_steps: int, now: float) -> Plan | None:
         if len(self.window) < MIN_TIMED_STEPS:
@@ -151,7 +151,8 @@ class TimeBudget:
 def replanned(plan: Plan, step: int, steps: int, warmup: int) -> Plan:
     """The plan of `steps` steps made at `step`, its decay moved so that it has gone as far as it had: a cosine
     decay over [at, end], end the last step, at progress p = (step - at) / (end - at) keeps p if
-    at' = (step - p end') / (1 - p). Where `step` is the new plan's last, the decay ends on it."""
+    at' = (step - p end') / (1 - p). Where `step` is the new plan's last, the decay ends on it; where it was the old
+    plan's last, the decay has ended and the run ends as planned (a longer plan would raise the rate again)."""
     start, end, new_end = max(warmup, plan.at), plan.steps - 1, steps - 1
     progress = min(1.0, max(0.0, (step - start) / max(1, end - start)))
     if new_end <= step:
@@ -159,7 +160,7 @@ def replanned(plan: Plan, step: int, steps: int, warmup: int) -> Plan:
     elif progress < 1:
         at = round((step - progress * new_end) / (1 - progress))
     else:
-        at = step
+        return plan
     return dataclasses.replace(plan, steps=steps, at=min(step, max(warmup, at)))
 
 
