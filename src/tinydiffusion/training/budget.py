@@ -114,7 +114,8 @@ class TimeBudget:
         projected_end = self.elapsed(now) + (plan.steps - step + self.end_steps) * per_step
         if self.seconds - self.slack(EARLY) <= projected_end <= self.seconds + self.slack(LATE):
             return None
-        new = replanned(plan, step, step + max(1, self.steps_that_fit(now, self.recent)), plan.warmup or warmup_steps)
+        steps = step + max(1, self.steps_that_fit(now, self.recent))
+        new = plan if steps == plan.steps else replanned(plan, step, steps, plan.warmup or warmup_steps)
         if new == plan:
             return None
         self.recent.clear()
