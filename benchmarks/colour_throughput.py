@@ -28,7 +28,7 @@ from tinydiffusion.nets import NetConfig, build_network, count_parameters
 from tinydiffusion.presets import get_preset
 from tinydiffusion.words import count
 
-TRAIN_BATCH = 128
+TRAIN_BATCH, MAX_BATCH = 128, 1024  # a batch of 2 x 1024 64x64x3 images is 100 MB; more only costs memory
 NETWORKS = {  # name -> the preset whose network it is; the first is the reference
     "fashion-mnist (28x28x1, reference)": "fashion-mnist",
     "colour-32 (32x32x3)": "colour-32",
@@ -113,8 +113,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=TRAIN_BATCH, help="the training batch; sampling's is twice it")
     parser.add_argument("--markdown", help="write the table here (e.g. docs/reports/runs/colour_throughput.md)")
     args = parser.parse_args()
-    if args.rounds < 1 or args.threads < 0 or args.batch < 1:
-        parser.error("--rounds and --batch must be at least 1 and --threads at least 0")
+    if args.rounds < 1 or args.threads < 0 or not 1 <= args.batch <= MAX_BATCH:
+        parser.error(f"--rounds must be at least 1, --threads at least 0 and --batch between 1 and {MAX_BATCH}")
     if args.markdown and not os.path.isdir(os.path.dirname(os.path.abspath(args.markdown))):
         parser.error(f"{os.path.dirname(args.markdown)} is not a folder, so {args.markdown} cannot be written")
     if args.threads:

@@ -89,6 +89,14 @@ def test_the_colour_throughput_benchmark_measures_every_network(tmp_path):
         assert float(row.split("|")[3]) > 0.05 and float(row.split("|")[4]) > 0  # FLOPs and images/s measured
 
 
+@pytest.mark.parametrize("batch", ["0", "100000000"])
+def test_the_colour_throughput_benchmark_refuses_an_absurd_batch_in_one_sentence(batch):
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "colour_throughput.py"), "--batch", batch],
+                            env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].endswith("--batch between 1 and 1024")
+
+
 def test_the_latent_route_benchmarks_autoencoder_learns_and_codes_to_uint8():
     """benchmarks/latent_route.py's core on tiny data: a 64x64x3 image codes to a 32x32x3 uint8 latent and back,
     each half within TAESD's size, and a few seconds of training reconstruct better than the untrained halves."""

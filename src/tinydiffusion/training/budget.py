@@ -156,12 +156,9 @@ def replanned(plan: Plan, step: int, steps: int, warmup: int) -> Plan:
     plan's last, the decay has ended and the run ends as planned (a longer plan would raise the rate again)."""
     start, end, new_end = max(warmup, plan.at), plan.steps - 1, steps - 1
     progress = min(1.0, max(0.0, (step - start) / max(1, end - start)))
-    if new_end <= step:
-        at = min(plan.at, step - 1)
-    elif progress < 1:
-        at = round((step - progress * new_end) / (1 - progress))
-    else:
+    if progress == 1 and new_end > step:
         return plan
+    at = round((step - progress * new_end) / (1 - progress)) if new_end > step else min(plan.at, step - 1)
     return dataclasses.replace(plan, steps=steps, at=min(step, max(warmup, at)))
 
 
